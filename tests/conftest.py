@@ -1,0 +1,44 @@
+"""Shared fixtures: explicit clock, seeded rng, loopback echo servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+
+@pytest.fixture
+def rng() -> Callable[[int], bytes]:
+    """A seeded byte source with the ``rng(n) -> bytes`` shape the cores take."""
+    gen = random.Random(1234)
+    return gen.randbytes
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[tuple[str, int]]:
+    """A TCP echo server on 127.0.0.1; yields (host, port)."""
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield ("127.0.0.1", port)
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await server.wait_closed()
