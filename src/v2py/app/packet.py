@@ -1,0 +1,59 @@
+"""A datagram link between an inbound and an outbound (one source, one destination)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+#: Queued datagrams per link before new ones are dropped (UDP may drop; never block).
+PACKET_QUEUE_LIMIT = 256
+
+
+class PacketLink:
+    """Datagrams from the inbound side are ``push``ed and ``recv``ed by the outbound;
+    responses go back through ``send`` to the inbound's callback."""
+
+    def __init__(self, send_back: Callable[[bytes], None]) -> None:
+        self._send_back = send_back
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def push(self, data: bytes) -> None:
+        """Inbound side: queue a datagram for the outbound (dropped when full or closed)."""
+        if self._closed or len(self._queue) >= PACKET_QUEUE_LIMIT:
+            self.dropped += 1
+            return
+        self._queue.append(data)
+        self._wake()
+
+    async def recv(self) -> bytes | None:
+        """Outbound side: next datagram, or None once the link is closed and empty."""
+        while not self._queue:
+            if self._closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._queue.popleft()
+
+    def send(self, data: bytes) -> None:
+        """Outbound side: deliver a response datagram to the inbound's client."""
+        if not self._closed:
+            self._send_back(data)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)

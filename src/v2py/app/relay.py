@@ -1,0 +1,112 @@
+"""Bidirectional copy between two streams with V2Ray's policy timeouts.
+
+connIdle closes a connection with no traffic in either direction; once one
+direction has ended, the other gets uplinkOnly / downlinkOnly seconds
+(v2ray-core common/signal.ActivityTimer as used by every proxy handler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from v2py.app.policy import Timeouts
+from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+
+
+class ActivityTimer:
+    """Cancels ``task`` after ``timeout`` seconds without ``update()``.
+
+    One ``call_at`` handle at a time; traffic only stamps a float, and the
+    handle re-arms itself lazily, so a busy relay costs no timer churn.
+    """
+
+    def __init__(self, task: asyncio.Task[object], timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = task
+        self._timeout = timeout
+        self._last = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = None
+        self.expired = False
+        self._arm()
+
+    def _arm(self) -> None:
+        self._handle = self._loop.call_at(self._last + self._timeout, self._check)
+
+    def _check(self) -> None:
+        deadline = self._last + self._timeout
+        if self._loop.time() >= deadline - 1e-3:
+            self.expired = True
+            self._handle = None
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(deadline, self._check)
+
+    def update(self) -> None:
+        self._last = self._loop.time()
+
+    def set_timeout(self, timeout: float) -> None:
+        """Change the idle allowance, counted from now (V2Ray's SetTimeout)."""
+        self._timeout = timeout
+        self._last = self._loop.time()
+        if self._handle is not None:
+            self._handle.cancel()
+        self._arm()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+async def _copy(src: Stream, dst: Stream, timer: ActivityTimer) -> None:
+    read = src.read
+    write = dst.write
+    drain = dst.drain
+    update = timer.update
+    while True:
+        data = await read(READ_CHUNK_BYTES)
+        if not data:
+            break
+        update()
+        write(data)
+        await drain()
+    dst.write_eof()
+
+
+async def relay(inbound: Stream, outbound: Stream, timeouts: Timeouts) -> bool:
+    """Copy both ways until both directions end or a policy timeout fires.
+
+    ``inbound`` is the client side, ``outbound`` the server side. Returns False when
+    a timeout ended the relay. Never closes either stream (the caller owns them).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    timer = ActivityTimer(task, timeouts.conn_idle)
+
+    async def uplink() -> None:
+        await _copy(inbound, outbound, timer)
+        timer.set_timeout(timeouts.downlink_only)
+
+    async def downlink() -> None:
+        await _copy(outbound, inbound, timer)
+        timer.set_timeout(timeouts.uplink_only)
+
+    try:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(uplink())
+                group.create_task(downlink())
+        except BaseExceptionGroup as group_error:
+            # Surface the first real failure (OSError, ProtocolError) as itself.
+            raise group_error.exceptions[0] from None
+    except asyncio.CancelledError:
+        if timer.expired:
+            # uncancel so that the caller's own cancellation state stays intact
+            with contextlib.suppress(Exception):
+                task.uncancel()
+            return False
+        raise
+    finally:
+        timer.cancel()
+    return True

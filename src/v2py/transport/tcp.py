@@ -1,0 +1,254 @@
+"""TCP as a :class:`~v2py.transport.stream.Stream`, on ``asyncio.Protocol`` (not streams).
+
+Reads hand out the kernel's chunks without copying them into a shared buffer;
+reading pauses above a high-water mark, so a slow consumer exerts backpressure on
+the peer, and ``drain`` waits on the transport's own write-buffer limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+from v2py.transport.stream import READ_CHUNK_BYTES
+
+log = logging.getLogger(__name__)
+
+#: Pause reading from the socket when this much is buffered and unread.
+READ_HIGH_WATER_BYTES = 512 * 1024
+#: Write-buffer limits of the transport (drain blocks above the high mark).
+WRITE_HIGH_WATER_BYTES = 512 * 1024
+WRITE_LOW_WATER_BYTES = 128 * 1024
+
+
+class TcpStream(asyncio.Protocol):
+    """One TCP connection; also the protocol object asyncio drives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._eof = False
+        self._lost: BaseException | None = None
+        self._closed = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._closed_fut: asyncio.Future[None] = self._loop.create_future()
+        self._peer: tuple[str, int] | None = None
+        self._local: tuple[str, int] | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER_BYTES, WRITE_LOW_WATER_BYTES)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self._peer = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self._local = (local[0], local[1]) if isinstance(local, tuple) else None
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > READ_HIGH_WATER_BYTES and not self._read_paused and self._transport:
+            self._read_paused = True
+            self._transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return True  # keep our sending side open (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc or ConnectionResetError("connection closed")
+        self._eof = True
+        self._closed = True
+        self._wake_reader()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("connection lost"))
+        self._drain_waiter = None
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        self._drain_waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None:
+            self._read_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- Stream -----------------------------------------------------------
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._read_waiter = self._loop.create_future()
+            await self._read_waiter
+        chunk = self._chunks[0]
+        if len(chunk) <= max_bytes:
+            self._chunks.popleft()
+            if len(self._chunks) > 1 and len(chunk) < max_bytes:
+                # Coalesce small kernel reads so the layers above get big batches.
+                parts = [chunk]
+                total = len(chunk)
+                while self._chunks and total + len(self._chunks[0]) <= max_bytes:
+                    nxt = self._chunks.popleft()
+                    parts.append(nxt)
+                    total += len(nxt)
+                chunk = b"".join(parts)
+        else:
+            self._chunks[0] = chunk[max_bytes:]
+            chunk = chunk[:max_bytes]
+        self._buffered -= len(chunk)
+        if self._read_paused and self._buffered <= READ_HIGH_WATER_BYTES // 2 and self._transport:
+            self._read_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._transport is None or self._closed or self._transport.is_closing():
+            raise ConnectionResetError("write on a closed connection")
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        if self._closed:
+            raise ConnectionResetError("connection lost")
+        if not self._write_paused:
+            return
+        if self._drain_waiter is None:
+            self._drain_waiter = self._loop.create_future()
+        await self._drain_waiter
+
+    def write_eof(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                transport.write_eof()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data (RST where the kernel has unread input)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed_fut)
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self._peer
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        return self._local
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+
+async def dial_tcp(host: str, port: int, *, timeout: float | None = None) -> TcpStream:
+    """Connect to ``host:port`` and return the stream. Raises OSError / TimeoutError."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        _, proto = await loop.create_connection(lambda: TcpStream(loop), host, port)
+    return proto
+
+
+class TcpListener:
+    """A listening socket whose accepted connections each run ``handler(stream)`` in a task.
+
+    Handler exceptions are logged, never propagated to the listener; ``close()``
+    stops accepting and cancels every running handler.
+    """
+
+    def __init__(self, handler: Callable[[TcpStream], Awaitable[None]]) -> None:
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _AcceptingStream(self, loop), host, port, reuse_address=True, backlog=1024
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _spawn(self, stream: TcpStream) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, stream: TcpStream) -> None:
+        try:
+            await self._handler(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one bad connection never stops a listener
+            log.exception("connection handler failed")
+        finally:
+            stream.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket but let established connections run on."""
+        if self._server is not None:
+            self._server.close()
+
+    async def wait_closed(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _AcceptingStream(TcpStream):
+    def __init__(self, listener: TcpListener, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._listener._spawn(self)
+
+
+async def listen_tcp(
+    host: str, port: int, handler: Callable[[TcpStream], Awaitable[None]]
+) -> TcpListener:
+    """Listen on ``host:port``; every accepted connection runs ``handler(stream)``."""
+    listener = TcpListener(handler)
+    await listener.start(host, port)
+    return listener
