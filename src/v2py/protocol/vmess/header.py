@@ -19,6 +19,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+try:  # CFB moved to the "decrepit" namespace in cryptography 47
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB as _CFB
+except ImportError:  # pragma: no cover
+    _CFB = modes.CFB  # type: ignore[misc,assignment]
+
 from v2py.common.fnv import fnv1a32
 from v2py.protocol.vmess.account import VmessUser
 from v2py.protocol.vmess.constants import AddressType, RequestCommand
@@ -346,12 +351,12 @@ def choose_legacy_identity(user: VmessUser, now: int, rng: Rng) -> tuple[bytes, 
 
 def new_cfb_encryptor(key: bytes, iv: bytes) -> CipherContext:
     """A streaming AES-128-CFB (CFB128) encryptor."""
-    return Cipher(algorithms.AES(key), modes.CFB(iv)).encryptor()
+    return Cipher(algorithms.AES(key), _CFB(iv)).encryptor()
 
 
 def new_cfb_decryptor(key: bytes, iv: bytes) -> CipherContext:
     """A streaming AES-128-CFB (CFB128) decryptor."""
-    return Cipher(algorithms.AES(key), modes.CFB(iv)).decryptor()
+    return Cipher(algorithms.AES(key), _CFB(iv)).decryptor()
 
 
 def seal_legacy_request(cmd_key: bytes, auth_id16: bytes, plaintext: bytes, ts: int) -> bytes:
