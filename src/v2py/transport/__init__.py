@@ -1,1 +1,46 @@
+"""Transports: TCP and mKCP, behind one dial/listen pair (v2ray-core transport/internet)."""
 
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from v2py.transport.stream import Stream
+
+
+class Listener(Protocol):
+    def close(self) -> None: ...
+
+    def stop_accepting(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+async def dial(network: str, host: str, port: int, *, kcp: Any = None, timeout: float | None = None) -> Stream:
+    """Open a stream to ``host:port`` over ``network`` ("tcp" or "kcp")."""
+    if network == "kcp":
+        from v2py.transport.mkcp import dial_kcp
+
+        return await dial_kcp(host, port, kcp)
+    from v2py.transport.tcp import dial_tcp
+
+    return await dial_tcp(host, port, timeout=timeout)
+
+
+async def listen(
+    network: str,
+    host: str,
+    port: int,
+    handler: Callable[[Any], Awaitable[None]],
+    *,
+    kcp: Any = None,
+) -> Listener:
+    """Listen on ``host:port`` over ``network``; each connection runs ``handler(stream)``."""
+    if network == "kcp":
+        from v2py.transport.mkcp import listen_kcp
+
+        listener: Any = await listen_kcp(host, port, kcp, handler)
+        return listener  # type: ignore[no-any-return]
+    from v2py.transport.tcp import listen_tcp
+
+    return await listen_tcp(host, port, handler)

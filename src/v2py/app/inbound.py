@@ -1,0 +1,88 @@
+"""Inbound handlers: listeners around an inbound proxy (v2ray-core app/proxyman/inbound).
+
+``AlwaysOnInbound`` listens on every port of its range for its whole life.
+``DynamicInbound`` (the ``allocate: random`` case) lives in ``app/dynamic.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Protocol
+
+from v2py.app.session import Session, SniffingSettings
+from v2py.proxy.base import Dispatch
+from v2py.transport import Listener, listen
+from v2py.transport.stream import Stream
+
+log = logging.getLogger(__name__)
+
+
+class InboundProxy(Protocol):
+    """An inbound protocol handler (socks, http, dokodemo-door, vmess)."""
+
+    async def handle(self, stream: Stream, session: Session, dispatcher: Dispatch) -> None: ...
+
+    async def start(self, dispatcher: Dispatch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class AlwaysOnInbound:
+    """Listens on ``ports`` with one shared proxy instance."""
+
+    def __init__(
+        self,
+        *,
+        tag: str,
+        proxy: InboundProxy,
+        listen_host: str,
+        ports: list[int],
+        network: str = "tcp",
+        kcp: Any = None,
+        sniffing: SniffingSettings | None = None,
+    ) -> None:
+        self.tag = tag
+        self.proxy = proxy
+        self.listen_host = listen_host
+        self.ports = ports
+        self.network = network
+        self.kcp = kcp
+        self.sniffing = sniffing or SniffingSettings()
+        self._listeners: list[Listener] = []
+        self._dispatcher: Dispatch | None = None
+
+    async def start(self, dispatcher: Dispatch) -> None:
+        self._dispatcher = dispatcher
+        for port in self.ports:
+            listener = await listen(
+                self.network, self.listen_host, port, self._on_connection, kcp=self.kcp
+            )
+            self._listeners.append(listener)
+            log.info("inbound %s listening on %s %s:%d", self.tag or "-", self.network,
+                     self.listen_host, port)
+        await self.proxy.start(dispatcher)
+
+    async def _on_connection(self, stream: Stream) -> None:
+        assert self._dispatcher is not None
+        session = Session(
+            inbound_tag=self.tag,
+            source=stream.peer,
+            sniffing=self.sniffing,
+        )
+        await self.proxy.handle(stream, session, self._dispatcher)
+
+    def get_random_worker(self, rng_index: int) -> tuple[InboundProxy, int, int]:
+        """Detour target of an always-on range: any port, ValidMin 255 (dynamic-port.md 2.3)."""
+        return self.proxy, self.ports[rng_index % len(self.ports)], 255
+
+    async def close(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        self.proxy.close()
+        for listener in self._listeners:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await listener.wait_closed()
+        self._listeners.clear()

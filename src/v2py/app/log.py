@@ -1,0 +1,62 @@
+"""Logging in V2Ray's shape: error log with ``[Level]`` and an access log."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "none": logging.CRITICAL + 10,
+}
+
+_LEVEL_NAMES = {
+    logging.DEBUG: "Debug",
+    logging.INFO: "Info",
+    logging.WARNING: "Warning",
+    logging.ERROR: "Error",
+    logging.CRITICAL: "Error",
+}
+
+
+class _V2rayFormatter(logging.Formatter):
+    def __init__(self, access: bool) -> None:
+        super().__init__(datefmt="%Y/%m/%d %H:%M:%S")
+        self._access = access
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, self.datefmt)
+        msg = record.getMessage()
+        if record.exc_info and not self._access:
+            msg = f"{msg}: {record.exc_info[1]!r}"
+        if self._access:
+            return f"{stamp} {msg}"
+        return f"{stamp} [{_LEVEL_NAMES.get(record.levelno, 'Info')}] {msg}"
+
+
+def configure_logging(loglevel: str = "warning", access: str = "", error: str = "") -> None:
+    """Route ``v2py`` logs to stderr or ``error`` and ``v2py.access`` to stdout or ``access``."""
+    root = logging.getLogger("v2py")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    err_handler: logging.Handler = (
+        logging.FileHandler(error) if error else logging.StreamHandler(sys.stderr)
+    )
+    err_handler.setFormatter(_V2rayFormatter(access=False))
+    root.addHandler(err_handler)
+    root.setLevel(LEVELS.get(loglevel.lower(), logging.WARNING))
+    root.propagate = False
+
+    acc = logging.getLogger("v2py.access")
+    for handler in list(acc.handlers):
+        acc.removeHandler(handler)
+    acc_handler: logging.Handler = (
+        logging.FileHandler(access) if access else logging.StreamHandler(sys.stdout)
+    )
+    acc_handler.setFormatter(_V2rayFormatter(access=True))
+    acc.addHandler(acc_handler)
+    acc.setLevel(logging.INFO if loglevel.lower() != "none" or access else logging.CRITICAL + 10)
+    acc.propagate = False

@@ -1,0 +1,204 @@
+"""VMess inbound (server), as v2ray-core proxy/vmess/inbound/inbound.go.
+
+On any failed handshake the server never writes a byte: it drains up to the
+per-server budget (bounded by the handshake timeout) and closes, as 4.34's
+``drainConnection`` does, so an active prober learns nothing from timing or
+replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+
+from v2py.app.packet import PacketLink
+from v2py.app.policy import PolicyTable
+from v2py.app.session import Session, session_logger
+from v2py.common.net import Destination, Network
+from v2py.errors import ProtocolError, VmessError
+from v2py.protocol.vmess.account import VmessUser
+from v2py.protocol.vmess.commands import SwitchAccount
+from v2py.protocol.vmess.constants import RequestCommand
+from v2py.protocol.vmess.events import RequestReceived
+from v2py.protocol.vmess.server import VmessServerConnection
+from v2py.protocol.vmess.validator import UserValidator
+from v2py.proxy.base import Dispatch
+from v2py.proxy.vmess_stream import VmessStream
+from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+
+log = logging.getLogger(__name__)
+
+#: How often the legacy auth table slides forward (vmess.md 4.2).
+VALIDATOR_UPDATE_INTERVAL_S = 10.0
+#: Cap of ValidMin in a SwitchAccount (one byte).
+MAX_VALID_MIN = 255
+
+#: ``detour(email) -> (port, user, minutes_left) | None``: asks the detour inbound.
+DetourLookup = Callable[[str], "tuple[int, VmessUser, int] | None"]
+
+
+class VmessInbound:
+    """The ``vmess`` inbound handler: one user table for all its connections."""
+
+    def __init__(
+        self,
+        *,
+        tag: str,
+        users: Sequence[VmessUser],
+        policy: PolicyTable,
+        default_level: int = 0,
+        default_alter_id: int = 0,
+        disable_insecure: bool = False,
+        detour: DetourLookup | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.tag = tag
+        self.policy = policy
+        self.default_level = default_level
+        self.default_alter_id = default_alter_id
+        self.disable_insecure = disable_insecure
+        self.detour = detour
+        self._rng = rng
+        self._clock = clock
+        self.validator = UserValidator(clock(), rng)
+        for user in users:
+            self.validator.add_user(user)
+        self._updater: asyncio.Task[None] | None = None
+
+    # -- detour support: the dynamic-port users of this instance ----------
+    def get_or_create_user(self, email: str) -> VmessUser:
+        """The user for ``email``; auto-created from ``default`` (dynamic-port.md 3)."""
+        email = email.lower()
+        user: VmessUser | None = self.validator.get_user(email)
+        if user is None:
+            user = VmessUser(
+                id=self._rng(16),
+                alter_id=self.default_alter_id,
+                level=self.default_level,
+                email=email,
+            )
+            self.validator.add_user(user)
+        return user
+
+    # -- lifecycle ----------------------------------------------------------
+    async def start(self, dispatcher: Dispatch) -> None:
+        if self._updater is None:
+            self._updater = asyncio.get_running_loop().create_task(self._update_loop())
+
+    async def _update_loop(self) -> None:
+        while True:
+            await asyncio.sleep(VALIDATOR_UPDATE_INTERVAL_S)
+            self.validator.update(self._clock())
+
+    def close(self) -> None:
+        if self._updater is not None:
+            self._updater.cancel()
+            self._updater = None
+
+    # -- per connection -----------------------------------------------------
+    async def handle(self, stream: Stream, session: Session, dispatcher: Dispatch) -> None:
+        slog = session_logger(log, session)
+        loop = asyncio.get_running_loop()
+        handshake_timeout = self.policy.for_level(0).handshake
+        deadline = loop.time() + handshake_timeout
+        core = VmessServerConnection(
+            self.validator, now=self._clock(), rng=self._rng, disable_insecure=self.disable_insecure
+        )
+        request: RequestReceived | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                while request is None:
+                    data = await stream.read(READ_CHUNK_BYTES)
+                    core.receive_data(data)
+                    event = core.next_event()
+                    if isinstance(event, RequestReceived):
+                        request = event
+                    elif not data:
+                        raise VmessError("connection ended before the request header")
+        except VmessError as exc:
+            self._log_reject(slog, session, exc)
+            if exc.drain:
+                await self._drain(stream, core, deadline)
+            return
+        except TimeoutError:
+            slog.info("vmess: handshake timed out from %s", session.source_text())
+            return
+
+        header = request.header
+        user = request.user
+        session.user_email = user.email
+        session.level = user.level
+        network = Network.UDP if header.command == RequestCommand.UDP else Network.TCP
+        if header.command == RequestCommand.MUX:
+            slog.info("vmess: mux.cool is not supported, closing")
+            return
+        session.destination = Destination(network, header.address, header.port)
+        if self.detour is not None:
+            found = self.detour(user.email)
+            if found is not None:
+                port, detour_user, minutes = found
+                core.set_response_command(
+                    SwitchAccount(
+                        host="",
+                        port=port,
+                        id=detour_user.id,
+                        alter_ids=detour_user.alter_id,
+                        level=detour_user.level & 0xFF,
+                        valid_min=min(minutes, MAX_VALID_MIN),
+                    )
+                )
+        # Anything decoded together with the header is body plaintext.
+        vstream = VmessStream(stream, core)
+        initial = vstream._process_events()  # noqa: SLF001 - same package helper
+        vstream._pending = initial  # noqa: SLF001
+        try:
+            if network is Network.UDP:
+                await self._handle_udp(session, vstream, dispatcher)
+            else:
+                await dispatcher.dispatch(session, vstream)
+        except (OSError, ProtocolError) as exc:
+            slog.info("vmess: connection ends: %s", exc)
+
+    def _log_reject(self, slog: logging.LoggerAdapter[logging.Logger], session: Session,
+                    exc: VmessError) -> None:
+        reason = str(exc)
+        if exc.tainted:
+            reason = f"invalid user > {reason} > ErrTainted"
+        slog.info(
+            "vmess: invalid request from %s: %s", session.source_text(), reason
+        )
+
+    async def _drain(self, stream: Stream, core: VmessServerConnection, deadline: float) -> None:
+        """Read and discard until the drain budget is consumed or the handshake deadline."""
+        remaining = self.validator.drain_size - core.bytes_consumed
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout_at(deadline):
+                while remaining > 0:
+                    data = await stream.read(min(remaining, READ_CHUNK_BYTES))
+                    if not data:
+                        return  # the peer closed first: io.CopyN ends at EOF in 4.34 too
+                    remaining -= len(data)
+
+    async def _handle_udp(self, session: Session, vstream: VmessStream, dispatcher: Dispatch) -> None:
+        def send_back(data: bytes) -> None:
+            with contextlib.suppress(ConnectionError):
+                vstream.write_datagram(data)
+
+        link = PacketLink(send_back)
+
+        async def pump() -> None:
+            try:
+                while (data := await vstream.read_datagram()) is not None:
+                    link.push(data)
+            finally:
+                link.close()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(pump())
+            group.create_task(dispatcher.dispatch_packets(session, link))
+        vstream.write_eof()

@@ -1,0 +1,262 @@
+"""VMess outbound (client), as v2ray-core proxy/vmess/outbound/{outbound,command}.go.
+
+Header format: AEAD when the account's alterId is 0 (4.34), unless
+``V2RAY_VMESS_AEAD_DISABLED=true``; the older switches documented in the user's
+guide (``testsEnabled: "VMessAEAD"``, ``VMESSAEADEXPERIMENT=y|n``) force it on or
+off. SwitchAccount commands append dynamic-port servers (dynamic-port.md 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from v2py.app.packet import PacketLink
+from v2py.app.policy import PolicyTable
+from v2py.app.relay import relay
+from v2py.app.session import Session, session_logger
+from v2py.common.net import Network
+from v2py.errors import ProtocolError
+from v2py.protocol.vmess.account import VmessUser
+from v2py.protocol.vmess.client import VmessClientConnection
+from v2py.protocol.vmess.commands import SwitchAccount
+from v2py.protocol.vmess.constants import RequestCommand, SecurityType, resolve_auto_security
+from v2py.proxy.vmess_stream import VmessStream
+from v2py.transport import dial
+from v2py.transport.stream import Stream
+
+log = logging.getLogger(__name__)
+
+#: Dial attempts and the delay before each (4.34's "exponential" backoff is linear).
+DIAL_DELAYS_S = (0.0, 0.2, 0.4, 0.6, 0.8)
+DIAL_TIMEOUT_S = 16.0
+#: Largest VMess UDP payload that a 4.34 peer never drops (vmess.md 8.9).
+MAX_UDP_PAYLOAD = 1900
+SECONDS_PER_MINUTE = 60.0
+
+
+@dataclass(slots=True, kw_only=True)
+class VmessAccount:
+    """A configured user of a vnext server (with its body security)."""
+
+    user: VmessUser
+    security: SecurityType
+    tests_enabled: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ServerEntry:
+    """A vnext server, or a dynamic-port entry appended by SwitchAccount."""
+
+    address: str
+    port: int
+    accounts: list[VmessAccount]
+    valid_until: float | None = None  # None: configured, never expires
+    _rr: int = field(default=0)
+
+    def valid(self, now: float) -> bool:
+        return self.valid_until is None or now < self.valid_until
+
+
+class ServerList:
+    """Round-robin picker over configured servers and appended detour entries.
+
+    Mirrors 4.34's ``RoundRobinServerPicker`` over a ``ServerList`` whose
+    ``GetServer`` drops expired entries by moving the last one into the hole.
+    """
+
+    def __init__(self, servers: Sequence[ServerEntry]) -> None:
+        self.entries: list[ServerEntry] = list(servers)
+        self._index = 0
+
+    def _get(self, i: int, now: float) -> ServerEntry | None:
+        while i < len(self.entries):
+            entry = self.entries[i]
+            if entry.valid(now):
+                return entry
+            last = self.entries.pop()
+            if i < len(self.entries):
+                self.entries[i] = last
+        return None
+
+    def pick(self, now: float) -> ServerEntry:
+        size = len(self.entries)
+        entry = self._get(self._index, now)
+        if entry is None:
+            self._index = 0
+            entry = self._get(0, now)
+        assert entry is not None  # configured servers never expire
+        self._index += 1
+        if self._index >= size:
+            self._index = 0
+        return entry
+
+    def add(self, entry: ServerEntry) -> None:
+        self.entries.append(entry)
+
+
+def env_aead_choice(env: Mapping[str, str]) -> bool | None:
+    """What the environment forces: True (AEAD), False (legacy) or None (decide by alterId)."""
+    if env.get("v2ray.vmess.aead.disabled", env.get("V2RAY_VMESS_AEAD_DISABLED", "")) == "true":
+        return False
+    experiment = env.get("VMESSAEADEXPERIMENT", "").lower()
+    if experiment in ("y", "yes", "true", "1"):
+        return True
+    if experiment in ("n", "no", "false", "0"):
+        return False
+    return None
+
+
+class VmessOutbound:
+    """The ``vmess`` outbound handler."""
+
+    def __init__(
+        self,
+        *,
+        tag: str,
+        servers: Sequence[ServerEntry],
+        policy: PolicyTable,
+        network: str = "tcp",
+        kcp: object = None,
+        env: Mapping[str, str] | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+        machine: str | None = None,
+    ) -> None:
+        self.tag = tag
+        self.servers = ServerList(servers)
+        self.policy = policy
+        self.network = network
+        self.kcp = kcp
+        self.env = dict(os.environ if env is None else env)
+        self._rng = rng
+        self._clock = clock
+        self._machine = machine or platform.machine()
+        self._aead_forced = env_aead_choice(self.env)
+        self._padding_env = bool(
+            self.env.get("v2ray.vmess.padding", self.env.get("V2RAY_VMESS_PADDING"))
+        )
+
+    # -- helpers ----------------------------------------------------------
+    def _use_aead(self, account: VmessAccount) -> bool:
+        if self._aead_forced is not None:
+            return self._aead_forced
+        if account.tests_enabled.lower() == "vmessaead":
+            return True
+        return account.user.alter_id == 0
+
+    def _security(self, account: VmessAccount) -> SecurityType:
+        if account.security == SecurityType.AUTO:
+            return resolve_auto_security(self._machine)
+        return account.security
+
+    def _pick_account(self, entry: ServerEntry) -> VmessAccount:
+        if len(entry.accounts) == 1:
+            return entry.accounts[0]
+        return entry.accounts[self._rng(1)[0] % len(entry.accounts)]
+
+    def _on_command(self, entry: ServerEntry, cmd: SwitchAccount) -> None:
+        host = cmd.host or entry.address
+        user = VmessUser(id=cmd.id, alter_id=cmd.alter_ids, level=cmd.level)
+        self.servers.add(
+            ServerEntry(
+                address=host,
+                port=cmd.port,
+                accounts=[VmessAccount(user=user, security=SecurityType.LEGACY)],
+                valid_until=self._clock() + cmd.valid_min * SECONDS_PER_MINUTE,
+            )
+        )
+        log.info("vmess: switching account to %s:%d for %d min", host, cmd.port, cmd.valid_min)
+
+    async def _dial(self, session: Session) -> tuple[Stream, ServerEntry]:
+        last_error: Exception | None = None
+        for delay in DIAL_DELAYS_S:
+            if delay:
+                await asyncio.sleep(delay)
+            entry = self.servers.pick(self._clock())
+            try:
+                stream = await dial(
+                    self.network, entry.address, entry.port, kcp=self.kcp, timeout=DIAL_TIMEOUT_S
+                )
+            except (OSError, TimeoutError) as exc:
+                last_error = exc
+                session_logger(log, session).info(
+                    "vmess: failed to dial %s:%d: %s", entry.address, entry.port, exc
+                )
+                continue
+            return stream, entry
+        raise ConnectionError(f"vmess: failed to find an available destination: {last_error}")
+
+    async def _open(self, session: Session, command: RequestCommand) -> tuple[VmessStream, Stream]:
+        dest = session.destination
+        assert dest is not None
+        transport, entry = await self._dial(session)
+        account = self._pick_account(entry)
+        core = VmessClientConnection(
+            account.user,
+            self._security(account),
+            command=command,
+            address=dest.address,
+            port=dest.port,
+            now=self._clock(),
+            rng=self._rng,
+            use_aead=self._use_aead(account),
+            padding_env=self._padding_env,
+        )
+        vstream = VmessStream(
+            transport,
+            core,
+            on_command=lambda cmd: self._on_command(entry, cmd),
+            is_client=True,
+        )
+        transport.write(core.data_to_send())
+        session_logger(log, session).info(
+            "vmess: tunneling request to %s via %s:%d", dest, entry.address, entry.port
+        )
+        return vstream, transport
+
+    # -- Outbound ---------------------------------------------------------
+    async def handle(self, session: Session, stream: Stream) -> None:
+        vstream, transport = await self._open(session, RequestCommand.TCP)
+        try:
+            await relay(stream, vstream, self.policy.for_level(session.level))
+        finally:
+            transport.close()
+
+    async def handle_packets(self, session: Session, link: PacketLink) -> None:
+        dest = session.destination
+        assert dest is not None and dest.network is Network.UDP
+        vstream, transport = await self._open(session, RequestCommand.UDP)
+        timeouts = self.policy.for_level(session.level)
+
+        async def uplink() -> None:
+            while (data := await link.recv()) is not None:
+                if len(data) <= MAX_UDP_PAYLOAD:
+                    vstream.write_datagram(data)
+                    await vstream.drain()
+            vstream.write_eof()
+
+        async def downlink() -> None:
+            while (data := await vstream.read_datagram()) is not None:
+                link.send(data)
+
+        try:
+            # UDP sessions end when the inbound closes the link (idle timeout there).
+            async with asyncio.TaskGroup() as group:
+                up = group.create_task(uplink())
+                down = group.create_task(downlink())
+                await up
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeouts.downlink_only):
+                        await asyncio.shield(down)
+                down.cancel()
+        except* (OSError, ProtocolError) as errors:
+            session_logger(log, session).info("vmess: udp relay ended: %s", errors.exceptions[0])
+        finally:
+            transport.close()
