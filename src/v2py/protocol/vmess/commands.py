@@ -6,6 +6,7 @@ bounds check that fixes CVE-2021-4070 (short bodies are ignored, not parsed).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass
 
@@ -66,10 +67,8 @@ def decode_command(cmd_id: int, data: bytes | bytearray | memoryview) -> SwitchA
     except UnicodeDecodeError:
         return None
     if host:
-        try:
+        with contextlib.suppress(ValueError):
             host = str(ipaddress.ip_address(host))
-        except ValueError:
-            pass
     p = 1 + host_len
     return SwitchAccount(
         host=host,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 try:  # CFB moved to the "decrepit" namespace in cryptography 47
     from cryptography.hazmat.decrepit.ciphers.modes import CFB as _CFB
 except ImportError:  # pragma: no cover
-    _CFB = modes.CFB  # type: ignore[misc,assignment]
+    _CFB = modes.CFB  # type: ignore[misc]
 
 from v2py.common.fnv import fnv1a32
 from v2py.protocol.vmess.account import VmessUser
@@ -261,7 +261,9 @@ def decode_auth_id(plain: bytes) -> int | None:
     return int.from_bytes(plain[:8], "big", signed=True)
 
 
-def aead_header_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+def aead_header_keys(
+    cmd_key: bytes, auth_id: bytes, nonce: bytes
+) -> tuple[bytes, bytes, bytes, bytes]:
     """``(K_len, N_len, K_hdr, N_hdr)`` of spec 5.2."""
     return (
         kdf16(cmd_key, _HDR_LEN_KEY, auth_id, nonce),

@@ -100,8 +100,9 @@ class ReplayFilter:
     filter would.
     """
 
-    def __init__(self, now: float, interval: float = REPLAY_INTERVAL_S,
-                 capacity: int = REPLAY_CAPACITY) -> None:
+    def __init__(
+        self, now: float, interval: float = REPLAY_INTERVAL_S, capacity: int = REPLAY_CAPACITY
+    ) -> None:
         self._gens: list[set[bytes]] = [set(), set()]
         self._last_swap = now
         self._next_clear = 0
@@ -178,8 +179,9 @@ class UserValidator:
     ``rng`` seeds nothing secret; it is used for the fallback drain seed.
     """
 
-    def __init__(self, now: float, rng: Rng, *,
-                 legacy_window_s: int = LEGACY_CACHE_DURATION_S) -> None:
+    def __init__(
+        self, now: float, rng: Rng, *, legacy_window_s: int = LEGACY_CACHE_DURATION_S
+    ) -> None:
         self._now = int(now)
         self._rng = rng
         self._window = legacy_window_s
