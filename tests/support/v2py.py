@@ -1,0 +1,26 @@
+"""Run v2py in-process from a V2Ray-style config dict, for scenario and interop tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from v2py.config.load import load_config
+from v2py.instance import Instance
+
+
+@contextlib.asynccontextmanager
+async def run_v2py(
+    config: dict[str, Any] | str, *, env: dict[str, str] | None = None
+) -> AsyncIterator[Instance]:
+    """Load ``config`` exactly as ``v2py run -c`` would, start it, stop it afterwards."""
+    text = config if isinstance(config, str) else json.dumps(config)
+    loaded = load_config([("test.json", text)], env or {})
+    instance = Instance.from_config(loaded.config, env=env or {})
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.close()
