@@ -283,7 +283,8 @@ class BodyWriter:
             raise ValueError("seal after seal_end")
         if self._mode == _Mode.RAW:
             return self.seal(datagram)
-        if len(datagram) + self._overhead + MAX_PADDING > MAX_CHUNK_SIZE:
+        max_pad = MAX_PADDING - 1 if self._padding else 0
+        if len(datagram) + self._overhead + max_pad > MAX_CHUNK_SIZE:
             raise ValueError("datagram too large for one chunk")
         out = bytearray()
         self._append_chunk(out, bytes(datagram))
