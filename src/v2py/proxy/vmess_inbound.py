@@ -175,7 +175,7 @@ class VmessInbound:
 
     async def _drain(self, stream: Stream, core: VmessServerConnection, deadline: float) -> None:
         """Read and discard until the drain budget is consumed or the handshake deadline."""
-        remaining = self.validator.drain_size - core.bytes_consumed
+        remaining = core.drain_remaining
         with contextlib.suppress(TimeoutError, OSError):
             async with asyncio.timeout_at(deadline):
                 while remaining > 0:
