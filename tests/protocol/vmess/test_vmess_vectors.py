@@ -92,7 +92,14 @@ def test_parse_uuid_accepts(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "hello", UUID[:-1], UUID + "0", UUID.replace("b", "g"), "b831381d--6324-4d53-ad4f-8cda48b30811"],
+    [
+        "",
+        "hello",
+        UUID[:-1],
+        UUID + "0",
+        UUID.replace("b", "g"),
+        "b831381d--6324-4d53-ad4f-8cda48b30811",
+    ],
 )
 def test_parse_uuid_rejects(text: str) -> None:
     with pytest.raises(ValueError):
@@ -113,7 +120,17 @@ def test_auth_id() -> None:
 
 
 PLAINTEXT = bytes.fromhex(
-    "01" + IV.hex() + KEY.hex() + "42" + "0d" + "03" + "00" + "01" + "0050" + "01" + "7f000001"
+    "01"
+    + IV.hex()
+    + KEY.hex()
+    + "42"
+    + "0d"
+    + "03"
+    + "00"
+    + "01"
+    + "0050"
+    + "01"
+    + "7f000001"
     + "968b4778"
 )
 SEALED = bytes.fromhex(
@@ -166,7 +183,7 @@ def test_aead_response_header() -> None:
     k, i = response_keys(KEY, IV, aead=True)
     sealed = seal_aead_response(k, i, bytes([0x42, 0, 0, 0]))
     assert sealed.hex() == (
-        "936c422a7a3f0c4835561f50648898c4d6e3" "b210e4a64fdc360d8988702258bf83cb5d83f1f5"
+        "936c422a7a3f0c4835561f50648898c4d6e3b210e4a64fdc360d8988702258bf83cb5d83f1f5"
     )
     assert open_aead_response_length(k, i, sealed[:18]) == 4
     assert open_aead_response_payload(k, i, sealed[18:]) == bytes([0x42, 0, 0, 0])
