@@ -220,7 +220,8 @@ def test_gcm_chunk_vector() -> None:
     assert out[:2].hex() == "8e65"
     assert out[2:23].hex() == "a316c4d586054e854b4a74fc9040de5bd5eb74d177"
     assert len(out) == 2 + 21 + 17
-    assert pad_bytes == [17]
+    assert out[23:] == bytes(17)
+    assert sum(pad_bytes) >= 17
 
 
 def test_switch_account_vector() -> None:

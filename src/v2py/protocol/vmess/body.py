@@ -270,6 +270,32 @@ class BodyWriter:
                 out += size.to_bytes(2, "big")
                 out += piece
             return bytes(out)
+        aead = self._aead
+        mask = self._mask
+        if aead is not None and mask is not None:
+            # Hot path (GCM/ChaCha with masking): everything in locals, one
+            # rng call for all the padding of this batch.
+            encrypt = aead.encrypt
+            tail = self._iv_tail
+            counter = self._counter
+            nxt = mask.next
+            padding = self._padding
+            nchunks = (n + step - 1) // step
+            pad_pool = self._rng(MAX_PADDING * nchunks) if padding else b""
+            pp = 0
+            for off in range(0, n, step):
+                pad = nxt() % MAX_PADDING if padding else 0
+                sealed = encrypt(
+                    (counter & 0xFFFF).to_bytes(2, "big") + tail, mv[off : off + step], None
+                )
+                counter += 1
+                out += ((len(sealed) + pad) ^ nxt()).to_bytes(2, "big")
+                out += sealed
+                if pad:
+                    out += pad_pool[pp : pp + pad]
+                    pp += pad
+            self._counter = counter
+            return bytes(out)
         for off in range(0, n, step):
             self._append_chunk(out, mv[off : off + step])
         return self._finish(out)
