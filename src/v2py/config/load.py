@@ -1,0 +1,357 @@
+"""JSON texts -> :class:`Config` (v2ray-core 4.34 ``infra/conf/v2ray.go`` Build/Override,
+``main/json/config_json.go``).
+
+Steps, per file: strip comments and decode, validate the file's shape
+(:class:`RootConfig`, with ``env`` for ``"env:NAME"`` ports), then validate
+each ``settings`` with the model ``registry.py`` names for its protocol. Then
+the files are merged as ``v2ray -config a.json -config b.json`` merges them,
+legacy keys are folded in, the top-level ``transport`` defaults applied, and
+cross-references checked (unique tags, detour targets, port allocation).
+
+Every failure is one :class:`~v2py.errors.ConfigError` whose path is the
+JSON path (``inbounds[0].settings.clients[1].id``), prefixed ``"<file>: "``
+when more than one file is given. Unknown keys become warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from v2py.config.base import ConfigModel, describe, to_config_error, unknown_key_warnings
+from v2py.config.jsonc import parse_json
+from v2py.config.model import (
+    Config,
+    InboundConfig,
+    KcpConfig,
+    LogConfig,
+    OutboundConfig,
+    PolicyConfig,
+    PortRange,
+    RootConfig,
+    StreamConfig,
+    TcpConfig,
+    TransportConfig,
+)
+from v2py.config.registry import INBOUND_SETTINGS, OUTBOUND_SETTINGS
+from v2py.config.settings import VmessInboundSettings
+from v2py.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_JSON", "LoadedConfig", "load_config"]
+
+_Bound = TypeVar("_Bound", InboundConfig, OutboundConfig)
+
+# The built-in configuration: a local SOCKS5 proxy going out directly.
+DEFAULT_CONFIG_JSON = """\
+{
+  "log": {"loglevel": "warning"},
+  "inbounds": [
+    {
+      "tag": "socks-in",
+      "protocol": "socks",
+      "listen": "127.0.0.1",
+      "port": 1080,
+      "sniffing": {"enabled": true, "destOverride": ["http", "tls"]},
+      "settings": {"auth": "noauth", "udp": true}
+    }
+  ],
+  "outbounds": [
+    {"tag": "direct", "protocol": "freedom", "settings": {}}
+  ]
+}
+"""
+
+# 4.34 keeps the allocation strategy "random" from opening all ports at once:
+# with concurrency close to the range size its refresh loop livelocks
+# (spec README item 18), so v2py requires range >= 3 x concurrency.
+RANDOM_RANGE_FACTOR = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedConfig:
+    """Result of :func:`load_config`: the model and the warnings to log."""
+
+    config: Config
+    warnings: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _File:
+    """One parsed, validated source file."""
+
+    name: str
+    prefix: str
+    root: RootConfig
+
+
+def load_config(sources: Sequence[tuple[str, str]], env: Mapping[str, str]) -> LoadedConfig:
+    """Parse, validate and merge config texts.
+
+    Args:
+        sources: ``(file name, text)`` pairs in command-line order. Later files
+            override earlier ones as V2Ray 4.34 does. The name appears in
+            locations and decides "tail" outbound merging.
+        env: the environment, for ``"env:NAME"`` ports.
+
+    Returns:
+        The frozen :class:`Config` and the warnings (unknown keys etc.).
+
+    Raises:
+        ConfigError: the first problem found, as one line.
+    """
+    if not sources:
+        raise ConfigError("", "no configuration given")
+    multi = len(sources) > 1
+    files: list[_File] = []
+    warnings: list[str] = []
+    for name, text in sources:
+        prefix = f"{name}: " if multi else ""
+        parsed = _read_file(name, text, prefix, env)
+        files.append(parsed)
+        warnings.extend(_prefixed(prefix, unknown_key_warnings(parsed.root, "")))
+    merged = _merge(files)
+    config = _build(merged, files[0].root.port)
+    return LoadedConfig(config=config, warnings=tuple(warnings))
+
+
+def _prefixed(prefix: str, lines: list[str]) -> list[str]:
+    return [prefix + line for line in lines]
+
+
+def _read_file(name: str, text: str, prefix: str, env: Mapping[str, str]) -> _File:
+    data = parse_json(text, name)
+    if not isinstance(data, dict):
+        raise ConfigError(name, f"the top level is {describe(data)}, not a JSON object")
+    try:
+        root = RootConfig.model_validate(data, context={"env": env})
+    except ValidationError as exc:
+        raise _with_prefix(to_config_error(exc, ""), prefix) from None
+    updates: dict[str, Any] = {}
+    if root.inbound is not None:
+        updates["inbound"] = _typed_inbound(root.inbound, prefix, "inbound", env)
+    if root.outbound is not None:
+        updates["outbound"] = _typed_outbound(root.outbound, prefix, "outbound", env)
+    for key, alias in (("inbound_detour", "inboundDetour"), ("inbounds", "inbounds")):
+        items = getattr(root, key)
+        if items is not None:
+            updates[key] = tuple(
+                _typed_inbound(item, prefix, f"{alias}[{i}]", env) for i, item in enumerate(items)
+            )
+    for key, alias in (("outbound_detour", "outboundDetour"), ("outbounds", "outbounds")):
+        items = getattr(root, key)
+        if items is not None:
+            updates[key] = tuple(
+                _typed_outbound(item, prefix, f"{alias}[{i}]", env) for i, item in enumerate(items)
+            )
+    return _File(name=name, prefix=prefix, root=_copy(root, updates))
+
+
+def _copy(model: ConfigModel, updates: dict[str, Any]) -> Any:
+    """``model_copy`` that keeps the unknown-key notes (they are private state)."""
+    copied = model.model_copy(update=updates)
+    copied._ignored_keys = model._ignored_keys
+    return copied
+
+
+def _with_prefix(error: ConfigError, prefix: str) -> ConfigError:
+    return ConfigError(prefix + error.path, error.message) if prefix else error
+
+
+def _parse_settings(
+    registry: Mapping[str, type[ConfigModel]],
+    protocol: str,
+    raw: object,
+    path: str,
+    env: Mapping[str, str],
+) -> ConfigModel:
+    model = registry[protocol]
+    try:
+        return model.model_validate({} if raw is None else raw, context={"env": env})
+    except ValidationError as exc:
+        raise to_config_error(exc, f"{path}.settings") from None
+
+
+def _typed_inbound(
+    inbound: InboundConfig, prefix: str, where: str, env: Mapping[str, str]
+) -> InboundConfig:
+    path = prefix + where
+    settings = _parse_settings(INBOUND_SETTINGS, inbound.protocol, inbound.settings, path, env)
+    result: InboundConfig = _copy(inbound, {"settings": settings, "path": path})
+    return result
+
+
+def _typed_outbound(
+    outbound: OutboundConfig, prefix: str, where: str, env: Mapping[str, str]
+) -> OutboundConfig:
+    path = prefix + where
+    settings = _parse_settings(OUTBOUND_SETTINGS, outbound.protocol, outbound.settings, path, env)
+    result: OutboundConfig = _copy(outbound, {"settings": settings, "path": path})
+    return result
+
+
+# --------------------------------------------------------------------------
+# merging files (4.34 Config.Override; the first file is taken whole)
+
+
+@dataclass(slots=True)
+class _Merged:
+    log: LogConfig | None
+    policy: PolicyConfig | None
+    transport: TransportConfig | None
+    inbound: InboundConfig | None
+    inbound_detour: tuple[InboundConfig, ...] | None
+    inbounds: tuple[InboundConfig, ...]
+    outbound: OutboundConfig | None
+    outbound_detour: tuple[OutboundConfig, ...] | None
+    outbounds: tuple[OutboundConfig, ...]
+
+
+def _merge(files: list[_File]) -> _Merged:
+    first = files[0].root
+    merged = _Merged(
+        log=first.log,
+        policy=first.policy,
+        transport=first.transport,
+        inbound=first.inbound,
+        inbound_detour=first.inbound_detour,
+        inbounds=first.inbounds or (),
+        outbound=first.outbound,
+        outbound_detour=first.outbound_detour,
+        outbounds=first.outbounds or (),
+    )
+    for file in files[1:]:
+        root = file.root
+        for key in ("log", "policy", "transport", "inbound", "inbound_detour",
+                    "outbound", "outbound_detour"):
+            value = getattr(root, key)
+            if value is not None:
+                setattr(merged, key, value)
+        if root.inbounds:
+            merged.inbounds = _override_list(merged.inbounds, root.inbounds, prepend=False)
+        if root.outbounds:
+            # A lone new outbound goes first (it becomes the default) unless the
+            # file name contains "tail", as in 4.34.
+            prepend = "tail" not in file.name.lower()
+            merged.outbounds = _override_list(merged.outbounds, root.outbounds, prepend=prepend)
+    return merged
+
+
+def _override_list(
+    current: tuple[_Bound, ...], new: tuple[_Bound, ...], *, prepend: bool
+) -> tuple[_Bound, ...]:
+    if not current or len(new) != 1:
+        return new
+    (item,) = new
+    for index, existing in enumerate(current):
+        if existing.tag == item.tag:
+            return current[:index] + (item,) + current[index + 1:]
+    return (item, *current) if prepend else (*current, item)
+
+
+# --------------------------------------------------------------------------
+# building the final model
+
+
+def _build(merged: _Merged, legacy_port: int | None) -> Config:
+    inbounds = [
+        *((merged.inbound,) if merged.inbound is not None else ()),
+        *(merged.inbound_detour or ()),
+        *merged.inbounds,
+    ]
+    outbounds = [
+        *((merged.outbound,) if merged.outbound is not None else ()),
+        *(merged.outbound_detour or ()),
+        *merged.outbounds,
+    ]
+    # Legacy top-level "port" fills in the first inbound's missing port.
+    if inbounds and inbounds[0].port is None and legacy_port:
+        inbounds[0] = _copy(inbounds[0], {"port": PortRange(legacy_port, legacy_port)})
+    inbounds = [
+        _copy(i, {"stream": _effective_stream(i.stream, merged.transport)}) for i in inbounds
+    ]
+    outbounds = [
+        _copy(o, {"stream": _effective_stream(o.stream, merged.transport)}) for o in outbounds
+    ]
+    for inbound in inbounds:
+        _check_port(inbound)
+    _check_unique_tags(inbounds)
+    _check_unique_tags(outbounds)
+    _check_detours(inbounds)
+    return Config(
+        log=merged.log or LogConfig(),
+        policy=merged.policy or PolicyConfig(),
+        inbounds=tuple(inbounds),
+        outbounds=tuple(outbounds),
+    )
+
+
+def _effective_stream(stream: StreamConfig, transport: TransportConfig | None) -> StreamConfig:
+    tcp = stream.tcp or (transport.tcp if transport else None)
+    kcp = stream.kcp or (transport.kcp if transport else None)
+    updates: dict[str, Any] = {
+        "tcp": (tcp or TcpConfig()) if stream.network == "tcp" else None,
+        "kcp": (kcp or KcpConfig()) if stream.network == "kcp" else None,
+    }
+    result: StreamConfig = _copy(stream, updates)
+    return result
+
+
+def _check_port(inbound: InboundConfig) -> None:
+    port: PortRange | None = inbound.port
+    if port is None:
+        raise ConfigError(
+            f"{inbound.path}.port",
+            'missing; every inbound needs a port: a number, "A-B" or "env:NAME"',
+        )
+    allocate = inbound.allocate
+    if allocate is None or allocate.strategy != "random":
+        return
+    if not port.is_range:
+        raise ConfigError(
+            f"{inbound.path}.port",
+            f'{port} is a single port; allocate strategy "random" needs a range "A-B"',
+        )
+    most = port.size // RANDOM_RANGE_FACTOR
+    if allocate.concurrency > most:
+        raise ConfigError(
+            f"{inbound.path}.allocate.concurrency",
+            f"{allocate.concurrency} is too high for the {port.size} ports of {port}: "
+            f"concurrency may be at most 1/3 of the port range (here {most})",
+        )
+
+
+def _check_unique_tags(items: Sequence[InboundConfig | OutboundConfig]) -> None:
+    seen: dict[str, str] = {}
+    for item in items:
+        if not item.tag:
+            continue
+        if item.tag in seen:
+            raise ConfigError(
+                f"{item.path}.tag",
+                f"{describe(item.tag)} is already the tag of {seen[item.tag]}; tags must be unique",
+            )
+        seen[item.tag] = item.path
+
+
+def _check_detours(inbounds: Sequence[InboundConfig]) -> None:
+    by_tag = {i.tag: i for i in inbounds if i.tag}
+    for inbound in inbounds:
+        settings = inbound.settings
+        if not isinstance(settings, VmessInboundSettings):
+            continue
+        target = settings.detour_to
+        if target is None:
+            continue
+        path = f"{inbound.path}.settings.{settings.detour_key}"
+        found = by_tag.get(target)
+        if found is None:
+            raise ConfigError(path, f"{describe(target)} is not the tag of any inbound")
+        if found.protocol != "vmess":
+            raise ConfigError(
+                path,
+                f"{describe(target)} is the tag of a {found.protocol} inbound; "
+                "a detour must point to a vmess inbound",
+            )

@@ -1,0 +1,511 @@
+"""The typed, validated, frozen config model (v2ray-core 4.34 ``infra/conf/v2ray.go``,
+``transport_internet.go``, ``policy.go``, ``log.go``).
+
+Each ``<Thing>Config`` mirrors one JSON object. Defaults and range checks sit
+on the field. Objects are built by :func:`v2py.config.load.load_config`;
+``settings`` of inbounds/outbounds are parsed there in a second step by the
+model that ``config/registry.py`` names for the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BeforeValidator, Field, SkipValidation, ValidationInfo, model_validator
+
+from v2py.config.base import (
+    Bool,
+    ConfigModel,
+    Int16,
+    Str,
+    Uint16,
+    Uint32,
+    describe,
+    fail,
+    int_in,
+    ip_address,
+    one_of,
+    string_list,
+)
+from v2py.config.registry import (
+    INBOUND_SETTINGS,
+    OUTBOUND_SETTINGS,
+    UNSUPPORTED_INBOUNDS,
+    UNSUPPORTED_OUTBOUNDS,
+)
+from v2py.config.settings import InboundSettings, OutboundSettings
+
+__all__ = [
+    "AllocateConfig",
+    "Config",
+    "InboundConfig",
+    "KcpConfig",
+    "KcpHeaderConfig",
+    "LevelPolicy",
+    "LogConfig",
+    "MuxConfig",
+    "OutboundConfig",
+    "PolicyConfig",
+    "PortRange",
+    "RootConfig",
+    "SniffingConfig",
+    "StreamConfig",
+    "SystemPolicy",
+    "TcpConfig",
+    "TcpHeaderConfig",
+    "TransportConfig",
+]
+
+PORT_MAX = 0xFFFF
+PORT_HINT = 'use 0-65535, "A-B" or "env:NAME"'
+
+DEFAULT_HANDSHAKE_S = 60
+DEFAULT_CONN_IDLE_S = 300
+DEFAULT_UPLINK_ONLY_S = 1
+DEFAULT_DOWNLINK_ONLY_S = 1
+DEFAULT_BUFFER_SIZE_KIB = 512
+
+DEFAULT_KCP_MTU = 1350
+DEFAULT_KCP_TTI_MS = 50
+DEFAULT_KCP_UPLINK_MBPS = 5
+DEFAULT_KCP_DOWNLINK_MBPS = 20
+DEFAULT_KCP_BUFFER_MB = 2
+KCP_MTU_RANGE = (576, 1460)
+KCP_TTI_RANGE_MS = (10, 100)
+
+DEFAULT_REFRESH_MIN = 5
+DEFAULT_CONCURRENCY = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    """An inclusive port range; a single port has ``first == last``."""
+
+    first: int
+    last: int
+
+    @property
+    def is_range(self) -> bool:
+        """True when more than one port is covered."""
+        return self.last > self.first
+
+    @property
+    def size(self) -> int:
+        """Number of ports covered."""
+        return self.last - self.first + 1
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}" if self.is_range else str(self.first)
+
+
+def _port_number(text: str) -> int | None:
+    text = text.strip()
+    if not text.isdigit() or not text.isascii():
+        return None
+    return int(text)
+
+
+def _parse_port_text(text: str, shown: str) -> PortRange:
+    """Parse ``"N"`` or ``"A-B"`` (4.34 ``parseStringPort``)."""
+    first_text, dash, last_text = text.partition("-")
+    first = _port_number(first_text)
+    last = _port_number(last_text) if dash else first
+    if first is None or last is None:
+        raise fail(f"{shown} is not a port; {PORT_HINT}")
+    for number in (first, last):
+        if number > PORT_MAX:
+            raise fail(f"{shown} is out of range; {PORT_HINT}")
+    if first > last:
+        raise fail(f"{shown} is not a valid range: {first} is greater than {last}; use \"A-B\" with A <= B")
+    return PortRange(first, last)
+
+
+def _parse_port(value: object, info: ValidationInfo) -> PortRange:
+    """The ``port`` of an inbound: number, ``"N"``, ``"A-B"`` or ``"env:NAME"``."""
+    if isinstance(value, PortRange):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise fail(f"{describe(value)} is not a port; {PORT_HINT}")
+    if isinstance(value, int):
+        if not 0 <= value <= PORT_MAX:
+            raise fail(f"{value} is out of range; {PORT_HINT}")
+        return PortRange(value, value)
+    if value.startswith("env:"):
+        name = value[len("env:"):]
+        env: Mapping[str, str] = (info.context or {}).get("env", {})
+        if name not in env:
+            raise fail(f"{describe(value)}: environment variable {name} is not set")
+        resolved = env[name]
+        if not resolved.strip():
+            raise fail(f"{describe(value)}: environment variable {name} is empty")
+        return _parse_port_text(resolved, f"{describe(value)} (= {describe(resolved)})")
+    return _parse_port_text(value, describe(value))
+
+
+InboundPort = Annotated[PortRange, BeforeValidator(_parse_port)]
+
+
+def _check_listen(value: object) -> str:
+    """An IP address or ``"localhost"`` (4.34 also allows Unix socket paths)."""
+    if not isinstance(value, str):
+        raise fail(f"{describe(value)} is not an IP address string")
+    text = value.strip()
+    if text == "localhost":
+        return "127.0.0.1"
+    address = ip_address(text)
+    if address is not None:
+        return address
+    if text.startswith(("/", "@")):
+        raise fail(f"{describe(value)}: Unix domain sockets are not supported by v2py; use an IP")
+    raise fail(f'{describe(value)} is not an IP address; use an IP or "localhost"')
+
+
+def _check_send_through(value: object) -> str:
+    if not isinstance(value, str):
+        raise fail(f"{describe(value)} is not an IP address string")
+    address = ip_address(value)
+    if address is None:
+        raise fail(f"{describe(value)} is not an IP address; sendThrough takes a local IP")
+    return address
+
+
+# --------------------------------------------------------------------------
+# log, policy
+
+
+class LogConfig(ConfigModel):
+    """``log``: level and optional access/error log file paths."""
+
+    loglevel: Annotated[
+        str,
+        BeforeValidator(
+            one_of(
+                {"": "warning", "debug": "debug", "info": "info", "warning": "warning",
+                 "error": "error", "none": "none"},
+                shown=("debug", "info", "warning", "error", "none"),
+            )
+        ),
+    ] = "warning"
+    access: Str = ""
+    error: Str = ""
+
+
+class LevelPolicy(ConfigModel):
+    """One ``policy.levels`` entry; times are seconds, ``buffer_size`` KiB."""
+
+    handshake: Uint32 = DEFAULT_HANDSHAKE_S
+    conn_idle: Uint32 = DEFAULT_CONN_IDLE_S
+    uplink_only: Uint32 = DEFAULT_UPLINK_ONLY_S
+    downlink_only: Uint32 = DEFAULT_DOWNLINK_ONLY_S
+    buffer_size: Annotated[int, BeforeValidator(int_in(0, 0x7FFF_FFFF // 1024))] = (
+        DEFAULT_BUFFER_SIZE_KIB
+    )
+    stats_user_uplink: Bool = False
+    stats_user_downlink: Bool = False
+
+
+class SystemPolicy(ConfigModel):
+    """``policy.system`` statistics switches."""
+
+    stats_inbound_uplink: Bool = False
+    stats_inbound_downlink: Bool = False
+    stats_outbound_uplink: Bool = False
+    stats_outbound_downlink: Bool = False
+
+
+def _check_level_key(value: object) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) <= 0xFFFF_FFFF:
+        return int(value)
+    raise fail(f'{describe(value)} is not a user level; use "0" to "4294967295"')
+
+
+LevelKey = Annotated[int, BeforeValidator(_check_level_key)]
+
+
+class PolicyConfig(ConfigModel):
+    """``policy``: per-level timeouts and buffer sizes, and system statistics."""
+
+    levels: Mapping[LevelKey, LevelPolicy] = Field(default_factory=dict)
+    system: SystemPolicy = Field(default_factory=lambda: SystemPolicy())
+
+    def level(self, n: int) -> LevelPolicy:
+        """The policy of user level ``n``: configured values, else 4.34 defaults."""
+        found = self.levels.get(n)
+        return found if found is not None else LevelPolicy()
+
+
+# --------------------------------------------------------------------------
+# transport
+
+
+class TcpHeaderConfig(ConfigModel):
+    """``tcpSettings.header``; only ``none`` is supported."""
+
+    type: Annotated[
+        str,
+        BeforeValidator(one_of({"none": "none"}, refused={"http": "not supported by v2py"})),
+    ]
+
+
+class TcpConfig(ConfigModel):
+    """``tcpSettings``."""
+
+    header: TcpHeaderConfig = Field(default_factory=lambda: TcpHeaderConfig(type="none"))
+    accept_proxy_protocol: Bool = False
+
+    @model_validator(mode="after")
+    def _no_proxy_protocol(self) -> TcpConfig:
+        if self.accept_proxy_protocol:
+            raise fail("true is not supported by v2py; remove it", "acceptProxyProtocol")
+        return self
+
+
+_KCP_HEADERS = {
+    name: name for name in ("none", "srtp", "utp", "wechat-video", "dtls", "wireguard")
+}
+
+
+class KcpHeaderConfig(ConfigModel):
+    """``kcpSettings.header``: the packet obfuscator; ``type`` is required."""
+
+    type: Annotated[str, BeforeValidator(one_of(_KCP_HEADERS))]
+
+
+class KcpConfig(ConfigModel):
+    """``kcpSettings`` (spec mkcp.md section 6). Capacities MB/s, buffers MB, tti ms."""
+
+    mtu: Annotated[int, BeforeValidator(int_in(*KCP_MTU_RANGE))] = DEFAULT_KCP_MTU
+    tti: Annotated[int, BeforeValidator(int_in(*KCP_TTI_RANGE_MS))] = DEFAULT_KCP_TTI_MS
+    uplink_capacity: Uint32 = DEFAULT_KCP_UPLINK_MBPS
+    downlink_capacity: Uint32 = DEFAULT_KCP_DOWNLINK_MBPS
+    congestion: Bool = False
+    read_buffer_size: Uint32 = DEFAULT_KCP_BUFFER_MB
+    write_buffer_size: Uint32 = DEFAULT_KCP_BUFFER_MB
+    header: KcpHeaderConfig = Field(default_factory=lambda: KcpHeaderConfig(type="none"))
+    # None: simple authenticator. Any string, even "", switches to AES-GCM as in 4.34.
+    seed: Str | None = None
+
+    @property
+    def header_type(self) -> str:
+        """The obfuscator name, lower-case (``"none"``, ``"srtp"``, ...)."""
+        return self.header.type
+
+
+_NETWORKS = {"tcp": "tcp", "kcp": "kcp", "mkcp": "kcp"}
+_UNSUPPORTED_NETWORKS = dict.fromkeys(
+    ("ws", "websocket", "h2", "http", "quic", "ds", "domainsocket"), "not supported by v2py"
+)
+_SECURITIES = {"": "none", "none": "none"}
+_NOT_USED = "not used by v2py, ignored"
+
+
+class StreamConfig(ConfigModel):
+    """``streamSettings``.
+
+    After loading, ``kcp`` is set exactly when ``network == "kcp"`` (from
+    ``kcpSettings``, else top-level ``transport.kcpSettings``, else defaults),
+    and ``tcp`` exactly when ``network == "tcp"``.
+    """
+
+    IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
+        ("tlssettings", "wssettings", "httpsettings", "dssettings", "quicsettings", "sockopt"),
+        _NOT_USED,
+    )
+
+    network: Annotated[
+        str,
+        BeforeValidator(one_of(_NETWORKS, shown=("tcp", "kcp"), refused=_UNSUPPORTED_NETWORKS)),
+    ] = "tcp"
+    security: Annotated[
+        str,
+        BeforeValidator(
+            one_of(_SECURITIES, shown=("none",), refused={"tls": "not supported by v2py"})
+        ),
+    ] = "none"
+    tcp: TcpConfig | None = Field(None, alias="tcpSettings")
+    kcp: KcpConfig | None = Field(None, alias="kcpSettings")
+
+
+class TransportConfig(ConfigModel):
+    """Top-level ``transport``: defaults for every ``streamSettings`` lacking them."""
+
+    IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
+        ("wssettings", "httpsettings", "dssettings", "quicsettings"), _NOT_USED
+    )
+
+    tcp: TcpConfig | None = Field(None, alias="tcpSettings")
+    kcp: KcpConfig | None = Field(None, alias="kcpSettings")
+
+
+# --------------------------------------------------------------------------
+# inbound pieces
+
+_SNIFFERS = {"http": "http", "tls": "tls", "https": "tls", "ssl": "tls"}
+
+
+def _sniffer_name(entry: str) -> str:
+    name = _SNIFFERS.get(entry.strip().lower())
+    if name is None:
+        raise fail(f'{describe(entry)} is not a sniffer; use "http" or "tls"')
+    return name
+
+
+Sniffers = Annotated[
+    tuple[str, ...], BeforeValidator(string_list(_sniffer_name, what='"http"/"tls"'))
+]
+
+
+class SniffingConfig(ConfigModel):
+    """``sniffing``: which sniffed protocols may override the destination address."""
+
+    enabled: Bool = False
+    dest_override: Sniffers = ()
+
+
+class AllocateConfig(ConfigModel):
+    """``allocate`` (spec dynamic-port.md section 1.1). ``refresh`` is in minutes."""
+
+    strategy: Annotated[
+        str,
+        BeforeValidator(
+            one_of(
+                {"always": "always", "random": "random"},
+                refused={"external": "not supported by v2py"},
+            )
+        ),
+    ]
+    refresh: Annotated[int, BeforeValidator(int_in(1, 0xFFFF_FFFF))] = DEFAULT_REFRESH_MIN
+    concurrency: Annotated[int, BeforeValidator(int_in(1, 0xFFFF_FFFF))] = DEFAULT_CONCURRENCY
+
+
+def _check_inbound_protocol(value: object) -> str:
+    return _check_protocol(value, INBOUND_SETTINGS, UNSUPPORTED_INBOUNDS)
+
+
+def _check_outbound_protocol(value: object) -> str:
+    return _check_protocol(value, OUTBOUND_SETTINGS, UNSUPPORTED_OUTBOUNDS)
+
+
+def _check_protocol(
+    value: object, known: Mapping[str, type[ConfigModel]], unsupported: frozenset[str]
+) -> str:
+    allowed = ", ".join(known)
+    if not isinstance(value, str):
+        raise fail(f"{describe(value)} is not a protocol name; use one of: {allowed}")
+    name = value.lower()
+    if name in known:
+        return name
+    if name in unsupported:
+        raise fail(f"{describe(value)} is not supported by v2py; use one of: {allowed}")
+    raise fail(f"{describe(value)} is not a known protocol; use one of: {allowed}")
+
+
+class InboundConfig(ConfigModel):
+    """One inbound (``inbounds[]``, legacy ``inbound`` / ``inboundDetour[]``).
+
+    ``port`` is always set after loading (a missing port is an error).
+    ``path`` is where the object sits in the JSON, e.g. ``"inbounds[1]"``,
+    prefixed ``"<file>: "`` when several files were merged.
+    """
+
+    INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
+
+    protocol: Annotated[str, BeforeValidator(_check_inbound_protocol)]
+    tag: Str = ""
+    listen: Annotated[str, BeforeValidator(_check_listen)] = "0.0.0.0"
+    port: InboundPort = Field(default=None)
+    settings: Annotated[InboundSettings, SkipValidation] = Field(default=None)
+    stream: StreamConfig = Field(default_factory=lambda: StreamConfig(), alias="streamSettings")
+    domain_override: Sniffers | None = None
+    sniffing: SniffingConfig = Field(default_factory=lambda: SniffingConfig())
+    allocate: AllocateConfig | None = None
+    path: str = ""
+
+    @classmethod
+    def normalize(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Legacy ``domainOverride`` enables sniffing when ``sniffing`` is absent."""
+        if "sniffing" not in data and "domainOverride" in data:
+            data = {**data, "sniffing": {"enabled": True, "destOverride": data["domainOverride"]}}
+        return data
+
+
+class MuxConfig(ConfigModel):
+    """``mux``: parsed, but Mux.Cool is not implemented, so ``enabled`` must be false."""
+
+    enabled: Bool = False
+    concurrency: Int16 = 8
+
+    @model_validator(mode="after")
+    def _not_enabled(self) -> MuxConfig:
+        if self.enabled:
+            raise fail("true is not supported by v2py (no Mux.Cool); set it to false", "enabled")
+        return self
+
+
+class OutboundConfig(ConfigModel):
+    """One outbound (``outbounds[]``, legacy ``outbound`` / ``outboundDetour[]``)."""
+
+    INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
+    IGNORED_KEYS: ClassVar[Mapping[str, str]] = {
+        "proxysettings": "not supported by v2py (no proxy chaining), ignored"
+    }
+
+    protocol: Annotated[str, BeforeValidator(_check_outbound_protocol)]
+    tag: Str = ""
+    send_through: Annotated[str, BeforeValidator(_check_send_through)] | None = None
+    settings: Annotated[OutboundSettings, SkipValidation] = Field(default=None)
+    stream: StreamConfig = Field(default_factory=lambda: StreamConfig(), alias="streamSettings")
+    mux: MuxConfig | None = None
+    path: str = ""
+
+
+# --------------------------------------------------------------------------
+# top level
+
+_NOT_IMPLEMENTED = "accepted but not implemented by v2py, ignored"
+
+
+class RootConfig(ConfigModel):
+    """One config file as written, before merging files and legacy keys."""
+
+    IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
+        ("routing", "dns", "stats", "api", "reverse"), _NOT_IMPLEMENTED
+    )
+
+    port: Uint16 | None = None
+    log: LogConfig | None = None
+    policy: PolicyConfig | None = None
+    transport: TransportConfig | None = None
+    inbound: InboundConfig | None = None
+    inbound_detour: tuple[InboundConfig, ...] | None = None
+    inbounds: tuple[InboundConfig, ...] | None = None
+    outbound: OutboundConfig | None = None
+    outbound_detour: tuple[OutboundConfig, ...] | None = None
+    outbounds: tuple[OutboundConfig, ...] | None = None
+
+
+class Config(ConfigModel):
+    """The whole, merged configuration.
+
+    ``inbounds`` is legacy ``inbound``, then ``inboundDetour[]``, then
+    ``inbounds[]``; ``outbounds`` likewise, and its first entry is the default
+    outbound.
+    """
+
+    log: LogConfig = Field(default_factory=lambda: LogConfig())
+    policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig())
+    inbounds: tuple[InboundConfig, ...] = ()
+    outbounds: tuple[OutboundConfig, ...] = ()
+
+    def inbound(self, tag: str) -> InboundConfig | None:
+        """The inbound with ``tag`` (non-empty), or None."""
+        return next((i for i in self.inbounds if tag and i.tag == tag), None)
+
+    def outbound(self, tag: str) -> OutboundConfig | None:
+        """The outbound with ``tag`` (non-empty), or None."""
+        return next((o for o in self.outbounds if tag and o.tag == tag), None)

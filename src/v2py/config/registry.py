@@ -1,0 +1,58 @@
+"""Protocol name -> settings model: the one registration table (v2ray-core
+``infra/conf/v2ray.go`` ``inboundConfigLoader`` / ``outboundConfigLoader``).
+
+Adding a protocol means adding a settings model in ``settings.py`` and one row
+here; nothing registers itself on import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from v2py.config.base import ConfigModel
+from v2py.config.settings import (
+    BlackholeSettings,
+    DokodemoSettings,
+    FreedomSettings,
+    HttpInboundSettings,
+    SocksInboundSettings,
+    SocksOutboundSettings,
+    VmessInboundSettings,
+    VmessOutboundSettings,
+)
+
+__all__ = [
+    "INBOUND_SETTINGS",
+    "OUTBOUND_SETTINGS",
+    "UNSUPPORTED_INBOUNDS",
+    "UNSUPPORTED_OUTBOUNDS",
+]
+
+INBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
+    {
+        "socks": SocksInboundSettings,
+        "http": HttpInboundSettings,
+        "dokodemo-door": DokodemoSettings,
+        "vmess": VmessInboundSettings,
+    }
+)
+
+OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
+    {
+        "freedom": FreedomSettings,
+        "blackhole": BlackholeSettings,
+        "vmess": VmessOutboundSettings,
+        "socks": SocksOutboundSettings,
+    }
+)
+
+# Protocols V2Ray 4.34 knows but v2py does not implement: named in messages so
+# that a real config fails with "not supported" rather than "unknown".
+UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset(
+    {"shadowsocks", "vless", "trojan", "mtproto"}
+)
+UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset(
+    {"http", "shadowsocks", "vless", "trojan", "mtproto", "dns", "loopback"}
+)
