@@ -484,11 +484,18 @@ class KcpConnection:
             if not flushed:
                 self._flush(current)
             self._ping_next = current + PING_TICK_MS
+        # A flush that entered Terminating sends TERMINATE now, not at the next tick.
+        if self._urgent and not self.terminated:
+            self._urgent = False
+            self._flush(current)
 
     def _data_should_continue(self) -> bool:
         if self._state in _NO_RECEIVE_STATES:
             return False
-        return not self._send.is_empty() or len(self._recv.acks) > 0
+        # A moved una also keeps the updater alive for one more flush, so the PING
+        # that stops the peer's re-acks goes out within one TTI (spec README item 24).
+        send = self._send
+        return not send.is_empty() or send.una_changed or len(self._recv.acks) > 0
 
     def _option(self) -> int:
         return OPTION_CLOSE if self._state is KcpState.READY_TO_CLOSE else 0

@@ -94,6 +94,11 @@ class SendingWindow:
         self._pending.clear()
         self._window_bytes = 0
 
+    @property
+    def una_changed(self) -> bool:
+        """Whether una moved since :meth:`take_una_changed` was last called."""
+        return self._una_changed
+
     def take_una_changed(self) -> bool:
         """Whether una moved since the last call."""
         changed = self._una_changed
