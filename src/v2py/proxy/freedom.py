@@ -1,0 +1,233 @@
+"""The ``freedom`` outbound: connect directly to the destination (spec
+socks-sniffing-freedom.md section 3; v2ray-core 4.34 ``proxy/freedom/freedom.go``).
+
+* ``redirect`` replaces the address (unless empty or 0.0.0.0) and/or the port
+  (unless 0) of every destination.
+* ``domainStrategy`` UseIP/UseIPv4/UseIPv6 resolve a domain first and dial a random
+  result; a failed or empty lookup falls back to dialling the domain as is.
+* Dialling makes up to 5 attempts, waiting 0/100/200/300/400 ms before them (4.34's
+  ``retry.ExponentialBackoff(5, 100)``).
+* TCP is relayed with the level's policy; UDP uses one connected socket per link,
+  reading at most 2048 bytes per response datagram, until the link closes or idles
+  out (connIdle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from v2py.app.packet import PacketLink
+from v2py.app.policy import PolicyTable
+from v2py.app.relay import ActivityTimer, relay
+from v2py.app.session import Session, session_logger
+from v2py.common.net import Destination, is_ip, normalize_address
+from v2py.errors import LocalProtocolError
+from v2py.transport.stream import Stream
+from v2py.transport.tcp import dial_tcp
+
+__all__ = ["DomainStrategy", "FreedomOutbound", "parse_domain_strategy", "parse_redirect"]
+
+log = logging.getLogger(__name__)
+
+#: Delays before each dial attempt (seconds).
+DIAL_DELAYS_S = (0.0, 0.1, 0.2, 0.3, 0.4)
+#: Per-attempt connect timeout (Go's system dialer in v2ray uses 16 s).
+DIAL_TIMEOUT_S = 16.0
+#: 4.34 reads UDP responses into a 2048-byte buffer; longer datagrams are truncated.
+UDP_RESPONSE_MAX_BYTES = 2048
+
+
+class DomainStrategy(enum.Enum):
+    """How freedom turns a domain destination into an address."""
+
+    AS_IS = "AsIs"
+    USE_IP = "UseIP"
+    USE_IPV4 = "UseIPv4"
+    USE_IPV6 = "UseIPv6"
+
+
+_STRATEGY_NAMES = {
+    "asis": DomainStrategy.AS_IS,
+    "useip": DomainStrategy.USE_IP,
+    "use_ip": DomainStrategy.USE_IP,
+    "useipv4": DomainStrategy.USE_IPV4,
+    "useip4": DomainStrategy.USE_IPV4,
+    "use_ipv4": DomainStrategy.USE_IPV4,
+    "use_ip_v4": DomainStrategy.USE_IPV4,
+    "use_ip4": DomainStrategy.USE_IPV4,
+    "useipv6": DomainStrategy.USE_IPV6,
+    "useip6": DomainStrategy.USE_IPV6,
+    "use_ipv6": DomainStrategy.USE_IPV6,
+    "use_ip_v6": DomainStrategy.USE_IPV6,
+    "use_ip6": DomainStrategy.USE_IPV6,
+}
+
+_FAMILY = {
+    DomainStrategy.USE_IP: socket.AF_UNSPEC,
+    DomainStrategy.USE_IPV4: socket.AF_INET,
+    DomainStrategy.USE_IPV6: socket.AF_INET6,
+}
+
+
+def parse_domain_strategy(name: str) -> DomainStrategy:
+    """Map a JSON ``domainStrategy`` (case-insensitive, 4.34's aliases) to the enum.
+
+    Raises ValueError for an unknown name (4.34 would silently use AsIs; the config
+    layer is strict instead, STYLE section 5).
+    """
+    try:
+        return _STRATEGY_NAMES[name.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown domainStrategy: {name!r}") from None
+
+
+def parse_redirect(text: str) -> tuple[str | None, int | None]:
+    """``host:port`` / ``:port`` / ``[v6]:port`` -> (address or None, port or None).
+
+    The address is None when empty or 0.0.0.0, the port None when 0 (those parts do
+    not override). Raises ValueError for a malformed value.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0 or text[close + 1 : close + 2] != ":":
+            raise ValueError(f"invalid redirect address: {text!r}")
+        host, port_text = text[1:close], text[close + 2 :]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"invalid redirect address: {text!r}")
+    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 0xFFFF:
+        raise ValueError(f"invalid redirect port: {text!r}")
+    port = int(port_text)
+    address = normalize_address(host) if host else None
+    if address == "0.0.0.0":  # 4.34 treats only the IPv4 any-address as "keep"
+        address = None
+    return address, (port or None)
+
+
+class FreedomOutbound:
+    """Direct connections. ``dial_delays`` and ``rng`` exist for tests."""
+
+    def __init__(
+        self,
+        *,
+        tag: str,
+        domain_strategy: str = "AsIs",
+        redirect: str | None = None,
+        user_level: int = 0,
+        policy: PolicyTable,
+        dial_delays: Sequence[float] = DIAL_DELAYS_S,
+        dial_timeout: float = DIAL_TIMEOUT_S,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.tag = tag
+        self._strategy = parse_domain_strategy(domain_strategy)
+        self._redirect = parse_redirect(redirect) if redirect else (None, None)
+        self._user_level = user_level
+        self._policy = policy
+        self._dial_delays = tuple(dial_delays)
+        if not self._dial_delays:
+            raise ValueError("dial_delays must not be empty")
+        self._dial_timeout = dial_timeout
+        self._rng = rng or random.Random()
+
+    def target(self, destination: Destination) -> Destination:
+        """``destination`` after ``redirect``."""
+        address, port = self._redirect
+        if address is not None:
+            destination = destination.with_address(address)
+        if port is not None:
+            destination = Destination(destination.network, destination.address, port)
+        return destination
+
+    async def _resolve(self, host: str, port: int, kind: int) -> str:
+        if self._strategy is DomainStrategy.AS_IS or is_ip(host):
+            return host
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, family=_FAMILY[self._strategy], type=kind)
+        except (OSError, UnicodeError):
+            return host
+        addresses = sorted({str(info[4][0]) for info in infos})
+        if not addresses:
+            return host
+        return self._rng.choice(addresses)
+
+    async def handle(self, session: Session, stream: Stream) -> None:
+        """Dial the destination and relay until done. Raises OSError when every dial
+        attempt fails; never closes ``stream``."""
+        if session.destination is None:
+            raise LocalProtocolError("freedom: session has no destination")
+        slog = session_logger(log, session)
+        dest = self.target(session.destination)
+        host = await self._resolve(dest.address, dest.port, socket.SOCK_STREAM)
+        remote = await self._dial(host, dest.port)
+        slog.debug("freedom: connected to %s (%s)", dest, host)
+        try:
+            ok = await relay(stream, remote, self._policy.for_level(self._user_level))
+            if not ok:
+                slog.debug("freedom: connection to %s timed out", dest)
+        finally:
+            remote.close()
+
+    async def _dial(self, host: str, port: int) -> Stream:
+        last: OSError | None = None
+        for delay in self._dial_delays:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                return await dial_tcp(host, port, timeout=self._dial_timeout)
+            except OSError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def handle_packets(self, session: Session, link: PacketLink) -> None:
+        """Relay the link's datagrams through one connected UDP socket until the link
+        closes or nothing moved for connIdle seconds."""
+        if session.destination is None:
+            raise LocalProtocolError("freedom: session has no destination")
+        dest = self.target(session.destination)
+        host = await self._resolve(dest.address, dest.port, socket.SOCK_DGRAM)
+        task = asyncio.current_task()
+        assert task is not None
+        timer = ActivityTimer(task, self._policy.for_level(self._user_level).conn_idle)
+        loop = asyncio.get_running_loop()
+        transport: asyncio.DatagramTransport | None = None
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _FreedomDatagram(link, timer), remote_addr=(host, dest.port)
+            )
+            while (data := await link.recv()) is not None:
+                timer.update()
+                transport.sendto(data)
+        except asyncio.CancelledError:
+            if timer.expired:
+                task.uncancel()
+                return
+            raise
+        finally:
+            timer.cancel()
+            if transport is not None:
+                transport.close()
+
+
+class _FreedomDatagram(asyncio.DatagramProtocol):
+    def __init__(self, link: PacketLink, timer: ActivityTimer) -> None:
+        self._link = link
+        self._timer = timer
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._timer.update()
+        self._link.send(data[:UDP_RESPONSE_MAX_BYTES])
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable on a connected socket; UDP just loses the datagram.
+        log.debug("freedom udp: %s", exc)
