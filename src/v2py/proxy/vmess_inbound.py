@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: How often the legacy auth table slides forward (vmess.md 4.2).
 VALIDATOR_UPDATE_INTERVAL_S = 10.0
+#: Legacy auth-table warm-up: seconds built per step, and the pause between steps.
+PREFILL_BUCKETS_PER_STEP = 5
+PREFILL_STEP_S = 0.05
 #: Cap of ValidMin in a SwitchAccount (one byte).
 MAX_VALID_MIN = 255
 
@@ -91,8 +94,14 @@ class VmessInbound:
             self._updater = asyncio.get_running_loop().create_task(self._update_loop())
 
     async def _update_loop(self) -> None:
+        next_update = asyncio.get_running_loop().time() + VALIDATOR_UPDATE_INTERVAL_S
         while True:
-            await asyncio.sleep(VALIDATOR_UPDATE_INTERVAL_S)
+            # Warm the legacy auth table a few seconds at a time so that a cold
+            # lookup never has to build the whole window inside one handshake.
+            while self.validator.prefill(PREFILL_BUCKETS_PER_STEP) > 0:
+                await asyncio.sleep(PREFILL_STEP_S)
+            await asyncio.sleep(max(0.0, next_update - asyncio.get_running_loop().time()))
+            next_update += VALIDATOR_UPDATE_INTERVAL_S
             self.validator.update(self._clock())
 
     def close(self) -> None:
