@@ -1,0 +1,118 @@
+"""Chain definitions: which processes a chain has and their (byte-identical) JSON configs.
+
+A chain is one or two proxy processes on 127.0.0.1.  The first process always has a
+SOCKS5 inbound the load generator talks to; the last one always ends in ``freedom``.
+Both implementations get exactly the same JSON text; only the command line differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# A fixed user id: the bench is reproducible and never leaves 127.0.0.1.
+BENCH_UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
+
+LOG = {"loglevel": "warning", "access": "none"}
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    name: str
+    description: str
+    # vmess parameters; None for the single-process socks-freedom chain
+    security: str | None = None
+    alter_id: int = 0
+    network: str = "tcp"
+
+    @property
+    def is_vmess(self) -> bool:
+        return self.security is not None
+
+    @property
+    def is_kcp(self) -> bool:
+        return self.network == "kcp"
+
+
+CHAINS: dict[str, ChainSpec] = {
+    c.name: c
+    for c in (
+        ChainSpec("socks-freedom", "socks inbound -> freedom (one process)"),
+        ChainSpec("vmess-aead-gcm", "socks -> vmess(AEAD, aes-128-gcm) => vmess -> freedom",
+                  security="aes-128-gcm"),
+        ChainSpec("vmess-aead-chacha",
+                  "socks -> vmess(AEAD, chacha20-poly1305) => vmess -> freedom",
+                  security="chacha20-poly1305"),
+        ChainSpec("vmess-legacy-gcm", "socks -> vmess(alterId 4, aes-128-gcm) => vmess -> freedom",
+                  security="aes-128-gcm", alter_id=4),
+        ChainSpec("vmess-kcp", "as vmess-aead-gcm over mKCP (UDP)",
+                  security="aes-128-gcm", network="kcp"),
+    )
+}
+
+
+@dataclass
+class Ports:
+    socks: int
+    vmess: int = 0  # the server's vmess inbound (TCP or UDP for kcp)
+    dial: int = 0  # where the client's vmess outbound dials (== vmess, or the loss relay)
+
+
+@dataclass
+class ProcPlan:
+    role: str  # "client" (has the socks inbound) or "server"
+    config: dict[str, Any]
+    tcp_ports: list[int] = field(default_factory=list)  # listening TCP ports to wait for
+    udp_ports: list[int] = field(default_factory=list)  # bound UDP ports to wait for
+
+    def config_text(self) -> str:
+        return json.dumps(self.config, indent=2, sort_keys=True) + "\n"
+
+
+def _stream(spec: ChainSpec) -> dict[str, Any]:
+    return {"network": spec.network}
+
+
+def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
+    """The processes of ``spec`` in start order (server first), with their configs."""
+    socks_in = {
+        "tag": "socks-in",
+        "listen": "127.0.0.1",
+        "port": ports.socks,
+        "protocol": "socks",
+        "settings": {"auth": "noauth", "udp": False},
+    }
+    freedom_out = {"tag": "direct", "protocol": "freedom", "settings": {}}
+    if not spec.is_vmess:
+        return [ProcPlan("client", {"log": LOG, "inbounds": [socks_in], "outbounds": [freedom_out]},
+                         tcp_ports=[ports.socks])]
+    vmess_out = {
+        "tag": "vmess-out",
+        "protocol": "vmess",
+        "settings": {
+            "vnext": [{
+                "address": "127.0.0.1",
+                "port": ports.dial,
+                "users": [{"id": BENCH_UUID, "alterId": spec.alter_id, "security": spec.security}],
+            }]
+        },
+        "streamSettings": _stream(spec),
+    }
+    vmess_in = {
+        "tag": "vmess-in",
+        "listen": "127.0.0.1",
+        "port": ports.vmess,
+        "protocol": "vmess",
+        "settings": {"clients": [{"id": BENCH_UUID, "alterId": spec.alter_id}]},
+        "streamSettings": _stream(spec),
+    }
+    client = ProcPlan("client", {"log": LOG, "inbounds": [socks_in], "outbounds": [vmess_out]},
+                      tcp_ports=[ports.socks])
+    server = ProcPlan("server", {"log": LOG, "inbounds": [vmess_in], "outbounds": [freedom_out]})
+    if spec.is_kcp:
+        server.udp_ports.append(ports.vmess)
+    else:
+        server.tcp_ports.append(ports.vmess)
+    # server first so the client never dials a port that is not up yet
+    return [server, client]

@@ -1,0 +1,409 @@
+"""Load generator: a sink/source TCP server and SOCKS5 CONNECT clients (asyncio, buffered
+protocols so that the bench itself costs as little CPU per byte as possible).
+
+Every connection through the chain starts with a 13-byte request header to the sink::
+
+    op (1 byte) | id (4 bytes, big endian) | length (8 bytes, big endian)
+
+op ``U``: upload; the sink counts ``length`` bytes (readable live by id) then answers ``K``.
+op ``D``: download; the sink sends ``length`` bytes.
+op ``P``: ping; the header is padded to 64 bytes, the sink answers 64 bytes (and keeps the
+          connection open until the client closes it: also used for idle connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+
+HEADER = struct.Struct(">cIQ")
+PING_SIZE = 64
+CHUNK = 1 << 20
+RECV_BUF = 256 * 1024
+PAYLOAD = memoryview(os.urandom(CHUNK))
+_ids = itertools.count(1)
+
+
+class _Peer(asyncio.BufferedProtocol):
+    """A TCP endpoint that either collects bytes (small messages) or just counts them."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray(RECV_BUF)
+        self._view = memoryview(self._buf)
+        self.collected = bytearray()
+        self.counting = False
+        self.count = 0
+        self.count_target: int | None = None
+        self.eof = False
+        self.closed = asyncio.get_running_loop().create_future()
+        self._waiter: asyncio.Future[None] | None = None
+        self._want = 0
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+
+    # -- asyncio callbacks --------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.transport.set_write_buffer_limits(high=4 * CHUNK, low=CHUNK)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.counting:
+            self.count += nbytes
+            self.on_counted(nbytes)
+        else:
+            self.collected += self._view[:nbytes]
+            self.on_collected()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._can_write.set()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # -- hooks for subclasses ------------------------------------------------------
+    def on_collected(self) -> None:
+        pass
+
+    def on_counted(self, nbytes: int) -> None:
+        pass
+
+    # -- helpers ------------------------------------------------------------------
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is None or w.done():
+            return
+        if self.eof or (self.counting and self.count_target is not None
+                        and self.count >= self.count_target) or (
+                not self.counting and len(self.collected) >= self._want):
+            w.set_result(None)
+
+    async def read_exactly(self, n: int) -> bytes:
+        self.counting = False
+        while len(self.collected) < n:
+            if self.eof:
+                raise ConnectionError(f"connection closed after {len(self.collected)}/{n} bytes")
+            self._want = n
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        out = bytes(self.collected[:n])
+        del self.collected[:n]
+        return out
+
+    async def count_until(self, target: int) -> None:
+        """Count incoming bytes until ``target`` in total (or EOF)."""
+        self.counting = True
+        self.count += len(self.collected)
+        self.collected.clear()
+        self.count_target = target
+        while self.count < target and not self.eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    async def write(self, data: bytes | memoryview) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("connection closed while writing")
+        self.transport.write(data)
+        await self._can_write.wait()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+# ---------------------------------------------------------------------------------
+# the sink / source server
+# ---------------------------------------------------------------------------------
+class _SinkConn(_Peer):
+    def __init__(self, server: SinkServer) -> None:
+        super().__init__()
+        self.server = server
+        self.op = b""
+        self.id = 0
+        self.length = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.server.conns.discard(self)
+        self.server.uploads.pop(self.id, None)
+
+    def on_collected(self) -> None:
+        if self.op or len(self.collected) < HEADER.size:
+            return
+        op, self.id, self.length = HEADER.unpack_from(self.collected)
+        self.op = op
+        if op == b"U":
+            rest = len(self.collected) - HEADER.size
+            self.collected.clear()
+            self.counting = True
+            self.server.uploads[self.id] = self
+            self.count = rest
+            self.on_counted(0)
+        elif op == b"D":
+            del self.collected[:HEADER.size]
+            self._task = asyncio.get_running_loop().create_task(self._send(self.length))
+        elif op == b"P":
+            self._task = asyncio.get_running_loop().create_task(self._pong())
+        else:
+            self.abort()
+
+    def on_counted(self, nbytes: int) -> None:
+        if self.op == b"U" and self.count >= self.length and self.transport is not None:
+            self.transport.write(b"K")
+            self.op = b"u"  # answered once
+
+    async def _send(self, length: int) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            sent = 0
+            while sent < length and not self.eof:
+                n = min(CHUNK, length - sent)
+                await self.write(PAYLOAD[:n])
+                sent += n
+
+    async def _pong(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.read_exactly(PING_SIZE)
+            await self.write(PAYLOAD[:PING_SIZE])
+
+
+class SinkServer:
+    def __init__(self) -> None:
+        self.uploads: dict[int, _SinkConn] = {}
+        self.conns: set[_SinkConn] = set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _SinkConn(self), "127.0.0.1", 0,
+                                               backlog=4096)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def received(self, conn_id: int) -> int:
+        c = self.uploads.get(conn_id)
+        return c.count if c is not None else 0
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for c in list(self.conns):
+            c.abort()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.server.wait_closed()
+
+
+# ---------------------------------------------------------------------------------
+# SOCKS5 client side
+# ---------------------------------------------------------------------------------
+async def socks_connect(socks_port: int, dest_port: int) -> _Peer:
+    """TCP to the chain's SOCKS inbound and a CONNECT to 127.0.0.1:dest_port."""
+    loop = asyncio.get_running_loop()
+    _, peer = await loop.create_connection(_Peer, "127.0.0.1", socks_port)
+    try:
+        await peer.write(b"\x05\x01\x00")
+        reply = await peer.read_exactly(2)
+        if reply != b"\x05\x00":
+            raise ConnectionError(f"socks greeting refused: {reply!r}")
+        await peer.write(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + dest_port.to_bytes(2, "big"))
+        head = await peer.read_exactly(4)
+        if head[1] != 0:
+            raise ConnectionError(f"socks CONNECT failed with reply code {head[1]}")
+        atyp = head[3]
+        rest = {1: 4 + 2, 4: 16 + 2}.get(atyp)
+        if rest is None:
+            n = (await peer.read_exactly(1))[0]
+            rest = n + 2
+        await peer.read_exactly(rest)
+    except BaseException:
+        peer.abort()
+        raise
+    return peer
+
+
+def _header(op: bytes, conn_id: int, length: int) -> bytes:
+    return HEADER.pack(op, conn_id, length)
+
+
+async def ping_once(peer: _Peer) -> float:
+    """One 64-byte request/response over an established connection; returns seconds."""
+    t0 = time.perf_counter()
+    req = _header(b"P", next(_ids), 0)
+    await peer.write(req + bytes(PING_SIZE - len(req)))
+    await peer.read_exactly(PING_SIZE)
+    return time.perf_counter() - t0
+
+
+@dataclass
+class BulkResult:
+    bytes: int
+    seconds: float
+    capped: bool  # stopped by the time cap before moving everything
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+async def bulk_upload(socks_port: int, sink: SinkServer, size: int, cap: float) -> BulkResult:
+    peer = await socks_connect(socks_port, sink.port)
+    conn_id = next(_ids)
+    try:
+        t0 = time.perf_counter()
+        await peer.write(_header(b"U", conn_id, size))
+        done = asyncio.ensure_future(peer.read_exactly(1))
+
+        async def pump() -> None:
+            sent = 0
+            while sent < size:
+                n = min(CHUNK, size - sent)
+                await peer.write(PAYLOAD[:n])
+                sent += n
+
+        pumper = asyncio.ensure_future(pump())
+        try:
+            await asyncio.wait_for(asyncio.shield(done), cap)
+            elapsed = time.perf_counter() - t0
+            return BulkResult(size, elapsed, False)
+        except TimeoutError:
+            elapsed = time.perf_counter() - t0
+            return BulkResult(sink.received(conn_id), elapsed, True)
+        finally:
+            for t in (pumper, done):
+                t.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(pumper, done, return_exceptions=True)
+    finally:
+        peer.abort()
+
+
+async def bulk_download(socks_port: int, sink: SinkServer, size: int, cap: float) -> BulkResult:
+    peer = await socks_connect(socks_port, sink.port)
+    try:
+        t0 = time.perf_counter()
+        await peer.write(_header(b"D", next(_ids), size))
+        try:
+            await asyncio.wait_for(peer.count_until(size), cap)
+        except TimeoutError:
+            return BulkResult(peer.count, time.perf_counter() - t0, True)
+        elapsed = time.perf_counter() - t0
+        if peer.count < size:
+            raise ConnectionError(f"download closed early after {peer.count}/{size} bytes")
+        return BulkResult(size, elapsed, False)
+    finally:
+        peer.abort()
+
+
+@dataclass
+class ConnRateResult:
+    connections: int
+    errors: int
+    seconds: float
+    total_lat: list[float] = field(repr=False)  # connect + socks + exchange
+    exchange_lat: list[float] = field(repr=False)  # 64-byte request/response only
+    first_error: str | None = None
+
+    @property
+    def per_s(self) -> float:
+        return self.connections / self.seconds if self.seconds > 0 else 0.0
+
+
+async def conn_rate(socks_port: int, sink: SinkServer, workers: int, duration: float,
+                    op_timeout: float = 5.0) -> ConnRateResult:
+    total: list[float] = []
+    exch: list[float] = []
+    errors = 0
+    first_error: str | None = None
+    t_end = time.perf_counter() + duration
+
+    async def worker() -> None:
+        nonlocal errors, first_error
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            peer = None
+            try:
+                async with asyncio.timeout(op_timeout):
+                    peer = await socks_connect(socks_port, sink.port)
+                    e = await ping_once(peer)
+                total.append(time.perf_counter() - t0)
+                exch.append(e)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                errors += 1
+                if first_error is None:
+                    first_error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(0.01)
+            finally:
+                if peer is not None:
+                    peer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return ConnRateResult(len(total), errors, time.perf_counter() - t0, total, exch, first_error)
+
+
+async def open_idle(socks_port: int, sink: SinkServer, count: int, parallel: int = 32,
+                    op_timeout: float = 10.0) -> tuple[list[_Peer], int, str | None]:
+    """Open ``count`` connections end to end (one ping each, so the far side is connected)."""
+    peers: list[_Peer] = []
+    errors = 0
+    first_error: str | None = None
+    sem = asyncio.Semaphore(parallel)
+
+    async def one() -> None:
+        nonlocal errors, first_error
+        async with sem:
+            try:
+                async with asyncio.timeout(op_timeout):
+                    peer = await socks_connect(socks_port, sink.port)
+                    try:
+                        await ping_once(peer)
+                    except BaseException:
+                        peer.abort()
+                        raise
+                peers.append(peer)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                errors += 1
+                if first_error is None:
+                    first_error = f"{type(exc).__name__}: {exc}"
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return peers, errors, first_error
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(pct / 100 * (len(s) - 1))))
+    return s[k]

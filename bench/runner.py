@@ -1,0 +1,226 @@
+"""One run: start one implementation's chain, drive every phase through it, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen
+from bench.chains import ChainSpec, ProcPlan
+from bench.procs import (
+    ChainProcess,
+    ChainStartError,
+    command_for,
+    cpu_seconds,
+    read_status_kib,
+    self_cpu_seconds,
+)
+from bench.relay import LossyUdpRelay
+
+MiB = 1 << 20
+
+
+@dataclass
+class Options:
+    bulk_bytes: int
+    kcp_bulk_bytes: int
+    bulk_cap: float
+    rate_seconds: float
+    rate_workers: int
+    idle_conns: int
+    idle_wait: float
+    start_timeout: float
+    loss_pct: float
+    seed: int
+    verbose: bool
+
+
+class PhaseError(RuntimeError):
+    pass
+
+
+def _log(opts: Options, msg: str) -> None:
+    if opts.verbose:
+        print(f"    {msg}", flush=True)
+
+
+async def _probe(procs: list[ChainProcess], socks_port: int, sink: loadgen.SinkServer,
+                 timeout: float) -> float:
+    """One ping end to end, retried until the chain answers; returns the time it took."""
+    t0 = time.monotonic()
+    last: str = "no attempt"
+    while time.monotonic() - t0 < timeout:
+        for p in procs:
+            if not p.alive():
+                raise ChainStartError(p.describe_failure("died before the first request"))
+        peer = None
+        try:
+            async with asyncio.timeout(max(0.5, min(3.0, timeout - (time.monotonic() - t0)))):
+                peer = await loadgen.socks_connect(socks_port, sink.port)
+                await loadgen.ping_once(peer)
+            return time.monotonic() - t0
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        finally:
+            if peer is not None:
+                peer.abort()
+        await asyncio.sleep(0.2)
+    tails = "\n".join(p.describe_failure("is up but the chain did not relay") for p in procs)
+    raise ChainStartError(f"first request through the chain failed ({last})\n{tails}")
+
+
+def _rss(procs: list[ChainProcess], key: str = "VmRSS") -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for p in procs:
+        kib = read_status_kib(p.pid, key)
+        out[p.role] = kib / 1024 if kib is not None else None
+    return out
+
+
+def _cpu(procs: list[ChainProcess]) -> dict[str, float | None]:
+    return {p.role: cpu_seconds(p.pid) for p in procs}
+
+
+def _check_alive(procs: list[ChainProcess], phase: str) -> None:
+    for p in procs:
+        if not p.alive():
+            raise PhaseError(p.describe_failure(f"died during {phase}"))
+
+
+def _put_roles(m: dict[str, Any], prefix: str, values: dict[str, float | None]) -> None:
+    for role, v in values.items():
+        if v is not None:
+            m[f"{prefix}:{role}"] = v
+
+
+async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPlan],
+                   config_paths: list[Path], socks_port: int, vmess_port: int, relay_port: int,
+                   workdir: Path, sink: loadgen.SinkServer, opts: Options) -> dict[str, Any]:
+    """Run every phase once; returns ``{"ok": bool, "metrics": {...}, "error": str|None}``."""
+    metrics: dict[str, Any] = {}
+    result: dict[str, Any] = {"ok": False, "metrics": metrics, "error": None, "notes": []}
+    procs: list[ChainProcess] = []
+    relay: LossyUdpRelay | None = None
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        if relay_port:
+            relay = LossyUdpRelay(vmess_port, opts.loss_pct, opts.seed)
+            await relay.start(relay_port)
+        for plan, cfg in zip(plans, config_paths, strict=True):
+            proc = ChainProcess(plan.role, command_for(template, cfg), workdir)
+            procs.append(proc)
+            try:
+                proc.start()
+            except OSError as exc:
+                raise ChainStartError(f"cannot start {proc.argv[0]}: {exc}") from exc
+            await asyncio.to_thread(proc.wait_ready, plan, opts.start_timeout)
+        metrics["startup_s"] = await _probe(procs, socks_port, sink, opts.start_timeout)
+        await asyncio.sleep(0.3)
+        _put_roles(metrics, "rss_start_mib", _rss(procs))
+
+        # -- idle connections (fresh chain, before bulk traffic grows any heap) -------------
+        if opts.idle_conns > 0:
+            before = _rss(procs)
+            async with asyncio.timeout(60 + opts.idle_conns * 0.05):
+                peers, errors, first = await loadgen.open_idle(socks_port, sink, opts.idle_conns)
+            try:
+                await asyncio.sleep(opts.idle_wait)
+                _check_alive(procs, "idle connections")
+                during = _rss(procs)
+                metrics["idle_open"] = len(peers)
+                metrics["idle_errors"] = errors
+                if first:
+                    result["notes"].append(f"idle: {errors} failed, first: {first}")
+                _put_roles(metrics, "idle_rss_mib", during)
+                if peers:
+                    for role, v in during.items():
+                        b = before.get(role)
+                        if v is not None and b is not None:
+                            metrics[f"idle_kib_per_conn:{role}"] = (v - b) * 1024 / len(peers)
+            finally:
+                for p in peers:
+                    p.abort()
+            _log(opts, f"idle: {len(peers)} open, rss {during}")
+            await asyncio.sleep(0.5)
+
+        # -- connection rate ---------------------------------------------------------------
+        cpu0 = _cpu(procs)
+        async with asyncio.timeout(opts.rate_seconds + 20):
+            rate = await loadgen.conn_rate(socks_port, sink, opts.rate_workers, opts.rate_seconds)
+        cpu1 = _cpu(procs)
+        _check_alive(procs, "connection rate")
+        metrics["conn_per_s"] = rate.per_s
+        metrics["conn_errors"] = rate.errors
+        if rate.first_error:
+            result["notes"].append(f"conn-rate: {rate.errors} failed, first: {rate.first_error}")
+        for key, vals in (("conn", rate.total_lat), ("exch", rate.exchange_lat)):
+            for pct in (50, 99):
+                v = loadgen.percentile(vals, pct)
+                if v is not None:
+                    metrics[f"{key}_p{pct}_ms"] = v * 1000
+        if rate.connections:
+            for role in cpu0:
+                a, b = cpu0[role], cpu1[role]
+                if a is not None and b is not None:
+                    metrics[f"cpu_ms_per_kconn:{role}"] = (b - a) * 1000 / rate.connections * 1000
+        _log(opts, f"conn-rate: {rate.per_s:.0f}/s, errors {rate.errors}")
+
+        # -- bulk upload and download -----------------------------------------------------
+        size = opts.kcp_bulk_bytes if spec.is_kcp else opts.bulk_bytes
+        cpu0 = _cpu(procs)
+        me0 = self_cpu_seconds()
+        moved = 0
+        for name, fn in (("upload", loadgen.bulk_upload), ("download", loadgen.bulk_download)):
+            async with asyncio.timeout(opts.bulk_cap + 20):
+                try:
+                    res = await fn(socks_port, sink, size, opts.bulk_cap)
+                except (OSError, ConnectionError) as exc:
+                    _check_alive(procs, name)
+                    raise PhaseError(f"{name} failed: {type(exc).__name__}: {exc}") from exc
+            _check_alive(procs, name)
+            moved += res.bytes
+            metrics[f"{name}_mb_s"] = res.mb_per_s
+            if res.capped:
+                metrics[f"{name}_capped"] = 1
+                result["notes"].append(
+                    f"{name}: time cap {opts.bulk_cap:g}s hit after {res.bytes / MiB:.1f} MiB")
+            _log(opts, f"{name}: {res.mb_per_s:.1f} MB/s ({res.bytes / MiB:.1f} MiB)")
+        cpu1 = _cpu(procs)
+        me1 = self_cpu_seconds()
+        if moved:
+            gb = moved / 1e9
+            for role in cpu0:
+                a, b = cpu0[role], cpu1[role]
+                if a is not None and b is not None:
+                    metrics[f"cpu_s_per_gb:{role}"] = (b - a) / gb
+            metrics["cpu_s_per_gb:bench"] = (me1 - me0) / gb
+        await asyncio.sleep(1.0)
+        _put_roles(metrics, "rss_after_mib", _rss(procs))
+        _put_roles(metrics, "rss_peak_mib", _rss(procs, "VmHWM"))
+        if relay is not None:
+            st = relay.stats
+            metrics["relay_dropped_pct"] = (
+                100 * (st.up_dropped + st.down_dropped) / max(1, st.up_in + st.down_in))
+        result["ok"] = True
+    except ChainStartError as exc:
+        result["error"] = f"chain failed to start: {exc}"
+    except (PhaseError, TimeoutError, OSError, ConnectionError) as exc:
+        msg = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            msg = "phase timed out"
+        tails = "\n".join(p.describe_failure("output") for p in procs if p.popen)
+        result["error"] = f"{msg}\n{tails}" if not isinstance(exc, PhaseError) else msg
+    except Exception:  # a bench bug must not take the other chains down with it
+        result["error"] = "internal bench error:\n" + traceback.format_exc()
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(p.stop)
+        if relay is not None:
+            relay.close()
+    return result
