@@ -39,8 +39,9 @@ def vmess_out(**user: Any) -> dict[str, Any]:
     }
 
 
-def config(*inbounds: dict[str, Any], outbounds: list[dict[str, Any]] | None = None,
-           **top: Any) -> dict[str, Any]:
+def config(
+    *inbounds: dict[str, Any], outbounds: list[dict[str, Any]] | None = None, **top: Any
+) -> dict[str, Any]:
     """A whole config with the given inbounds and (default: freedom) outbounds."""
     return {
         "inbounds": list(inbounds) if inbounds else [socks_in()],
@@ -64,8 +65,9 @@ def with_(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return result
 
 
-def load(data: dict[str, Any] | str, env: dict[str, str] | None = None,
-         name: str = "config.json") -> LoadedConfig:
+def load(
+    data: dict[str, Any] | str, env: dict[str, str] | None = None, name: str = "config.json"
+) -> LoadedConfig:
     """Load one config given as a dict or as text."""
     text = data if isinstance(data, str) else json.dumps(data)
     return load_config([(name, text)], env or {})

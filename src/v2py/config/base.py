@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     model_validator,
 )
@@ -108,13 +109,20 @@ class ConfigModel(BaseModel):
     _ignored_keys: tuple[tuple[str, str], ...] = PrivateAttr(default=())
 
     @classmethod
-    def _json_names(cls) -> dict[str, str]:
-        """Lower-case JSON key -> exact alias, for every JSON-backed field."""
-        return {
-            (field.alias or name).lower(): field.alias or name
-            for name, field in cls.model_fields.items()
-            if name not in cls.INTERNAL_FIELDS
-        }
+    def _json_names(cls, *, python: bool) -> dict[str, str]:
+        """Lower-case key -> exact alias, for every JSON-backed field.
+
+        With ``python`` (construction from Python code, which passes no
+        validation context) the snake_case field names are accepted as well.
+        """
+        names: dict[str, str] = {}
+        for name, field in cls.model_fields.items():
+            alias = field.alias or name
+            if python:
+                names[name] = alias
+            if name not in cls.INTERNAL_FIELDS:
+                names[alias.lower()] = alias
+        return names
 
     @classmethod
     def normalize(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -123,10 +131,12 @@ class ConfigModel(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _match_keys(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    def _match_keys(
+        cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
         if not isinstance(data, dict):
             return handler(data)
-        names = cls._json_names()
+        names = cls._json_names(python=info.context is None)
         mapped: dict[str, Any] = {}
         ignored: list[tuple[str, str]] = []
         for key, value in data.items():

@@ -112,6 +112,8 @@ def parse_json(text: str, name: str = "") -> object:
         message = exc.msg[0].lower() + exc.msg[1:]
         if exc.msg == "Extra data":
             message = "unexpected text after the end of the JSON document"
-        raise ConfigError(_location(name, exc.lineno, exc.colno), f"invalid JSON: {message}") from exc
+        raise ConfigError(
+            _location(name, exc.lineno, exc.colno), f"invalid JSON: {message}"
+        ) from exc
     except ValueError as exc:
         raise ConfigError(_location(name, 1, 1), f"invalid JSON: {exc}") from exc

@@ -224,8 +224,15 @@ def _merge(files: list[_File]) -> _Merged:
     )
     for file in files[1:]:
         root = file.root
-        for key in ("log", "policy", "transport", "inbound", "inbound_detour",
-                    "outbound", "outbound_detour"):
+        for key in (
+            "log",
+            "policy",
+            "transport",
+            "inbound",
+            "inbound_detour",
+            "outbound",
+            "outbound_detour",
+        ):
             value = getattr(root, key)
             if value is not None:
                 setattr(merged, key, value)
@@ -245,10 +252,13 @@ def _override_list(
     if not current or len(new) != 1:
         return new
     (item,) = new
-    for index, existing in enumerate(current):
+    result = list(current)
+    for index, existing in enumerate(result):
         if existing.tag == item.tag:
-            return current[:index] + (item,) + current[index + 1:]
-    return (item, *current) if prepend else (*current, item)
+            result[index] = item
+            return tuple(result)
+    result.insert(0 if prepend else len(result), item)
+    return tuple(result)
 
 
 # --------------------------------------------------------------------------

@@ -121,7 +121,9 @@ def _parse_port_text(text: str, shown: str) -> PortRange:
         if number > PORT_MAX:
             raise fail(f"{shown} is out of range; {PORT_HINT}")
     if first > last:
-        raise fail(f"{shown} is not a valid range: {first} is greater than {last}; use \"A-B\" with A <= B")
+        raise fail(
+            f'{shown} is not a valid range: {first} is greater than {last}; use "A-B" with A <= B'
+        )
     return PortRange(first, last)
 
 
@@ -136,7 +138,7 @@ def _parse_port(value: object, info: ValidationInfo) -> PortRange:
             raise fail(f"{value} is out of range; {PORT_HINT}")
         return PortRange(value, value)
     if value.startswith("env:"):
-        name = value[len("env:"):]
+        name = value[len("env:") :]
         env: Mapping[str, str] = (info.context or {}).get("env", {})
         if name not in env:
             raise fail(f"{describe(value)}: environment variable {name} is not set")
@@ -185,8 +187,14 @@ class LogConfig(ConfigModel):
         str,
         BeforeValidator(
             one_of(
-                {"": "warning", "debug": "debug", "info": "info", "warning": "warning",
-                 "error": "error", "none": "none"},
+                {
+                    "": "warning",
+                    "debug": "debug",
+                    "info": "info",
+                    "warning": "warning",
+                    "error": "error",
+                    "none": "none",
+                },
                 shown=("debug", "info", "warning", "error", "none"),
             )
         ),
@@ -265,9 +273,7 @@ class TcpConfig(ConfigModel):
         return self
 
 
-_KCP_HEADERS = {
-    name: name for name in ("none", "srtp", "utp", "wechat-video", "dtls", "wireguard")
-}
+_KCP_HEADERS = {name: name for name in ("none", "srtp", "utp", "wechat-video", "dtls", "wireguard")}
 
 
 class KcpHeaderConfig(ConfigModel):
@@ -327,8 +333,8 @@ class StreamConfig(ConfigModel):
             one_of(_SECURITIES, shown=("none",), refused={"tls": "not supported by v2py"})
         ),
     ] = "none"
-    tcp: TcpConfig | None = Field(None, alias="tcpSettings")
-    kcp: KcpConfig | None = Field(None, alias="kcpSettings")
+    tcp: TcpConfig | None = Field(default=None, alias="tcpSettings")
+    kcp: KcpConfig | None = Field(default=None, alias="kcpSettings")
 
 
 class TransportConfig(ConfigModel):
@@ -338,8 +344,8 @@ class TransportConfig(ConfigModel):
         ("wssettings", "httpsettings", "dssettings", "quicsettings"), _NOT_USED
     )
 
-    tcp: TcpConfig | None = Field(None, alias="tcpSettings")
-    kcp: KcpConfig | None = Field(None, alias="kcpSettings")
+    tcp: TcpConfig | None = Field(default=None, alias="tcpSettings")
+    kcp: KcpConfig | None = Field(default=None, alias="kcpSettings")
 
 
 # --------------------------------------------------------------------------
@@ -418,8 +424,10 @@ class InboundConfig(ConfigModel):
     protocol: Annotated[str, BeforeValidator(_check_inbound_protocol)]
     tag: Str = ""
     listen: Annotated[str, BeforeValidator(_check_listen)] = "0.0.0.0"
-    port: InboundPort = Field(default=None)
-    settings: Annotated[InboundSettings, SkipValidation] = Field(default=None)
+    # port and settings are None only between the two parsing steps of the
+    # loader, which fills both (or raises) before returning.
+    port: InboundPort = Field(default=None)  # type: ignore[assignment]
+    settings: Annotated[InboundSettings, SkipValidation] = Field(default=None)  # type: ignore[assignment]
     stream: StreamConfig = Field(default_factory=lambda: StreamConfig(), alias="streamSettings")
     domain_override: Sniffers | None = None
     sniffing: SniffingConfig = Field(default_factory=lambda: SniffingConfig())
@@ -458,7 +466,7 @@ class OutboundConfig(ConfigModel):
     protocol: Annotated[str, BeforeValidator(_check_outbound_protocol)]
     tag: Str = ""
     send_through: Annotated[str, BeforeValidator(_check_send_through)] | None = None
-    settings: Annotated[OutboundSettings, SkipValidation] = Field(default=None)
+    settings: Annotated[OutboundSettings, SkipValidation] = Field(default=None)  # type: ignore[assignment]
     stream: StreamConfig = Field(default_factory=lambda: StreamConfig(), alias="streamSettings")
     mux: MuxConfig | None = None
     path: str = ""

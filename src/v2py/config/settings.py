@@ -1,4 +1,4 @@
-"""Protocol ``settings`` objects (v2ray-core 4.34 ``infra/conf/{socks,http,dokodemo,vmess,freedom,blackhole}.go``).
+"""Protocol ``settings`` objects (v2ray-core 4.34 ``infra/conf/<protocol>.go``).
 
 Each class mirrors one JSON object; field names are snake_case and the JSON
 names camelCase. Unlike 4.34, unknown enum strings are errors rather than a
@@ -117,8 +117,11 @@ class SocksInboundSettings(ConfigModel):
     auth: Annotated[
         str,
         BeforeValidator(
-            one_of({"": "noauth", "noauth": "noauth", "password": "password"},
-                   shown=("noauth", "password"), case_sensitive=True)
+            one_of(
+                {"": "noauth", "noauth": "noauth", "password": "password"},
+                shown=("noauth", "password"),
+                case_sensitive=True,
+            )
         ),
     ] = "noauth"
     accounts: tuple[AccountConfig, ...] = ()
@@ -146,7 +149,7 @@ class HttpInboundSettings(ConfigModel):
 def _network_name(entry: str) -> str:
     name = entry.strip().lower()
     if name not in ("tcp", "udp"):
-        raise fail(f"{describe(entry)} is not a network; use \"tcp\", \"udp\" or \"tcp,udp\"")
+        raise fail(f'{describe(entry)} is not a network; use "tcp", "udp" or "tcp,udp"')
     return name
 
 
@@ -254,17 +257,16 @@ class VmessUserConfig(ConfigModel):
     alter_id: Uint16 = 0
     security: Annotated[
         str,
-        BeforeValidator(
-            one_of(_VMESS_SECURITY, refused={"zero": "not supported by V2Ray 4.34"})
-        ),
+        BeforeValidator(one_of(_VMESS_SECURITY, refused={"zero": "not supported by V2Ray 4.34"})),
     ] = "auto"
     level: Byte = 0
     email: Str = ""
     tests_enabled: Annotated[
         str,
         BeforeValidator(
-            one_of({"vmessaead": "VMessAEAD", "none": "none", "": ""},
-                   shown=("VMessAEAD", "none", ""))
+            one_of(
+                {"vmessaead": "VMessAEAD", "none": "none", "": ""}, shown=("VMessAEAD", "none", "")
+            )
         ),
     ] = ""
 
@@ -279,7 +281,7 @@ class VmessServerConfig(ConfigModel):
     @model_validator(mode="after")
     def _has_users(self) -> VmessServerConfig:
         if not self.users:
-            raise fail("no users; add at least one {\"id\": ...} user", "users")
+            raise fail('no users; add at least one {"id": ...} user', "users")
         return self
 
 
@@ -291,9 +293,7 @@ class VmessOutboundSettings(ConfigModel):
     @model_validator(mode="after")
     def _has_servers(self) -> VmessOutboundSettings:
         if not self.vnext:
-            raise fail(
-                'no servers; add at least one {"address", "port", "users"} entry', "vnext"
-            )
+            raise fail('no servers; add at least one {"address", "port", "users"} entry', "vnext")
         return self
 
 
@@ -322,9 +322,9 @@ _DOMAIN_STRATEGIES = {
 
 def _check_redirect(value: object) -> str:
     if not isinstance(value, str):
-        raise fail(f"{describe(value)} is not a string; use \"host:port\" or \":port\"")
+        raise fail(f'{describe(value)} is not a string; use "host:port" or ":port"')
     if value and _split_host_port(value) is None:
-        raise fail(f"{describe(value)} is not \"host:port\" or \":port\"")
+        raise fail(f'{describe(value)} is not "host:port" or ":port"')
     return value
 
 
