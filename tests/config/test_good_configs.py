@@ -749,7 +749,7 @@ def test_merge_legacy_keys_are_replaced_and_port_comes_from_the_first_file() -> 
 def test_models_are_frozen() -> None:
     cfg = load(config()).config
     with pytest.raises(ValidationError):
-        cfg.inbounds[0].tag = "x"  # type: ignore[misc]
+        cfg.inbounds[0].tag = "x"
     with pytest.raises(AttributeError):
         cfg.inbounds[0].port.first = 2  # type: ignore[misc]
     assert isinstance(cfg.inbounds, tuple)
