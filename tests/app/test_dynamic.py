@@ -222,6 +222,7 @@ async def test_start_opens_first_generation() -> None:
         assert all(len(p.sessions) == 1 for p in factory.made)
         stats = inbound.statistics()
         assert (stats.generations_opened, stats.generations_closed, stats.ports_opened) == (1, 0, 2)
+        assert dict(stats.accepted_by_port) == {p: 1 for p in ports}
 
 
 async def test_get_random_worker_and_minutes_left() -> None:
@@ -295,7 +296,7 @@ async def test_closed_generation_keeps_established_connections() -> None:
         assert port not in inbound.listening_ports
         assert await refused(port) or port in inbound.current_ports
         assert factory.made[0].closed
-        assert inbound.statistics().draining_generations == 1
+        assert inbound.statistics().draining_listeners == 1
 
         async with asyncio.timeout(WAIT_S):
             writer.write(b"after")
@@ -304,7 +305,7 @@ async def test_closed_generation_keeps_established_connections() -> None:
             assert await reader.read() == b""
         writer.close()
         async with asyncio.timeout(WAIT_S):
-            while inbound.statistics().draining_generations:
+            while inbound.statistics().draining_listeners:
                 await asyncio.sleep(0.01)  # the watcher ends when the connection does
 
 
@@ -318,7 +319,7 @@ async def test_close_cancels_draining_connections() -> None:
         writer.write(b"x")
         assert await reader.readexactly(1) == b"x"
     await clock.advance(2 * MINUTE)
-    assert inbound.statistics().draining_generations == 1
+    assert inbound.statistics().draining_listeners == 1
     async with asyncio.timeout(WAIT_S * 2):
         await inbound.close()
         assert await reader.read() == b""  # closed by us
@@ -327,7 +328,7 @@ async def test_close_cancels_draining_connections() -> None:
     assert inbound.current_ports == ()
     assert inbound.get_random_worker(0) is None
     assert inbound.rotation.allocator.in_use == frozenset()
-    assert inbound.statistics().draining_generations == 0
+    assert inbound.statistics().draining_listeners == 0
     assert all(p.closed for p in factory.made)
 
 
@@ -481,7 +482,7 @@ async def test_kcp_generation_close_closes_listener(monkeypatch: pytest.MonkeyPa
         await clock.advance(2 * MINUTE)
         gen0 = [m[3] for m in made[:2]]
         assert all(lst.closed and not lst.stopped for lst in gen0)
-        assert inbound.statistics().draining_generations == 0
+        assert inbound.statistics().draining_listeners == 0
 
 
 async def test_loop_clock_sleeps_until_deadline() -> None:

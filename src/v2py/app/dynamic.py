@@ -13,11 +13,13 @@ only when the whole inbound closes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from v2py.app.inbound import InboundProxy
@@ -79,7 +81,9 @@ class DynamicStatistics:
     ports_opened: int
     bind_failures: int
     #: Closed generations whose established connections are still running.
-    draining_generations: int
+    draining_listeners: int
+    #: Connections accepted so far, per port (ports of closed generations included).
+    accepted_by_port: Mapping[int, int]
 
 
 class DynamicInbound:
@@ -146,6 +150,7 @@ class DynamicInbound:
         self._draining: set[asyncio.Task[None]] = set()
         self._retired: list[Listener] = []
         self._stats = {"opened": 0, "closed": 0, "ports": 0, "bind_failures": 0}
+        self._accepted: collections.Counter[int] = collections.Counter()
 
     # -- introspection ------------------------------------------------------
     @property
@@ -165,7 +170,8 @@ class DynamicInbound:
             generations_closed=self._stats["closed"],
             ports_opened=self._stats["ports"],
             bind_failures=self._stats["bind_failures"],
-            draining_generations=len(self._draining),
+            draining_listeners=len(self._draining),
+            accepted_by_port=MappingProxyType(dict(self._accepted)),
         )
 
     def get_random_worker(self, rng_index: int) -> tuple[InboundProxy, int, int] | None:
@@ -218,7 +224,11 @@ class DynamicInbound:
             proxy = self.proxy_factory()
             try:
                 listener = await listen(
-                    self.network, self.listen_host, port, self._make_handler(proxy), kcp=self.kcp
+                    self.network,
+                    self.listen_host,
+                    port,
+                    self._make_handler(proxy, port),
+                    kcp=self.kcp,
                 )
             except OSError as exc:
                 # 4.34 skips the worker and leaks the port; we skip and release it.
@@ -294,10 +304,18 @@ class DynamicInbound:
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
 
-    def _make_handler(self, proxy: InboundProxy) -> Callable[[Stream], Any]:
+    def _make_handler(self, proxy: InboundProxy, port: int) -> Callable[[Stream], Any]:
         async def on_connection(stream: Stream) -> None:
             assert self._dispatcher is not None
             session = Session(inbound_tag=self.tag, source=stream.peer, sniffing=self.sniffing)
+            self._accepted[port] += 1
+            log.debug(
+                "[%d] inbound %s: accepted %s on dynamic port %d",
+                session.id,
+                self.tag or "-",
+                session.source_text(),
+                port,
+            )
             await proxy.handle(stream, session, self._dispatcher)
 
         return on_connection
