@@ -1,0 +1,115 @@
+"""``disableInsecureEncryption`` on a v2py server, with a real V2Ray 4.34 client.
+
+vmess.md 7/10: with the switch on, a request whose body security is NONE (or
+LEGACY/UNKNOWN) is closed right after the header, without a response byte; AEAD
+securities are served. A capturing relay between the two sees every byte the v2py
+server sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from tests.support.socks import socks5_connect
+from tests.support.v2ray import free_ports, run_v2ray
+from tests.support.vmess_probe import (
+    STEP_TIMEOUT_S,
+    CapturingRelay,
+    user,
+    v2py_vmess_server,
+    wait_close,
+)
+
+pytestmark = pytest.mark.interop
+
+UUID = "a3482e88-686a-4a58-8126-99c9df64b7bf"
+PAYLOAD = b"insecure-or-not" * 100
+#: The refusal is a plain close (no drain, no handshake wait).
+PROMPT_CLOSE_S = 0.5
+
+
+def _client_config(socks_port: int, server_port: int, alter_id: int, security: str) -> dict:
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": socks_port,
+                "protocol": "socks",
+                "settings": {"auth": "noauth"},
+            }
+        ],
+        "outbounds": [
+            {
+                "protocol": "vmess",
+                "settings": {
+                    "vnext": [
+                        {
+                            "address": "127.0.0.1",
+                            "port": server_port,
+                            "users": [{"id": UUID, "alterId": alter_id, "security": security}],
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("alter_id", [0, 4], ids=["aead", "legacy"])
+@pytest.mark.parametrize(
+    ("security", "disable", "served"),
+    [
+        pytest.param("none", True, False, id="none-refused"),
+        pytest.param("aes-128-gcm", True, True, id="aes-128-gcm-served"),
+        pytest.param("chacha20-poly1305", True, True, id="chacha20-poly1305-served"),
+        pytest.param("none", False, True, id="none-served-when-allowed"),
+    ],
+)
+async def test_disable_insecure_encryption(
+    echo_server: tuple[str, int],
+    caplog: pytest.LogCaptureFixture,
+    alter_id: int,
+    security: str,
+    disable: bool,
+    served: bool,
+) -> None:
+    caplog.set_level(logging.INFO, logger="v2py.proxy.vmess_inbound")
+    (socks_port,) = free_ports(1)
+    async with (
+        v2py_vmess_server([user(UUID, alter_id)], disable_insecure=disable) as server,
+        CapturingRelay(server.port) as tap,
+        run_v2ray(_client_config(socks_port, tap.port, alter_id, security), wait_tcp=[socks_port]),
+    ):
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            reader, writer = await socks5_connect(socks_port, *echo_server)
+        try:
+            writer.write(PAYLOAD)
+            await writer.drain()
+            start = time.monotonic()
+            if served:
+                async with asyncio.timeout(STEP_TIMEOUT_S):
+                    assert await reader.readexactly(len(PAYLOAD)) == PAYLOAD
+            else:
+                received, closed, _, _ = await wait_close(reader, timeout=STEP_TIMEOUT_S)
+                assert received == b"" and closed
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                await tap.new_connection.wait()
+                if not served:
+                    await tap.connections[0].done.wait()
+            elapsed = time.monotonic() - start
+        finally:
+            writer.close()
+    (conn,) = tap.connections
+    assert conn.upstream, "the v2ray client did send a request"
+    if served:
+        assert conn.downstream, "the v2py server answered"
+        assert "invalid request" not in caplog.text
+    else:
+        assert bytes(conn.downstream) == b"", "the v2py server must not send a single byte"
+        assert elapsed < PROMPT_CLOSE_S, elapsed
+        assert "insecure encryption disabled" in caplog.text
