@@ -62,3 +62,89 @@ class LossyLink:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+class LossyUdpRelay:
+    """An in-process UDP relay on 127.0.0.1 dropping and delaying datagrams (seeded).
+
+    Clients send to ``port``; each client address gets its own upstream socket to
+    ``target``, so the server sees distinct (addr, port) per client. Both directions
+    pass through a :class:`LossyLink`-like decision with the same parameters.
+    """
+
+    def __init__(self, target: tuple[str, int], *, loss: float, delay: float, seed: int) -> None:
+        self.target = target
+        self.loss = loss
+        self.delay = delay
+        self._rng = random.Random(seed)
+        self.port = 0
+        self.forwarded = 0
+        self.dropped = 0
+        self._front: object = None
+        self._uplinks: dict[tuple[str, int], object] = {}
+        self._opening: dict[tuple[str, int], list[bytes]] = {}
+
+    async def start(self) -> LossyUdpRelay:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Front(asyncio.DatagramProtocol):
+            def connection_made(self, transport):  # type: ignore[no-untyped-def]
+                self.transport = transport
+
+            def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
+                up = relay._uplinks.get(addr)
+                if up is None:
+                    waiting = relay._opening.get(addr)
+                    if waiting is None:
+                        relay._opening[addr] = [data]
+                        loop.create_task(relay._open_uplink(addr))
+                    else:
+                        waiting.append(data)
+                    return
+                relay._forward(up.transport, data, None)  # type: ignore[attr-defined]
+
+        transport, proto = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
+        self._front = proto
+        self.port = transport.get_extra_info("sockname")[1]
+        return self
+
+    async def _open_uplink(self, client):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Up(asyncio.DatagramProtocol):
+            def connection_made(self, transport):  # type: ignore[no-untyped-def]
+                self.transport = transport
+
+            def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
+                relay._forward(relay._front.transport, data, client)  # type: ignore[attr-defined]
+
+        _, proto = await loop.create_datagram_endpoint(Up, remote_addr=self.target)
+        self._uplinks[client] = proto
+        for data in self._opening.pop(client):
+            self._forward(proto.transport, data, None)
+
+    def _forward(self, transport, data: bytes, addr) -> None:  # type: ignore[no-untyped-def]
+        import asyncio
+
+        if self._rng.random() < self.loss:
+            self.dropped += 1
+            return
+        self.forwarded += 1
+
+        def send() -> None:
+            if not transport.is_closing():
+                transport.sendto(data, addr) if addr else transport.sendto(data)
+
+        asyncio.get_running_loop().call_later(self.delay, send)
+
+    def close(self) -> None:
+        for up in self._uplinks.values():
+            up.transport.close()  # type: ignore[attr-defined]
+        if self._front is not None:
+            self._front.transport.close()  # type: ignore[attr-defined]

@@ -1,0 +1,460 @@
+"""mKCP transport shell: dialer, listener and the ``Stream`` adapter over ``KcpConnection``.
+
+Spec: mkcp.md sections 1 and 5 (v2ray-core ``transport/internet/kcp/{dialer,listener}.go``).
+Each adapter owns one pure core and repeats one cycle, as aioquic's
+``asyncio/protocol.py``: feed datagrams and the clock, drain events, send what
+the core wants sent, and re-arm one ``loop.call_at`` timer from ``get_timer()``.
+Datagrams arriving in one loop iteration are fed first and serviced once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from v2py.protocol.mkcp.connection import KcpConnection
+from v2py.protocol.mkcp.events import ConnectionTerminated, DataReceived, StreamEnded
+from v2py.protocol.mkcp.packet import PacketCodec
+from v2py.protocol.mkcp.segment import KcpCommand
+from v2py.protocol.mkcp.settings import KcpSettings
+from v2py.transport.stream import READ_CHUNK_BYTES
+
+__all__ = ["KcpListener", "KcpStream", "dial_kcp", "listen_kcp"]
+
+logger = logging.getLogger(__name__)
+
+#: Stop taking data out of the core above this many unread bytes; the receive
+#: window then closes (mKCP's only receive flow control).
+READ_HIGH_WATER_BYTES = 1024 * 1024
+#: Default cap on concurrent listener sessions (garbage cannot grow the table past it).
+DEFAULT_MAX_SESSIONS = 1024
+_CONV_MASK = 0xFFFF
+_SEGMENT_PREFIX_BYTES = 4
+_CMD_OFFSET = 2
+
+Address = tuple[str, int]
+Handler = Callable[["KcpStream"], Awaitable[None]]
+
+# V2Ray's dialer numbers conversations from a random per-process start (dialer.go).
+_conv_counter = int.from_bytes(os.urandom(2), "big")
+
+
+def _next_conv() -> int:
+    global _conv_counter
+    _conv_counter = (_conv_counter + 1) & _CONV_MASK
+    return _conv_counter
+
+
+class KcpStream:
+    """A ``Stream`` over one :class:`KcpConnection` (see ``transport/stream.py``).
+
+    mKCP has no half-close on the wire (a V2Ray peer that sees our CLOSE option
+    discards its own pending output), so :meth:`write_eof` only records intent
+    and :meth:`close` is the real end. ``read`` returns ``b""`` once the peer has
+    terminated and everything it sent was read.
+    """
+
+    def __init__(
+        self,
+        conn: KcpConnection,
+        loop: asyncio.AbstractEventLoop,
+        send: Callable[[bytes], None],
+        *,
+        peer: Address | None,
+        local: Address | None,
+        on_terminated: Callable[[], None],
+    ) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._send = send
+        self._peer = peer
+        self._local = local
+        self._on_terminated = on_terminated
+        self._buf = bytearray()
+        self._eof = False
+        self._closing = False
+        self._finished = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._service_scheduled = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self.terminate_reason: str | None = None
+
+    # -- Stream interface -------------------------------------------------------
+
+    @property
+    def peer(self) -> Address | None:
+        return self._peer
+
+    @property
+    def local(self) -> Address | None:
+        return self._local
+
+    @property
+    def connection(self) -> KcpConnection:
+        """The pure core (for ``statistics()``)."""
+        return self._conn
+
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        """Return 1..max_bytes bytes, or ``b""`` at the peer's end."""
+        while not self._buf:
+            if self._eof or self._finished:
+                return b""
+            waiter = self._loop.create_future()
+            self._read_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._read_waiter = None
+        was_full = len(self._buf) >= READ_HIGH_WATER_BYTES
+        data = bytes(self._buf[:max_bytes])
+        del self._buf[:max_bytes]
+        if was_full and len(self._buf) < READ_HIGH_WATER_BYTES:
+            self._schedule_service()
+        return data
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data``; raises ``ConnectionResetError`` once the connection cannot send."""
+        if self._closing:
+            raise ConnectionResetError("mKCP stream is closed")
+        if not self._conn.writable:
+            raise ConnectionResetError(f"mKCP connection is {self._conn.state.name}")
+        self._conn.send_data(data)
+        self._schedule_service()
+
+    async def drain(self) -> None:
+        """Wait until the send buffer (``writeBufferSize``) has room."""
+        while self._conn.send_buffer_available() == 0 and not self._finished:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        if self._finished and self._conn.send_buffer_size():
+            raise ConnectionResetError("mKCP connection terminated")
+
+    def write_eof(self) -> None:
+        """No-op: mKCP cannot half-close without ending the peer's sending too."""
+
+    def close(self) -> None:
+        """Graceful close: pending data is still delivered, then TERMINATE."""
+        if self._closing:
+            return
+        self._closing = True
+        self._conn.close()
+        self._service()
+
+    def abort(self) -> None:
+        """Close at once, sending one TERMINATE."""
+        self._closing = True
+        self._conn.abort()
+        self._service()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is Terminated and its resources are released."""
+        await asyncio.shield(self._closed)
+
+    # -- shell cycle ----------------------------------------------------------------
+
+    def _datagram_received(self, data: bytes) -> None:
+        self._conn.receive_datagram(data, self._loop.time())
+        self._schedule_service()
+
+    def _payload_received(self, payload: bytes) -> None:
+        self._conn.receive_payload(payload, self._loop.time())
+        self._schedule_service()
+
+    def _schedule_service(self) -> None:
+        if not self._service_scheduled and not self._finished:
+            self._service_scheduled = True
+            self._loop.call_soon(self._service)
+
+    def _service(self) -> None:
+        self._service_scheduled = False
+        if self._finished:
+            return
+        self._process_events()
+        self._transmit()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._conn.handle_timer(self._loop.time())
+        self._service()
+
+    def _process_events(self) -> None:
+        conn = self._conn
+        woke = False
+        while len(self._buf) < READ_HIGH_WATER_BYTES:
+            event = conn.next_event()
+            if event is None:
+                break
+            if isinstance(event, DataReceived):
+                self._buf += event.data
+            elif isinstance(event, StreamEnded):
+                self._eof = True
+            elif isinstance(event, ConnectionTerminated):
+                self.terminate_reason = event.reason
+            woke = True
+        if woke:
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _transmit(self) -> None:
+        conn = self._conn
+        send = self._send
+        for datagram in conn.datagrams_to_send(self._loop.time()):
+            try:
+                send(datagram)
+            except OSError as exc:  # e.g. ENOBUFS: a lost datagram, the core retransmits
+                logger.debug("mKCP conv %d: send failed: %s", conn.conv, exc)
+        if self._drain_waiters and conn.send_buffer_available() > 0:
+            self._wake_drainers()
+        if conn.terminated:
+            self._finish()
+            return
+        when = conn.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if when is None else self._loop.call_at(when, self._on_timer)
+            self._timer_at = when
+
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._process_events()
+        self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake_reader()
+        self._wake_drainers()
+        try:
+            self._on_terminated()
+        finally:
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+
+class _DialerProtocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.stream: KcpStream | None = None
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.stream is not None:
+            self.stream._datagram_received(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors on a connected UDP socket; mKCP just retransmits.
+        logger.debug("mKCP dialer socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        stream = self.stream
+        if stream is not None and not stream._finished:
+            stream.abort()
+
+
+async def dial_kcp(
+    host: str,
+    port: int,
+    settings: KcpSettings,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> KcpStream:
+    """Open an mKCP connection to ``host:port`` on a fresh UDP socket (spec section 5).
+
+    There is no handshake: this returns at once and the first write opens the session.
+    Raises ``ValueError`` for invalid settings and ``OSError`` from the socket.
+    """
+    settings.validate()
+    loop = loop or asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        _DialerProtocol, remote_addr=(host, port)
+    )
+    conn = KcpConnection(_next_conv(), settings, now=loop.time(), rng=os.urandom, is_client=True)
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+
+    def send(datagram: bytes) -> None:
+        transport.sendto(datagram)
+
+    stream = KcpStream(
+        conn,
+        loop,
+        send,
+        peer=(peer[0], peer[1]) if peer else None,
+        local=(local[0], local[1]) if local else None,
+        on_terminated=transport.close,
+    )
+    protocol.stream = stream
+    stream._service()
+    return stream
+
+
+class KcpListener(asyncio.DatagramProtocol):
+    """One UDP socket serving many mKCP sessions keyed by (IP, port, conv) (spec section 5).
+
+    A new key creates a session unless its first segment is TERMINATE or the
+    table already holds ``max_sessions``. Sessions leave the table when their
+    core reaches Terminated (idle peers are reaped by the core's timeouts).
+    """
+
+    def __init__(
+        self,
+        settings: KcpSettings,
+        handler: Handler,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+    ) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._loop = loop
+        self._max_sessions = max_sessions
+        self._codec = PacketCodec(settings, os.urandom)
+        self._sessions: dict[tuple[str, int, int], KcpStream] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._accepting = True
+        self._closed_fut: asyncio.Future[None] = loop.create_future()
+        self.dropped = 0
+        self.refused = 0
+
+    @property
+    def session_count(self) -> int:
+        """Sessions currently in the table."""
+        return len(self._sessions)
+
+    @property
+    def address(self) -> Address:
+        """The bound (host, port)."""
+        assert self._transport is not None
+        name = self._transport.get_extra_info("sockname")
+        return (name[0], name[1])
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # CPython 3.11's selector datagram transport is not a DatagramTransport subclass.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("mKCP listener socket error: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        payload = self._codec.open(data)
+        if payload is None or len(payload) < _SEGMENT_PREFIX_BYTES:
+            self.dropped += 1
+            return
+        conv = int.from_bytes(payload[:2], "big")
+        key = (addr[0], addr[1], conv)
+        stream = self._sessions.get(key)
+        if stream is None:
+            if (
+                not self._accepting
+                or payload[_CMD_OFFSET] == KcpCommand.TERMINATE
+                or len(self._sessions) >= self._max_sessions
+            ):
+                self.refused += 1
+                return
+            stream = self._new_session(key, (addr[0], addr[1]))
+        stream._payload_received(payload)
+
+    def _new_session(self, key: tuple[str, int, int], addr: Address) -> KcpStream:
+        transport = self._transport
+        assert transport is not None
+        conn = KcpConnection(
+            key[2],
+            self._settings,
+            now=self._loop.time(),
+            rng=os.urandom,
+            is_client=False,
+            codec=self._codec,
+        )
+
+        def send(datagram: bytes) -> None:
+            transport.sendto(datagram, addr)
+
+        def forget() -> None:
+            if self._sessions.get(key) is stream:
+                del self._sessions[key]
+
+        stream = KcpStream(
+            conn, self._loop, send, peer=addr, local=self.address, on_terminated=forget
+        )
+        self._sessions[key] = stream
+        task = self._loop.create_task(self._run_handler(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return stream
+
+    async def _run_handler(self, stream: KcpStream) -> None:
+        try:
+            await self._handler(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # One bad connection never stops the listener.
+            logger.exception("mKCP session %s conv %d failed", stream.peer, stream.connection.conv)
+        finally:
+            stream.close()
+
+    def stop_accepting(self) -> None:
+        """Refuse new sessions; existing ones continue."""
+        self._accepting = False
+
+    def close(self) -> None:
+        """Stop accepting, abort every session (one TERMINATE each) and close the socket."""
+        self._accepting = False
+        for stream in list(self._sessions.values()):
+            stream.abort()
+        self._sessions.clear()
+        for task in self._tasks:
+            task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+    async def wait_closed(self) -> None:
+        """Wait for the socket and all handler tasks to finish."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            await asyncio.shield(self._closed_fut)
+
+
+async def listen_kcp(
+    host: str,
+    port: int,
+    settings: KcpSettings,
+    handler: Handler,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+) -> KcpListener:
+    """Serve mKCP on UDP ``host:port``; each new session runs ``handler(stream)``.
+
+    Raises ``ValueError`` for invalid settings and ``OSError`` from the socket.
+    """
+    settings.validate()
+    loop = loop or asyncio.get_running_loop()
+    _, listener = await loop.create_datagram_endpoint(
+        lambda: KcpListener(settings, handler, loop, max_sessions=max_sessions),
+        local_addr=(host, port),
+    )
+    return listener
