@@ -771,3 +771,18 @@ def test_default_config_json() -> None:
     assert (inbound.settings.auth, inbound.settings.udp) == ("noauth", True)
     (outbound,) = loaded.config.outbounds
     assert outbound.protocol == "freedom"
+
+
+@pytest.mark.parametrize(
+    ("env", "aead_disabled", "padding"),
+    [
+        ({}, False, False),
+        ({"V2RAY_VMESS_AEAD_DISABLED": "true", "V2RAY_VMESS_PADDING": ""}, True, True),
+        ({"V2RAY_VMESS_AEAD_DISABLED": "TRUE"}, False, False),
+        ({"v2ray.vmess.aead.disabled": "false", "V2RAY_VMESS_AEAD_DISABLED": "true"}, False, False),
+        ({"v2ray.vmess.padding": "1"}, False, True),
+    ],
+)
+def test_env_switches(env: dict[str, str], aead_disabled: bool, padding: bool) -> None:
+    switches = load(config(), env).config.switches
+    assert (switches.vmess_aead_disabled, switches.vmess_padding) == (aead_disabled, padding)

@@ -10,6 +10,7 @@ from v2py.config.load import DEFAULT_CONFIG_JSON, LoadedConfig, load_config
 from v2py.config.model import (
     AllocateConfig,
     Config,
+    EnvSwitches,
     InboundConfig,
     KcpConfig,
     KcpHeaderConfig,
@@ -48,6 +49,7 @@ __all__ = [
     "BlackholeSettings",
     "Config",
     "DokodemoSettings",
+    "EnvSwitches",
     "FreedomSettings",
     "HttpInboundSettings",
     "InboundConfig",

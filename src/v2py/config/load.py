@@ -25,6 +25,7 @@ from v2py.config.base import ConfigModel, describe, to_config_error, unknown_key
 from v2py.config.jsonc import parse_json
 from v2py.config.model import (
     Config,
+    EnvSwitches,
     InboundConfig,
     KcpConfig,
     LogConfig,
@@ -94,7 +95,8 @@ def load_config(sources: Sequence[tuple[str, str]], env: Mapping[str, str]) -> L
         sources: ``(file name, text)`` pairs in command-line order. Later files
             override earlier ones as V2Ray 4.34 does. The name appears in
             locations and decides "tail" outbound merging.
-        env: the environment, for ``"env:NAME"`` ports.
+        env: the environment, for ``"env:NAME"`` ports and the ``V2RAY_*``
+            switches (:class:`EnvSwitches`).
 
     Returns:
         The frozen :class:`Config` and the warnings (unknown keys etc.).
@@ -113,7 +115,7 @@ def load_config(sources: Sequence[tuple[str, str]], env: Mapping[str, str]) -> L
         files.append(parsed)
         warnings.extend(_prefixed(prefix, unknown_key_warnings(parsed.root, "")))
     merged = _merge(files)
-    config = _build(merged, files[0].root.port)
+    config = _build(merged, files[0].root.port, EnvSwitches.from_env(env))
     return LoadedConfig(config=config, warnings=tuple(warnings))
 
 
@@ -265,7 +267,7 @@ def _override_list(
 # building the final model
 
 
-def _build(merged: _Merged, legacy_port: int | None) -> Config:
+def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> Config:
     inbounds = [
         *((merged.inbound,) if merged.inbound is not None else ()),
         *(merged.inbound_detour or ()),
@@ -295,6 +297,7 @@ def _build(merged: _Merged, legacy_port: int | None) -> Config:
         policy=merged.policy or PolicyConfig(),
         inbounds=tuple(inbounds),
         outbounds=tuple(outbounds),
+        switches=switches,
     )
 
 

@@ -40,6 +40,7 @@ from v2py.config.settings import InboundSettings, OutboundSettings
 __all__ = [
     "AllocateConfig",
     "Config",
+    "EnvSwitches",
     "InboundConfig",
     "KcpConfig",
     "KcpHeaderConfig",
@@ -56,6 +57,7 @@ __all__ = [
     "TcpConfig",
     "TcpHeaderConfig",
     "TransportConfig",
+    "env_flag",
 ]
 
 PORT_MAX = 0xFFFF
@@ -497,18 +499,53 @@ class RootConfig(ConfigModel):
     outbounds: tuple[OutboundConfig, ...] | None = None
 
 
+def env_flag(env: Mapping[str, str], name: str) -> str | None:
+    """Look up a V2Ray switch: the dotted name first, then ``V2RAY_...`` form.
+
+    Mirrors 4.34 ``common/platform`` ``EnvFlag``: ``v2ray.vmess.padding`` is
+    also found as ``V2RAY_VMESS_PADDING``.
+    """
+    if name in env:
+        return env[name]
+    return env.get(name.upper().replace(".", "_"))
+
+
+class EnvSwitches(ConfigModel):
+    """Environment switches of 4.34 that change protocol behaviour.
+
+    ``vmess_aead_disabled``: ``v2ray.vmess.aead.disabled`` is exactly
+    ``"true"``; a client then sends legacy headers even with alterId 0.
+    ``vmess_padding``: ``v2ray.vmess.padding`` is set (any value); a client then
+    adds GlobalPadding (spec vmess.md sections 2 and 8.5).
+    """
+
+    vmess_aead_disabled: bool = False
+    vmess_padding: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EnvSwitches:
+        """Read the switches from an environment mapping."""
+        return cls(
+            vmess_aead_disabled=env_flag(env, "v2ray.vmess.aead.disabled") == "true",
+            vmess_padding=env_flag(env, "v2ray.vmess.padding") is not None,
+        )
+
+
 class Config(ConfigModel):
     """The whole, merged configuration.
 
     ``inbounds`` is legacy ``inbound``, then ``inboundDetour[]``, then
     ``inbounds[]``; ``outbounds`` likewise, and its first entry is the default
-    outbound.
+    outbound. ``switches`` come from the environment, not from JSON.
     """
+
+    INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"switches"})
 
     log: LogConfig = Field(default_factory=lambda: LogConfig())
     policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig())
     inbounds: tuple[InboundConfig, ...] = ()
     outbounds: tuple[OutboundConfig, ...] = ()
+    switches: EnvSwitches = Field(default_factory=lambda: EnvSwitches())
 
     def inbound(self, tag: str) -> InboundConfig | None:
         """The inbound with ``tag`` (non-empty), or None."""
