@@ -1,0 +1,188 @@
+"""Dynamic port end to end, v2py client ↔ v2py server, with the user's seed configs.
+
+The configs are ``tests/vectors/configs/dynamic-port-{tcp,kcp}-{server,client}.json``
+(the user's document, unchanged) with only ports replaced, ``1.2.3.4`` →
+``127.0.0.1`` and ``"listen": "127.0.0.1"`` added so nothing listens beyond
+loopback. Traffic: socks → vmess client → (main | dynamic port) → vmess server →
+freedom → echo. Rotation is driven by an injected clock here; the single
+real-time rotation test is in ``tests/interop/test_dynamic_port_interop.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from tests.app.test_dynamic import FakeClock, free_port_range
+from tests.support.socks import socks5_connect
+from tests.support.v2py import run_v2py
+from tests.support.v2ray import free_ports
+from v2py.app.dynamic import DynamicInbound
+from v2py.config.load import load_config
+from v2py.instance import Instance
+
+SEED_DIR = Path(__file__).resolve().parent.parent / "vectors" / "configs"
+SEED_MAIN_PORT = 37192
+SEED_SOCKS_PORT = 1080
+SEED_RANGE = "10000-20000"
+SEED_REFRESH_S = 3 * 60.0  # the seed's "refresh": 3
+DYNAMIC_TAG = "dynamicPort"
+WAIT_S = 20.0
+PAYLOAD = random.Random(11).randbytes(64 * 1024)
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"seed config changed: expected one {old!r}"
+    return text.replace(old, new)
+
+
+def seed_server(
+    network: str, main_port: int, first: int, last: int, log: dict[str, Any] | None = None
+) -> str:
+    """The seed's server config text with test ports (and an optional ``log`` object)."""
+    text = (SEED_DIR / f"dynamic-port-{network}-server.json").read_text(encoding="utf-8")
+    text = _replace_once(
+        text, f'"port": {SEED_MAIN_PORT}', f'"listen": "127.0.0.1", "port": {main_port}'
+    )
+    text = _replace_once(
+        text, f'"port": "{SEED_RANGE}"', f'"listen": "127.0.0.1", "port": "{first}-{last}"'
+    )
+    return _with_log(text, log)
+
+
+def seed_client(
+    network: str, socks_port: int, main_port: int, log: dict[str, Any] | None = None
+) -> str:
+    """The seed's client config text pointed at 127.0.0.1:``main_port``."""
+    text = (SEED_DIR / f"dynamic-port-{network}-client.json").read_text(encoding="utf-8")
+    text = _replace_once(
+        text, f'"port": {SEED_SOCKS_PORT}', f'"listen": "127.0.0.1", "port": {socks_port}'
+    )
+    text = _replace_once(text, '"1.2.3.4"', '"127.0.0.1"')
+    text = _replace_once(text, f'"port": {SEED_MAIN_PORT}', f'"port": {main_port}')
+    return _with_log(text, log)
+
+
+def _with_log(text: str, log: dict[str, Any] | None) -> str:
+    if log is None:
+        return text
+    start = text.index("{")
+    return text[: start + 1] + f'"log": {json.dumps(log)},' + text[start + 1 :]
+
+
+def dynamic_handler(instance: Instance) -> DynamicInbound:
+    (handler,) = [h for h in instance.inbounds if isinstance(h, DynamicInbound)]
+    assert handler.tag == DYNAMIC_TAG
+    return handler
+
+
+async def echo_through(socks_port: int, echo: tuple[str, int], payload: bytes = PAYLOAD) -> None:
+    """One proxied connection carrying ``payload`` to the echo server and back, checked."""
+    async with asyncio.timeout(WAIT_S):
+        reader, writer = await socks5_connect(socks_port, *echo)
+        try:
+            writer.write(payload)
+            await writer.drain()
+            back = await reader.readexactly(len(payload))
+        finally:
+            writer.close()
+    assert hashlib.sha256(back).digest() == hashlib.sha256(payload).digest()
+
+
+def accepted_total(handler: DynamicInbound) -> int:
+    return sum(handler.statistics().accepted_by_port.values())
+
+
+@contextlib.asynccontextmanager
+async def instance_with_clock(text: str, clock: FakeClock) -> AsyncIterator[Instance]:
+    """Start the server config in-process with the dynamic inbound on ``clock``."""
+    loaded = load_config([("server.json", text)], {})
+    instance = Instance.from_config(loaded.config, env={})
+    dynamic_handler(instance).clock = clock
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        async with asyncio.timeout(WAIT_S):
+            await instance.close()
+
+
+async def _round_robin_scenario(network: str, echo_server: tuple[str, int]) -> None:
+    main_port, socks_port = free_ports(2)
+    first, last = free_port_range(8)
+    async with (
+        run_v2py(seed_server(network, main_port, first, last)) as server,
+        run_v2py(seed_client(network, socks_port, main_port)),
+    ):
+        dyn = dynamic_handler(server)
+        gen0 = set(dyn.current_ports)
+        assert len(gen0) == 2  # the seed's concurrency
+        assert all(first <= p <= last for p in gen0)
+        totals = []
+        for _ in range(6):
+            await echo_through(socks_port, echo_server)
+            totals.append(accepted_total(dyn))
+        # Spec 5.2: main, main, D1, D2, main, D1 — seen from the server side.
+        assert totals == [0, 0, 1, 2, 2, 3]
+        accepted = dyn.statistics().accepted_by_port
+        assert set(accepted) <= gen0
+
+
+async def test_seed_tcp_v2py_to_v2py(echo_server: tuple[str, int]) -> None:
+    await _round_robin_scenario("tcp", echo_server)
+
+
+async def test_seed_kcp_v2py_to_v2py(echo_server: tuple[str, int]) -> None:
+    await _round_robin_scenario("kcp", echo_server)
+
+
+async def test_rotation_end_to_end_with_injected_clock(echo_server: tuple[str, int]) -> None:
+    """Server generations rotate on a fake clock while a real client keeps proxying.
+
+    After gen 0 closes, the client's stale gen-0 entries are refused and it falls
+    through to the next server entry (spec 5.4), so every request still succeeds.
+    """
+    main_port, socks_port = free_ports(2)
+    first, last = free_port_range(40)
+    clock = FakeClock()
+    client_text = seed_client("tcp", socks_port, main_port)
+    async with instance_with_clock(seed_server("tcp", main_port, first, last), clock) as server:
+        dyn = dynamic_handler(server)
+        gen0 = set(dyn.current_ports)
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(run_v2py(client_text))
+            for _ in range(4):  # main, main, D1, D2 (both gen 0)
+                await echo_through(socks_port, echo_server)
+            assert set(dyn.statistics().accepted_by_port) <= gen0
+
+            await clock.advance(SEED_REFRESH_S)  # gen 1 opens, gen 0 still listens
+            gen1 = set(dyn.current_ports)
+            assert gen1.isdisjoint(gen0)
+            assert dyn.listening_ports == gen0 | gen1
+            for _ in range(4):  # main (detour into gen 1), D1, D2, D3
+                await echo_through(socks_port, echo_server)
+            accepted = dyn.statistics().accepted_by_port
+            assert set(accepted) & gen1, "the client never used a gen-1 port"
+
+            await clock.advance(SEED_REFRESH_S)  # gen 0 closes, gen 2 opens
+            gen2 = set(dyn.current_ports)
+            assert dyn.listening_ports == gen1 | gen2
+            before = dict(dyn.statistics().accepted_by_port)
+            if gen0 & gen2:
+                # A reused port now belongs to another instance with other users, so
+                # the stale entry would fail auth (spec 5.4): use a fresh client.
+                await stack.aclose()
+                await stack.enter_async_context(run_v2py(client_text))
+            for _ in range(6):
+                await echo_through(socks_port, echo_server)
+        after = dyn.statistics().accepted_by_port
+        grown = {p for p in after if after[p] > before.get(p, 0)}
+        assert grown, "no connection reached a dynamic port after the rotation"
+        assert grown <= gen1 | gen2
+        assert not grown & (gen0 - gen2)
