@@ -111,15 +111,19 @@ def _raise_nofile() -> None:
 def _version(template: str) -> str:
     argv = command_for(template, Path("x"))
     exe = argv[0]
+    base = os.path.basename(exe)
+    if "v2ray" in base:
+        vargv = [exe, "-version"]
+    elif base == "v2py":
+        vargv = [exe, "version"]
+    else:
+        return "(custom command; version unknown)"
     try:
-        if exe.endswith("v2ray"):
-            out = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=10)
-        else:
-            out = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=10)
-        text = (out.stdout or out.stderr).strip().splitlines()
-        return text[0] if text else f"{exe}: no version output"
+        out = subprocess.run(vargv, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{exe}: {exc}"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else f"{exe}: no version output"
 
 
 async def _main(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ METRICS: list[tuple[str, str, str]] = [
     ("rss_peak_mib:server", "RSS peak MiB server", "{:.1f}"),
     ("rss_after_mib:client", "RSS after load MiB client", "{:.1f}"),
     ("rss_after_mib:server", "RSS after load MiB server", "{:.1f}"),
-    ("startup_s", "start-up to first reply s", "{:.2f}"),
+    ("startup_ms", "spawn to first reply ms", "{:.0f}"),
     ("cpu_s_per_gb:bench", "(bench CPU s/GB)", "{:.2f}"),
     ("relay_dropped_pct", "(relay dropped %)", "{:.1f}"),
 ]

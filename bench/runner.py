@@ -111,6 +111,7 @@ async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPl
         if relay_port:
             relay = LossyUdpRelay(vmess_port, opts.loss_pct, opts.seed)
             await relay.start(relay_port)
+        t_spawn = time.monotonic()
         for plan, cfg in zip(plans, config_paths, strict=True):
             proc = ChainProcess(plan.role, command_for(template, cfg), workdir)
             procs.append(proc)
@@ -119,7 +120,8 @@ async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPl
             except OSError as exc:
                 raise ChainStartError(f"cannot start {proc.argv[0]}: {exc}") from exc
             await asyncio.to_thread(proc.wait_ready, plan, opts.start_timeout)
-        metrics["startup_s"] = await _probe(procs, socks_port, sink, opts.start_timeout)
+        await _probe(procs, socks_port, sink, opts.start_timeout)
+        metrics["startup_ms"] = (time.monotonic() - t_spawn) * 1000
         await asyncio.sleep(0.3)
         _put_roles(metrics, "rss_start_mib", _rss(procs))
 
