@@ -18,7 +18,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from v2py.app.dispatcher import PrefixedStream
 from v2py.app.packet import PacketLink
@@ -136,8 +136,8 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # CPython 3.11's selector datagram transport does not subclass DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         source: Address = (str(addr[0]), int(addr[1]))
