@@ -62,16 +62,28 @@ def short_policy(handshake: float = HANDSHAKE_S) -> PolicyTable:
 
 
 class DirectOutbound:
-    """Connects to ``session.destination`` over TCP and relays (a minimal freedom)."""
+    """Connects to ``session.destination`` over TCP and relays (a minimal freedom).
+
+    Only 127.0.0.1 is ever dialled; with ``allowed_ports`` only those ports. Any other
+    destination (say, one decoded from a fuzzed header) is dropped like a blackhole
+    and remembered in ``refused``.
+    """
 
     tag = "direct"
 
-    def __init__(self, policy: PolicyTable) -> None:
+    def __init__(self, policy: PolicyTable, allowed_ports: frozenset[int] | None = None) -> None:
         self._policy = policy
+        self._allowed_ports = allowed_ports
+        self.refused = 0
 
     async def handle(self, session: Session, stream: Stream) -> None:
         dest = session.destination
         assert dest is not None
+        if dest.address != "127.0.0.1" or (
+            self._allowed_ports is not None and dest.port not in self._allowed_ports
+        ):
+            self.refused += 1
+            return
         remote = await dial_tcp(dest.address, dest.port, timeout=STEP_TIMEOUT_S)
         try:
             await relay(stream, remote, self._policy.for_level(0))
@@ -79,7 +91,7 @@ class DirectOutbound:
             remote.close()
 
     async def handle_packets(self, session: Session, link: PacketLink) -> None:
-        raise NotImplementedError("UDP is not used by these tests")
+        self.refused += 1
 
 
 class FixedTarget:
@@ -104,6 +116,7 @@ class FixedTarget:
 class ServerHandle:
     port: int
     inbound: VmessInbound
+    outbound: DirectOutbound
 
 
 @contextlib.asynccontextmanager
@@ -115,6 +128,7 @@ async def v2py_vmess_server(
     rng: Rng = os.urandom,
     disable_insecure: bool = False,
     port: int | None = None,
+    allowed_ports: frozenset[int] | None = None,
 ) -> AsyncIterator[ServerHandle]:
     """A running v2py VMess inbound on 127.0.0.1 with a direct outbound behind it."""
     policy = short_policy(handshake)
@@ -128,9 +142,10 @@ async def v2py_vmess_server(
     )
     port = port or free_port()
     listener = AlwaysOnInbound(tag="vmess-in", proxy=inbound, listen_host="127.0.0.1", ports=[port])
-    await listener.start(Dispatcher([DirectOutbound(policy)]))
+    outbound = DirectOutbound(policy, allowed_ports)
+    await listener.start(Dispatcher([outbound]))
     try:
-        yield ServerHandle(port=port, inbound=inbound)
+        yield ServerHandle(port=port, inbound=inbound, outbound=outbound)
     finally:
         async with asyncio.timeout(STEP_TIMEOUT_S):
             await listener.close()
