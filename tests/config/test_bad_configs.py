@@ -86,7 +86,7 @@ BAD: list[Bad] = [
     Bad("inbound-protocol-unsupported", with_(BASE, "inbounds.0.protocol", "shadowsocks"),
         "inbounds[0].protocol", "not supported by v2py"),
     Bad("inbound-protocol-missing", config({"port": 1}), "inbounds[0].protocol",
-        "missing; this key is required"),
+        "missing; add \"protocol\""),
     Bad("outbound-protocol-unknown", with_(BASE, "outbounds.0.protocol", "teleport"),
         "outbounds[0].protocol", '"teleport" is not a known protocol'),
     Bad("vmess-outbound-no-vnext", config(outbounds=[{"protocol": "vmess"}]),

@@ -206,6 +206,18 @@ _GENERIC_MESSAGES: dict[str, str] = {
 }
 
 
+# What to add when a required key is missing, by JSON key.
+_MISSING_HINTS: dict[str, str] = {
+    "protocol": 'add "protocol", e.g. "vmess", "socks" or "freedom"',
+    "id": 'add "id": "<UUID>"',
+    "address": 'add "address": the server\'s IP or domain',
+    "port": 'add "port": 1-65535',
+    "to": 'add "to": "<tag of a vmess inbound>"',
+    "strategy": 'add "strategy": "always" or "random"',
+    "type": 'add "type", e.g. "none"',
+}
+
+
 def to_config_error(exc: ValidationError, prefix: str) -> ConfigError:
     """Turn the first error of ``exc`` into one ConfigError line under ``prefix``.
 
@@ -221,6 +233,9 @@ def to_config_error(exc: ValidationError, prefix: str) -> ConfigError:
         message = str(ctx.get("message", "invalid value"))
         path = join_path(join_path(prefix, loc), _split_sub(sub))
         return ConfigError(path, message)
+    if error["type"] == "missing":
+        hint = _MISSING_HINTS.get(str(loc[-1]) if loc else "", "this key is required")
+        return ConfigError(join_path(prefix, loc), f"missing; {hint}")
     template = _GENERIC_MESSAGES.get(error["type"], "{value} is not valid here")
     return ConfigError(join_path(prefix, loc), template.format(value=describe(value)))
 
