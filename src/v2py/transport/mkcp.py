@@ -144,12 +144,15 @@ class KcpStream:
         if self._closing:
             return
         self._closing = True
+        # Bring the core's clock up to date so its close timers start now.
+        self._conn.handle_timer(self._loop.time())
         self._conn.close()
         self._service()
 
     def abort(self) -> None:
         """Close at once, sending one TERMINATE."""
         self._closing = True
+        self._conn.handle_timer(self._loop.time())
         self._conn.abort()
         self._service()
 
