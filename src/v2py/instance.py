@@ -54,7 +54,7 @@ def _kcp_settings(stream: Any) -> Any:
         congestion=kcp.congestion,
         read_buffer_size=kcp.read_buffer_size,
         write_buffer_size=kcp.write_buffer_size,
-        header_type=kcp.header_type,
+        header_type=kcp.header_type,  # a property of KcpConfig (header.type)
         seed=kcp.seed,
     )
 
@@ -231,8 +231,8 @@ class Instance:
                 default_alter_id=default.alter_id if default else 0,
                 disable_insecure=s.disable_insecure_encryption,
             )
-            if s.detour is not None and s.detour.to:
-                self._vmess_pending_detour.append((proxy, s.detour.to))
+            if s.detour_to:
+                self._vmess_pending_detour.append((proxy, s.detour_to))
             return proxy
         raise ConfigError(cfg_path(cfg, "protocol"), f"inbound protocol {protocol!r} is not available")
 

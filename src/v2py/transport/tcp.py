@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from v2py.transport.stream import READ_CHUNK_BYTES
 
@@ -46,7 +47,8 @@ class TcpStream(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only duck-typed.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER_BYTES, WRITE_LOW_WATER_BYTES)
         sock = transport.get_extra_info("socket")
