@@ -229,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     def _term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # explicit for SIGINT too: a bench started in the background of a script inherits
+    # SIGINT ignored, and would otherwise leave its chain processes running
     signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
     tmp = None
     if args.workdir:
         workroot = args.workdir

@@ -361,7 +361,7 @@ async def conn_rate(socks_port: int, sink: SinkServer, workers: int, duration: f
             except (OSError, ConnectionError, TimeoutError) as exc:
                 errors += 1
                 if first_error is None:
-                    first_error = f"{type(exc).__name__}: {exc}"
+                    first_error = _describe(exc, op_timeout)
                 await asyncio.sleep(0.01)
             finally:
                 if peer is not None:
@@ -395,10 +395,16 @@ async def open_idle(socks_port: int, sink: SinkServer, count: int, parallel: int
             except (OSError, ConnectionError, TimeoutError) as exc:
                 errors += 1
                 if first_error is None:
-                    first_error = f"{type(exc).__name__}: {exc}"
+                    first_error = _describe(exc, op_timeout)
 
     await asyncio.gather(*(one() for _ in range(count)))
     return peers, errors, first_error
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no reply within {timeout:g}s"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def percentile(values: list[float], pct: float) -> float | None:

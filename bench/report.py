@@ -35,6 +35,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("relay_dropped_pct", "(relay dropped %)", "{:.1f}"),
 ]
 LABELS = {k: label for k, label, _ in METRICS}
+# panels spanning orders of magnitude (mKCP next to plain TCP)
+LOG_PANELS = {"upload_mb_s", "download_mb_s", "conn_per_s", "conn_p99_ms", "cpu_s_per_gb:server"}
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -124,7 +126,10 @@ def write_png(path: Path, summary: dict[str, Any], impls: list[str]) -> str | No
                 vals.append(v if v is not None else 0.0)
             xs = [x + (n - (len(impls) - 1) / 2) * width for x in range(len(chains))]
             ax.bar(xs, vals, width, label=impl)
-        ax.set_title(title)
+        ax.set_title(title + (" (log)" if key in LOG_PANELS else ""))
+        if key in LOG_PANELS and any(
+                summary["chains"][c][i]["median"].get(key) for c in chains for i in impls):
+            ax.set_yscale("log")
         ax.set_xticks(range(len(chains)))
         ax.set_xticklabels(chains, rotation=20, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
