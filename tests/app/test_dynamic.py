@@ -134,6 +134,17 @@ def free_port_range(n: int) -> tuple[int, int]:
     raise RuntimeError("no free port range")
 
 
+def free_dual_ports(n: int) -> list[int]:
+    """``n`` distinct ports free for both TCP and UDP (mKCP listens on UDP)."""
+    rnd = random.Random()
+    ports: set[int] = set()
+    while len(ports) < n:
+        port = rnd.randrange(20000, 60000)
+        if _port_free(port):
+            ports.add(port)
+    return sorted(ports)
+
+
 def cycling_rng(values: list[int]) -> Callable[[int], bytes]:
     """An rng whose successive 4-byte draws are ``values`` (then repeats)."""
     state = {"i": 0}
