@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,9 @@ PAYLOAD = b"insecure-or-not" * 100
 PROMPT_CLOSE_S = 0.5
 
 
-def _client_config(socks_port: int, server_port: int, alter_id: int, security: str) -> dict:
+def _client_config(
+    socks_port: int, server_port: int, alter_id: int, security: str
+) -> dict[str, Any]:
     return {
         "log": {"loglevel": "warning"},
         "inbounds": [

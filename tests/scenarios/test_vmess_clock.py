@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ ACCEPTED_SKEWS = (60.0, -60.0)
 REFUSED_SKEWS = (150.0, -150.0)
 
 
-def _cases(server: str) -> list[object]:
+def _cases(server: str) -> list[Any]:
     marks = [pytest.mark.interop] if server == "v2ray" else []
     cases = []
     for alter_id, header in ((0, "aead"), (4, "legacy")):

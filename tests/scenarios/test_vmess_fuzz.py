@@ -20,9 +20,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
-
-import pytest
+from collections.abc import Callable, Iterator
 
 from tests.support.v2ray import free_port
 from tests.support.vmess_probe import (
@@ -54,6 +52,9 @@ from v2py.protocol.vmess.header import (
     seal_legacy_request,
 )
 from v2py.protocol.vmess.validator import ReplayFilter, SessionHistory
+
+#: The type of pytest's ``record_property`` fixture.
+RecordProperty = Callable[[str, object], None]
 
 FUZZ_SEED = 0x5EED_F022
 CORE_INPUTS = 100_000
@@ -197,7 +198,7 @@ def _feed(core: VmessServerConnection, data: bytes, gen: random.Random) -> None:
         start = cut
 
 
-def test_core_fuzz(record_property: pytest.RecordProperty) -> None:
+def test_core_fuzz(record_property: RecordProperty) -> None:
     gen = random.Random(FUZZ_SEED)
     now = time.time()
     users = _users()
@@ -290,9 +291,7 @@ async def _probe_once(port: int, data: bytes, keep_open: bool) -> bytes:
         writer.close()
 
 
-async def test_listener_fuzz(
-    echo_server: tuple[str, int], record_property: pytest.RecordProperty
-) -> None:
+async def test_listener_fuzz(echo_server: tuple[str, int], record_property: RecordProperty) -> None:
     gen = random.Random(FUZZ_SEED + 1)
     users = _users()
     dead_port = free_port()  # seeds point here; the server's outbound refuses it anyway

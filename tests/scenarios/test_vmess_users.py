@@ -15,6 +15,7 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -25,6 +26,9 @@ from tests.support.vmess_probe import (
 )
 from v2py.errors import VmessError
 from v2py.protocol.vmess import RequestReceived, UserValidator, VmessServerConnection, VmessUser
+
+#: The type of pytest's ``record_property`` fixture.
+RecordProperty = Callable[[str, object], None]
 
 USER_COUNTS = (10, 1_000, 5_000)
 BIG_TABLE = 5_000
@@ -62,6 +66,7 @@ async def test_last_of_5000_users_accepted(echo_server: tuple[str, int], aead: b
 def _handshake_ms(validator: UserValidator, packet: bytes, now: float) -> tuple[float, object]:
     core = VmessServerConnection(validator, now=now, rng=os.urandom)
     started = time.perf_counter()
+    event: object
     try:
         core.receive_data(packet)
         event = core.next_event()
@@ -71,7 +76,7 @@ def _handshake_ms(validator: UserValidator, packet: bytes, now: float) -> tuple[
 
 
 @pytest.mark.parametrize("n_users", USER_COUNTS)
-def test_handshake_cost(n_users: int, record_property: pytest.RecordProperty) -> None:
+def test_handshake_cost(n_users: int, record_property: RecordProperty) -> None:
     users = _users(n_users, seed=n_users)
     last = users[-1]
     now = time.time()
