@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,25 @@ def _replace_once(text: str, old: str, new: str) -> str:
 
 
 def seed_server(
-    network: str, main_port: int, first: int, last: int, log: dict[str, Any] | None = None
+    network: str,
+    main_port: int,
+    first: int,
+    last: int,
+    log: dict[str, Any] | None = None,
+    *,
+    default_alter_id: int | None = None,
 ) -> str:
-    """The seed's server config text with test ports (and an optional ``log`` object)."""
+    """The seed's server config text with test ports (and an optional ``log`` object).
+
+    ``default_alter_id`` replaces the seed's ``default.alterId`` (0 makes clients use
+    an AEAD header on the dynamic ports, spec README item 19).
+    """
     text = (SEED_DIR / f"dynamic-port-{network}-server.json").read_text(encoding="utf-8")
+    if default_alter_id is not None:
+        text, count = re.subn(
+            r'("default":\s*\{[^}]*"alterId":\s*)\d+', rf"\g<1>{default_alter_id}", text
+        )
+        assert count == 1, "seed config changed: expected one default.alterId"
     text = _replace_once(
         text, f'"port": {SEED_MAIN_PORT}', f'"listen": "127.0.0.1", "port": {main_port}'
     )
