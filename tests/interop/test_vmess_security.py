@@ -1,4 +1,5 @@
-"""``disableInsecureEncryption`` on a v2py server, with a real V2Ray 4.34 client.
+"""``disableInsecureEncryption`` on a v2py server, with a real V2Ray 4.34 client
+(interop) and with hand-built headers for the nibbles a 4.34 client never sends.
 
 vmess.md 7/10: with the switch on, a request whose body security is NONE (or
 LEGACY/UNKNOWN) is closed right after the header, without a response byte; AEAD
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -20,12 +22,17 @@ from tests.support.v2ray import free_ports, run_v2ray
 from tests.support.vmess_probe import (
     STEP_TIMEOUT_S,
     CapturingRelay,
+    probe,
     user,
     v2py_vmess_server,
     wait_close,
 )
-
-pytestmark = pytest.mark.interop
+from v2py.protocol.vmess import RequestCommand, RequestHeader, SecurityType
+from v2py.protocol.vmess.header import (
+    encode_request_plaintext,
+    seal_aead_request,
+    seal_legacy_request,
+)
 
 UUID = "a3482e88-686a-4a58-8126-99c9df64b7bf"
 PAYLOAD = b"insecure-or-not" * 100
@@ -63,6 +70,7 @@ def _client_config(
     }
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("alter_id", [0, 4], ids=["aead", "legacy"])
 @pytest.mark.parametrize(
     ("security", "disable", "served"),
@@ -116,3 +124,41 @@ async def test_disable_insecure_encryption(
         assert bytes(conn.downstream) == b"", "the v2py server must not send a single byte"
         assert elapsed < PROMPT_CLOSE_S, elapsed
         assert "insecure encryption disabled" in caplog.text
+
+
+@pytest.mark.parametrize("aead", [True, False], ids=["aead", "legacy"])
+@pytest.mark.parametrize(
+    "security",
+    [SecurityType.UNKNOWN, SecurityType.LEGACY, SecurityType.NONE],
+    ids=["unknown-0", "legacy-cfb", "none"],
+)
+async def test_disable_insecure_refuses_every_insecure_nibble(
+    echo_server: tuple[str, int],
+    caplog: pytest.LogCaptureFixture,
+    aead: bool,
+    security: SecurityType,
+) -> None:
+    """The securities a 4.34 client cannot select (0, aes-128-cfb) are refused as well."""
+    caplog.set_level(logging.INFO, logger="v2py.proxy.vmess_inbound")
+    account = user(UUID, 4)
+    request = RequestHeader(
+        body_iv=os.urandom(16),
+        body_key=os.urandom(16),
+        response_auth=7,
+        option=0x01,
+        security=security,
+        command=RequestCommand.TCP,
+        address=echo_server[0],
+        port=echo_server[1],
+    )
+    plaintext = encode_request_plaintext(request, b"")
+    now = int(time.time())
+    if aead:
+        header = seal_aead_request(account.cmd_key, plaintext, now, os.urandom)
+    else:
+        header = seal_legacy_request(account.cmd_key, account.alter_id_list[0], plaintext, now)
+    async with v2py_vmess_server([account], disable_insecure=True) as server:
+        result = await probe(server.port, [header], wait=STEP_TIMEOUT_S)
+    assert result.received == b""
+    assert result.closed and result.close_delay < PROMPT_CLOSE_S
+    assert "insecure encryption disabled" in caplog.text
