@@ -430,6 +430,9 @@ async def test_udp_reply_header_flows_and_idle_teardown() -> None:
                 await recorder.link_closed.wait()  # 0.2 s idle -> flow torn down
             assert recorder.destinations == [udp("10.0.0.1", 30000)]
             assert recorder.sessions[0].sniffing.enabled is False
+            stats = inbound.udp_statistics()
+            assert stats is not None
+            assert (stats.flows, stats.flows_opened, stats.dropped) == (0, 1, 1)  # FRAG != 0
             # A new datagram after teardown opens a new flow.
             recorder.link_closed.clear()
             transport.sendto(header + b"two", ("127.0.0.1", port))

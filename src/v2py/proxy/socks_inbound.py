@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from v2py.app.dispatcher import PrefixedStream
@@ -40,7 +41,7 @@ from v2py.protocol.socks5 import (
 from v2py.proxy.base import Dispatch
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
-__all__ = ["SocksInbound", "UdpFlowServer", "open_udp_flow_server"]
+__all__ = ["SocksInbound", "UdpFlowServer", "UdpRelayStatistics", "open_udp_flow_server"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,17 @@ class _Source:
         self.clock: _IdleClock | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UdpRelayStatistics:
+    """Snapshot of a :class:`UdpFlowServer`: live sources/flows, flows ever opened,
+    datagrams dropped as malformed."""
+
+    sources: int
+    flows: int
+    flows_opened: int
+    dropped: int
+
+
 class UdpFlowServer(asyncio.DatagramProtocol):
     """A UDP listener that demultiplexes datagrams into per-(source, destination) flows.
 
@@ -133,7 +145,8 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         self._loop = asyncio.get_running_loop()
         self._sources: dict[Address, _Source] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dropped = 0
+        self._dropped = 0
+        self._flows_opened = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # CPython 3.11's selector datagram transport does not subclass DatagramTransport.
@@ -143,7 +156,7 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         source: Address = (str(addr[0]), int(addr[1]))
         decoded = self._decode(data)
         if decoded is None:
-            self.dropped += 1
+            self._dropped += 1
             return
         dest, payload = decoded
         if not payload:
@@ -176,6 +189,7 @@ class UdpFlowServer(asyncio.DatagramProtocol):
             transport.sendto(self._encode(dest, payload), source)
 
         link = PacketLink(send_back)
+        self._flows_opened += 1
         clock = _IdleClock(self._loop, self._flow_idle, lambda: self._close_flow(source, dest))
         flow = _Flow(link, clock, entry)
         entry.flows[dest] = flow
@@ -221,10 +235,14 @@ class UdpFlowServer(asyncio.DatagramProtocol):
             flow.link.close()
         entry.flows.clear()
 
-    @property
-    def flow_count(self) -> int:
-        """Open flows (for tests and statistics)."""
-        return sum(len(s.flows) for s in self._sources.values())
+    def statistics(self) -> UdpRelayStatistics:
+        """Counters of this listener."""
+        return UdpRelayStatistics(
+            sources=len(self._sources),
+            flows=sum(len(s.flows) for s in self._sources.values()),
+            flows_opened=self._flows_opened,
+            dropped=self._dropped,
+        )
 
     def close(self) -> None:
         """Stop listening, close every flow and cancel their tasks."""
@@ -302,6 +320,10 @@ class SocksInbound:
     def udp_port(self) -> int | None:
         """Bound UDP port once started with ``udp`` (equals ``port`` unless that was 0)."""
         return self._udp_port if self._udp_server is not None else None
+
+    def udp_statistics(self) -> UdpRelayStatistics | None:
+        """The UDP listener's counters, or None when it is not running."""
+        return self._udp_server.statistics() if self._udp_server is not None else None
 
     async def start(self, dispatcher: Dispatch) -> None:
         """Open the UDP relay socket on listen:port when ``udp`` is enabled."""
