@@ -468,7 +468,9 @@ async def test_kcp_generation_close_closes_listener(monkeypatch: pytest.MonkeyPa
     """mKCP sessions share the listener's UDP socket, so closing a generation closes it."""
     made: list[tuple[str, int, Any, FakeListener]] = []
 
-    async def fake_listen(network: str, host: str, port: int, handler: Any, *, kcp: Any = None):
+    async def fake_listen(
+        network: str, host: str, port: int, handler: Any, *, kcp: Any = None
+    ) -> FakeListener:
         listener = FakeListener()
         made.append((network, port, kcp, listener))
         return listener

@@ -211,9 +211,10 @@ async def test_b_v2py_client_to_v2ray_server(
         log={"loglevel": "debug", "access": str(access)},
         default_alter_id=default_alter_id,
     )
-    wait = {"wait_tcp": [main_port]} if network == "tcp" else {"settle": KCP_SETTLE_S}
+    # mKCP listens on UDP only: no TCP port to wait for.
+    wait_tcp, settle = ([main_port], 0.0) if network == "tcp" else ([], KCP_SETTLE_S)
     async with (
-        run_v2ray(server_text, **wait) as server,  # type: ignore[arg-type]
+        run_v2ray(server_text, wait_tcp=wait_tcp, settle=settle) as server,
         run_v2py(seed_client(network, socks_port, main_port)),
     ):
         for _ in range(CONNECTIONS):

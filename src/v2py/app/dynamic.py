@@ -5,9 +5,10 @@ The shell around the pure :class:`~v2py.app.ports.PortRotation`: one refresh tas
 sleeps until the core's timer, feeds it ``now``, and acts on its events. Each
 generation is ``concurrency`` workers; a worker is a fresh proxy instance from
 ``proxy_factory()`` (so every port has its own VMess users, spec 3) plus one
-listener. A closing generation stops accepting but leaves established
+listener. A closing TCP generation stops accepting but leaves established
 connections running, as 4.34 does [verified in the spec]; they are cancelled
-only when the whole inbound closes.
+only when the whole inbound closes. An mKCP generation closes outright (its
+sessions share the listening UDP socket), as 4.34's kcp listener does.
 """
 
 from __future__ import annotations
@@ -275,14 +276,14 @@ class DynamicInbound:
         if self._current is workers:
             self._current = []
         for worker in workers:
-            stop = getattr(worker.listener, "stop_accepting", None)
-            if callable(stop) and self.network == "tcp":
-                stop()
+            if self.network == "tcp":
+                worker.listener.stop_accepting()
                 self._retired.append(worker.listener)
                 self._watch_retired(worker.listener)
             else:
-                # No way to keep connections while closing the socket (mKCP shares
-                # one UDP socket between the listener and its sessions).
+                # mKCP sessions share the listener's UDP socket: keeping them would keep
+                # the port bound (a later generation could not reuse it), and 4.34's
+                # kcp Listener.Close terminates its sessions too.
                 worker.listener.close()
             worker.proxy.close()
         self._stats["closed"] += 1
