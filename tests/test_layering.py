@@ -1,4 +1,4 @@
-"""The pure zone (protocol/, common/, config/, app/ports.py, app/router.py) does no I/O of its own."""
+"""The pure zone (protocol/, common/, config/, app/ports.py) does no I/O of its own."""
 
 from __future__ import annotations
 

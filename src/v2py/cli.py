@@ -21,8 +21,13 @@ from v2py.errors import ConfigError
 
 EXIT_CONFIG = 23
 SUBCOMMANDS = ("run", "test", "uuid", "version")
-_V2RAY_FLAGS = {"-config": "--config", "-test": "--test", "-version": "--version",
-                "-confdir": "--confdir", "-format": "--format"}
+_V2RAY_FLAGS = {
+    "-config": "--config",
+    "-test": "--test",
+    "-version": "--version",
+    "-confdir": "--confdir",
+    "-format": "--format",
+}
 
 log = logging.getLogger("v2py.cli")
 
@@ -32,11 +37,20 @@ def _parser() -> argparse.ArgumentParser:
         prog="v2py", description="A V2Ray 4.34-compatible proxy (VMess, mKCP, socks, dynamic port)."
     )
     sub = parser.add_subparsers(dest="command")
-    for name, helptext in (("run", "run with the given config (default: embedded socks→freedom)"),
-                           ("test", "validate the config and exit")):
+    for name, helptext in (
+        ("run", "run with the given config (default: embedded socks→freedom)"),
+        ("test", "validate the config and exit"),
+    ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("-c", "--config", "-config", action="append", default=[], metavar="FILE",
-                       help="config file (repeatable; '-' or 'stdin:' reads standard input)")
+        p.add_argument(
+            "-c",
+            "--config",
+            "-config",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="config file (repeatable; '-' or 'stdin:' reads standard input)",
+        )
         p.add_argument("-d", "--confdir", metavar="DIR", help="also load every *.json in DIR")
         p.add_argument("--format", default="json", help="config format (only json)")
     sub.add_parser("uuid", help="print a random UUID for a VMess user id")
@@ -70,7 +84,9 @@ def _read_sources(files: Sequence[str], confdir: str | None) -> list[tuple[str, 
         try:
             names = sorted(p for p in Path(confdir).iterdir() if p.suffix.lower() == ".json")
         except OSError as exc:
-            raise ConfigError("", f"cannot read config folder {confdir}: {exc.strerror or exc}") from exc
+            raise ConfigError(
+                "", f"cannot read config folder {confdir}: {exc.strerror or exc}"
+            ) from exc
         for path in names:
             sources.append((str(path), path.read_text(encoding="utf-8")))
     return sources
@@ -106,8 +122,11 @@ async def _serve(config: object) -> int:
 
     instance = Instance.from_config(config)
     await instance.start()
-    print(f"v2py {__version__} started (V2Ray {V2RAY_COMPAT_VERSION} compatible)", file=sys.stderr,
-          flush=True)
+    print(
+        f"v2py {__version__} started (V2Ray {V2RAY_COMPAT_VERSION} compatible)",
+        file=sys.stderr,
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -158,7 +177,8 @@ def _test(files: Sequence[str], confdir: str | None) -> int:
 
 
 def _version() -> int:
-    print(f"v2py {__version__} (V2Ray {V2RAY_COMPAT_VERSION} compatible) Python {sys.version.split()[0]}")
+    python = sys.version.split()[0]
+    print(f"v2py {__version__} (V2Ray {V2RAY_COMPAT_VERSION} compatible) Python {python}")
     return 0
 
 

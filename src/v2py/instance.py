@@ -150,7 +150,9 @@ class Instance:
                     )
                     for u in server.users
                 ]
-                servers.append(ServerEntry(address=server.address, port=server.port, accounts=accounts))
+                servers.append(
+                    ServerEntry(address=server.address, port=server.port, accounts=accounts)
+                )
             return VmessOutbound(
                 tag=tag,
                 servers=servers,
@@ -159,7 +161,9 @@ class Instance:
                 kcp=_kcp_settings(cfg.stream),
                 env=self.env,
             )
-        raise ConfigError(cfg_path(cfg, "protocol"), f"outbound protocol {protocol!r} is not available")
+        raise ConfigError(
+            cfg_path(cfg, "protocol"), f"outbound protocol {protocol!r} is not available"
+        )
 
     # -- inbounds ---------------------------------------------------------
     def _build_proxy(self, cfg: Any) -> Any:
@@ -204,9 +208,9 @@ class Instance:
                 port=cfg.port.first,
                 address=s.address,
                 dest_port=s.port,
-                networks=tuple(s.network) if not isinstance(s.network, str) else tuple(
-                    n.strip() for n in s.network.split(",") if n.strip()
-                ),
+                networks=tuple(s.network)
+                if not isinstance(s.network, str)
+                else tuple(n.strip() for n in s.network.split(",") if n.strip()),
                 user_level=s.user_level,
                 policy=self.policy,
                 sniffing=sniffing,
@@ -217,7 +221,9 @@ class Instance:
 
             users = [
                 VmessUser(
-                    id=parse_uuid(c.id), alter_id=c.alter_id, level=c.level,
+                    id=parse_uuid(c.id),
+                    alter_id=c.alter_id,
+                    level=c.level,
                     email=(c.email or "").lower(),
                 )
                 for c in s.clients
@@ -234,7 +240,9 @@ class Instance:
             if s.detour_to:
                 self._vmess_pending_detour.append((proxy, s.detour_to))
             return proxy
-        raise ConfigError(cfg_path(cfg, "protocol"), f"inbound protocol {protocol!r} is not available")
+        raise ConfigError(
+            cfg_path(cfg, "protocol"), f"inbound protocol {protocol!r} is not available"
+        )
 
     def _build_inbound(self, cfg: Any) -> Any:
         stream = cfg.stream

@@ -37,8 +37,13 @@ def _cases() -> list[Any]:
                 marks = [pytest.mark.interop] if "v2ray" in direction else []
                 header = "aead" if alter_id == 0 else "legacy"
                 cases.append(
-                    pytest.param(direction, alter_id, security, marks=marks,
-                                 id=f"{direction}-{header}-{security}")
+                    pytest.param(
+                        direction,
+                        alter_id,
+                        security,
+                        marks=marks,
+                        id=f"{direction}-{header}-{security}",
+                    )
                 )
     return cases
 
@@ -46,28 +51,45 @@ def _cases() -> list[Any]:
 def server_config(port: int, alter_id: int) -> dict[str, Any]:
     return {
         "log": {"loglevel": "warning"},
-        "inbounds": [{
-            "listen": "127.0.0.1", "port": port, "protocol": "vmess",
-            "settings": {"clients": [{"id": UUID, "alterId": alter_id, "email": "t@v2py"}]},
-        }],
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": port,
+                "protocol": "vmess",
+                "settings": {"clients": [{"id": UUID, "alterId": alter_id, "email": "t@v2py"}]},
+            }
+        ],
         "outbounds": [{"protocol": "freedom", "settings": {}}],
     }
 
 
-def client_config(socks_port: int, server_port: int, alter_id: int, security: str) -> dict[str, Any]:
+def client_config(
+    socks_port: int, server_port: int, alter_id: int, security: str
+) -> dict[str, Any]:
     return {
         "log": {"loglevel": "warning"},
-        "inbounds": [{
-            "listen": "127.0.0.1", "port": socks_port, "protocol": "socks",
-            "settings": {"auth": "noauth", "udp": True, "ip": "127.0.0.1"},
-        }],
-        "outbounds": [{
-            "protocol": "vmess",
-            "settings": {"vnext": [{
-                "address": "127.0.0.1", "port": server_port,
-                "users": [{"id": UUID, "alterId": alter_id, "security": security}],
-            }]},
-        }],
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": socks_port,
+                "protocol": "socks",
+                "settings": {"auth": "noauth", "udp": True, "ip": "127.0.0.1"},
+            }
+        ],
+        "outbounds": [
+            {
+                "protocol": "vmess",
+                "settings": {
+                    "vnext": [
+                        {
+                            "address": "127.0.0.1",
+                            "port": server_port,
+                            "users": [{"id": UUID, "alterId": alter_id, "security": security}],
+                        }
+                    ]
+                },
+            }
+        ],
     }
 
 
@@ -107,11 +129,18 @@ async def test_vmess_matrix(
     udp_echo, udp_port = await start_udp_echo()
     try:
         async with asyncio.timeout(90):
-            async with _side(server_kind, server_config(server_port, alter_id), server_port), \
-                    _side(client_kind, client_config(socks_port, server_port, alter_id, security),
-                          socks_port):
+            async with (
+                _side(server_kind, server_config(server_port, alter_id), server_port),
+                _side(
+                    client_kind,
+                    client_config(socks_port, server_port, alter_id, security),
+                    socks_port,
+                ),
+            ):
                 await tcp_roundtrip(socks_port, echo_server, _PAYLOAD)
-                reply = await socks5_udp_roundtrip(socks_port, "127.0.0.1", udp_port, b"ping-v2py" * 50)
+                reply = await socks5_udp_roundtrip(
+                    socks_port, "127.0.0.1", udp_port, b"ping-v2py" * 50
+                )
                 assert reply == b"ping-v2py" * 50
     finally:
         udp_echo.close()

@@ -24,9 +24,7 @@ def v2ray_binary() -> str | None:
     explicit = os.environ.get(V2RAY_BIN_ENV)
     if explicit:
         return explicit
-    return shutil.which("v2ray") or (
-        "/usr/bin/v2ray" if Path("/usr/bin/v2ray").exists() else None
-    )
+    return shutil.which("v2ray") or ("/usr/bin/v2ray" if Path("/usr/bin/v2ray").exists() else None)
 
 
 def require_v2ray() -> str:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from v2py.app.packet import PacketLink
 from v2py.app.session import Session
 from v2py.common.net import Network
-from v2py.proxy.base import Outbound
 from v2py.protocol.sniff import SniffStatus, sniff
+from v2py.proxy.base import Outbound
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,10 @@ async def sniff_stream(session: Session, stream: Stream) -> Stream:
         if result.status is SniffStatus.FOUND:
             session.sniffed_protocol = result.protocol
             dest = session.destination
-            if result.domain and dest is not None and any(
-                result.protocol.startswith(p) for p in session.sniffing.dest_override
+            if (
+                result.domain
+                and dest is not None
+                and any(result.protocol.startswith(p) for p in session.sniffing.dest_override)
             ):
                 session.destination = dest.with_address(result.domain)
                 log.info("[%d] sniffed domain: %s", session.id, result.domain)

@@ -60,8 +60,13 @@ class AlwaysOnInbound:
                 self.network, self.listen_host, port, self._on_connection, kcp=self.kcp
             )
             self._listeners.append(listener)
-            log.info("inbound %s listening on %s %s:%d", self.tag or "-", self.network,
-                     self.listen_host, port)
+            log.info(
+                "inbound %s listening on %s %s:%d",
+                self.tag or "-",
+                self.network,
+                self.listen_host,
+                port,
+            )
         await self.proxy.start(dispatcher)
 
     async def _on_connection(self, stream: Stream) -> None:

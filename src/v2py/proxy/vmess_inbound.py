@@ -173,14 +173,13 @@ class VmessInbound:
         except (OSError, ProtocolError) as exc:
             slog.info("vmess: connection ends: %s", exc)
 
-    def _log_reject(self, slog: logging.LoggerAdapter[logging.Logger], session: Session,
-                    exc: VmessError) -> None:
+    def _log_reject(
+        self, slog: logging.LoggerAdapter[logging.Logger], session: Session, exc: VmessError
+    ) -> None:
         reason = str(exc)
         if exc.tainted:
             reason = f"invalid user > {reason} > ErrTainted"
-        slog.info(
-            "vmess: invalid request from %s: %s", session.source_text(), reason
-        )
+        slog.info("vmess: invalid request from %s: %s", session.source_text(), reason)
 
     async def _drain(self, stream: Stream, core: VmessServerConnection, deadline: float) -> None:
         """Read and discard until the drain budget is consumed or the handshake deadline."""
@@ -193,7 +192,9 @@ class VmessInbound:
                         return  # the peer closed first: io.CopyN ends at EOF in 4.34 too
                     remaining -= len(data)
 
-    async def _handle_udp(self, session: Session, vstream: VmessStream, dispatcher: Dispatch) -> None:
+    async def _handle_udp(
+        self, session: Session, vstream: VmessStream, dispatcher: Dispatch
+    ) -> None:
         def send_back(data: bytes) -> None:
             with contextlib.suppress(ConnectionError):
                 vstream.write_datagram(data)

@@ -13,8 +13,8 @@ from typing import Any
 from v2py.errors import VmessError
 from v2py.protocol.vmess.commands import SwitchAccount
 from v2py.protocol.vmess.events import (
-    DataReceived,
     DatagramReceived,
+    DataReceived,
     ResponseReceived,
     StreamEnded,
 )

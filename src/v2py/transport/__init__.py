@@ -16,7 +16,9 @@ class Listener(Protocol):
     async def wait_closed(self) -> None: ...
 
 
-async def dial(network: str, host: str, port: int, *, kcp: Any = None, timeout: float | None = None) -> Stream:
+async def dial(
+    network: str, host: str, port: int, *, kcp: Any = None, timeout: float | None = None
+) -> Stream:
     """Open a stream to ``host:port`` over ``network`` ("tcp" or "kcp")."""
     if network == "kcp":
         from v2py.transport.mkcp import dial_kcp
