@@ -22,7 +22,7 @@ from v2py.app.policy import PolicyTable
 from v2py.app.relay import relay
 from v2py.app.session import Session, session_logger
 from v2py.common.net import Network
-from v2py.errors import ProtocolError
+from v2py.errors import LocalProtocolError, ProtocolError
 from v2py.protocol.vmess.account import VmessUser
 from v2py.protocol.vmess.client import VmessClientConnection
 from v2py.protocol.vmess.commands import SwitchAccount
@@ -86,14 +86,15 @@ class ServerList:
         return None
 
     def pick(self, now: float) -> ServerEntry:
-        size = len(self.entries)
         entry = self._get(self._index, now)
         if entry is None:
             self._index = 0
             entry = self._get(0, now)
-        assert entry is not None  # configured servers never expire
+        if entry is None:  # configured servers never expire, so only a misuse gets here
+            raise LocalProtocolError("vmess outbound has no server")
+        # The wrap uses the size after expired entries were dropped (4.34 ServerPicker).
         self._index += 1
-        if self._index >= size:
+        if self._index >= len(self.entries):
             self._index = 0
         return entry
 
