@@ -236,3 +236,46 @@ async def test_rotation_end_to_end_with_injected_clock(echo_server: tuple[str, i
         assert grown, "no connection reached a dynamic port after the rotation"
         assert grown <= gen1 | gen2
         assert not grown & (gen0 - gen2)
+
+
+def legacy_layout_server(main_port: int, first: int, last: int) -> str:
+    """The seed's server in V2Ray's older layout: ``port`` + ``inbound`` + ``inboundDetour``.
+
+    This is the layout the user's document names ("在 inboundDetour 开动态监听的端口").
+    """
+    return f"""{{
+      "port": {main_port},
+      "inbound": {{
+        "listen": "127.0.0.1",
+        "protocol": "vmess",
+        "settings": {{
+          "clients": [{{"id": "d17a1af7-efa5-42ca-b7e9-6a35282d737f", "alterId": 64}}],
+          "detour": {{"to": "dynamicPort"}} // 绕行配置
+        }}
+      }},
+      "inboundDetour": [{{
+        "protocol": "vmess",
+        "listen": "127.0.0.1",
+        "port": "{first}-{last}", // 端口范围
+        "tag": "dynamicPort",
+        "settings": {{"default": {{"alterId": 64}}}},
+        "allocate": {{"strategy": "random", "concurrency": 2, "refresh": 3}}
+      }}],
+      "outbound": {{"protocol": "freedom", "settings": {{}}}}
+    }}"""
+
+
+async def test_legacy_inbound_detour_layout(echo_server: tuple[str, int]) -> None:
+    main_port, socks_port = free_dual_ports(2)
+    first, last = free_port_range(8)
+    async with (
+        run_v2py(legacy_layout_server(main_port, first, last)) as server,
+        run_v2py(seed_client("tcp", socks_port, main_port)),
+    ):
+        dyn = dynamic_handler(server)
+        totals = []
+        for _ in range(4):
+            await echo_through(socks_port, echo_server)
+            totals.append(accepted_total(dyn))
+        assert totals == [0, 0, 1, 2]  # main, main, then the two detour entries
+        assert set(dyn.statistics().accepted_by_port) <= set(dyn.current_ports)
