@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
+
+#: ``access``/``error`` value that turns that log off (v2ray-core infra/conf/log.go).
+NO_LOG_PATH = "none"
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -37,14 +41,21 @@ class _V2rayFormatter(logging.Formatter):
         return f"{stamp} [{_LEVEL_NAMES.get(record.levelno, 'Info')}] {msg}"
 
 
+def _handler(path: str, console: TextIO) -> logging.Handler:
+    """A file handler for ``path``; the console for ""; nothing for "none" (as 4.34)."""
+    if path == NO_LOG_PATH:
+        return logging.NullHandler()
+    if path:
+        return logging.FileHandler(path)
+    return logging.StreamHandler(console)
+
+
 def configure_logging(loglevel: str = "warning", access: str = "", error: str = "") -> None:
     """Route ``v2py`` logs to stderr or ``error`` and ``v2py.access`` to stdout or ``access``."""
     root = logging.getLogger("v2py")
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    err_handler: logging.Handler = (
-        logging.FileHandler(error) if error else logging.StreamHandler(sys.stderr)
-    )
+    err_handler = _handler(error, sys.stderr)
     err_handler.setFormatter(_V2rayFormatter(access=False))
     root.addHandler(err_handler)
     root.setLevel(LEVELS.get(loglevel.lower(), logging.WARNING))
@@ -53,9 +64,7 @@ def configure_logging(loglevel: str = "warning", access: str = "", error: str = 
     acc = logging.getLogger("v2py.access")
     for handler in list(acc.handlers):
         acc.removeHandler(handler)
-    acc_handler: logging.Handler = (
-        logging.FileHandler(access) if access else logging.StreamHandler(sys.stdout)
-    )
+    acc_handler = _handler(access, sys.stdout)
     acc_handler.setFormatter(_V2rayFormatter(access=True))
     acc.addHandler(acc_handler)
     acc.setLevel(logging.INFO if loglevel.lower() != "none" or access else logging.CRITICAL + 10)
