@@ -12,16 +12,43 @@ Theory of operation
   key.  A 16-byte AuthID is decrypted with each user's decryptor until the
   CRC matches; then the time window (|t - now| <= 120 s, t >= 0) and the
   replay filter are checked.  Cost: one ECB block + one CRC32 per user tried.
-* Legacy: 4.34 keeps a hash table of HMAC-MD5(id, t) for every ID and every
-  second in [now-120, now+120].  At 5,000 users x (1+alterId) that is
-  millions of HMACs, too slow to precompute in Python at startup.  We keep
-  one *bucket* per second instead: the concatenated 16-byte HMACs of every
-  ID slot for that second.  Buckets are generated lazily, nearest second
-  first, when a lookup needs them, and ``update`` generates the seconds
-  entering the window and drops the ones leaving it (so the steady-state
-  cost is the same as 4.34's 10-s refresh).  ``prefill`` lets the shell warm
-  the whole window in bounded steps.  A lookup is a C-speed ``find`` in each
-  bucket, nearest seconds first.
+* Legacy: 4.34 keeps a hash map of HMAC-MD5(id, t) for every ID ("slot") and
+  every second t in [now-120, now+120].  At 5,000 users x (1+alterId) that is
+  millions of entries: a Python dict would need ~115 bytes each (~400 MB),
+  and a plain scan of per-second blocks costs tens of ms per refused probe.
+  So the index is a compact hash table in flat byte strings:
+
+  - seconds are grouped into *generations* of ``2**_GEN_BITS`` seconds; a
+    generation is a list of ``2**_BUCKET_BITS`` buckets chosen by 12 bits of
+    the auth (bytes 4-5), created lazily;
+  - a bucket is a ``bytearray`` of 8-byte records: the auth's first 4 bytes,
+    then ``slot << 8 | (t mod 2**_GEN_BITS)`` big-endian;
+  - a lookup does one C-speed ``find`` of the 4-byte prefix in one small
+    bucket per generation (~17), then recomputes the one HMAC of each
+    candidate, so only exact 16-byte matches count (as 4.34's map).
+
+  Building the table costs one HMAC per (slot, second), so it is spread out:
+
+  - ``add_user`` builds the new IDs for every second already complete and
+    for the client band (now +/- ``LEGACY_CLIENT_BAND_S``: 4.34 clients jitter
+    their timestamp by [-30, +29] s, spec 4.1), so a fresh server accepts
+    legacy clients at once and each call costs O(IDs x window), like 4.34's
+    user add;
+  - the rest is built nearest-second-first by a *scanner*: ``prefill`` /
+    ``prefill_budget`` (the shell's warm-up, bounded by an HMAC count per
+    call) and, while the table is not complete, a refused lookup (at most
+    ``LOOKUP_INLINE_HASHES`` per call; this work is never wasted, so junk
+    probes cannot cost more in total than the warm-up itself);
+  - ``update`` only moves the window and drops whole generations that left
+    it; the seconds entering it are left to the scanner (they are at the far
+    edge, which real clients do not use).
+
+  Per second t the scanner keeps ``progress[t]``: slots ``[0, progress[t])``
+  are in the index.  Slots are only appended, so a new user's slots are at
+  the end; band records built by ``add_user`` ahead of the scanner are
+  remembered in ``extra[t]`` and skipped when the scanner gets there.
+  Invariant: every window second before ``cursor`` (in nearest-first order)
+  is complete.
 * Taint fuses are a dict auth -> t, purged when t leaves the window.
 * Replay filter: two generations of sets with the 120 s swap, refusing an
   AuthID present in either (refused for 120..240 s), bounded in size.
@@ -32,11 +59,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from v2py.errors import VmessError
 from v2py.protocol.vmess.account import VmessUser
@@ -47,7 +76,13 @@ try:  # the built-in HACL* MD5 is ~2x faster than OpenSSL's for tiny inputs
 except ImportError:  # pragma: no cover
     _fast_md5 = hashlib.md5
 
-__all__ = ["UserValidator", "LegacyMatch", "ReplayFilter", "SessionHistory"]
+__all__ = [
+    "UserValidator",
+    "LegacyMatch",
+    "ReplayFilter",
+    "SessionHistory",
+    "ValidatorStatistics",
+]
 
 LEGACY_CACHE_DURATION_S = 120  # cacheDurationSec, spec 4.2
 LEGACY_UPDATE_INTERVAL_S = 10  # updateInterval, spec 4.2
@@ -61,6 +96,24 @@ DRAIN_FIXED = 16 + 38
 _BS_KDF_KEY = b"VMESSBSKDF"
 _CRC64_ECMA_REFLECTED = 0xC96C5795D7870F42
 _AUTH_LEN = 16
+#: Half-width of the legacy band built eagerly on user add: 4.34 clients
+#: jitter their timestamp by [-30, +29] s (spec 4.1), plus 1 s of rounding.
+LEGACY_CLIENT_BAND_S = 31
+#: Most HMACs one ``prefill`` call computes (~10 ms at ~0.6 us each).
+PREFILL_MAX_HASHES = 16_384
+#: Most HMACs a refused legacy lookup computes while the table is incomplete.
+LOOKUP_INLINE_HASHES = 8_192
+#: Index record: 4 auth bytes + (slot << 8 | second within generation).
+LEGACY_RECORD_BYTES = 8
+#: Slot indexes must fit the 24 bits left in a record.
+LEGACY_MAX_IDS = 1 << 24
+_GEN_BITS = 4  # 16-second generations: ~17 per window, dropped whole
+_GEN_MASK = (1 << _GEN_BITS) - 1
+_BUCKET_BITS = 12  # bucket = the auth's first 12 bits: ~60 records each at 5,000 users
+_BUCKETS = 1 << _BUCKET_BITS
+_BUCKET_SHIFT = 16 - _BUCKET_BITS
+_RECORD = struct.Struct(">4sI")  # auth[:4] (truncated by struct), slot << 8 | t mod 16
+_AUTH_ID_SPLIT = struct.Struct(">12sI").unpack  # AuthID plain: i64 t || rand4, CRC32
 
 Rng = Callable[[int], bytes]
 
@@ -148,28 +201,37 @@ class SessionHistory:
         return len(self._entries)
 
 
-class _Slot:
-    """One legacy ID (primary or alter) with precomputed HMAC-MD5 pad states."""
-
-    __slots__ = ("user", "inner", "outer")
-
-    def __init__(self, user: VmessUser, id16: bytes) -> None:
-        key = id16.ljust(64, b"\x00")
-        self.user: VmessUser | None = user
-        self.inner = _fast_md5(key.translate(_IPAD))
-        self.outer = _fast_md5(key.translate(_OPAD))
-
-    def auth(self, msg: bytes) -> bytes:
-        i = self.inner.copy()
-        i.update(msg)
-        o = self.outer.copy()
-        o.update(i.digest())
-        return o.digest()  # type: ignore[no-any-return]
+def _hmac_pads(id16: bytes) -> tuple[Any, Any]:
+    """HMAC-MD5 inner and outer hash states keyed with ``id16``."""
+    key = id16.ljust(64, b"\x00")
+    return _fast_md5(key.translate(_IPAD)), _fast_md5(key.translate(_OPAD))
 
 
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
-_DEAD = bytes(_AUTH_LEN)
+
+
+def _ts_bytes(t: int) -> bytes:
+    # Go's uint64(int64) cast: a negative second wraps, as two's complement.
+    return t.to_bytes(8, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidatorStatistics:
+    """A snapshot of the user table's size and legacy warm-up state.
+
+    ``legacy_entries`` counts (ID, second) records in the index (each
+    ``LEGACY_RECORD_BYTES`` long, plus bytearray slack);
+    ``legacy_missing`` is an upper bound on the records still to build for
+    the current window (0 once ``legacy_warm``).
+    """
+
+    users: int
+    legacy_ids: int
+    legacy_entries: int
+    legacy_index_bytes: int
+    legacy_missing: int
+    legacy_warm: bool
 
 
 class UserValidator:
@@ -177,20 +239,46 @@ class UserValidator:
 
     ``now`` is wall-clock Unix time in seconds (VMess timestamps are absolute).
     ``rng`` seeds nothing secret; it is used for the fallback drain seed.
+    ``legacy_window_s`` is the legacy half-window (4.34: 120 s);
+    ``legacy_band_s`` is the half-width built eagerly by ``add_user`` (clamped
+    to the window); ``lookup_inline_hashes`` bounds the table building a
+    refused legacy lookup may do while the table is incomplete.
     """
 
     def __init__(
-        self, now: float, rng: Rng, *, legacy_window_s: int = LEGACY_CACHE_DURATION_S
+        self,
+        now: float,
+        rng: Rng,
+        *,
+        legacy_window_s: int = LEGACY_CACHE_DURATION_S,
+        legacy_band_s: int = LEGACY_CLIENT_BAND_S,
+        lookup_inline_hashes: int = LOOKUP_INLINE_HASHES,
     ) -> None:
+        if legacy_window_s < 0 or legacy_band_s < 0 or lookup_inline_hashes < 0:
+            raise ValueError("legacy window, band and inline budget must be >= 0")
         self._now = int(now)
         self._rng = rng
         self._window = legacy_window_s
+        self._band = min(legacy_band_s, legacy_window_s)
+        self._inline_hashes = lookup_inline_hashes
         self._users: dict[str, VmessUser] = {}  # lower-cased email -> user (non-empty)
         self._anon: list[VmessUser] = []  # users without email
-        self._aead: list[tuple[VmessUser, CipherContext]] = []
-        self._slots: list[_Slot] = []
-        self._user_slots: dict[int, list[int]] = {}  # id(user) -> slot indexes
-        self._buckets: dict[int, bytearray] = {}
+        self._aead: list[tuple[VmessUser, Callable[[bytes], bytes]]] = []
+        # Legacy ID slots, as parallel lists (the HMAC loops are hot): owner
+        # (None once removed) and HMAC-MD5 inner / outer pad states.
+        self._slot_user: list[VmessUser | None] = []
+        self._inner: list[Any] = []
+        self._outer: list[Any] = []
+        self._user_slots: dict[int, range] = {}  # id(user) -> slot indexes
+        # Legacy index (see the module docstring).
+        self._gens: dict[int, list[bytearray | None]] = {}
+        self._gen_records: dict[int, int] = {}
+        self._contexts: dict[int, tuple[bytes, list[bytearray | None], int]] = {}
+        self._progress: dict[int, int] = {}  # second -> slots [0, n) indexed
+        self._extra: dict[int, set[int]] = {}  # second -> slots indexed ahead of progress
+        self._order: list[int] = []  # window seconds, nearest first
+        self._cursor = 0  # seconds before it in _order are complete
+        self._set_window()
         self._tainted: dict[bytes, int] = {}
         self._replay = ReplayFilter(now)
         self._sessions = SessionHistory(now)
@@ -205,30 +293,63 @@ class UserValidator:
     def add_user(self, user: VmessUser) -> None:
         """Register ``user`` for AEAD and legacy lookup.
 
-        Raises ValueError if a user with the same non-empty email exists
-        (emails compare case-insensitively, spec 10).
+        Computes the user's legacy auths for the seconds already complete
+        and for the client band: O((1 + alterId) x window) HMACs, as 4.34's
+        user add.  Raises ValueError if a user with the same non-empty email
+        exists (emails compare case-insensitively, spec 10) or the legacy
+        table would exceed ``LEGACY_MAX_IDS`` IDs.
         """
         email = user.email.lower()
         if email and email in self._users:
             raise ValueError(f"duplicate user email {user.email!r}")
+        ids = user.all_ids
+        old = len(self._slot_user)
+        if old + len(ids) > LEGACY_MAX_IDS:
+            raise ValueError(f"too many legacy IDs (max {LEGACY_MAX_IDS})")
         if email:
             self._users[email] = user
         else:
             self._anon.append(user)
         dec = Cipher(algorithms.AES(auth_id_key(user.cmd_key)), modes.ECB()).decryptor()
-        self._aead.append((user, dec))
-        first = len(self._slots)
-        new_slots = [_Slot(user, i) for i in user.all_ids]
-        self._slots.extend(new_slots)
-        self._user_slots[id(user)] = list(range(first, first + len(new_slots)))
-        for t, bucket in self._buckets.items():
-            msg = t.to_bytes(8, "big")
-            bucket += b"".join(s.auth(msg) for s in new_slots)
+        self._aead.append((user, dec.update))
+        for id16 in ids:
+            inner, outer = _hmac_pads(id16)
+            self._slot_user.append(user)
+            self._inner.append(inner)
+            self._outer.append(outer)
+        new = range(old, len(self._slot_user))
+        self._user_slots[id(user)] = new
+        self._add_legacy_slots(old, new)
         if not self._seed_frozen:
             if self._crc_table is None:
                 self._crc_table = _crc64_table()
             digest = hmac.digest(_BS_KDF_KEY, user.id, hashlib.sha256)
             self._bs_seed = _crc64_update(self._bs_seed, digest, self._crc_table)
+
+    def _add_legacy_slots(self, old: int, new: range) -> None:
+        n = new.stop
+        lo, hi = self._now - self._window, self._now + self._window
+        progress = self._progress
+        extra = self._extra
+        # Seconds complete before this user stay complete (the scanner's
+        # invariant), as 4.34 fills the whole window on user add.
+        targets = [t for t, p in progress.items() if p == old and lo <= t <= hi]
+        for t in targets:
+            progress[t] = n
+            extra.pop(t, None)
+        # The band real clients use is built now, even ahead of the scanner,
+        # so a new user can log in at once.
+        for t in range(self._now - self._band, self._now + self._band + 1):
+            p = progress.get(t, 0)
+            if p == n:
+                continue
+            targets.append(t)
+            if p == old:
+                progress[t] = n
+            else:
+                extra.setdefault(t, set()).update(new)
+        self._emit_slots(targets, new)
+        self._cursor = 0
 
     def remove_user(self, email: str) -> VmessUser | None:
         """Unregister the user with ``email``; returns it, or None if absent."""
@@ -236,8 +357,8 @@ class UserValidator:
         if user is None:
             return None
         self._aead = [(u, d) for (u, d) in self._aead if u is not user]
-        for idx in self._user_slots.pop(id(user), []):
-            self._slots[idx].user = None
+        for idx in self._user_slots.pop(id(user), range(0)):
+            self._slot_user[idx] = None
         return user
 
     def get_user(self, email: str) -> VmessUser | None:
@@ -252,73 +373,224 @@ class UserValidator:
     def __len__(self) -> int:
         return len(self._aead)
 
+    def statistics(self) -> ValidatorStatistics:
+        """Sizes and warm-up state of the table (O(window) to compute)."""
+        entries = sum(self._gen_records.values())
+        missing = self._missing_records()
+        return ValidatorStatistics(
+            users=len(self._aead),
+            legacy_ids=sum(1 for u in self._slot_user if u is not None),
+            legacy_entries=entries,
+            legacy_index_bytes=entries * LEGACY_RECORD_BYTES,
+            legacy_missing=missing,
+            legacy_warm=missing == 0,
+        )
+
     # ------------------------------------------------------------ legacy
 
-    def _bucket(self, t: int) -> bytearray:
-        bucket = self._buckets.get(t)
-        if bucket is None:
-            msg = t.to_bytes(8, "big")
-            bucket = bytearray(b"".join(s.auth(msg) for s in self._slots))
-            self._buckets[t] = bucket
-        return bucket
-
-    def _window_order(self) -> Iterator[int]:
+    def _set_window(self) -> None:
         base = self._now
-        yield base
+        order = [base]
         for d in range(1, self._window + 1):
-            yield base - d
-            yield base + d
+            order.append(base - d)
+            order.append(base + d)
+        self._order = order
+        self._cursor = 0
+
+    def _context(self, t: int) -> tuple[bytes, list[bytearray | None], int]:
+        """(HMAC message, generation buckets, record tag bits) for second ``t``."""
+        ctx = self._contexts.get(t)
+        if ctx is None:
+            g = t >> _GEN_BITS
+            gen = self._gens.get(g)
+            if gen is None:
+                gen = self._gens[g] = [None] * _BUCKETS
+                self._gen_records[g] = 0
+            ctx = self._contexts[t] = (_ts_bytes(t), gen, t & _GEN_MASK)
+        return ctx
+
+    def _emit(self, t: int, lo: int, hi: int, skip: set[int] | None) -> None:
+        """Index the auths of second ``t`` for slots [lo, hi) not in ``skip``."""
+        msg, gen, toff = self._context(t)
+        pack = _RECORD.pack
+        shift = _BUCKET_SHIFT
+        count = 0
+        for idx, inner, outer in zip(
+            range(lo, hi), self._inner[lo:hi], self._outer[lo:hi], strict=True
+        ):
+            if skip and idx in skip:
+                continue
+            i = inner.copy()
+            i.update(msg)
+            o = outer.copy()
+            o.update(i.digest())
+            a = o.digest()
+            k = (a[0] << 8 | a[1]) >> shift
+            bucket = gen[k]
+            if bucket is None:
+                gen[k] = bytearray(pack(a, idx << 8 | toff))
+            else:
+                bucket += pack(a, idx << 8 | toff)
+            count += 1
+        self._gen_records[t >> _GEN_BITS] += count
+
+    def _emit_slots(self, seconds: list[int], slots: range) -> None:
+        """Index the auths of a few new slots for many seconds."""
+        contexts = [self._context(t) for t in seconds]
+        pack = _RECORD.pack
+        shift = _BUCKET_SHIFT
+        lo, hi = slots.start, slots.stop
+        for idx, inner, outer in zip(slots, self._inner[lo:hi], self._outer[lo:hi], strict=True):
+            tag = idx << 8
+            for msg, gen, toff in contexts:
+                i = inner.copy()
+                i.update(msg)
+                o = outer.copy()
+                o.update(i.digest())
+                a = o.digest()
+                k = (a[0] << 8 | a[1]) >> shift
+                bucket = gen[k]
+                if bucket is None:
+                    gen[k] = bytearray(pack(a, tag | toff))
+                else:
+                    bucket += pack(a, tag | toff)
+        records = self._gen_records
+        for t in seconds:
+            records[t >> _GEN_BITS] += len(slots)
+
+    def _advance(self, max_hashes: int, max_seconds: int) -> tuple[int, int]:
+        """Run the scanner: index missing (slot, second) pairs nearest first,
+        at most ``max_hashes`` of them and ``max_seconds`` completed seconds.
+
+        Returns (pairs visited, seconds completed).
+        """
+        order = self._order
+        progress = self._progress
+        n = len(self._slot_user)
+        cursor = self._cursor
+        budget = max_hashes
+        done = 0
+        while cursor < len(order) and budget > 0 and done < max_seconds:
+            t = order[cursor]
+            p = progress.get(t, 0)
+            if p < n:
+                e = min(n, p + budget)
+                self._emit(t, p, e, self._extra.get(t))
+                budget -= e - p
+                progress[t] = e
+                if e < n:
+                    break
+                self._extra.pop(t, None)
+                done += 1
+            cursor += 1
+        self._cursor = cursor
+        return max_hashes - budget, done
+
+    def _missing_records(self) -> int:
+        n = len(self._slot_user)
+        get = self._progress.get
+        return sum(n - get(t, 0) for t in self._order[self._cursor :])
 
     def update(self, now: float) -> None:
         """The periodic refresh (call every 10 s, spec 4.2).
 
-        Generates buckets for seconds entering the window, drops those that
-        left it and forgets expired taint fuses.
+        Moves the window to ``now`` and drops the generations that left it
+        and expired taint fuses: O(window + fuses), no HMACs.  The seconds
+        entering the window are built by ``prefill`` / ``prefill_budget``
+        (and, bounded, by refused lookups).
         """
-        old_hi = self._now + self._window
         self._now = int(now)
         lo, hi = self._now - self._window, self._now + self._window
-        for t in [t for t in self._buckets if t < lo or t > hi]:
-            del self._buckets[t]
-        for t in range(max(old_hi + 1, lo), hi + 1):
-            self._bucket(t)
+        for g in [g for g in self._gens if (g + 1) << _GEN_BITS <= lo or g << _GEN_BITS > hi]:
+            del self._gens[g]
+            del self._gen_records[g]
+        live = self._gens
+        self._contexts = {}
+        self._progress = {t: p for t, p in self._progress.items() if t >> _GEN_BITS in live}
+        self._extra = {t: s for t, s in self._extra.items() if t >> _GEN_BITS in live}
+        self._set_window()
         self._tainted = {a: t for a, t in self._tainted.items() if t >= lo}
 
-    def prefill(self, max_buckets: int) -> int:
-        """Generate up to ``max_buckets`` missing buckets, nearest first.
+    def prefill(self, max_buckets: int, *, max_hashes: int = PREFILL_MAX_HASHES) -> int:
+        """Complete up to ``max_buckets`` seconds of the window, nearest first,
+        computing at most ``max_hashes`` HMACs (a partly built second is
+        resumed by the next call).
 
-        Returns how many are still missing (0 = fully warm).
+        Returns how many seconds of the window are still incomplete (0 =
+        fully warm).
         """
-        missing = 0
-        for t in self._window_order():
-            if t in self._buckets:
+        if max_buckets > 0 and max_hashes > 0:
+            self._advance(max_hashes, max_buckets)
+        n = len(self._slot_user)
+        get = self._progress.get
+        return sum(1 for t in self._order[self._cursor :] if get(t, 0) < n)
+
+    def prefill_budget(self, max_hashes: int) -> int:
+        """Build up to ``max_hashes`` missing (ID, second) auths, nearest
+        second first: the shell's bounded warm-up step (~0.6 us each).
+
+        Returns an upper bound on the auths still missing (0 = fully warm).
+        """
+        if max_hashes > 0:
+            self._advance(max_hashes, len(self._order))
+        return self._missing_records()
+
+    def _auth(self, idx: int, t: int) -> bytes:
+        i = self._inner[idx].copy()
+        i.update(_ts_bytes(t))
+        o = self._outer[idx].copy()
+        o.update(i.digest())
+        return o.digest()  # type: ignore[no-any-return]
+
+    def _search(self, auth: bytes) -> tuple[VmessUser, int] | None:
+        prefix = auth[:4]
+        k = (auth[0] << 8 | auth[1]) >> _BUCKET_SHIFT
+        now = self._now
+        lo, hi = now - self._window, now + self._window
+        owners = self._slot_user
+        best: tuple[int, bool, int] | None = None
+        found: tuple[VmessUser, int] | None = None
+        for g, gen in self._gens.items():
+            bucket = gen[k]
+            if bucket is None:
                 continue
-            if max_buckets > 0:
-                self._bucket(t)
-                max_buckets -= 1
-            else:
-                missing += 1
-        return missing
+            i = bucket.find(prefix)
+            while i >= 0:
+                if not i % LEGACY_RECORD_BYTES:
+                    tag = int.from_bytes(bucket[i + 4 : i + LEGACY_RECORD_BYTES], "big")
+                    t = g << _GEN_BITS | (tag & _GEN_MASK)
+                    idx = tag >> 8
+                    user = owners[idx]
+                    if lo <= t <= hi and user is not None and self._auth(idx, t) == auth:
+                        # 4.34's map has one entry per auth; for a (never seen)
+                        # collision prefer the nearest second, then the first ID.
+                        rank = (abs(t - now), t > now, idx)
+                        if best is None or rank < best:
+                            best, found = rank, (user, t)
+                i = bucket.find(prefix, i + 1)
+        return found
 
     def lookup_legacy(self, auth16: bytes) -> LegacyMatch | None:
         """Find the user and timestamp for a 16-byte legacy authenticator.
 
         Returns None when nothing matches; a match whose fuse is burnt is
         returned with ``tainted=True`` (the caller refuses it and drains).
+        While the table is incomplete, a miss first builds at most
+        ``lookup_inline_hashes`` more auths (nearest seconds first) and
+        looks again; the client band is always complete, see ``add_user``.
         """
         auth = bytes(auth16)
-        if len(auth) != _AUTH_LEN or not self._slots:
+        if len(auth) != _AUTH_LEN or not self._slot_user:
             return None
-        for t in self._window_order():
-            bucket = self._bucket(t)
-            i = bucket.find(auth)
-            while i >= 0:
-                if i % _AUTH_LEN == 0:
-                    user = self._slots[i // _AUTH_LEN].user
-                    if user is not None:
-                        return LegacyMatch(user=user, ts=t, tainted=auth in self._tainted)
-                i = bucket.find(auth, i + 1)
-        return None
+        found = self._search(auth)
+        if found is None and self._cursor < len(self._order) and self._inline_hashes:
+            built, _ = self._advance(self._inline_hashes, len(self._order))
+            if built:
+                found = self._search(auth)
+        if found is None:
+            return None
+        user, t = found
+        return LegacyMatch(user=user, ts=t, tainted=auth in self._tainted)
 
     def burn_taint(self, auth16: bytes, ts: int) -> None:
         """Burn the taint fuse of a legacy auth entry (spec 4.3)."""
@@ -336,11 +608,12 @@ class UserValidator:
         if len(auth) != _AUTH_LEN:
             return None
         crc32 = zlib.crc32
-        for user, dec in self._aead:
-            plain = dec.update(auth)
-            if crc32(plain[:12]) != int.from_bytes(plain[12:], "big"):
+        split = _AUTH_ID_SPLIT
+        for user, decrypt in self._aead:
+            head, crc = split(decrypt(auth))
+            if crc32(head) != crc:
                 continue
-            t = int.from_bytes(plain[:8], "big", signed=True)
+            t = int.from_bytes(head[:8], "big", signed=True)
             if t < 0 or abs(t - now) > AEAD_TIME_WINDOW_S:
                 continue
             if not self._replay.check(auth, now):
