@@ -114,7 +114,7 @@ def _install_uvloop() -> None:
     with contextlib.suppress(ImportError):
         import uvloop
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # type: ignore[attr-defined]
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def _serve(config: object) -> int:

@@ -30,7 +30,7 @@ def _load_fast() -> Callable[[bytes], int] | None:
         from fnv_hash_fast import fnv1a_32
     except ImportError:  # pragma: no cover - exercised where the wheel is missing
         return None
-    return fnv1a_32  # type: ignore[no-any-return]
+    return fnv1a_32
 
 
 _fast = _load_fast()
