@@ -121,3 +121,22 @@ async def test_run_config_dir(tmp_path: Path, echo_server: tuple[str, int]) -> N
     (tmp_path / "10_out.json").write_text(json.dumps({"outbounds": [{"protocol": "freedom"}]}))
     code, err = await _serve_and_stop(["run", "-d", str(tmp_path)], port, echo_server)
     assert code == 0, err
+
+
+def _port_busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+async def test_run_without_config_serves_embedded_default(echo_server: tuple[str, int]) -> None:
+    if _port_busy(1080):
+        pytest.skip("127.0.0.1:1080 is taken on this machine")
+    code, err = await _serve_and_stop(["run"], 1080, echo_server)
+    assert code == 0, err
+    assert "embedded default" in err and "127.0.0.1:1080" in err
