@@ -99,10 +99,11 @@ _AUTH_LEN = 16
 #: Half-width of the legacy band built eagerly on user add: 4.34 clients
 #: jitter their timestamp by [-30, +29] s (spec 4.1), plus 1 s of rounding.
 LEGACY_CLIENT_BAND_S = 31
-#: Most HMACs one ``prefill`` call computes (~10 ms at ~0.6 us each).
-PREFILL_MAX_HASHES = 16_384
-#: Most HMACs a refused legacy lookup computes while the table is incomplete.
-LOOKUP_INLINE_HASHES = 8_192
+#: Most HMACs one ``prefill`` call computes (~0.7-1 us each: <= ~10 ms).
+PREFILL_MAX_HASHES = 8_192
+#: Most HMACs a refused legacy lookup computes while the table is incomplete
+#: (<= ~5 ms; a whole window for up to 17 IDs, so small tables are built at once).
+LOOKUP_INLINE_HASHES = 4_096
 #: Index record: 4 auth bytes + (slot << 8 | second within generation).
 LEGACY_RECORD_BYTES = 8
 #: Slot indexes must fit the 24 bits left in a record.
@@ -570,7 +571,7 @@ class UserValidator:
                 i = bucket.find(prefix, i + 1)
         return found
 
-    def lookup_legacy(self, auth16: bytes) -> LegacyMatch | None:
+    def lookup_legacy(self, auth16: bytes | bytearray | memoryview) -> LegacyMatch | None:
         """Find the user and timestamp for a 16-byte legacy authenticator.
 
         Returns None when nothing matches; a match whose fuse is burnt is
