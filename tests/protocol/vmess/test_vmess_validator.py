@@ -165,13 +165,16 @@ def test_hit_does_not_build() -> None:
 # ------------------------------------------------------------ users joining and leaving
 
 
-def test_user_added_to_warm_table_matches_whole_window() -> None:
+def test_user_added_to_warm_table_gets_band_then_whole_window() -> None:
     gen = rng(6)
     v, _ = table([make_user(gen, 4, "a")], lookup_inline_hashes=0)
     assert v.prefill_budget(ALL) == 0
     late = make_user(gen, 4, "late")
     v.add_user(late)
-    assert v.statistics().legacy_warm
+    assert v.statistics().legacy_missing == 5 * 2 * (WINDOW_S - LEGACY_CLIENT_BAND_S)
+    assert v.lookup_legacy(auth_at(late, NOW - LEGACY_CLIENT_BAND_S, 4)) is not None
+    assert v.lookup_legacy(auth_at(late, NOW - LEGACY_CLIENT_BAND_S - 1, 4)) is None
+    assert v.prefill_budget(ALL) == 0
     for offset in (-WINDOW_S, -50, 0, 77, WINDOW_S):
         match = v.lookup_legacy(auth_at(late, NOW + offset, 4))
         assert match is not None and match.user is late

@@ -29,11 +29,10 @@ Theory of operation
 
   Building the table costs one HMAC per (slot, second), so it is spread out:
 
-  - ``add_user`` builds the new IDs for every second already complete and
-    for the client band (now +/- ``LEGACY_CLIENT_BAND_S``: 4.34 clients jitter
-    their timestamp by [-30, +29] s, spec 4.1), so a fresh server accepts
-    legacy clients at once and each call costs O(IDs x window), like 4.34's
-    user add;
+  - ``add_user`` builds the new IDs for the client band only (now +/-
+    ``LEGACY_CLIENT_BAND_S``: 4.34 clients jitter their timestamp by
+    [-30, +29] s, spec 4.1), so a fresh server accepts legacy clients at once
+    and each call costs O(IDs x band);
   - the rest is built nearest-second-first by a *scanner*: ``prefill`` /
     ``prefill_budget`` (the shell's warm-up, bounded by an HMAC count per
     call) and, while the table is not complete, a refused lookup (at most
@@ -294,9 +293,10 @@ class UserValidator:
     def add_user(self, user: VmessUser) -> None:
         """Register ``user`` for AEAD and legacy lookup.
 
-        Computes the user's legacy auths for the seconds already complete
-        and for the client band: O((1 + alterId) x window) HMACs, as 4.34's
-        user add.  Raises ValueError if a user with the same non-empty email
+        Computes the user's legacy auths for the client band only:
+        (1 + alterId) x (2 x band + 1) HMACs; the rest of the window follows
+        through ``prefill`` / ``prefill_budget`` (or, bounded, refused
+        lookups).  Raises ValueError if a user with the same non-empty email
         exists (emails compare case-insensitively, spec 10) or the legacy
         table would exceed ``LEGACY_MAX_IDS`` IDs.
         """
@@ -328,18 +328,15 @@ class UserValidator:
             self._bs_seed = _crc64_update(self._bs_seed, digest, self._crc_table)
 
     def _add_legacy_slots(self, old: int, new: range) -> None:
+        # Only the band real clients use is built now (ahead of the scanner if
+        # need be), so a new user can log in at once and one add costs
+        # O(IDs x band).  Elsewhere the new slots simply extend each second's
+        # unbuilt tail, which the scanner covers (4.34 builds the whole window
+        # here; in Python that would be ~1 ms per alter ID).
         n = new.stop
-        lo, hi = self._now - self._window, self._now + self._window
         progress = self._progress
         extra = self._extra
-        # Seconds complete before this user stay complete (the scanner's
-        # invariant), as 4.34 fills the whole window on user add.
-        targets = [t for t, p in progress.items() if p == old and lo <= t <= hi]
-        for t in targets:
-            progress[t] = n
-            extra.pop(t, None)
-        # The band real clients use is built now, even ahead of the scanner,
-        # so a new user can log in at once.
+        targets = []
         for t in range(self._now - self._band, self._now + self._band + 1):
             p = progress.get(t, 0)
             if p == n:
@@ -528,7 +525,7 @@ class UserValidator:
 
     def prefill_budget(self, max_hashes: int) -> int:
         """Build up to ``max_hashes`` missing (ID, second) auths, nearest
-        second first: the shell's bounded warm-up step (~0.6 us each).
+        second first: the shell's bounded warm-up step (~1 us each).
 
         Returns an upper bound on the auths still missing (0 = fully warm).
         """
