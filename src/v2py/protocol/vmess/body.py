@@ -26,6 +26,7 @@ NONE               clear           raw bytes, no end marker
 from __future__ import annotations
 
 import hashlib
+import struct
 import sys
 from collections.abc import Callable
 
@@ -45,6 +46,7 @@ __all__ = [
     "chacha_key",
     "chunk_nonce",
     "max_chunk_payload",
+    "take_output",
     "CHUNK_BUFFER_SIZE",
     "NONE_STREAM_MAX_PAYLOAD",
     "MAX_CHUNK_SIZE",
@@ -57,6 +59,12 @@ MAX_PADDING = 64
 AEAD_OVERHEAD = 16
 FNV_OVERHEAD = 4
 _MASK_BLOCK = 1024
+#: Mask words a reader peeks at a time (two per chunk with padding).
+_MASK_BATCH = 64
+_OPT_CHUNK_STREAM = int(RequestOption.CHUNK_STREAM)
+_OPT_CHUNK_MASKING = int(RequestOption.CHUNK_MASKING)
+_OPT_GLOBAL_PADDING = int(RequestOption.GLOBAL_PADDING)
+_pack_u16 = struct.Struct(">H").pack_into
 
 Rng = Callable[[int], bytes]
 
@@ -67,12 +75,16 @@ try:
 except ImportError:  # pragma: no cover - cryptography < 45
     _HAVE_XOF = False
 
+#: ``encrypt_into`` / ``decrypt_into`` (newer cryptography) let the hot paths work in place.
+_HAVE_INTO = hasattr(AESGCM, "encrypt_into") and hasattr(ChaCha20Poly1305, "decrypt_into")
+
 
 class ShakeMask:
     """SHAKE128(seed) read as 16-bit big-endian words (spec 8.5).
 
     Squeezes the XOF in blocks (or, without an XOF API, recomputes hashlib's
-    digest at doubling lengths) and keeps only the unread tail.
+    digest at doubling lengths) and keeps only the unread tail.  ``next`` reads
+    one word; the batch paths ``peek`` many and ``skip`` the ones they used.
     """
 
     __slots__ = ("_buf", "_pos", "_xof", "_seed", "_made")
@@ -86,12 +98,13 @@ class ShakeMask:
             self._xof = XOFHash(SHAKE128(digest_size=sys.maxsize))
             self._xof.update(self._seed)
 
-    def _refill(self) -> None:
+    def _refill(self, need: int = 2) -> None:
         rest = self._buf[self._pos :]
+        more = max(_MASK_BLOCK, need - len(rest))
         if _HAVE_XOF:
-            self._buf = rest + self._xof.squeeze(_MASK_BLOCK)
+            self._buf = rest + self._xof.squeeze(more)
         else:  # pragma: no cover
-            n = max(_MASK_BLOCK, self._made * 2)
+            n = max(self._made + more, self._made * 2)
             self._buf = rest + hashlib.shake_128(self._seed).digest(n)[self._made :]
             self._made = n
         self._pos = 0
@@ -104,6 +117,25 @@ class ShakeMask:
             p = 0
         self._pos = p + 2
         return (self._buf[p] << 8) | self._buf[p + 1]
+
+    def peek(self, count: int) -> tuple[int, ...]:
+        """The next ``count`` words, not consumed (``skip`` consumes them)."""
+        if self._pos + 2 * count > len(self._buf):
+            self._refill(2 * count)
+        return struct.unpack_from(f">{count}H", self._buf, self._pos)
+
+    def skip(self, count: int) -> None:
+        """Consume ``count`` words (at most as many as the last ``peek`` returned)."""
+        self._pos += 2 * count
+
+
+def take_output(parts: list[bytes | bytearray]) -> bytes | bytearray:
+    """Join and clear a core's pending output parts without copying a lone part."""
+    if not parts:
+        return b""
+    out = parts[0] if len(parts) == 1 else b"".join(parts)
+    parts.clear()
+    return out
 
 
 def chacha_key(key16: bytes) -> bytes:
@@ -129,7 +161,7 @@ def max_chunk_payload(security: int, option: int) -> int:
     """Largest plaintext per stream chunk a 4.34 writer produces (spec 8.6)."""
     if security == SecurityType.NONE:
         return NONE_STREAM_MAX_PAYLOAD
-    pad = MAX_PADDING if option & RequestOption.GLOBAL_PADDING else 0
+    pad = MAX_PADDING if option & _OPT_GLOBAL_PADDING else 0
     return CHUNK_BUFFER_SIZE - _overhead(security) - 2 - pad
 
 
@@ -152,10 +184,10 @@ def _select(security: int, option: int, packet: bool) -> tuple[int, int]:
         SecurityType.NONE,
     ):
         raise ValueError(f"unsupported body security {security!r}")
-    if option & RequestOption.GLOBAL_PADDING and not option & RequestOption.CHUNK_MASKING:
+    if option & _OPT_GLOBAL_PADDING and not option & _OPT_CHUNK_MASKING:
         # 4.34 would crash here (spec 8.2); refuse instead.
         raise ValueError("GlobalPadding (0x08) requires ChunkMasking (0x04)")
-    chunked = bool(option & RequestOption.CHUNK_STREAM)
+    chunked = bool(option & _OPT_CHUNK_STREAM)
     if security in (SecurityType.AES_128_GCM, SecurityType.CHACHA20_POLY1305):
         return security, _Mode.CHUNKS
     if not chunked:
@@ -195,6 +227,7 @@ class BodyWriter:
         rng: Rng,
         cfb_encryptor: CipherContext | None = None,
     ) -> None:
+        option = int(option)
         self._security, self._mode = _select(security, option, packet)
         self._option = option
         self._packet = packet
@@ -203,8 +236,8 @@ class BodyWriter:
         self._aead = _make_aead(self._security, key)
         self._overhead = _overhead(self._security)
         self._counter = 0
-        self._mask = ShakeMask(iv) if option & RequestOption.CHUNK_MASKING else None
-        self._padding = bool(option & RequestOption.GLOBAL_PADDING)
+        self._mask = ShakeMask(iv) if option & _OPT_CHUNK_MASKING else None
+        self._padding = bool(option & _OPT_GLOBAL_PADDING)
         self._max_payload = max_chunk_payload(self._security, option)
         self._cfb: CipherContext | None = None
         if self._security == SecurityType.LEGACY:
@@ -245,10 +278,10 @@ class BodyWriter:
             return self._cfb.update(bytes(out))
         return bytes(out)
 
-    def seal(self, data: bytes | bytearray | memoryview) -> bytes:
+    def seal(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
         """Seal stream data of any length into as many chunks as needed.
 
-        Returns all chunks as one bytes object (empty input → b"").
+        Returns all chunks in one buffer, never reused by the writer (empty input → b"").
         """
         if self._ended:
             raise ValueError("seal after seal_end")
@@ -270,37 +303,65 @@ class BodyWriter:
                 out += size.to_bytes(2, "big")
                 out += piece
             return bytes(out)
-        aead = self._aead
-        mask = self._mask
-        if aead is not None and mask is not None:
-            # Hot path (GCM/ChaCha with masking): everything in locals, one
-            # rng call for all the padding of this batch.
-            encrypt = aead.encrypt
-            tail = self._iv_tail
-            counter = self._counter
-            nxt = mask.next
-            padding = self._padding
-            nchunks = (n + step - 1) // step
-            pad_pool = self._rng(MAX_PADDING * nchunks) if padding else b""
-            pp = 0
-            for off in range(0, n, step):
-                pad = nxt() % MAX_PADDING if padding else 0
-                sealed = encrypt(
-                    (counter & 0xFFFF).to_bytes(2, "big") + tail, mv[off : off + step], None
-                )
-                counter += 1
-                out += ((len(sealed) + pad) ^ nxt()).to_bytes(2, "big")
-                out += sealed
-                if pad:
-                    out += pad_pool[pp : pp + pad]
-                    pp += pad
-            self._counter = counter
-            return bytes(out)
+        if self._aead is not None and _HAVE_INTO:
+            return self._seal_aead(mv, n, step)
         for off in range(0, n, step):
             self._append_chunk(out, mv[off : off + step])
         return self._finish(out)
 
-    def seal_packet(self, datagram: bytes | bytearray | memoryview) -> bytes:
+    def _seal_aead(self, mv: memoryview, n: int, step: int) -> bytearray:
+        """AEAD chunks sealed in place into one buffer sized up front (the hot path)."""
+        aead = self._aead
+        assert aead is not None
+        encrypt_into = aead.encrypt_into
+        nchunks = (n + step - 1) // step
+        mask = self._mask
+        padding = self._padding
+        pads: tuple[int, ...] | list[int] = ()
+        sizes: tuple[int, ...] = ()
+        total = n + nchunks * (2 + AEAD_OVERHEAD)
+        pool = b""
+        if mask is not None:
+            words = mask.peek(2 * nchunks if padding else nchunks)
+            mask.skip(len(words))
+            if padding:
+                pads = [w % MAX_PADDING for w in words[0::2]]
+                sizes = words[1::2]
+                pad_total = sum(pads)
+                total += pad_total
+                if pad_total:
+                    pool = self._rng(pad_total)
+            else:
+                sizes = words
+        out = bytearray(total)
+        omv = memoryview(out)
+        nonce = bytearray(2) + self._iv_tail
+        counter = self._counter
+        pos = 0
+        pp = 0
+        off = 0
+        for i in range(nchunks):
+            plen = step if n - off > step else n - off
+            clen = plen + AEAD_OVERHEAD
+            pad = pads[i] if padding else 0
+            if mask is not None:
+                _pack_u16(out, pos, (clen + pad) ^ sizes[i])
+            else:
+                _pack_u16(out, pos, clen)
+            _pack_u16(nonce, 0, counter & 0xFFFF)
+            counter += 1
+            pos += 2
+            encrypt_into(nonce, mv[off : off + plen], None, omv[pos : pos + clen])
+            pos += clen
+            off += plen
+            if pad:
+                omv[pos : pos + pad] = pool[pp : pp + pad]
+                pos += pad
+                pp += pad
+        self._counter = counter
+        return out
+
+    def seal_packet(self, datagram: bytes | bytearray | memoryview) -> bytes | bytearray:
         """Seal one UDP datagram as exactly one chunk (spec 8.9).
 
         Raises ValueError if it cannot fit in a 16-bit chunk size.
@@ -321,7 +382,7 @@ class BodyWriter:
         if self._ended:
             return b""
         self._ended = True
-        if not self._option & RequestOption.CHUNK_STREAM or self._mode == _Mode.RAW:
+        if not self._option & _OPT_CHUNK_STREAM or self._mode == _Mode.RAW:
             return b""
         out = bytearray()
         if self._mode == _Mode.NONE_STREAM:
@@ -353,14 +414,15 @@ class BodyReader:
         packet: bool = False,
         cfb_decryptor: CipherContext | None = None,
     ) -> None:
+        option = int(option)
         self._security, self._mode = _select(security, option, packet)
         self._packet = packet
         self._iv_tail = bytes(iv[2:12])
         self._aead = _make_aead(self._security, key)
         self._overhead = _overhead(self._security)
         self._counter = 0
-        self._mask = ShakeMask(iv) if option & RequestOption.CHUNK_MASKING else None
-        self._padding = bool(option & RequestOption.GLOBAL_PADDING)
+        self._mask = ShakeMask(iv) if option & _OPT_CHUNK_MASKING else None
+        self._padding = bool(option & _OPT_GLOBAL_PADDING)
         self._cfb: CipherContext | None = None
         if self._security == SecurityType.LEGACY:
             self._cfb = cfb_decryptor if cfb_decryptor is not None else new_cfb_decryptor(key, iv)
@@ -368,6 +430,7 @@ class BodyReader:
         self._size = -1  # current chunk size (after unmasking), -1 = not read yet
         self._pad = 0
         self._ended = False
+        self._fast = self._aead is not None and not packet and _HAVE_INTO
 
     @property
     def ended(self) -> bool:
@@ -446,8 +509,143 @@ class BodyReader:
                 del buf[:pos]
         return out
 
-    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        """Consume stream-mode input; return all plaintext completed (maybe b"")."""
+    def _size_field(self, hi: int, lo: int) -> int:
+        """Unmask one AEAD size field and check it; -1 for the end marker.
+
+        Sets ``_size``/``_pad`` for the chunk that follows.
+        """
+        mask = self._mask
+        pad = 0
+        if mask is not None and self._padding:
+            pad = mask.next() % MAX_PADDING
+        size = (hi << 8) | lo
+        if mask is not None:
+            size ^= mask.next()
+        if size <= AEAD_OVERHEAD + pad:
+            if size == AEAD_OVERHEAD + pad:
+                self._ended = True
+                return -1
+            raise VmessError("chunk size smaller than overhead and padding")
+        self._size = size
+        self._pad = pad
+        return size
+
+    def _open_into(self, body: memoryview | bytearray, out: memoryview, opos: int) -> int:
+        """Open one AEAD chunk body (padding cut off) into ``out[opos:]``; return its length."""
+        aead = self._aead
+        assert aead is not None
+        plen = len(body) - AEAD_OVERHEAD
+        nonce = (self._counter & 0xFFFF).to_bytes(2, "big") + self._iv_tail
+        self._counter += 1
+        try:
+            aead.decrypt_into(nonce, body, None, out[opos : opos + plen])
+        except InvalidTag:
+            raise VmessError("body chunk authentication failed") from None
+        return plen
+
+    def _feed_aead(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """Stream-mode AEAD: open every complete chunk of ``data`` into one new buffer.
+
+        Only the chunk that straddles two reads is copied; everything else is opened
+        in place from ``data``.
+        """
+        if self._ended or not data:
+            return b""
+        mv = memoryview(data).cast("B")
+        end = len(mv)
+        buf = self._buf
+        out = bytearray(end + len(buf))
+        omv = memoryview(out)
+        opos = 0
+        pos = 0
+        if buf or self._size >= 0:
+            # Finish the chunk left over from the previous read.
+            if self._size < 0:
+                pos = 2 - len(buf)
+                buf += mv[:pos]
+                if len(buf) < 2:
+                    return b""
+                size = self._size_field(buf[0], buf[1])
+                buf.clear()
+                if size < 0:
+                    return b""
+            size = self._size
+            need = size - len(buf)
+            if end - pos < need:
+                buf += mv[pos:]
+                return b""
+            buf += mv[pos : pos + need]
+            pos += need
+            with memoryview(buf) as body:
+                opos = self._open_into(body[: size - self._pad], omv, 0)
+            buf.clear()
+            self._size = -1
+        decrypt_into = self._aead.decrypt_into  # type: ignore[union-attr]
+        nonce = bytearray(2) + self._iv_tail
+        counter = self._counter
+        mask = self._mask
+        padding = self._padding
+        words: tuple[int, ...] = ()
+        wi = 0
+        pad = 0
+        try:
+            while end - pos >= 2:
+                size = (mv[pos] << 8) | mv[pos + 1]
+                if mask is not None:
+                    if wi + 2 > len(words):
+                        mask.skip(wi)
+                        words = mask.peek(_MASK_BATCH)
+                        wi = 0
+                    if padding:
+                        pad = words[wi] % MAX_PADDING
+                        size ^= words[wi + 1]
+                        wi += 2
+                    else:
+                        size ^= words[wi]
+                        wi += 1
+                pos += 2
+                if size <= AEAD_OVERHEAD + pad:
+                    if size == AEAD_OVERHEAD + pad:
+                        self._ended = True
+                        break
+                    raise VmessError("chunk size smaller than overhead and padding")
+                if end - pos < size:
+                    self._size = size
+                    self._pad = pad
+                    buf += mv[pos:]
+                    pos = end
+                    break
+                plen = size - pad - AEAD_OVERHEAD
+                _pack_u16(nonce, 0, counter & 0xFFFF)
+                counter += 1
+                try:
+                    decrypt_into(nonce, mv[pos : pos + size - pad], None, omv[opos : opos + plen])
+                except InvalidTag:
+                    raise VmessError("body chunk authentication failed") from None
+                opos += plen
+                pos += size
+            else:
+                if pos < end:
+                    buf += mv[pos:]
+        finally:
+            self._counter = counter
+            if mask is not None:
+                mask.skip(wi)
+            if self._ended:
+                buf.clear()
+        omv.release()
+        if not opos:
+            return b""
+        del out[opos:]
+        return out
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """Consume stream-mode input; return all plaintext completed (maybe b"").
+
+        The result is a new buffer the reader never touches again.
+        """
+        if self._fast:
+            return self._feed_aead(data)
         chunks = self._chunks(data)
         if not chunks:
             return b""

@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
+from typing import cast
 
 from cryptography.hazmat.primitives.ciphers import CipherContext
 
 from v2py.errors import LocalProtocolError, VmessError
 from v2py.protocol.vmess.account import VmessUser
-from v2py.protocol.vmess.body import BodyReader, BodyWriter
+from v2py.protocol.vmess.body import BodyReader, BodyWriter, take_output
 from v2py.protocol.vmess.commands import SwitchAccount, decode_command
 from v2py.protocol.vmess.constants import RequestCommand, SecurityType, client_options
 from v2py.protocol.vmess.events import (
@@ -110,7 +111,7 @@ class VmessClientConnection:
         else:
             id16, lts = choose_legacy_identity(user, ts, rng)
             sealed = seal_legacy_request(user.cmd_key, id16, plaintext, lts)
-        self._out = bytearray(sealed)
+        self._out: list[bytes | bytearray] = [sealed]
         self._packet = command == RequestCommand.UDP
         self._writer = BodyWriter(
             self._security, opt, body_key, body_iv, packet=self._packet, rng=rng
@@ -139,23 +140,21 @@ class VmessClientConnection:
 
     def send_data(self, data: bytes | bytearray | memoryview) -> None:
         """Queue request stream data; flush afterwards."""
-        self._out += self._writer.seal(data)
+        self._out.append(self._writer.seal(data))
 
     def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
         """Queue one UDP datagram as one chunk (spec 8.9); flush afterwards."""
         if not self._packet:
             raise LocalProtocolError("send_datagram on a stream connection")
-        self._out += self._writer.seal_packet(data)
+        self._out.append(self._writer.seal_packet(data))
 
     def send_eof(self) -> None:
         """Queue the end marker (spec 8.8); flush afterwards."""
-        self._out += self._writer.seal_end()
+        self._out.append(self._writer.seal_end())
 
-    def data_to_send(self) -> bytes:
-        """Return and clear the bytes to write to the server."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+    def data_to_send(self) -> bytes | bytearray:
+        """Return and clear the bytes to write to the server (a buffer nobody reuses)."""
+        return take_output(self._out)
 
     # ------------------------------------------------------------ input
 
@@ -256,7 +255,9 @@ class VmessClientConnection:
             else:
                 plain = reader.feed(data)
                 if plain:
-                    self._events.append(DataReceived(data=plain))
+                    # A fresh bytearray nobody else holds: bytes-like enough for every
+                    # consumer, and converting would copy each read once more.
+                    self._events.append(DataReceived(data=cast(bytes, plain)))
         except VmessError:
             self._state = ClientState.FAILED
             raise

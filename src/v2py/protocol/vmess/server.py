@@ -23,12 +23,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
+from typing import cast
 
 from cryptography.hazmat.primitives.ciphers import CipherContext
 
 from v2py.errors import LocalProtocolError, VmessError
 from v2py.protocol.vmess.account import VmessUser
-from v2py.protocol.vmess.body import BodyReader, BodyWriter
+from v2py.protocol.vmess.body import BodyReader, BodyWriter, take_output
 from v2py.protocol.vmess.commands import SwitchAccount, encode_command
 from v2py.protocol.vmess.constants import RequestCommand, RequestOption, SecurityType
 from v2py.protocol.vmess.events import (
@@ -103,7 +104,7 @@ class VmessServerConnection:
         self._received = 0
         self._consumed = 0
         self._events: deque[VmessEvent] = deque()
-        self._out = bytearray()
+        self._out: list[bytes | bytearray] = []
         self._drain_budget = validator.drain_size(rng)
         self._user: VmessUser | None = None
         self._aead = False
@@ -315,7 +316,9 @@ class VmessServerConnection:
             else:
                 plain = reader.feed(data)
                 if plain:
-                    self._events.append(DataReceived(data=plain))
+                    # A fresh bytearray nobody else holds: bytes-like enough for every
+                    # consumer, and converting would copy each read once more.
+                    self._events.append(DataReceived(data=cast(bytes, plain)))
         except VmessError:
             self._state = ServerState.FAILED
             raise
@@ -354,10 +357,10 @@ class VmessServerConnection:
         sec = SecurityType.LEGACY if h.security == SecurityType.UNKNOWN else h.security
         cfb = None
         if self._aead:
-            self._out += seal_aead_response(key, iv, hdr)
+            self._out.append(seal_aead_response(key, iv, hdr))
         else:
             cfb = new_cfb_encryptor(key, iv)
-            self._out += cfb.update(hdr)
+            self._out.append(cfb.update(hdr))
             if sec != SecurityType.LEGACY:
                 cfb = None
         self._writer = BodyWriter(
@@ -369,20 +372,18 @@ class VmessServerConnection:
     def send_data(self, data: bytes | bytearray | memoryview) -> None:
         """Queue response stream data (with the response header first time); flush afterwards."""
         w = self._ensure_response()
-        self._out += w.seal(data)
+        self._out.append(w.seal(data))
 
     def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
         """Queue one UDP response datagram as one chunk (spec 8.9); flush afterwards."""
         w = self._ensure_response()
-        self._out += w.seal_packet(data)
+        self._out.append(w.seal_packet(data))
 
     def send_eof(self) -> None:
         """Queue the end marker (and the header if nothing was sent); flush afterwards."""
         w = self._ensure_response()
-        self._out += w.seal_end()
+        self._out.append(w.seal_end())
 
-    def data_to_send(self) -> bytes:
-        """Return and clear the bytes to write to the client."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+    def data_to_send(self) -> bytes | bytearray:
+        """Return and clear the bytes to write to the client (a buffer nobody reuses)."""
+        return take_output(self._out)
