@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 
 from v2py.app.policy import Timeouts
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import Stream
+
+#: Largest read per copy step: a whole uvloop read (256,000 bytes) passes unsplit.
+RELAY_READ_BYTES = 256 * 1024
 
 
 class ActivityTimer:
@@ -65,7 +68,7 @@ async def _copy(src: Stream, dst: Stream, timer: ActivityTimer) -> None:
     drain = dst.drain
     update = timer.update
     while True:
-        data = await read(READ_CHUNK_BYTES)
+        data = await read(RELAY_READ_BYTES)
         if not data:
             break
         update()

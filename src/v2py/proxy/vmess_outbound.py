@@ -39,6 +39,8 @@ DIAL_TIMEOUT_S = 16.0
 #: Largest VMess UDP payload that a 4.34 peer never drops (vmess.md 8.9).
 MAX_UDP_PAYLOAD = 1900
 SECONDS_PER_MINUTE = 60.0
+#: How long the request header waits for the first payload (4.34 CopyOnceTimeout).
+FIRST_PAYLOAD_WAIT_S = 0.1
 
 
 @dataclass(slots=True, kw_only=True)
@@ -216,10 +218,12 @@ class VmessOutbound:
             on_command=lambda cmd: self._on_command(entry, cmd),
             is_client=True,
         )
-        transport.write(core.data_to_send())
-        session_logger(log, session).info(
-            "vmess: tunneling request to %s via %s:%d", dest, entry.address, entry.port
-        )
+        # The header leaves with the first payload (or after FIRST_PAYLOAD_WAIT_S).
+        vstream.hold_output(FIRST_PAYLOAD_WAIT_S)
+        if log.isEnabledFor(logging.INFO):
+            session_logger(log, session).info(
+                "vmess: tunneling request to %s via %s:%d", dest, entry.address, entry.port
+            )
         return vstream, transport
 
     # -- Outbound ---------------------------------------------------------

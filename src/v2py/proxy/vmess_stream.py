@@ -1,12 +1,14 @@
 """VMess body layer as a :class:`~v2py.transport.stream.Stream` over a transport stream.
 
-One ``read`` of the transport (up to 64 KiB) is fed to the core in one call and
-all plaintext it completes comes back as one ``bytes``; one ``write`` seals as
-many chunks as needed into one transport write.
+One ``read`` of the transport (up to 256 KiB, what uvloop hands over at once) is fed
+to the core in one call and all plaintext it completes comes back as one buffer;
+one ``write`` seals as many chunks as needed into one transport write.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,9 @@ from v2py.protocol.vmess.events import (
     StreamEnded,
 )
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+
+#: Largest transport read: a whole uvloop read buffer (256,000 bytes) in one piece.
+TRANSPORT_READ_BYTES = 256 * 1024
 
 
 class VmessStream:
@@ -46,7 +51,28 @@ class VmessStream:
         self._is_client = is_client
         self._response_seen = not is_client
         self._eof_sent = False
+        self._flush_handle: asyncio.TimerHandle | None = None
         self.datagrams: list[bytes] = []
+
+    def hold_output(self, delay: float) -> None:
+        """Keep the core's pending output (a request header) until the first write, or
+        until ``delay`` seconds pass, so the header and the first payload share one
+        segment (4.34 ``CopyOnceTimeout(..., 100ms)`` before unbuffering)."""
+        loop = asyncio.get_running_loop()
+        self._flush_handle = loop.call_later(delay, self._flush_held)
+
+    def _flush_held(self) -> None:
+        self._flush_handle = None
+        out = self._core.data_to_send()
+        if out:
+            with contextlib.suppress(ConnectionError):
+                self._transport.write(out)
+
+    def _release_hold(self) -> None:
+        handle = self._flush_handle
+        if handle is not None:
+            self._flush_handle = None
+            handle.cancel()
 
     def _process_events(self) -> bytes:
         parts: list[bytes] = []
@@ -76,7 +102,7 @@ class VmessStream:
                 return data
             if self._ended:
                 return b""
-            raw = await self._transport.read(READ_CHUNK_BYTES)
+            raw = await self._transport.read(TRANSPORT_READ_BYTES)
             if not raw:
                 self._core.receive_data(b"")
                 self._pending = self._process_events()
@@ -94,7 +120,7 @@ class VmessStream:
                 return self.datagrams.pop(0)
             if self._ended:
                 return None
-            raw = await self._transport.read(READ_CHUNK_BYTES)
+            raw = await self._transport.read(TRANSPORT_READ_BYTES)
             if not raw:
                 self._core.receive_data(b"")
                 self._process_events()
@@ -106,10 +132,15 @@ class VmessStream:
             self._process_events()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._core.send_data(bytes(data))
-        self._transport.write(self._core.data_to_send())
+        if self._flush_handle is not None:
+            self._release_hold()
+        core = self._core
+        core.send_data(data)
+        self._transport.write(core.data_to_send())
 
     def write_datagram(self, data: bytes) -> None:
+        if self._flush_handle is not None:
+            self._release_hold()
         self._core.send_datagram(data)
         self._transport.write(self._core.data_to_send())
 
@@ -120,6 +151,9 @@ class VmessStream:
         if self._eof_sent:
             return
         self._eof_sent = True
+        if self._flush_handle is not None:
+            self._release_hold()
+            self._flush_held()
         self._core.send_eof()
         out = self._core.data_to_send()
         if not out:
@@ -134,6 +168,7 @@ class VmessStream:
         # direction finishes, as 4.34 does (spec vmess.md 8.8).
 
     def close(self) -> None:
+        self._release_hold()
         self._transport.close()
 
     async def wait_closed(self) -> None:

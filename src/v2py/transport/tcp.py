@@ -32,7 +32,7 @@ class TcpStream(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks: collections.deque[bytes | memoryview] = collections.deque()
         self._buffered = 0
         self._eof = False
         self._lost: BaseException | None = None
@@ -122,13 +122,23 @@ class TcpStream(asyncio.Protocol):
                     total += len(nxt)
                 chunk = b"".join(parts)
         else:
-            self._chunks[0] = chunk[max_bytes:]
-            chunk = chunk[:max_bytes]
+            # Hand out the front only; the rest stays a view (no copy of the tail).
+            view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
+            self._chunks[0] = view[max_bytes:]
+            chunk = bytes(view[:max_bytes])
+            self._buffered -= len(chunk)
+            self._maybe_resume()
+            return chunk
+        if isinstance(chunk, memoryview):
+            chunk = bytes(chunk)
         self._buffered -= len(chunk)
+        self._maybe_resume()
+        return chunk
+
+    def _maybe_resume(self) -> None:
         if self._read_paused and self._buffered <= READ_HIGH_WATER_BYTES // 2 and self._transport:
             self._read_paused = False
             self._transport.resume_reading()
-        return chunk
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._transport is None or self._closed or self._transport.is_closing():
