@@ -174,6 +174,45 @@ def test_fast_ack_pulls_earlier_segments_forward() -> None:
     assert win.first_unacked == 0 and win.remote_next == 800
 
 
+def _data_log(p: Pair, who: str) -> list[tuple[float, int]]:
+    return [
+        (t, seg.number)
+        for t, w, d in p.log
+        if w == who
+        for seg in _segments_of(d)
+        if isinstance(seg, DataSegment)
+    ]
+
+
+def test_write_while_updater_runs_goes_out_at_once() -> None:
+    p = Pair()
+    p.a.conn.send_data(b"first")
+    p.run_for(0.02)  # DATA 0 at 0, its ACK back: the data updater is running (tick at 50 ms)
+    write_at = p.now
+    p.a.conn.send_data(b"second")
+    p.step()
+    assert _data_log(p, "a") == [(0.0, 0), (write_at, 1)]
+    assert bytes(p.b.received) == b"firstsecond"
+    # The tick still runs on its own schedule; nothing is due, so nothing is resent.
+    p.run_for(0.1)
+    assert _data_log(p, "a") == [(0.0, 0), (write_at, 1)]
+
+
+def test_window_opening_ack_sends_new_segments_within_tick_budget() -> None:
+    win = SendingWindow(mss=100, in_flight=2, buffer_segments=100, congestion=False)
+    win.write(b"x" * 6000)  # 60 segments
+    # Per-tick budget min(in_flight 2, window 32) x 20 = 40; the window (32) binds first.
+    assert [s.number for s in win.flush(0, 100)] == list(range(32))
+    assert win.flush_new(1, 100) == []
+    win.process_ack(receiving_window=50, receiving_next=0, numbers=(0,), rto=100)
+    # The window opened to 50, but only 40 - 32 = 8 transmissions are left this tick.
+    assert [s.number for s in win.flush_new(2, 100)] == list(range(32, 40))
+    assert win.flush_new(3, 100) == []
+    # The next tick has a fresh budget and the rest of the window.
+    assert [s.number for s in win.flush(50, 100)] == list(range(40, 50))
+    assert win.retransmits == 0
+
+
 def test_receive_window_limits_sender() -> None:
     small = KcpSettings(downlink_capacity=1)  # receive window max(8, 1 MiB/1350/20) = 38
     assert small.receiving_window == 38
@@ -181,7 +220,7 @@ def test_receive_window_limits_sender() -> None:
     p.b.reading = False
     data = _payload(200_000, 5)
     p.a.conn.send_data(data)
-    p.run_for(0.02)
+    p.step()
     # Before any ACK the sender assumes a window end of 32.
     assert p.a.conn.statistics().send_next == 32
     p.run_for(2.0)

@@ -30,7 +30,10 @@ Entering PEER_CLOSED, TERMINATING, PEER_TERMINATING or TERMINATED discards the
 send window (V2Ray ``CloseWrite``): mKCP has no half-close, so a 4.34 peer that
 sees our CLOSE option stops sending.
 
-Wire-compatible additions that only shorten the close: entering TERMINATING or
+Wire-compatible additions that only cut latency: data written (or let in by
+an ACK that opens the peer's window) is transmitted for the first time at the
+next ``datagrams_to_send`` instead of at the next tick (see
+``SendingWindow.flush_new``). Additions that only shorten the close: entering TERMINATING or
 calling ``close()`` flushes at once instead of at the next ping tick, and a
 local close in PEER_TERMINATING answers with one TERMINATE so the peer can leave
 TERMINATING without waiting 8 s.
@@ -63,7 +66,7 @@ from v2py.protocol.mkcp.segment import (
     encode_segment,
 )
 from v2py.protocol.mkcp.settings import KcpSettings
-from v2py.protocol.mkcp.window import ReceivingWindow, SendingWindow
+from v2py.protocol.mkcp.window import OutgoingSegment, ReceivingWindow, SendingWindow
 
 __all__ = [
     "IDLE_TIMEOUT_MS",
@@ -107,6 +110,8 @@ _WINDOW_CLOSED_STATES = frozenset(
         KcpState.TERMINATED,
     }
 )
+# Data still flows in these states (Active, and ReadyToClose until the window drains).
+_FRESH_DATA_STATES = frozenset({KcpState.ACTIVE, KcpState.READY_TO_CLOSE})
 _NO_RECEIVE_STATES = frozenset({KcpState.TERMINATING, KcpState.TERMINATED})
 
 
@@ -181,6 +186,7 @@ class KcpConnection:
         self._data_next: int | None = None
         self._ping_next = 0
         self._urgent = False
+        self._fresh = False
         self._out: list[bytes] = []
         self._peer_done = False
         self._ended_reported = False
@@ -292,6 +298,8 @@ class KcpConnection:
             numbers=seg.numbers,
             rto=self._rtt.rto,
         )
+        if self._send.has_unsent:
+            self._fresh = True
         if removed:
             sample = (current - seg.timestamp) & UINT32_MASK
             if sample < MAX_RTT_SAMPLE_MS:
@@ -353,6 +361,7 @@ class KcpConnection:
             if data:
                 self._send.write(data)
                 self._bytes_sent += len(data)
+                self._fresh = True
                 self._wake(self._last_ms)
             return
         if self._state is KcpState.READY_TO_CLOSE or (
@@ -488,6 +497,10 @@ class KcpConnection:
         if self._urgent and not self.terminated:
             self._urgent = False
             self._flush(current)
+        if self._fresh:
+            self._fresh = False
+            if self._state in _FRESH_DATA_STATES:
+                self._queue_data(self._send.flush_new(current, self._rtt.rto), current)
 
     def _data_should_continue(self) -> bool:
         if self._state in _NO_RECEIVE_STATES:
@@ -562,7 +575,9 @@ class KcpConnection:
             )
 
     def _flush_data(self, current: int) -> bool:
-        segments = self._send.flush(current, self._rtt.rto)
+        return self._queue_data(self._send.flush(current, self._rtt.rto), current)
+
+    def _queue_data(self, segments: list[OutgoingSegment], current: int) -> bool:
         if not segments:
             return False
         conv = self.conv

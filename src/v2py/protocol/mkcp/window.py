@@ -13,6 +13,10 @@ sender):
   (4.34 sends them and the receiver drops them unacked). When the window is
   closed, the first unacknowledged segment is still sent once per RTO as a probe,
   which is what 4.34's ``cwnd`` minimum of one achieves.
+* Never-sent segments go out as soon as they are written or the peer's window
+  opens (:meth:`SendingWindow.flush_new`), not only at the next tick; 4.34 does
+  that only when its data updater was idle. They draw on the same per-tick
+  budget, and retransmissions stay on the tick.
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ class SendingWindow:
         self._pending = bytearray()
         self._window_bytes = 0
         self._una_changed = False
+        # Number of the first segment never transmitted; fresh segments are a suffix
+        # of the window because both flush paths transmit new segments in order.
+        self._unsent = 0
+        self._budget = self._cwnd()
 
     # -- application side -------------------------------------------------
 
@@ -192,27 +200,60 @@ class SendingWindow:
 
     # -- transmission -----------------------------------------------------------
 
-    def flush(self, current: int, rto: int) -> list[OutgoingSegment]:
-        """Segments due for (re)transmission at ``current``; updates their timers (section 7)."""
-        if self.closed:
-            return []
-        una = self.first_unacked
-        cwnd = max(0, min(self.in_flight, self.remote_next - una))
+    def _cwnd(self) -> int:
+        cwnd = max(0, min(self.in_flight, self.remote_next - self.first_unacked))
         if self.congestion:
             cwnd = min(cwnd, self.control_window)
-        cwnd *= CWND_MULTIPLIER
-        limit = max(self.remote_next, una + 1)
+        return cwnd * CWND_MULTIPLIER
+
+    def _limit(self) -> int:
+        # The probe rule: with the peer's window closed, una itself may still go out.
+        return max(self.remote_next, self.first_unacked + 1)
+
+    def _segment_pending(self, limit: int) -> None:
         segs = self._segments
         pending = self._pending
+        if not pending or len(segs) >= self.buffer_segments or self.next_number >= limit:
+            return
         mss = self.mss
-        while pending and len(segs) < self.buffer_segments and self.next_number < limit:
-            chunk = bytes(pending[:mss])
-            del pending[:mss]
-            segs.append(OutgoingSegment(self.next_number, chunk))
-            self._window_bytes += len(chunk)
-            self.next_number += 1
+        view = memoryview(pending)
+        offset = 0
+        size = len(pending)
+        number = self.next_number
+        room = min(self.buffer_segments - len(segs), limit - number)
+        added = 0
+        while offset < size and room > 0:
+            chunk = bytes(view[offset : offset + mss])
+            offset += len(chunk)
+            segs.append(OutgoingSegment(number, chunk))
+            added += len(chunk)
+            number += 1
+            room -= 1
+        view.release()
+        del pending[:offset]
+        self._window_bytes += added
+        self.next_number = number
+
+    @property
+    def has_unsent(self) -> bool:
+        """Whether bytes or segments wait for their first transmission."""
+        return bool(self._pending) or self._unsent < self.next_number
+
+    def flush(self, current: int, rto: int) -> list[OutgoingSegment]:
+        """Segments due for (re)transmission at ``current``; updates their timers (section 7).
+
+        This is one tick of V2Ray's data updater; it also resets the per-tick
+        transmission budget that :meth:`flush_new` draws from.
+        """
+        if self.closed:
+            return []
+        cwnd = self._cwnd()
+        limit = self._limit()
+        self._segment_pending(limit)
+        segs = self._segments
         if not segs:
             self._advance()
+            self._budget = cwnd
             return []
         out: list[OutgoingSegment] = []
         lost = 0
@@ -228,11 +269,48 @@ class SendingWindow:
             out.append(seg)
             if len(out) >= cwnd:
                 break
+        if out and out[-1].number >= self._unsent:
+            self._unsent = out[-1].number + 1
+        self._budget = cwnd - len(out)
         self.retransmits += lost
         if out and self.congestion and rto != 0:
             total = sum(1 for s in segs if s.transmit and not s.acked)
             if total:
                 self._on_packet_loss(lost * 100 // total)
+        return out
+
+    def flush_new(self, current: int, rto: int) -> list[OutgoingSegment]:
+        """First transmissions only, between ticks, within the peer's window.
+
+        V2Ray's writer wakes its data updater, which flushes at once when it is
+        idle; a running updater waits for its next tick. Sending never-sent
+        segments as soon as they are written or the peer's window opens keeps
+        that first-write latency for every write (the receiver cannot tell the
+        difference). Retransmissions stay on the tick, and the per-tick budget
+        of :meth:`flush` still caps the total.
+        """
+        if self.closed or self._budget <= 0:
+            return []
+        limit = self._limit()
+        self._segment_pending(limit)
+        segs = self._segments
+        if not segs or self._unsent >= limit:
+            return []
+        base = segs[0].number
+        # max(): a (bogus) cumulative ack may have removed segments never sent.
+        start = max(0, self._unsent - base)
+        stop = min(len(segs), limit - base, start + self._budget)
+        if start >= stop:
+            return []
+        out: list[OutgoingSegment] = []
+        timeout = current + rto
+        for i in range(start, stop):
+            seg = segs[i]
+            seg.timeout = timeout
+            seg.transmit = 1
+            out.append(seg)
+        self._unsent = base + stop
+        self._budget -= len(out)
         return out
 
     def _on_packet_loss(self, rate: int) -> None:
