@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.support.lossy import LossyUdpRelay
+from v2py.protocol.mkcp.connection import KcpState
 from v2py.protocol.mkcp.packet import PacketCodec
 from v2py.protocol.mkcp.segment import DataSegment, encode_segment
 from v2py.protocol.mkcp.settings import KcpSettings
@@ -205,6 +206,42 @@ async def test_terminate_first_segment_creates_no_session_and_dial_counts() -> N
                 while listener.refused == 0:
                     await asyncio.sleep(0.01)
         assert listener.session_count == 0
+    finally:
+        listener.close()
+        async with asyncio.timeout(5):
+            await listener.wait_closed()
+
+
+async def test_full_table_evicts_sessions_waiting_out_terminating() -> None:
+    settings = KcpSettings()
+
+    async def close_at_once(stream: KcpStream) -> None:
+        stream.close()  # empty window: straight to TERMINATING, then 8 s of silence
+
+    listener = await listen_kcp("127.0.0.1", 0, settings, close_at_once, max_sessions=2)
+    codec = PacketCodec(settings, random.Random(5).randbytes)
+
+    def opening(conv: int) -> bytes:
+        seg = DataSegment(conv=conv, timestamp=0, number=0, sending_next=0, payload=b"x")
+        return codec.seal(encode_segment(seg))
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            async with asyncio.timeout(5):
+                for conv in (1, 2):
+                    s.sendto(opening(conv), listener.address)
+                    while listener.session_count < conv:
+                        await asyncio.sleep(0.01)
+                states = {st.connection.state for st in listener.sessions()}
+                while states != {KcpState.TERMINATING}:
+                    await asyncio.sleep(0.01)
+                    states = {st.connection.state for st in listener.sessions()}
+                # A third client is served: the oldest lingering session makes room.
+                s.sendto(opening(3), listener.address)
+                while listener.evicted == 0:
+                    await asyncio.sleep(0.01)
+        assert listener.refused == 0
+        assert listener.session_count == 2
     finally:
         listener.close()
         async with asyncio.timeout(5):

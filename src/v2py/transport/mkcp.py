@@ -16,7 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from v2py.protocol.mkcp.connection import KcpConnection
+from v2py.protocol.mkcp.connection import KcpConnection, KcpState
 from v2py.protocol.mkcp.events import ConnectionTerminated, DataReceived, StreamEnded
 from v2py.protocol.mkcp.packet import PacketCodec
 from v2py.protocol.mkcp.segment import KcpCommand
@@ -335,8 +335,10 @@ class KcpListener(asyncio.DatagramProtocol):
     """One UDP socket serving many mKCP sessions keyed by (IP, port, conv) (spec section 5).
 
     A new key creates a session unless its first segment is TERMINATE or the
-    table already holds ``max_sessions``. Sessions leave the table when their
-    core reaches Terminated (idle peers are reaped by the core's timeouts).
+    table already holds ``max_sessions`` live sessions (a full table first evicts
+    its oldest session that only waits out TERMINATING). Sessions leave the
+    table when their core reaches Terminated (idle peers are reaped by the
+    core's timeouts).
     """
 
     def __init__(
@@ -359,11 +361,16 @@ class KcpListener(asyncio.DatagramProtocol):
         self._closed_fut: asyncio.Future[None] = loop.create_future()
         self.dropped = 0
         self.refused = 0
+        self.evicted = 0
 
     @property
     def session_count(self) -> int:
         """Sessions currently in the table."""
         return len(self._sessions)
+
+    def sessions(self) -> tuple[KcpStream, ...]:
+        """The sessions currently in the table (oldest first)."""
+        return tuple(self._sessions.values())
 
     @property
     def address(self) -> Address:
@@ -396,12 +403,26 @@ class KcpListener(asyncio.DatagramProtocol):
             if (
                 not self._accepting
                 or payload[_CMD_OFFSET] == KcpCommand.TERMINATE
-                or len(self._sessions) >= self._max_sessions
+                or (len(self._sessions) >= self._max_sessions and not self._evict_lingering())
             ):
                 self.refused += 1
                 return
             stream = self._new_session(key, (addr[0], addr[1]))
         stream._payload_received(payload)
+
+    def _evict_lingering(self) -> bool:
+        """Make room by ending the oldest session that only waits out TERMINATING.
+
+        Such a session has no data left and a silent peer (the 8 s close timer of
+        spec section 10); under a steady connection rate these would otherwise fill
+        the table and refuse live clients.
+        """
+        for stream in self._sessions.values():
+            if stream.connection.state is KcpState.TERMINATING:
+                stream.abort()  # one more TERMINATE; its on_terminated leaves the table
+                self.evicted += 1
+                return len(self._sessions) < self._max_sessions
+        return False
 
     def _new_session(self, key: tuple[str, int, int], addr: Address) -> KcpStream:
         transport = self._transport

@@ -283,6 +283,35 @@ def test_close_handshake_between_two_peers() -> None:
     assert p.a.conn.get_timer() is None
 
 
+def _terminates(p: Pair, who: str) -> list[float]:
+    return [
+        t
+        for t, w, d in p.log
+        if w == who
+        and isinstance(s := _segments_of(d)[0], CommandSegment)
+        and s.command == KcpCommand.TERMINATE
+    ]
+
+
+def test_terminate_in_ready_to_close_is_answered_and_ends_both() -> None:
+    p = Pair()
+    p.a.conn.send_data(b"ask")
+    p.run_until(lambda: p.b.received == b"ask", 1)
+    # The server replies and closes first; the client sees CLOSE, then closes too.
+    p.b.conn.send_data(b"answer")
+    p.b.conn.close()
+    p.run_until(lambda: p.a.received == b"answer", 1)
+    p.run_until(lambda: p.a.conn.state is KcpState.PEER_CLOSED, 1)
+    assert p.b.conn.state is KcpState.READY_TO_CLOSE
+    p.a.conn.close()  # PEER_CLOSED -> TERMINATING, TERMINATE out
+    p.run_for(TICK * 3)
+    assert p.b.conn.terminated and p.a.conn.terminated
+    assert p.a.terminated == "closed" and p.b.terminated == "closed"
+    # b answered with exactly one TERMINATE instead of lingering 8 s in TERMINATING.
+    assert len(_terminates(p, "b")) == 1
+    assert p.b.conn.get_timer() is None
+
+
 def test_close_with_data_in_flight_sets_close_option() -> None:
     p = Pair(ab=LossyLink(delay=0.02), ba=LossyLink(delay=0.02))
     data = _payload(50_000, 9)

@@ -19,7 +19,7 @@ State machine (spec section 11)::
     event                  ACTIVE        READY_TO_CLOSE PEER_CLOSED  TERMINATING  PEER_TERMINATING
     close()                READY_TO_CLOSE  -            TERMINATING    -          TERMINATED
     option CLOSE seen      PEER_CLOSED   TERMINATING      -            -            -
-    TERMINATE received     PEER_TERMINATING TERMINATING PEER_TERMINATING TERMINATED  -
+    TERMINATE received     PEER_TERMINATING TERMINATED* PEER_TERMINATING TERMINATED  -
     flush, window empty      -           TERMINATING      -            -            -
     flush, idle >= 30 s    close()         -              -            -            -
     flush, > 15 s in state   -           TERMINATING      -            -            -
@@ -34,9 +34,11 @@ Wire-compatible additions that only cut latency: data written (or let in by
 an ACK that opens the peer's window) is transmitted for the first time at the
 next ``datagrams_to_send`` instead of at the next tick (see
 ``SendingWindow.flush_new``). Additions that only shorten the close: entering TERMINATING or
-calling ``close()`` flushes at once instead of at the next ping tick, and a
+calling ``close()`` flushes at once instead of at the next ping tick, a
 local close in PEER_TERMINATING answers with one TERMINATE so the peer can leave
-TERMINATING without waiting 8 s.
+TERMINATING without waiting 8 s, and (*) a TERMINATE received in READY_TO_CLOSE
+is answered with one TERMINATE and ends the connection (4.34 goes to TERMINATING
+and lingers 8 s, since the peer, already Terminated by our reply, stays silent).
 """
 
 from __future__ import annotations
@@ -313,7 +315,13 @@ class KcpConnection:
             if state in (KcpState.ACTIVE, KcpState.PEER_CLOSED):
                 self._set_state(KcpState.PEER_TERMINATING, current)
             elif state is KcpState.READY_TO_CLOSE:
+                # A peer sends TERMINATE only once it is Terminating itself, where our
+                # TERMINATE ends it; 4.34 would then sit in Terminating for 8 s more
+                # waiting for another one that never comes (and hold a listener slot).
                 self._set_state(KcpState.TERMINATING, current)
+                self._queue_command(current, KcpCommand.TERMINATE)
+                self._terminate(current, "closed")
+                return
             elif state is KcpState.TERMINATING:
                 self._terminate(current, "closed")
                 return
