@@ -59,6 +59,7 @@ MAX_PADDING = 64
 AEAD_OVERHEAD = 16
 FNV_OVERHEAD = 4
 _MASK_BLOCK = 1024
+_MASK_FIRST_BLOCK = 168  # the SHAKE128 rate
 #: Mask words a reader peeks at a time (two per chunk with padding).
 _MASK_BATCH = 64
 _OPT_CHUNK_STREAM = int(RequestOption.CHUNK_STREAM)
@@ -87,20 +88,23 @@ class ShakeMask:
     one word; the batch paths ``peek`` many and ``skip`` the ones they used.
     """
 
-    __slots__ = ("_buf", "_pos", "_xof", "_seed", "_made")
+    __slots__ = ("_buf", "_pos", "_xof", "_seed", "_made", "_block")
 
     def __init__(self, seed: bytes) -> None:
         self._seed = bytes(seed)
         self._buf = b""
         self._pos = 0
         self._made = 0
+        # Squeeze one SHAKE128 block first (most connections are short), then double.
+        self._block = _MASK_FIRST_BLOCK
         if _HAVE_XOF:
             self._xof = XOFHash(SHAKE128(digest_size=sys.maxsize))
             self._xof.update(self._seed)
 
     def _refill(self, need: int = 2) -> None:
         rest = self._buf[self._pos :]
-        more = max(_MASK_BLOCK, need - len(rest))
+        more = max(self._block, need - len(rest))
+        self._block = min(2 * self._block, _MASK_BLOCK)
         if _HAVE_XOF:
             self._buf = rest + self._xof.squeeze(more)
         else:  # pragma: no cover

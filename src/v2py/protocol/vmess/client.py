@@ -12,7 +12,6 @@ answers nothing on failure, so "EOF before any response" also raises.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from typing import cast
@@ -119,7 +118,7 @@ class VmessClientConnection:
         self._resp_key, self._resp_iv = response_keys(body_key, body_iv, use_aead)
         self._state = ClientState.RESPONSE_HEADER
         self._buf = bytearray()
-        self._events: deque[VmessEvent] = deque()
+        self._events: list[VmessEvent] = []  # a deque costs ~600 B more per connection
         self._reader: BodyReader | None = None
         self._cfb = None if use_aead else new_cfb_decryptor(self._resp_key, self._resp_iv)
         self._hdr_plain = bytearray()
@@ -271,4 +270,4 @@ class VmessClientConnection:
 
     def next_event(self) -> VmessEvent | None:
         """Pop the next event, or None."""
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
