@@ -114,6 +114,8 @@ class Dispatcher:
         return self._outbounds[0]
 
     def _log_access(self, session: Session, outbound: Outbound) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         access_log.info(
             "from %s accepted %s [%s -> %s]%s",
             session.source_text(),

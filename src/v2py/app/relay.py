@@ -25,7 +25,7 @@ class ActivityTimer:
     """
 
     def __init__(self, task: asyncio.Task[object], timeout: float) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = task.get_loop()  # no get_running_loop(): a getpid() syscall on 3.11
         self._task = task
         self._timeout = timeout
         self._last = self._loop.time()

@@ -303,6 +303,7 @@ class SocksInbound:
     ) -> None:
         self.tag = tag
         self._listen = listen
+        self._listen_is_ip = bool(listen) and _is_ip(listen)
         self._port = port
         self._auth = AuthMethod.PASSWORD if auth == "password" else AuthMethod.NO_AUTH
         self._accounts = dict(accounts or {})
@@ -367,7 +368,7 @@ class SocksInbound:
 
     def _reply_address(self, stream: Stream) -> tuple[str, int]:
         local = stream.local
-        host = self._listen if self._listen and _is_ip(self._listen) else None
+        host = self._listen if self._listen_is_ip else None
         if host is None:
             host = local[0] if local else "0.0.0.0"
         port = self._port or (local[1] if local else 0)

@@ -219,7 +219,7 @@ class TcpListener:
         return int(self._server.sockets[0].getsockname()[1])
 
     def _spawn(self, stream: TcpStream) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(stream))
+        task = stream._loop.create_task(self._run(stream))  # 3.11: get_running_loop() = getpid()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -59,6 +59,8 @@ from v2py.protocol.vmess.validator import UserValidator
 __all__ = ["VmessServerConnection", "ServerState"]
 
 _AUTH_LEN = 16
+_OPT_GLOBAL_PADDING = int(RequestOption.GLOBAL_PADDING)
+_OPT_CHUNK_MASKING = int(RequestOption.CHUNK_MASKING)
 _INSECURE = frozenset({SecurityType.UNKNOWN, SecurityType.LEGACY, SecurityType.NONE})
 _KNOWN_BODY_SECURITY = frozenset(
     {
@@ -290,7 +292,8 @@ class VmessServerConnection:
             sec = SecurityType.LEGACY
         if sec not in _KNOWN_BODY_SECURITY:
             raise self._fail(f"unknown security type {sec}")
-        if h.option & RequestOption.GLOBAL_PADDING and not h.option & RequestOption.CHUNK_MASKING:
+        option = int(h.option)
+        if option & _OPT_GLOBAL_PADDING and not option & _OPT_CHUNK_MASKING:
             raise self._fail("option GlobalPadding without ChunkMasking")
         if self._disable_insecure and h.security in _INSECURE:
             raise self._fail("insecure encryption disabled")
