@@ -14,9 +14,15 @@ import pytest
 from tests.support.lossy import LossyUdpRelay
 from v2py.protocol.mkcp.connection import KcpState
 from v2py.protocol.mkcp.packet import PacketCodec
-from v2py.protocol.mkcp.segment import DataSegment, encode_segment
+from v2py.protocol.mkcp.segment import (
+    CommandSegment,
+    DataSegment,
+    KcpCommand,
+    decode_segments,
+    encode_segment,
+)
 from v2py.protocol.mkcp.settings import KcpSettings
-from v2py.transport.mkcp import KcpStream, dial_kcp, listen_kcp
+from v2py.transport.mkcp import KcpDialer, KcpStream, dial_kcp, listen_kcp
 
 MIB = 1024 * 1024
 log = logging.getLogger(__name__)
@@ -186,8 +192,6 @@ async def test_terminate_first_segment_creates_no_session_and_dial_counts() -> N
     settings = KcpSettings()
     listener = await listen_kcp("127.0.0.1", 0, settings, _echo)
     try:
-        from v2py.protocol.mkcp.segment import CommandSegment, KcpCommand
-
         codec = PacketCodec(settings, random.Random(1).randbytes)
         term = codec.seal(
             encode_segment(
@@ -242,6 +246,62 @@ async def test_full_table_evicts_sessions_waiting_out_terminating() -> None:
                     await asyncio.sleep(0.01)
         assert listener.refused == 0
         assert listener.session_count == 2
+    finally:
+        listener.close()
+        async with asyncio.timeout(5):
+            await listener.wait_closed()
+
+
+async def test_dialer_abort_closes_sockets_of_lingering_streams() -> None:
+    settings = KcpSettings()
+    codec = PacketCodec(settings, random.Random(6).randbytes)
+    dialer = KcpDialer()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.setblocking(False)
+        port = silent.getsockname()[1]
+        streams = [await dialer.dial("127.0.0.1", port, settings) for _ in range(3)]
+        for stream in streams:
+            stream.write(b"never acknowledged")
+            stream.close()  # ReadyToClose with data in flight: would linger 15 s
+        assert dialer.streams() == tuple(streams)
+        async with asyncio.timeout(5):
+            await dialer.aclose()
+        assert dialer.streams() == ()
+        assert all(s.connection.terminated for s in streams)
+        async with asyncio.timeout(1):
+            for stream in streams:
+                await stream.wait_closed()
+        # Each stream told the peer with a TERMINATE on its way out.
+        terminates = set()
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(5):
+            while len(terminates) < 3:
+                data, addr = await loop.sock_recvfrom(silent, 2048)
+                payload = codec.open(data)
+                assert payload is not None
+                segs, _ = decode_segments(payload)
+                if any(
+                    isinstance(seg, CommandSegment) and seg.command == KcpCommand.TERMINATE
+                    for seg in segs
+                ):
+                    terminates.add(addr)
+        with pytest.raises(ConnectionError):
+            await dialer.dial("127.0.0.1", port, settings)
+
+
+async def test_dialer_grace_lets_close_handshakes_finish() -> None:
+    settings = KcpSettings()
+    listener = await listen_kcp("127.0.0.1", 0, settings, _echo)
+    dialer = KcpDialer()
+    try:
+        async with asyncio.timeout(10):
+            stream = await dial_kcp("127.0.0.1", listener.address[1], settings, dialer=dialer)
+            stream.write(b"ping")
+            assert await stream.read() == b"ping"
+            await dialer.aclose(grace=5.0)
+        assert stream.terminate_reason == "closed"
+        assert dialer.streams() == ()
     finally:
         listener.close()
         async with asyncio.timeout(5):

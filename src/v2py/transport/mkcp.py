@@ -23,7 +23,14 @@ from v2py.protocol.mkcp.segment import KcpCommand
 from v2py.protocol.mkcp.settings import KcpSettings
 from v2py.transport.stream import READ_CHUNK_BYTES
 
-__all__ = ["KcpListener", "KcpStream", "dial_kcp", "listen_kcp"]
+__all__ = [
+    "KcpDialer",
+    "KcpListener",
+    "KcpStream",
+    "default_dialer",
+    "dial_kcp",
+    "listen_kcp",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +95,7 @@ class KcpStream:
         peer: Address | None,
         local: Address | None,
         on_terminated: Callable[[], None],
+        socket_closed: asyncio.Future[None] | None = None,
     ) -> None:
         self._conn = conn
         self._loop = loop
@@ -105,6 +113,7 @@ class KcpStream:
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed: asyncio.Future[None] = loop.create_future()
+        self._socket_closed = socket_closed
         self.terminate_reason: str | None = None
 
     # -- Stream interface -------------------------------------------------------
@@ -179,8 +188,10 @@ class KcpStream:
         self._service()
 
     async def wait_closed(self) -> None:
-        """Wait until the connection is Terminated and its resources are released."""
+        """Wait until the connection is Terminated and its resources (socket) are released."""
         await asyncio.shield(self._closed)
+        if self._socket_closed is not None:
+            await asyncio.shield(self._socket_closed)
 
     # -- shell cycle ----------------------------------------------------------------
 
@@ -276,8 +287,9 @@ class KcpStream:
 
 
 class _DialerProtocol(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
+    def __init__(self, lost: asyncio.Future[None]) -> None:
         self.stream: KcpStream | None = None
+        self.lost = lost
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.stream is not None:
@@ -291,6 +303,128 @@ class _DialerProtocol(asyncio.DatagramProtocol):
         stream = self.stream
         if stream is not None and not stream._finished:
             stream.abort()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class KcpDialer:
+    """Dials mKCP connections and tracks each one until its UDP socket is closed.
+
+    A dialed connection outlives its user: after ``close()`` the close handshake
+    runs on its own (up to ~8 s against a 4.34 peer, spec section 10), holding the
+    socket. An owner that stops (``Instance.close()``) calls :meth:`aclose`, or
+    :meth:`abort_all` then ``await`` :meth:`wait_closed`, so that no socket
+    outlives the event loop. Not bound to a loop; each stream lives on the loop
+    that dialed it.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[KcpStream, _DialerProtocol] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`aclose`: :meth:`dial` then raises ``ConnectionError``."""
+        return self._closed
+
+    def streams(self) -> tuple[KcpStream, ...]:
+        """The tracked streams whose sockets are still open (oldest first)."""
+        return tuple(self._open)
+
+    async def dial(
+        self,
+        host: str,
+        port: int,
+        settings: KcpSettings,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> KcpStream:
+        """Open an mKCP connection to ``host:port`` on a fresh UDP socket (spec section 5).
+
+        There is no handshake: this returns at once and the first write opens the
+        session. Raises ``ValueError`` for invalid settings, ``ConnectionError``
+        once this dialer is closed, and ``OSError`` from the socket.
+        """
+        settings.validate()
+        if self._closed:
+            raise ConnectionError("mKCP dialer is closed")
+        loop = loop or asyncio.get_running_loop()
+        lost: asyncio.Future[None] = loop.create_future()
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _DialerProtocol(lost), remote_addr=(host, port)
+        )
+        _tune_socket(transport)
+        conn = KcpConnection(
+            _next_conv(), settings, now=loop.time(), rng=os.urandom, is_client=True
+        )
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+
+        def send(datagram: bytes) -> None:
+            transport.sendto(datagram)
+
+        stream = KcpStream(
+            conn,
+            loop,
+            send,
+            peer=(peer[0], peer[1]) if peer else None,
+            local=(local[0], local[1]) if local else None,
+            on_terminated=transport.close,
+            socket_closed=lost,
+        )
+        protocol.stream = stream
+        self._open[stream] = protocol
+        lost.add_done_callback(lambda _: self._open.pop(stream, None))
+        stream._service()
+        return stream
+
+    def _live(self) -> list[KcpStream]:
+        # A stream of a loop that is gone cannot be serviced any more; forget it.
+        for stream in [s for s in self._open if s._loop.is_closed()]:
+            del self._open[stream]
+        return list(self._open)
+
+    def close_all(self) -> None:
+        """Start a graceful close on every tracked stream (queued data first, then TERMINATE)."""
+        for stream in self._live():
+            stream.close()
+
+    def abort_all(self) -> None:
+        """End every tracked stream now: one TERMINATE each, then the socket is closed."""
+        for stream in self._live():
+            stream.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the sockets of all tracked streams on the running loop are closed."""
+        loop = asyncio.get_running_loop()
+        pending = [p.lost for s, p in list(self._open.items()) if s._loop is loop]
+        if pending:
+            await asyncio.gather(*(asyncio.shield(f) for f in pending))
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Refuse new dials, let tracked streams close for up to ``grace`` s, abort the rest.
+
+        Returns once every socket is closed. ``grace`` 0 aborts at once, which an
+        exiting process wants: the peer gets a TERMINATE either way.
+        """
+        self._closed = True
+        if grace > 0:
+            self.close_all()
+            try:
+                async with asyncio.timeout(grace):
+                    await self.wait_closed()
+            except TimeoutError:
+                pass
+        self.abort_all()
+        await self.wait_closed()
+
+
+_default_dialer = KcpDialer()
+
+
+def default_dialer() -> KcpDialer:
+    """The process-wide dialer behind :func:`dial_kcp` when no ``dialer`` is given."""
+    return _default_dialer
 
 
 async def dial_kcp(
@@ -299,36 +433,13 @@ async def dial_kcp(
     settings: KcpSettings,
     *,
     loop: asyncio.AbstractEventLoop | None = None,
+    dialer: KcpDialer | None = None,
 ) -> KcpStream:
-    """Open an mKCP connection to ``host:port`` on a fresh UDP socket (spec section 5).
+    """Open an mKCP connection with ``dialer`` (default: :func:`default_dialer`).
 
-    There is no handshake: this returns at once and the first write opens the session.
-    Raises ``ValueError`` for invalid settings and ``OSError`` from the socket.
+    See :meth:`KcpDialer.dial`.
     """
-    settings.validate()
-    loop = loop or asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        _DialerProtocol, remote_addr=(host, port)
-    )
-    _tune_socket(transport)
-    conn = KcpConnection(_next_conv(), settings, now=loop.time(), rng=os.urandom, is_client=True)
-    peer = transport.get_extra_info("peername")
-    local = transport.get_extra_info("sockname")
-
-    def send(datagram: bytes) -> None:
-        transport.sendto(datagram)
-
-    stream = KcpStream(
-        conn,
-        loop,
-        send,
-        peer=(peer[0], peer[1]) if peer else None,
-        local=(local[0], local[1]) if local else None,
-        on_terminated=transport.close,
-    )
-    protocol.stream = stream
-    stream._service()
-    return stream
+    return await (dialer or _default_dialer).dial(host, port, settings, loop=loop)
 
 
 class KcpListener(asyncio.DatagramProtocol):
