@@ -64,6 +64,19 @@ class LossyLink:
         return len(self._queue)
 
 
+#: Relay socket buffers: a window-sized mKCP burst must not overflow the relay
+#: itself, or "5% loss" silently becomes much more (the kernel caps at rmem_max).
+RELAY_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def _big_buffers(transport) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    sock = transport.get_extra_info("socket")
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, RELAY_SOCKET_BUFFER_BYTES)
+
+
 class LossyUdpRelay:
     """An in-process UDP relay on 127.0.0.1 dropping and delaying datagrams (seeded).
 
@@ -107,6 +120,7 @@ class LossyUdpRelay:
                 relay._forward(up.transport, data, None)  # type: ignore[attr-defined]
 
         transport, proto = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
+        _big_buffers(transport)
         self._front = proto
         self.port = transport.get_extra_info("sockname")[1]
         return self
@@ -124,7 +138,8 @@ class LossyUdpRelay:
             def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
                 relay._forward(relay._front.transport, data, client)  # type: ignore[attr-defined]
 
-        _, proto = await loop.create_datagram_endpoint(Up, remote_addr=self.target)
+        transport, proto = await loop.create_datagram_endpoint(Up, remote_addr=self.target)
+        _big_buffers(transport)
         self._uplinks[client] = proto
         for data in self._opening.pop(client):
             self._forward(proto.transport, data, None)
