@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.fakes import FakeClock
+from tests.support.ports import free_port_range
 from v2py.app import dynamic as dynamic_module
 from v2py.app.dynamic import DynamicInbound, LoopClock
 from v2py.app.session import Session
@@ -25,56 +27,6 @@ MINUTE = 60.0
 WAIT_S = 5.0
 #: The fake proxies never dispatch; any object stands in for the dispatcher.
 DISPATCHER = object()
-
-
-class FakeClock:
-    """A clock whose time only moves in :meth:`advance` (explicit time for the shell)."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-        self._registrations = 0
-        self._registered = asyncio.Event()
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep_until(self, deadline: float) -> None:
-        if deadline <= self.now:
-            await asyncio.sleep(0)
-            return
-        fut = asyncio.get_running_loop().create_future()
-        entry = (deadline, fut)
-        self._sleepers.append(entry)
-        self._registrations += 1
-        self._registered.set()
-        try:
-            await fut
-        finally:
-            self._sleepers.remove(entry)
-
-    @property
-    def next_deadline(self) -> float | None:
-        pending = [d for d, f in self._sleepers if not f.done()]
-        return min(pending) if pending else None
-
-    async def wait_sleeping(self, count: int = 1) -> None:
-        """Wait until ``count`` sleep_until calls have registered in total."""
-        async with asyncio.timeout(WAIT_S):
-            while self._registrations < count:
-                self._registered.clear()
-                await self._registered.wait()
-
-    async def advance(self, seconds: float) -> None:
-        """Move time forward; wake due sleepers; wait until each has slept again."""
-        await self.wait_sleeping(1)
-        self.now += seconds
-        woken = 0
-        for deadline, fut in list(self._sleepers):
-            if deadline <= self.now and not fut.done():
-                fut.set_result(None)
-                woken += 1
-        await self.wait_sleeping(self._registrations + woken)
 
 
 class EchoProxy:
@@ -112,37 +64,6 @@ class Factory:
         proxy = EchoProxy(len(self.made))
         self.made.append(proxy)
         return proxy
-
-
-def _port_free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_range(n: int) -> tuple[int, int]:
-    """A range of ``n`` consecutive ports that are free for TCP and UDP right now."""
-    rnd = random.Random()
-    for _ in range(500):
-        base = rnd.randrange(20000, 60000 - n)
-        if all(_port_free(p) for p in range(base, base + n)):
-            return base, base + n - 1
-    raise RuntimeError("no free port range")
-
-
-def free_dual_ports(n: int) -> list[int]:
-    """``n`` distinct ports free for both TCP and UDP (mKCP listens on UDP)."""
-    rnd = random.Random()
-    ports: set[int] = set()
-    while len(ports) < n:
-        port = rnd.randrange(20000, 60000)
-        if _port_free(port):
-            ports.add(port)
-    return sorted(ports)
 
 
 def cycling_rng(values: list[int]) -> Callable[[int], bytes]:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.test_dynamic import free_dual_ports, free_port_range
 from tests.scenarios.test_dynamic_port import (
     DYNAMIC_TAG,
     dynamic_handler,
@@ -35,6 +34,7 @@ from tests.scenarios.test_dynamic_port import (
     seed_server,
     wait_kcp_dialers_closed,
 )
+from tests.support.ports import free_dual_ports, free_port_range
 from tests.support.v2py import run_v2py
 from tests.support.v2ray import require_v2ray, run_v2ray
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.shell.test_socks_inbound import BODY, HttpOrigin, RecordingFreedom, serve_inbound
+from tests.support.servers import BODY, HttpOrigin, RecordingFreedom, serve_inbound
 from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
 from tests.support.v2ray import free_port, run_v2ray
 from v2py.app.policy import PolicyTable

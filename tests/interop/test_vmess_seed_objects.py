@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.app.test_dynamic import free_dual_ports, free_port_range
 from tests.scenarios.test_dynamic_port import echo_through
+from tests.support.ports import free_dual_ports, free_port_range
 from tests.support.v2py import run_v2py
 from tests.support.v2ray import run_v2ray
 

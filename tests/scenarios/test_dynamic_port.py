@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from tests.app.test_dynamic import FakeClock, free_dual_ports, free_port_range
+from tests.support.fakes import FakeClock
+from tests.support.ports import free_dual_ports, free_port_range
 from tests.support.socks import socks5_connect
 from tests.support.v2py import run_v2py
 from v2py.app.dynamic import DynamicInbound

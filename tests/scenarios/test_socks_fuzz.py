@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from tests.shell.test_socks_inbound import serve_inbound
+from tests.support.servers import serve_inbound
 from tests.support.v2ray import free_port
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.session import Session, SniffingSettings

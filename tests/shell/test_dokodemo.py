@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.shell.test_socks_inbound import (
+from tests.support.servers import (
     TIMEOUT_S,
     RecordingOutbound,
     freedom,

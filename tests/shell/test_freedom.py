@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from tests.shell.test_socks_inbound import TIMEOUT_S, policy
+from tests.support.servers import TIMEOUT_S, policy
 from tests.support.v2ray import free_port
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.shell.test_socks_inbound import (
+from tests.support.servers import (
     BODY,
     HttpOrigin,
     RecordingFreedom,

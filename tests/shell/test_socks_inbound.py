@@ -1,219 +1,36 @@
 """SOCKS inbound over loopback: curl, exact bytes, sniffing, policy timeouts, UDP.
 
-The small servers and fakes at the top are shared with the HTTP / freedom /
-dokodemo shell tests and the fuzz scenario.
+The small servers and fakes it uses live in ``tests/support/servers.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import os
-import shutil
-import ssl
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
+from tests.support.servers import (
+    BODY,
+    TIMEOUT_S,
+    HttpOrigin,
+    RecordingFreedom,
+    RecordingOutbound,
+    client_hello,
+    freedom,
+    policy,
+    read_all,
+    run_curl,
+    serve_inbound,
+    socks_connect,
+    socks_inbound,
+)
 from tests.support.socks import socks5_udp_roundtrip, start_udp_echo
 from tests.support.v2ray import free_port
-from v2py.app.dispatcher import Dispatcher
-from v2py.app.packet import PacketLink
-from v2py.app.policy import PolicyTable, Timeouts
-from v2py.app.session import Session, SniffingSettings
-from v2py.common.net import Destination, tcp, udp
+from v2py.app.policy import PolicyTable
+from v2py.app.session import SniffingSettings
+from v2py.common.net import tcp, udp
 from v2py.proxy.freedom import FreedomOutbound
-from v2py.proxy.socks_inbound import SocksInbound
-from v2py.transport.stream import Stream
-from v2py.transport.tcp import listen_tcp
-
-TIMEOUT_S = 10.0
-BODY = os.urandom(300_000)
-
-# -- shared helpers -------------------------------------------------------------------
-
-
-class HttpOrigin:
-    """A tiny HTTP/1.1 origin on 127.0.0.1: answers every request with ``body``, then
-    closes. Records each request head (and body bytes seen with it)."""
-
-    def __init__(self, body: bytes = BODY) -> None:
-        self.body = body
-        self.requests: list[bytes] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> HttpOrigin:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.requests.append(head)
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            if length:
-                self.requests[-1] += await reader.readexactly(length)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(self.body)
-            )
-            writer.write(self.body)
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-
-
-class RecordingOutbound:
-    """Records sessions; TCP: answers ``reply`` then closes; UDP: echoes until the link
-    closes, then sets ``link_closed``."""
-
-    def __init__(self, tag: str = "record", reply: bytes = b"recorded") -> None:
-        self.tag = tag
-        self.reply = reply
-        self.sessions: list[Session] = []
-        self.first_bytes: list[bytes] = []
-        self.seen = asyncio.Event()
-        self.link_closed = asyncio.Event()
-
-    async def handle(self, session: Session, stream: Stream) -> None:
-        self.sessions.append(session)
-        self.seen.set()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(0.5):
-                self.first_bytes.append(await stream.read())
-        stream.write(self.reply)
-        await stream.drain()
-
-    async def handle_packets(self, session: Session, link: PacketLink) -> None:
-        self.sessions.append(session)
-        self.seen.set()
-        while (data := await link.recv()) is not None:
-            link.send(data)
-        self.link_closed.set()
-
-    @property
-    def destinations(self) -> list[Destination | None]:
-        return [s.destination for s in self.sessions]
-
-
-class RecordingFreedom(FreedomOutbound):
-    """Freedom that also records the destination each session asked for."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.sessions: list[Session] = []
-        self.destinations: list[Destination | None] = []
-
-    async def handle(self, session: Session, stream: Stream) -> None:
-        self.sessions.append(session)
-        self.destinations.append(session.destination)
-        await super().handle(session, stream)
-
-
-def policy(**overrides: float) -> PolicyTable:
-    return PolicyTable({0: Timeouts(**overrides)})
-
-
-@contextlib.asynccontextmanager
-async def serve_inbound(
-    inbound: Any, outbounds: list[Any], *, tag: str = "in", port: int = 0
-) -> AsyncIterator[int]:
-    """Run ``inbound`` behind a loopback TCP listener on ``port`` (as app/inbound.py
-    does); yield the TCP port."""
-    dispatcher = Dispatcher(outbounds)
-
-    async def on_connection(stream: Any) -> None:
-        session = Session(inbound_tag=tag, source=stream.peer)
-        await inbound.handle(stream, session, dispatcher)
-
-    listener = await listen_tcp("127.0.0.1", port, on_connection)
-    await inbound.start(dispatcher)
-    try:
-        yield listener.port
-    finally:
-        listener.close()
-        inbound.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await listener.wait_closed()
-
-
-async def run_curl(*args: str) -> bytes:
-    """Run curl quietly; return stdout. Skips when curl is absent."""
-    if shutil.which("curl") is None:
-        pytest.skip("curl not installed")
-    proc = await asyncio.create_subprocess_exec(
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "--noproxy",
-        "",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(TIMEOUT_S + 5):
-        out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode(errors="replace")
-    return out
-
-
-def client_hello(server_name: str) -> bytes:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
-    with contextlib.suppress(ssl.SSLWantReadError):
-        obj.do_handshake()
-    return outgoing.read()
-
-
-async def socks_connect(
-    port: int, request: bytes, *, greeting: bytes = b"\x05\x01\x00"
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """Raw SOCKS5 no-auth CONNECT with ``request`` = ATYP/ADDR/PORT; returns the reply."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(greeting + b"\x05\x01\x00" + request)
-    await writer.drain()
-    reply = await reader.readexactly(2 + 10)
-    return reader, writer, reply
-
-
-def socks_inbound(port: int = 0, **kwargs: Any) -> SocksInbound:
-    kwargs.setdefault("policy", PolicyTable())
-    kwargs.setdefault("sniffing", SniffingSettings())
-    return SocksInbound(tag="socks-in", listen="127.0.0.1", port=port, **kwargs)
-
-
-def freedom(**kwargs: Any) -> FreedomOutbound:
-    kwargs.setdefault("policy", PolicyTable())
-    return FreedomOutbound(tag="direct", **kwargs)
-
-
-async def read_all(reader: asyncio.StreamReader) -> bytes:
-    async with asyncio.timeout(TIMEOUT_S):
-        return await reader.read()
-
-
-# -- curl through socks + freedom -----------------------------------------------------
 
 
 @pytest.mark.parametrize(
