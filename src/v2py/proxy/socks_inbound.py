@@ -405,7 +405,9 @@ class SocksInbound:
             session.level = self._user_level
             session.user_email = request.username
             session.sniffing = self._sniffing
-            await dispatcher.dispatch(session, PrefixedStream(pending, stream, eof=ended))
+            if pending or ended:
+                stream = PrefixedStream(pending, stream, eof=ended)
+            await dispatcher.dispatch(session, stream)
         except ProtocolError as exc:
             slog.info("socks: %s", exc)
         except OSError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -42,8 +41,8 @@ class TcpStream(asyncio.Protocol):
         self._write_paused = False
         self._read_paused = False
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
-        self._peer: tuple[str, int] | None = None
-        self._local: tuple[str, int] | None = None
+        self._peer: tuple[str, int] | None | bool = False  # False: not looked up yet
+        self._local: tuple[str, int] | None | bool = False
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -51,14 +50,8 @@ class TcpStream(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER_BYTES, WRITE_LOW_WATER_BYTES)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        self._peer = (peer[0], peer[1]) if isinstance(peer, tuple) else None
-        self._local = (local[0], local[1]) if isinstance(local, tuple) else None
+        # TCP_NODELAY: both asyncio (3.7+) and uvloop set it on every TCP transport.
+        # Addresses are looked up on first use: dialled streams rarely need them.
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -174,13 +167,27 @@ class TcpStream(asyncio.Protocol):
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed_fut)
 
+    def _address(self, key: str) -> tuple[str, int] | None:
+        transport = self._transport
+        if transport is None:
+            return None
+        try:
+            addr = transport.get_extra_info(key)
+        except (OSError, RuntimeError, AttributeError):
+            return None
+        return (addr[0], addr[1]) if isinstance(addr, tuple) else None
+
     @property
     def peer(self) -> tuple[str, int] | None:
-        return self._peer
+        if self._peer is False:
+            self._peer = self._address("peername")
+        return self._peer  # type: ignore[return-value]
 
     @property
     def local(self) -> tuple[str, int] | None:
-        return self._local
+        if self._local is False:
+            self._local = self._address("sockname")
+        return self._local  # type: ignore[return-value]
 
     @property
     def at_eof(self) -> bool:
