@@ -213,6 +213,32 @@ def test_window_opening_ack_sends_new_segments_within_tick_budget() -> None:
     assert win.retransmits == 0
 
 
+def _receiver_fed(count: int) -> KcpConnection:
+    conn = KcpConnection(CONV, KcpSettings(), now=0.0, rng=_rng(3), is_client=False)
+    codec = PacketCodec(KcpSettings(), _rng(4))
+    for n in range(count):
+        seg = DataSegment(conv=CONV, timestamp=0, number=n, sending_next=0, payload=b"d")
+        conn.receive_datagram(codec.seal(encode_segment(seg)), 0.0)
+    assert conn.datagrams_to_send(0.0)  # the first ACKs; the data updater then ticks at 50 ms
+    return conn
+
+
+def test_reading_a_quarter_window_sends_a_window_update_at_once() -> None:
+    conn = _receiver_fed(200)  # window 776: a quarter is 194 segments
+    assert isinstance(conn.next_event(), DataReceived)
+    acks = [seg for d in conn.datagrams_to_send(0.01) for seg in _segments_of(d)]
+    assert acks and all(isinstance(a, AckSegment) for a in acks)
+    assert {(a.receiving_next, a.receiving_window) for a in acks} == {(200, 976)}
+
+
+def test_reading_less_than_a_quarter_window_waits_for_the_tick() -> None:
+    conn = _receiver_fed(100)
+    assert isinstance(conn.next_event(), DataReceived)
+    assert conn.datagrams_to_send(0.01) == []
+    acks = [seg for d in conn.datagrams_to_send(0.05) for seg in _segments_of(d)]
+    assert {(a.receiving_next, a.receiving_window) for a in acks} == {(100, 876)}
+
+
 def test_receive_window_limits_sender() -> None:
     small = KcpSettings(downlink_capacity=1)  # receive window max(8, 1 MiB/1350/20) = 38
     assert small.receiving_window == 38
