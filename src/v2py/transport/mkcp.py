@@ -423,7 +423,12 @@ _default_dialer = KcpDialer()
 
 
 def default_dialer() -> KcpDialer:
-    """The process-wide dialer behind :func:`dial_kcp` when no ``dialer`` is given."""
+    """The process-wide dialer behind :func:`dial_kcp` when no ``dialer`` is given.
+
+    It is shared by every owner in the process: to release its sockets use
+    ``abort_all()`` then ``await wait_closed()``; ``aclose()`` would make every
+    later default dial fail. An owner of its own dialer uses ``aclose()``.
+    """
     return _default_dialer
 
 
