@@ -83,9 +83,11 @@ _HAVE_INTO = hasattr(AESGCM, "encrypt_into") and hasattr(ChaCha20Poly1305, "decr
 class ShakeMask:
     """SHAKE128(seed) read as 16-bit big-endian words (spec 8.5).
 
-    Squeezes the XOF in blocks (or, without an XOF API, recomputes hashlib's
-    digest at doubling lengths) and keeps only the unread tail.  ``next`` reads
-    one word; the batch paths ``peek`` many and ``skip`` the ones they used.
+    The first block comes from hashlib (cheap, and most connections need no
+    more); beyond it, an XOF squeezes further blocks (or, without an XOF API,
+    hashlib's digest is recomputed at doubling lengths).  Only the unread tail is
+    kept.  ``next`` reads one word; the batch paths ``peek`` many and ``skip`` the
+    ones they used.
     """
 
     __slots__ = ("_buf", "_pos", "_xof", "_seed", "_made", "_block")
@@ -94,23 +96,28 @@ class ShakeMask:
         self._seed = bytes(seed)
         self._buf = b""
         self._pos = 0
-        self._made = 0
-        # Squeeze one SHAKE128 block first (most connections are short), then double.
+        self._made = 0  # bytes of the SHAKE stream produced so far
         self._block = _MASK_FIRST_BLOCK
-        if _HAVE_XOF:
-            self._xof = XOFHash(SHAKE128(digest_size=sys.maxsize))
-            self._xof.update(self._seed)
+        self._xof: XOFHash | None = None
 
     def _refill(self, need: int = 2) -> None:
         rest = self._buf[self._pos :]
         more = max(self._block, need - len(rest))
         self._block = min(2 * self._block, _MASK_BLOCK)
-        if _HAVE_XOF:
-            self._buf = rest + self._xof.squeeze(more)
-        else:  # pragma: no cover
-            n = max(self._made + more, self._made * 2)
-            self._buf = rest + hashlib.shake_128(self._seed).digest(n)[self._made :]
-            self._made = n
+        made = self._made
+        if made == 0 or not _HAVE_XOF:
+            n = more if made == 0 else max(made + more, made * 2)
+            fresh = hashlib.shake_128(self._seed).digest(n)[made:]
+        else:
+            xof = self._xof
+            if xof is None:
+                xof = self._xof = XOFHash(SHAKE128(digest_size=sys.maxsize))
+                xof.update(self._seed)
+                xof.squeeze(made)  # already produced by hashlib
+            fresh = xof.squeeze(more)
+            n = made + more
+        self._made = n
+        self._buf = rest + fresh
         self._pos = 0
 
     def next(self) -> int:
