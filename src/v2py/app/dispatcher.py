@@ -20,6 +20,17 @@ from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("v2py.access")
 
+
+def _access_log_wanted() -> bool:
+    """False when an access record would reach no output: level off, or (``"access":
+    "none"``) only NullHandlers and no propagation; skips building the record."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return False
+    if access_log.propagate:
+        return True
+    return not all(isinstance(h, logging.NullHandler) for h in access_log.handlers)
+
+
 SNIFF_ATTEMPTS = 2
 SNIFF_WAIT_S = 0.1
 SNIFF_MAX_BYTES = 2048
@@ -114,7 +125,7 @@ class Dispatcher:
         return self._outbounds[0]
 
     def _log_access(self, session: Session, outbound: Outbound) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
+        if not _access_log_wanted():
             return
         access_log.info(
             "from %s accepted %s [%s -> %s]%s",

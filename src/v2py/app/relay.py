@@ -30,6 +30,7 @@ class ActivityTimer:
         self._timeout = timeout
         self._last = self._loop.time()
         self._handle: asyncio.TimerHandle | None = None
+        self._directions = 2  # copy directions still running (end_direction)
         self.expired = False
         self._arm()
 
@@ -52,9 +53,19 @@ class ActivityTimer:
         """Change the idle allowance, counted from now (V2Ray's SetTimeout)."""
         self._timeout = timeout
         self._last = self._loop.time()
-        if self._handle is not None:
-            self._handle.cancel()
+        handle = self._handle
+        if handle is not None:
+            if handle.when() <= self._last + timeout:
+                return  # fires no later than the new deadline and re-arms itself
+            handle.cancel()
         self._arm()
+
+    def end_direction(self, then: float) -> None:
+        """A copy direction ended: the other one gets ``then`` idle seconds; once both
+        have ended the relay is over and there is nothing left to time."""
+        self._directions -= 1
+        if self._directions > 0:
+            self.set_timeout(then)
 
     def cancel(self) -> None:
         if self._handle is not None:
@@ -76,7 +87,7 @@ async def _copy(src: Stream, dst: Stream, timer: ActivityTimer, then: float) -> 
         write(data)
         await drain()
     dst.write_eof()
-    timer.set_timeout(then)
+    timer.end_direction(then)
 
 
 async def relay(inbound: Stream, outbound: Stream, timeouts: Timeouts) -> bool:
