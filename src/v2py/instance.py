@@ -21,6 +21,9 @@ from v2py.proxy.base import Outbound
 
 log = logging.getLogger(__name__)
 
+#: Bound on closing one inbound (or the mKCP dialer) at shutdown.
+CLOSE_TIMEOUT_S = 5.0
+
 
 def _policy_table(config: Any) -> PolicyTable:
     policy = config.policy
@@ -82,6 +85,9 @@ class Instance:
         self.config = config
         self.env = dict(os.environ if env is None else env)
         self.policy = _policy_table(config)
+        # mKCP client sockets outlive a graceful close by seconds (the close handshake);
+        # this instance's dialer lets close() end them with the instance.
+        self._kcp_dialer: Any = None
         self.outbounds: list[Outbound] = [self._build_outbound(o) for o in config.outbounds]
         if not self.outbounds:
             from v2py.proxy.freedom import FreedomOutbound
@@ -159,11 +165,21 @@ class Instance:
                 policy=self.policy,
                 network=cfg.stream.network if cfg.stream else "tcp",
                 kcp=_kcp_settings(cfg.stream),
+                kcp_dialer=self._kcp_dialer_for(cfg.stream),
                 env=self.env,
             )
         raise ConfigError(
             cfg_path(cfg, "protocol"), f"outbound protocol {protocol!r} is not available"
         )
+
+    def _kcp_dialer_for(self, stream: Any) -> Any:
+        if stream is None or stream.network != "kcp":
+            return None
+        if self._kcp_dialer is None:
+            from v2py.transport.mkcp import KcpDialer
+
+            self._kcp_dialer = KcpDialer()
+        return self._kcp_dialer
 
     # -- inbounds ---------------------------------------------------------
     def _build_proxy(self, cfg: Any) -> Any:
@@ -301,8 +317,12 @@ class Instance:
     async def close(self) -> None:
         for inbound in self.inbounds:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await inbound.close()
+        if self._kcp_dialer is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self._kcp_dialer.aclose(grace=0.0)
 
 
 def cfg_path(cfg: Any, key: str) -> str:

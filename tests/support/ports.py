@@ -5,9 +5,24 @@ from __future__ import annotations
 import random
 import socket
 
+#: Test ports come from below the kernel's ephemeral range, so that outgoing
+#: connections made meanwhile (by the tests, v2ray or v2py) cannot take them.
+LOWEST_TEST_PORT = 10000
 
-def _port_free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_TOP = max(LOWEST_TEST_PORT + 1000, _ephemeral_start())
+
+
+def _port_free(port: int, kinds: tuple[int, ...] = (socket.SOCK_STREAM, socket.SOCK_DGRAM)) -> bool:
+    for kind in kinds:
         with socket.socket(socket.AF_INET, kind) as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -20,7 +35,7 @@ def free_port_range(n: int) -> tuple[int, int]:
     """A range of ``n`` consecutive ports that are free for TCP and UDP right now."""
     rnd = random.Random()
     for _ in range(500):
-        base = rnd.randrange(20000, 60000 - n)
+        base = rnd.randrange(LOWEST_TEST_PORT, _TOP - n)
         if all(_port_free(p) for p in range(base, base + n)):
             return base, base + n - 1
     raise RuntimeError("no free port range")
@@ -28,10 +43,17 @@ def free_port_range(n: int) -> tuple[int, int]:
 
 def free_dual_ports(n: int) -> list[int]:
     """``n`` distinct ports free for both TCP and UDP (mKCP listens on UDP)."""
+    return free_ports_of(n, (socket.SOCK_STREAM, socket.SOCK_DGRAM))
+
+
+def free_ports_of(n: int, kinds: tuple[int, ...]) -> list[int]:
+    """``n`` distinct ports, each free for every socket type in ``kinds``."""
     rnd = random.Random()
     ports: set[int] = set()
-    while len(ports) < n:
-        port = rnd.randrange(20000, 60000)
-        if _port_free(port):
+    for _ in range(100 * n + 500):
+        port = rnd.randrange(LOWEST_TEST_PORT, _TOP)
+        if _port_free(port, kinds):
             ports.add(port)
-    return sorted(ports)
+            if len(ports) == n:
+                return sorted(ports)
+    raise RuntimeError("no free ports")

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.ports import free_ports_of
+
 V2RAY_BIN_ENV = "V2PY_V2RAY_BIN"
 REQUIRE_ENV = "V2PY_REQUIRE_V2RAY"
 
@@ -41,18 +43,14 @@ def require_v2ray() -> str:
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A currently unused port on 127.0.0.1 for ``kind`` (TCP or UDP)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A currently unused port on 127.0.0.1 for ``kind`` (TCP or UDP), below the
+    ephemeral range."""
+    return free_ports_of(1, (kind,))[0]
 
 
 def free_ports(n: int, kind: int = socket.SOCK_STREAM) -> list[int]:
     """``n`` distinct free ports."""
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port(kind))
-    return sorted(ports)
+    return free_ports_of(n, (kind,))
 
 
 async def wait_tcp_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:

@@ -127,6 +127,7 @@ class VmessOutbound:
         policy: PolicyTable,
         network: str = "tcp",
         kcp: object = None,
+        kcp_dialer: object = None,
         env: Mapping[str, str] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
@@ -137,6 +138,7 @@ class VmessOutbound:
         self.policy = policy
         self.network = network
         self.kcp = kcp
+        self.kcp_dialer = kcp_dialer
         self.env = dict(os.environ if env is None else env)
         self._rng = rng
         self._clock = clock
@@ -185,7 +187,12 @@ class VmessOutbound:
             entry = self.servers.pick(self._clock())
             try:
                 stream = await dial(
-                    self.network, entry.address, entry.port, kcp=self.kcp, timeout=DIAL_TIMEOUT_S
+                    self.network,
+                    entry.address,
+                    entry.port,
+                    kcp=self.kcp,
+                    kcp_dialer=self.kcp_dialer,
+                    timeout=DIAL_TIMEOUT_S,
                 )
             except (OSError, TimeoutError) as exc:
                 last_error = exc

@@ -17,13 +17,23 @@ class Listener(Protocol):
 
 
 async def dial(
-    network: str, host: str, port: int, *, kcp: Any = None, timeout: float | None = None
+    network: str,
+    host: str,
+    port: int,
+    *,
+    kcp: Any = None,
+    kcp_dialer: Any = None,
+    timeout: float | None = None,
 ) -> Stream:
-    """Open a stream to ``host:port`` over ``network`` ("tcp" or "kcp")."""
+    """Open a stream to ``host:port`` over ``network`` ("tcp" or "kcp").
+
+    ``kcp_dialer`` (a :class:`v2py.transport.mkcp.KcpDialer`) tracks mKCP streams so
+    that their owner can close them all; without it the process-wide one is used.
+    """
     if network == "kcp":
         from v2py.transport.mkcp import dial_kcp
 
-        return await dial_kcp(host, port, kcp)
+        return await dial_kcp(host, port, kcp, dialer=kcp_dialer)
     from v2py.transport.tcp import dial_tcp
 
     return await dial_tcp(host, port, timeout=timeout)
