@@ -67,5 +67,8 @@ def configure_logging(loglevel: str = "warning", access: str = "", error: str = 
     acc_handler = _handler(access, sys.stdout)
     acc_handler.setFormatter(_V2rayFormatter(access=True))
     acc.addHandler(acc_handler)
-    acc.setLevel(logging.INFO if loglevel.lower() != "none" or access else logging.CRITICAL + 10)
+    access_off = access == NO_LOG_PATH or (loglevel.lower() == "none" and not access)
+    # An access logger that is off must refuse records early: the dispatcher asks
+    # isEnabledFor() on every connection before it formats anything.
+    acc.setLevel(LEVELS["none"] if access_off else logging.INFO)
     acc.propagate = False
