@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import cast
 
 from cryptography.hazmat.primitives.ciphers import CipherContext
 
@@ -24,11 +23,10 @@ from v2py.protocol.vmess.body import BodyReader, BodyWriter, take_output
 from v2py.protocol.vmess.commands import SwitchAccount, decode_command
 from v2py.protocol.vmess.constants import RequestCommand, SecurityType, client_options
 from v2py.protocol.vmess.events import (
-    DatagramReceived,
-    DataReceived,
     ResponseReceived,
     StreamEnded,
     VmessEvent,
+    feed_body_events,
 )
 from v2py.protocol.vmess.header import (
     AEAD_LENGTH_BLOCK,
@@ -246,21 +244,12 @@ class VmessClientConnection:
     def _feed_body(self, data: bytes | bytearray | memoryview) -> None:
         reader = self._reader
         assert reader is not None
-        was_ended = reader.ended
         try:
-            if self._packet:
-                for dgram in reader.feed_packets(data):
-                    self._events.append(DatagramReceived(data=dgram))
-            else:
-                plain = reader.feed(data)
-                if plain:
-                    # A fresh bytearray nobody else holds: bytes-like enough for every
-                    # consumer, and converting would copy each read once more.
-                    self._events.append(DataReceived(data=cast(bytes, plain)))
+            just_ended = feed_body_events(reader, data, packet=self._packet, events=self._events)
         except VmessError:
             self._state = ClientState.FAILED
             raise
-        if reader.ended and not was_ended:
+        if just_ended:
             self._report_end()
 
     def _report_end(self) -> None:

@@ -6,10 +6,14 @@ STYLE section 4: frozen dataclasses named for what happened, one base class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from v2py.protocol.vmess.account import VmessUser
 from v2py.protocol.vmess.commands import SwitchAccount
 from v2py.protocol.vmess.header import RequestHeader
+
+if TYPE_CHECKING:
+    from v2py.protocol.vmess.body import BodyReader
 
 __all__ = [
     "VmessEvent",
@@ -18,6 +22,7 @@ __all__ = [
     "DataReceived",
     "DatagramReceived",
     "StreamEnded",
+    "feed_body_events",
 ]
 
 
@@ -59,3 +64,28 @@ class DatagramReceived(VmessEvent):
 @dataclass(frozen=True, slots=True)
 class StreamEnded(VmessEvent):
     """The peer sent its end marker (spec 8.8) or closed a raw stream (EOF)."""
+
+
+def feed_body_events(
+    reader: BodyReader,
+    data: bytes | bytearray | memoryview,
+    *,
+    packet: bool,
+    events: list[VmessEvent],
+) -> bool:
+    """Decode body bytes into ``events`` (one DataReceived per call, or one
+    DatagramReceived per UDP chunk); True when this call reached the end marker.
+
+    Shared by the client and server cores. Raises VmessError on a bad chunk.
+    """
+    was_ended = reader.ended
+    if packet:
+        for dgram in reader.feed_packets(data):
+            events.append(DatagramReceived(data=dgram))
+    else:
+        plain = reader.feed(data)
+        if plain:
+            # A fresh bytearray nobody else holds: bytes-like enough for every
+            # consumer, and converting would copy each read once more.
+            events.append(DataReceived(data=cast(bytes, plain)))
+    return reader.ended and not was_ended

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import cast
 
 from cryptography.hazmat.primitives.ciphers import CipherContext
 
@@ -32,11 +31,10 @@ from v2py.protocol.vmess.body import BodyReader, BodyWriter, take_output
 from v2py.protocol.vmess.commands import SwitchAccount, encode_command
 from v2py.protocol.vmess.constants import RequestCommand, RequestOption, SecurityType
 from v2py.protocol.vmess.events import (
-    DatagramReceived,
-    DataReceived,
     RequestReceived,
     StreamEnded,
     VmessEvent,
+    feed_body_events,
 )
 from v2py.protocol.vmess.header import (
     AEAD_LENGTH_BLOCK,
@@ -310,21 +308,12 @@ class VmessServerConnection:
     def _feed_body(self, data: bytes | bytearray | memoryview) -> None:
         reader = self._reader
         assert reader is not None
-        was_ended = reader.ended
         try:
-            if self._packet:
-                for dgram in reader.feed_packets(data):
-                    self._events.append(DatagramReceived(data=dgram))
-            else:
-                plain = reader.feed(data)
-                if plain:
-                    # A fresh bytearray nobody else holds: bytes-like enough for every
-                    # consumer, and converting would copy each read once more.
-                    self._events.append(DataReceived(data=cast(bytes, plain)))
+            just_ended = feed_body_events(reader, data, packet=self._packet, events=self._events)
         except VmessError:
             self._state = ServerState.FAILED
             raise
-        if reader.ended and not was_ended:
+        if just_ended:
             self._report_end()
 
     def _body_eof(self) -> None:
