@@ -7,17 +7,15 @@ server → freedom → echo, checked by SHA-256, and does one UDP round trip.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
-from tests.support.v2py import run_v2py
-from tests.support.v2ray import free_ports, run_v2ray
+from tests.support.v2py import run_side
+from tests.support.v2ray import free_ports
 
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 PAYLOAD_BYTES = 8 * 1024 * 1024
@@ -93,16 +91,6 @@ def client_config(
     }
 
 
-@contextlib.asynccontextmanager
-async def _side(kind: str, config: dict[str, Any], port: int) -> AsyncIterator[None]:
-    if kind == "v2ray":
-        async with run_v2ray(config, wait_tcp=[port]):
-            yield
-    else:
-        async with run_v2py(config):
-            yield
-
-
 async def tcp_roundtrip(socks_port: int, echo: tuple[str, int], payload: bytes) -> None:
     reader, writer = await socks5_connect(socks_port, *echo)
 
@@ -130,8 +118,8 @@ async def test_vmess_matrix(
     try:
         async with asyncio.timeout(90):
             async with (
-                _side(server_kind, server_config(server_port, alter_id), server_port),
-                _side(
+                run_side(server_kind, server_config(server_port, alter_id), server_port),
+                run_side(
                     client_kind,
                     client_config(socks_port, server_port, alter_id, security),
                     socks_port,

@@ -9,10 +9,8 @@ v2ray 4.34 and v2py, several connections each (so detour entries are used too).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,7 @@ import pytest
 
 from tests.scenarios.test_dynamic_port import echo_through
 from tests.support.ports import free_dual_ports, free_port_range
-from tests.support.v2py import run_v2py
-from tests.support.v2ray import run_v2ray
+from tests.support.v2py import run_side
 
 SEED_DIR = Path(__file__).resolve().parent.parent / "vectors" / "configs"
 CONNECTIONS = 5
@@ -64,16 +61,6 @@ def client_config(socks_port: int, server_port: int) -> dict[str, Any]:
     }
 
 
-@contextlib.asynccontextmanager
-async def _side(kind: str, config: dict[str, Any], port: int) -> AsyncIterator[None]:
-    if kind == "v2ray":
-        async with run_v2ray(config, wait_tcp=[port]):
-            yield
-    else:
-        async with run_v2py(config):
-            yield
-
-
 @pytest.mark.parametrize(
     "direction",
     [
@@ -87,8 +74,8 @@ async def test_seed_vmess_objects(direction: str, echo_server: tuple[str, int]) 
     server_port, socks_port = free_dual_ports(2)
     first, last = free_port_range(6)
     async with (
-        _side(server_kind, server_config(server_port, first, last), server_port),
-        _side(client_kind, client_config(socks_port, server_port), socks_port),
+        run_side(server_kind, server_config(server_port, first, last), server_port),
+        run_side(client_kind, client_config(socks_port, server_port), socks_port),
     ):
         for _ in range(CONNECTIONS):
             await echo_through(socks_port, echo_server)

@@ -24,3 +24,17 @@ async def run_v2py(
         yield instance
     finally:
         await instance.close()
+
+
+@contextlib.asynccontextmanager
+async def run_side(kind: str, config: dict[str, Any], port: int) -> AsyncIterator[None]:
+    """Run ``config`` on the real v2ray (``kind == "v2ray"``, waiting for TCP ``port``) or
+    on v2py in-process (anything else)."""
+    if kind == "v2ray":
+        from tests.support.v2ray import run_v2ray
+
+        async with run_v2ray(config, wait_tcp=[port]):
+            yield
+    else:
+        async with run_v2py(config):
+            yield
