@@ -89,3 +89,21 @@ async def test_header_format_choice(
     user: dict[str, object], env: dict[str, str], aead: bool
 ) -> None:
     assert is_aead_auth_id(await first_bytes_sent(user, env)) is aead
+
+
+@pytest.mark.parametrize(
+    ("user", "env", "banner"),
+    [
+        ({"alterId": 4, "testsEnabled": "VMessAEAD"}, {}, True),
+        ({"alterId": 4}, {"VMESSAEADEXPERIMENT": "y"}, True),
+        ({"alterId": 0}, {}, False),
+    ],
+    ids=["testsEnabled", "experiment-y", "plain"],
+)
+async def test_experiment_banner(
+    user: dict[str, object], env: dict[str, str], banner: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The guide: a client with the AEAD experiment on prints the experiment banner."""
+    caplog.set_level("WARNING", logger="v2py.proxy.vmess_outbound")
+    await first_bytes_sent(user, env)
+    assert ("VMESSAEADEXPERIMENT ENABLED" in caplog.text) is banner

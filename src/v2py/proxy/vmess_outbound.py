@@ -39,6 +39,9 @@ DIAL_TIMEOUT_S = 16.0
 #: Largest VMess UDP payload that a 4.34 peer never drops (vmess.md 8.9).
 MAX_UDP_PAYLOAD = 1900
 SECONDS_PER_MINUTE = 60.0
+#: ``testsEnabled`` value (lower-cased) that turns the AEAD header on.
+TESTS_ENABLED_AEAD = "vmessaead"
+AEAD_EXPERIMENT_BANNER = "=======VMESSAEADEXPERIMENT ENABLED========"
 #: How long the request header waits for the first payload (4.34 CopyOnceTimeout).
 FIRST_PAYLOAD_WAIT_S = 0.1
 
@@ -147,12 +150,19 @@ class VmessOutbound:
         self._padding_env = bool(
             self.env.get("v2ray.vmess.padding", self.env.get("V2RAY_VMESS_PADDING"))
         )
+        if self._aead_forced is True or any(
+            account.tests_enabled.lower() == TESTS_ENABLED_AEAD
+            for entry in self.servers.entries
+            for account in entry.accounts
+        ):
+            # The user's guide (4.24-4.27 experiment) says an AEAD-experiment client prints this.
+            log.warning(AEAD_EXPERIMENT_BANNER)
 
     # -- helpers ----------------------------------------------------------
     def _use_aead(self, account: VmessAccount) -> bool:
         if self._aead_forced is not None:
             return self._aead_forced
-        if account.tests_enabled.lower() == "vmessaead":
+        if account.tests_enabled.lower() == TESTS_ENABLED_AEAD:
             return True
         return account.user.alter_id == 0
 
