@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.configs import vmess_client_config, vmess_server_config
 from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
 from tests.support.v2py import run_side
 from tests.support.v2ray import free_ports
@@ -46,51 +47,6 @@ def _cases() -> list[Any]:
     return cases
 
 
-def server_config(port: int, alter_id: int) -> dict[str, Any]:
-    return {
-        "log": {"loglevel": "warning"},
-        "inbounds": [
-            {
-                "listen": "127.0.0.1",
-                "port": port,
-                "protocol": "vmess",
-                "settings": {"clients": [{"id": UUID, "alterId": alter_id, "email": "t@v2py"}]},
-            }
-        ],
-        "outbounds": [{"protocol": "freedom", "settings": {}}],
-    }
-
-
-def client_config(
-    socks_port: int, server_port: int, alter_id: int, security: str
-) -> dict[str, Any]:
-    return {
-        "log": {"loglevel": "warning"},
-        "inbounds": [
-            {
-                "listen": "127.0.0.1",
-                "port": socks_port,
-                "protocol": "socks",
-                "settings": {"auth": "noauth", "udp": True, "ip": "127.0.0.1"},
-            }
-        ],
-        "outbounds": [
-            {
-                "protocol": "vmess",
-                "settings": {
-                    "vnext": [
-                        {
-                            "address": "127.0.0.1",
-                            "port": server_port,
-                            "users": [{"id": UUID, "alterId": alter_id, "security": security}],
-                        }
-                    ]
-                },
-            }
-        ],
-    }
-
-
 async def tcp_roundtrip(socks_port: int, echo: tuple[str, int], payload: bytes) -> None:
     reader, writer = await socks5_connect(socks_port, *echo)
 
@@ -118,10 +74,16 @@ async def test_vmess_matrix(
     try:
         async with asyncio.timeout(90):
             async with (
-                run_side(server_kind, server_config(server_port, alter_id), server_port),
+                run_side(
+                    server_kind,
+                    vmess_server_config(server_port, UUID, alter_id, email="t@v2py"),
+                    server_port,
+                ),
                 run_side(
                     client_kind,
-                    client_config(socks_port, server_port, alter_id, security),
+                    vmess_client_config(
+                        socks_port, server_port, UUID, alter_id, security, udp=True
+                    ),
                     socks_port,
                 ),
             ):

@@ -13,10 +13,10 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
 
 import pytest
 
+from tests.support.configs import vmess_client_config
 from tests.support.socks import socks5_connect
 from tests.support.v2ray import free_ports, run_v2ray
 from tests.support.vmess_probe import (
@@ -38,36 +38,6 @@ UUID = "a3482e88-686a-4a58-8126-99c9df64b7bf"
 PAYLOAD = b"insecure-or-not" * 100
 #: The refusal is a plain close (no drain, no handshake wait).
 PROMPT_CLOSE_S = 0.5
-
-
-def _client_config(
-    socks_port: int, server_port: int, alter_id: int, security: str
-) -> dict[str, Any]:
-    return {
-        "log": {"loglevel": "warning"},
-        "inbounds": [
-            {
-                "listen": "127.0.0.1",
-                "port": socks_port,
-                "protocol": "socks",
-                "settings": {"auth": "noauth"},
-            }
-        ],
-        "outbounds": [
-            {
-                "protocol": "vmess",
-                "settings": {
-                    "vnext": [
-                        {
-                            "address": "127.0.0.1",
-                            "port": server_port,
-                            "users": [{"id": UUID, "alterId": alter_id, "security": security}],
-                        }
-                    ]
-                },
-            }
-        ],
-    }
 
 
 @pytest.mark.interop
@@ -94,7 +64,10 @@ async def test_disable_insecure_encryption(
     async with (
         v2py_vmess_server([user(UUID, alter_id)], disable_insecure=disable) as server,
         CapturingRelay(server.port) as tap,
-        run_v2ray(_client_config(socks_port, tap.port, alter_id, security), wait_tcp=[socks_port]),
+        run_v2ray(
+            vmess_client_config(socks_port, tap.port, UUID, alter_id, security),
+            wait_tcp=[socks_port],
+        ),
     ):
         async with asyncio.timeout(STEP_TIMEOUT_S):
             reader, writer = await socks5_connect(socks_port, *echo_server)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.configs import vmess_server_config
 from tests.support.v2ray import free_ports, run_v2ray
 from tests.support.vmess_probe import roundtrip, user, v2py_vmess_client, v2py_vmess_server
 from v2py.protocol.vmess import SecurityType
@@ -54,19 +55,7 @@ async def _server(kind: str, alter_id: int) -> AsyncIterator[int]:
             yield server.port
         return
     (port,) = free_ports(1)
-    config = {
-        "log": {"loglevel": "warning"},
-        "policy": {"levels": {"0": {"handshake": 1}}},
-        "inbounds": [
-            {
-                "listen": "127.0.0.1",
-                "port": port,
-                "protocol": "vmess",
-                "settings": {"clients": [{"id": UUID, "alterId": alter_id}]},
-            }
-        ],
-        "outbounds": [{"protocol": "freedom"}],
-    }
+    config = vmess_server_config(port, UUID, alter_id, handshake_s=1)
     async with run_v2ray(config, wait_tcp=[port]):
         yield port
 

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from tests.support.configs import vmess_client_config, vmess_server_config
 from tests.support.socks import socks5_connect
 from tests.support.v2ray import free_ports, run_v2ray
 from tests.support.vmess_probe import (
@@ -190,31 +191,7 @@ async def test_real_client_first_packet_replayed(echo_server: tuple[str, int]) -
     ):
         lo, hi = _drain_bounds(server.inbound.validator)
         (socks_port,) = free_ports(1)
-        config = {
-            "log": {"loglevel": "warning"},
-            "inbounds": [
-                {
-                    "listen": "127.0.0.1",
-                    "port": socks_port,
-                    "protocol": "socks",
-                    "settings": {"auth": "noauth"},
-                }
-            ],
-            "outbounds": [
-                {
-                    "protocol": "vmess",
-                    "settings": {
-                        "vnext": [
-                            {
-                                "address": "127.0.0.1",
-                                "port": tap.port,
-                                "users": [{"id": UUID, "alterId": 0, "security": "aes-128-gcm"}],
-                            }
-                        ]
-                    },
-                }
-            ],
-        }
+        config = vmess_client_config(socks_port, tap.port, UUID, 0, "aes-128-gcm")
         async with run_v2ray(config, wait_tcp=[socks_port]):
             async with asyncio.timeout(STEP_TIMEOUT_S):
                 reader, writer = await socks5_connect(socks_port, *echo_server)
@@ -231,19 +208,7 @@ async def test_real_client_first_packet_replayed(echo_server: tuple[str, int]) -
 
 
 def _v2ray_server_config(port: int, alter_id: int) -> dict[str, object]:
-    return {
-        "log": {"loglevel": "info"},
-        "policy": {"levels": {"0": {"handshake": 1}}},
-        "inbounds": [
-            {
-                "listen": "127.0.0.1",
-                "port": port,
-                "protocol": "vmess",
-                "settings": {"clients": [{"id": UUID, "alterId": alter_id}]},
-            }
-        ],
-        "outbounds": [{"protocol": "freedom"}],
-    }
+    return vmess_server_config(port, UUID, alter_id, handshake_s=1, loglevel="info")
 
 
 #: v2ray's handshake policy above is 1 s; its refusal must come by then (plus slack).
