@@ -161,10 +161,7 @@ class VmessInbound:
                         valid_min=min(minutes, MAX_VALID_MIN),
                     )
                 )
-        # Anything decoded together with the header is body plaintext.
-        vstream = VmessStream(stream, core)
-        initial = vstream._process_events()  # noqa: SLF001 - same package helper
-        vstream._pending = initial  # noqa: SLF001
+        vstream = VmessStream(stream, core)  # picks up body bytes decoded with the header
         try:
             if network is Network.UDP:
                 await self._handle_udp(session, vstream, dispatcher)

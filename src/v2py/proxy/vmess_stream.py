@@ -38,21 +38,21 @@ class VmessStream:
         transport: Stream,
         core: Any,
         *,
-        initial: bytes = b"",
-        ended: bool = False,
         on_command: Callable[[SwitchAccount], None] | None = None,
         is_client: bool = False,
     ) -> None:
         self._transport = transport
         self._core = core
-        self._pending = initial
-        self._ended = ended
+        self._ended = False
         self._on_command = on_command
         self._is_client = is_client
         self._response_seen = not is_client
         self._eof_sent = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self.datagrams: list[bytes] = []
+        # Body bytes the core decoded together with the request header; the core's
+        # pending output (a client's request header) is left for hold_output / write.
+        self._pending = self._collect_events()
 
     def hold_output(self, delay: float) -> None:
         """Keep the core's pending output (a request header) until the first write, or
@@ -75,6 +75,14 @@ class VmessStream:
             handle.cancel()
 
     def _process_events(self) -> bytes:
+        """Take the core's events (plaintext returned) and flush its output."""
+        data = self._collect_events()
+        out = self._core.data_to_send()
+        if out:
+            self._transport.write(out)
+        return data
+
+    def _collect_events(self) -> bytes:
         parts: list[bytes] = []
         next_event = self._core.next_event
         while (event := next_event()) is not None:
@@ -88,9 +96,6 @@ class VmessStream:
                     self._on_command(event.command)
             elif isinstance(event, StreamEnded):
                 self._ended = True
-        out = self._core.data_to_send()
-        if out:
-            self._transport.write(out)
         return b"".join(parts) if len(parts) != 1 else parts[0]
 
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
