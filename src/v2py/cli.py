@@ -132,6 +132,19 @@ def _tune_malloc() -> None:
     mallopt(_M_TRIM_THRESHOLD, MALLOC_THRESHOLD_BYTES)
 
 
+def _raise_fd_limit() -> None:
+    """Raise the soft open-files limit to the hard one, as Go >= 1.19 does
+    for v2ray (each relayed connection holds two descriptors)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _install_uvloop() -> None:
     with contextlib.suppress(ImportError):
         import uvloop
@@ -177,6 +190,7 @@ def _run(files: Sequence[str], confdir: str | None) -> int:
     )
     _install_uvloop()
     _tune_malloc()
+    _raise_fd_limit()
     try:
         return asyncio.run(_serve(config))
     except ConfigError as exc:
