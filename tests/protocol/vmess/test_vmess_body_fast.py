@@ -1,5 +1,8 @@
 """The in-place AEAD body paths match the generic chunk-by-chunk paths byte for byte.
 
+Each test runs twice: on the Python in-place loops and on the optional C
+accelerator (``v2py._chunkcrypt``), which must give the very same bytes.
+
 ``BodyWriter._seal_aead`` / ``BodyReader._feed_aead`` (encrypt_into / decrypt_into
 into one buffer, batched mask words) against ``_append_chunk`` / ``_chunks``, the
 reference paths (spec vmess.md 8.4-8.6).
@@ -24,6 +27,16 @@ AEADS = [SecurityType.AES_128_GCM, SecurityType.CHACHA20_POLY1305]
 OPTIONS = [0x00, 0x01, 0x05, 0x0D]
 
 pytestmark = pytest.mark.skipif(not body_mod._HAVE_INTO, reason="cryptography without *_into")
+
+
+@pytest.fixture(autouse=True, params=["in-place", "accelerated"])
+def body_path(request: pytest.FixtureRequest) -> object:
+    """Every test runs on the Python in-place loops and on the C accelerator."""
+    if request.param == "accelerated" and not body_mod.accelerator_available():
+        pytest.skip("v2py._chunkcrypt is not built here")
+    previous = body_mod.use_accelerator(request.param == "accelerated")
+    yield request.param
+    body_mod.use_accelerator(previous)
 
 
 def reference_seal(w: BodyWriter, data: bytes) -> bytes:

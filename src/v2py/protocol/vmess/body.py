@@ -29,6 +29,7 @@ import hashlib
 import struct
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import CipherContext
@@ -47,6 +48,8 @@ __all__ = [
     "chunk_nonce",
     "max_chunk_payload",
     "take_output",
+    "accelerator_available",
+    "use_accelerator",
     "CHUNK_BUFFER_SIZE",
     "NONE_STREAM_MAX_PAYLOAD",
     "MAX_CHUNK_SIZE",
@@ -78,6 +81,42 @@ except ImportError:  # pragma: no cover - cryptography < 45
 
 #: ``encrypt_into`` / ``decrypt_into`` (newer cryptography) let the hot paths work in place.
 _HAVE_INTO = hasattr(AESGCM, "encrypt_into") and hasattr(ChaCha20Poly1305, "decrypt_into")
+
+try:  # optional C accelerator (setup.py): whole batches of chunks per call
+    from v2py import _chunkcrypt
+except ImportError:  # not built, or no system libcrypto: the loops below do the work
+    _chunkcrypt = None  # type: ignore[assignment]
+
+_ACCEL_CIPHERS = {
+    int(SecurityType.AES_128_GCM): "aes-128-gcm",
+    int(SecurityType.CHACHA20_POLY1305): "chacha20-poly1305",
+}
+_accel_enabled = _chunkcrypt is not None
+
+
+def accelerator_available() -> bool:
+    """True when the optional C module ``v2py._chunkcrypt`` loaded."""
+    return _chunkcrypt is not None
+
+
+def use_accelerator(enabled: bool) -> bool:
+    """Switch the C accelerator on/off for writers/readers made from now on (it is on
+    whenever it loaded); returns the previous setting.  Both paths give identical bytes."""
+    global _accel_enabled
+    previous = _accel_enabled
+    _accel_enabled = enabled and _chunkcrypt is not None
+    return previous
+
+
+def _make_accel(security: int, key: bytes, encrypt: bool) -> Any:
+    name = _ACCEL_CIPHERS.get(int(security))
+    if not _accel_enabled or name is None:
+        return None
+    real_key = chacha_key(key) if name == "chacha20-poly1305" else bytes(key)
+    try:
+        return _chunkcrypt.Aead(name, real_key, encrypt)
+    except (ValueError, RuntimeError):  # cipher missing from this libcrypto
+        return None
 
 
 class ShakeMask:
@@ -134,6 +173,12 @@ class ShakeMask:
         if self._pos + 2 * count > len(self._buf):
             self._refill(2 * count)
         return struct.unpack_from(f">{count}H", self._buf, self._pos)
+
+    def peek_raw(self, count: int) -> bytes:
+        """The next ``count`` words as raw big-endian bytes, not consumed."""
+        if self._pos + 2 * count > len(self._buf):
+            self._refill(2 * count)
+        return self._buf[self._pos : self._pos + 2 * count]
 
     def skip(self, count: int) -> None:
         """Consume ``count`` words (at most as many as the last ``peek`` returned)."""
@@ -254,6 +299,9 @@ class BodyWriter:
         if self._security == SecurityType.LEGACY:
             self._cfb = cfb_encryptor if cfb_encryptor is not None else new_cfb_encryptor(key, iv)
         self._ended = False
+        self._accel = (
+            _make_accel(self._security, key, True) if self._mode == _Mode.CHUNKS else None
+        )
 
     @property
     def ended(self) -> bool:
@@ -314,6 +362,18 @@ class BodyWriter:
                 out += size.to_bytes(2, "big")
                 out += piece
             return bytes(out)
+        accel = self._accel
+        if accel is not None:
+            masks = None
+            mask = self._mask
+            if mask is not None:
+                words = 2 * ((n + step - 1) // step) if self._padding else (n + step - 1) // step
+                masks = mask.peek_raw(words)
+                mask.skip(words)
+            sealed, self._counter = accel.seal(
+                mv, step, self._iv_tail, self._counter, masks, self._padding, self._rng
+            )
+            return sealed  # type: ignore[no-any-return]
         if self._aead is not None and _HAVE_INTO:
             return self._seal_aead(mv, n, step)
         for off in range(0, n, step):
@@ -442,6 +502,7 @@ class BodyReader:
         self._pad = 0
         self._ended = False
         self._fast = self._aead is not None and not packet and _HAVE_INTO
+        self._accel = _make_accel(self._security, key, False) if self._fast else None
 
     @property
     def ended(self) -> bool:
@@ -591,6 +652,13 @@ class BodyReader:
                 opos = self._open_into(body[: size - self._pad], omv, 0)
             buf.clear()
             self._size = -1
+        if self._accel is not None:
+            opos = self._open_accel(mv, pos, omv, opos)
+            omv.release()
+            if not opos:
+                return b""
+            del out[opos:]
+            return out
         decrypt_into = self._aead.decrypt_into  # type: ignore[union-attr]
         nonce = bytearray(2) + self._iv_tail
         counter = self._counter
@@ -649,6 +717,42 @@ class BodyReader:
             return b""
         del out[opos:]
         return out
+
+    def _open_accel(self, mv: memoryview, pos: int, omv: memoryview, opos: int) -> int:
+        """The C accelerator's version of the loop in ``_feed_aead``; returns ``opos``."""
+        accel = self._accel
+        assert accel is not None
+        mask = self._mask
+        padding = self._padding
+        per = 2 if padding else 1
+        end = len(mv)
+        masks = None
+        batch = (end - pos) // CHUNK_BUFFER_SIZE + 2
+        while True:
+            if mask is not None:
+                masks = mask.peek_raw(batch * per)
+            status, pos, opos, self._counter, words, size, pad = accel.open(
+                mv, pos, omv, opos, self._iv_tail, self._counter, masks, padding
+            )
+            if mask is not None:
+                mask.skip(words)
+            if status != 2:
+                break
+            batch *= 2
+        if status == 0:
+            if size >= 0:
+                self._size = size
+                self._pad = pad
+            if pos < end:
+                self._buf += mv[pos:]
+        elif status == 1:
+            self._ended = True
+            self._buf.clear()
+        elif status == -1:
+            raise VmessError("body chunk authentication failed")
+        else:
+            raise VmessError("chunk size smaller than overhead and padding")
+        return opos
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
         """Consume stream-mode input; return all plaintext completed (maybe b"").

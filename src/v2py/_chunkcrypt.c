@@ -1,0 +1,431 @@
+/*
+ * v2py._chunkcrypt: optional accelerator for the VMess AEAD body (spec 8.4-8.6).
+ *
+ * Seals and opens many AES-128-GCM / ChaCha20-Poly1305 chunks per call with one
+ * reused EVP context of the system's libcrypto (loaded with dlopen, so no OpenSSL
+ * headers or link-time library are needed to build).  The chunk layout (sizes,
+ * SHAKE128 mask words, padding lengths and bytes) is exactly the pure-Python
+ * writer/reader's in v2py/protocol/vmess/body.py, which stays the reference and the
+ * fallback: if this module does not build, or libcrypto cannot be loaded, body.py
+ * runs its own loops.
+ *
+ * Mask words are passed in as raw SHAKE128 output (big-endian 16-bit words): with
+ * GlobalPadding each chunk uses two words (padding length = w0 % 64, then the size
+ * mask w1), otherwise one (the size mask).  Without masking, pass None.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <string.h>
+
+#define AEAD_TAG 16
+#define NONCE_LEN 12
+#define NONCE_TAIL 10
+#define MAX_PADDING 64
+#define EVP_CTRL_AEAD_GET_TAG 0x10
+#define EVP_CTRL_AEAD_SET_TAG 0x11
+
+typedef void *(*fn_ctx_new)(void);
+typedef void (*fn_ctx_free)(void *);
+typedef const void *(*fn_cipher)(void);
+typedef int (*fn_init)(void *, const void *, void *, const unsigned char *, const unsigned char *);
+typedef int (*fn_update)(void *, unsigned char *, int *, const unsigned char *, int);
+typedef int (*fn_final)(void *, unsigned char *, int *);
+typedef int (*fn_ctrl)(void *, int, int, void *);
+
+static struct {
+    int loaded;
+    fn_ctx_new ctx_new;
+    fn_ctx_free ctx_free;
+    fn_cipher aes_128_gcm;
+    fn_cipher chacha20_poly1305;
+    fn_init encrypt_init;
+    fn_init decrypt_init;
+    fn_update encrypt_update;
+    fn_update decrypt_update;
+    fn_final encrypt_final;
+    fn_final decrypt_final;
+    fn_ctrl ctrl;
+} evp;
+
+static const char *LIBCRYPTO_NAMES[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so", NULL};
+
+static int
+load_libcrypto(void)
+{
+    void *h = NULL;
+    for (const char **name = LIBCRYPTO_NAMES; *name != NULL && h == NULL; name++) {
+        h = dlopen(*name, RTLD_NOW | RTLD_LOCAL);
+    }
+    if (h == NULL) {
+        return 0;
+    }
+#define SYM(field, name)                                   \
+    *(void **)(&evp.field) = dlsym(h, name);               \
+    if (evp.field == NULL) {                               \
+        return 0;                                          \
+    }
+    SYM(ctx_new, "EVP_CIPHER_CTX_new");
+    SYM(ctx_free, "EVP_CIPHER_CTX_free");
+    SYM(aes_128_gcm, "EVP_aes_128_gcm");
+    SYM(chacha20_poly1305, "EVP_chacha20_poly1305");
+    SYM(encrypt_init, "EVP_EncryptInit_ex");
+    SYM(decrypt_init, "EVP_DecryptInit_ex");
+    SYM(encrypt_update, "EVP_EncryptUpdate");
+    SYM(decrypt_update, "EVP_DecryptUpdate");
+    SYM(encrypt_final, "EVP_EncryptFinal_ex");
+    SYM(decrypt_final, "EVP_DecryptFinal_ex");
+    SYM(ctrl, "EVP_CIPHER_CTX_ctrl");
+#undef SYM
+    evp.loaded = 1;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ context */
+
+typedef struct {
+    PyObject_HEAD
+    void *ctx;
+    int encrypt;
+} AeadObject;
+
+static void
+Aead_dealloc(AeadObject *self)
+{
+    if (self->ctx != NULL) {
+        evp.ctx_free(self->ctx);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+Aead_init(AeadObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"cipher", "key", "encrypt", NULL};
+    const char *cipher;
+    Py_buffer key;
+    int encrypt;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sy*p", kwlist, &cipher, &key, &encrypt)) {
+        return -1;
+    }
+    const void *c;
+    Py_ssize_t want;
+    if (strcmp(cipher, "aes-128-gcm") == 0) {
+        c = evp.aes_128_gcm();
+        want = 16;
+    } else if (strcmp(cipher, "chacha20-poly1305") == 0) {
+        c = evp.chacha20_poly1305();
+        want = 32;
+    } else {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "cipher must be aes-128-gcm or chacha20-poly1305");
+        return -1;
+    }
+    if (key.len != want || c == NULL) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "bad key length or cipher unavailable");
+        return -1;
+    }
+    if (self->ctx == NULL) {
+        self->ctx = evp.ctx_new();
+    }
+    int ok = self->ctx != NULL;
+    if (ok) {
+        ok = encrypt ? evp.encrypt_init(self->ctx, c, NULL, key.buf, NULL)
+                     : evp.decrypt_init(self->ctx, c, NULL, key.buf, NULL);
+    }
+    PyBuffer_Release(&key);
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto refused the cipher context");
+        return -1;
+    }
+    self->encrypt = encrypt;
+    return 0;
+}
+
+static inline unsigned int
+word_at(const unsigned char *m, Py_ssize_t i)
+{
+    return ((unsigned int)m[2 * i] << 8) | m[2 * i + 1];
+}
+
+static inline int
+seal_one(void *ctx, unsigned char *nonce, const unsigned char *in, int len, unsigned char *out)
+{
+    int n1 = 0, n2 = 0;
+    if (!evp.encrypt_init(ctx, NULL, NULL, NULL, nonce)) return 0;
+    if (len > 0 && !evp.encrypt_update(ctx, out, &n1, in, len)) return 0;
+    if (!evp.encrypt_final(ctx, out + n1, &n2)) return 0;
+    return evp.ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, AEAD_TAG, out + len) > 0;
+}
+
+static inline int
+open_one(void *ctx, unsigned char *nonce, const unsigned char *in, int len, unsigned char *out)
+{
+    /* in: ciphertext (len bytes) || tag (16) */
+    int n1 = 0, n2 = 0;
+    if (!evp.decrypt_init(ctx, NULL, NULL, NULL, nonce)) return 0;
+    if (evp.ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, AEAD_TAG, (void *)(in + len)) <= 0) return 0;
+    if (len > 0 && !evp.decrypt_update(ctx, out, &n1, in, len)) return 0;
+    return evp.decrypt_final(ctx, out + n1, &n2) > 0;
+}
+
+PyDoc_STRVAR(seal_doc,
+"seal(data, step, nonce_tail, counter, masks, padding, rng) -> (bytearray, counter)\n\n"
+"Seal ``data`` into ceil(len/step) chunks: size (masked) || AEAD(payload) || padding.\n"
+"``masks``: raw mask words (2 per chunk with padding, else 1) or None; ``rng(n)`` is\n"
+"called once for all padding bytes (n = the sum of the padding lengths, if > 0).");
+
+static PyObject *
+Aead_seal(AeadObject *self, PyObject *args)
+{
+    Py_buffer data, tail, masks = {0}, pool = {0};
+    Py_ssize_t step;
+    unsigned long long counter;
+    PyObject *masks_obj, *rng, *pool_obj = NULL;
+    int padding;
+    if (!self->encrypt) {
+        PyErr_SetString(PyExc_ValueError, "context was made for opening");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*ny*KOpO", &data, &step, &tail, &counter, &masks_obj,
+                          &padding, &rng)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    int have_masks = masks_obj != Py_None;
+    if (have_masks && PyObject_GetBuffer(masks_obj, &masks, PyBUF_SIMPLE) < 0) {
+        goto done_nomask;
+    }
+    Py_ssize_t n = data.len;
+    if (step <= 0 || step > 0xFFFF - AEAD_TAG - MAX_PADDING || tail.len != NONCE_TAIL) {
+        PyErr_SetString(PyExc_ValueError, "bad step or nonce tail");
+        goto done;
+    }
+    Py_ssize_t nchunks = n == 0 ? 0 : (n + step - 1) / step;
+    Py_ssize_t per = padding ? 2 : 1;
+    if (have_masks && masks.len < 2 * per * nchunks) {
+        PyErr_SetString(PyExc_ValueError, "not enough mask words");
+        goto done;
+    }
+    if (padding && !have_masks) {
+        PyErr_SetString(PyExc_ValueError, "padding needs masks");
+        goto done;
+    }
+    const unsigned char *m = have_masks ? (const unsigned char *)masks.buf : NULL;
+    Py_ssize_t pad_total = 0;
+    if (padding) {
+        for (Py_ssize_t i = 0; i < nchunks; i++) pad_total += word_at(m, 2 * i) % MAX_PADDING;
+    }
+    if (pad_total > 0) {
+        pool_obj = PyObject_CallFunction(rng, "n", pad_total);
+        if (pool_obj == NULL) goto done;
+        if (PyObject_GetBuffer(pool_obj, &pool, PyBUF_SIMPLE) < 0) {
+            Py_CLEAR(pool_obj);
+            goto done;
+        }
+        if (pool.len < pad_total) {
+            PyErr_SetString(PyExc_ValueError, "rng returned too few bytes");
+            goto done;
+        }
+    }
+    Py_ssize_t total = n + nchunks * (2 + AEAD_TAG) + pad_total;
+    PyObject *outobj = PyByteArray_FromStringAndSize(NULL, total);
+    if (outobj == NULL) goto done;
+    unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(outobj);
+    const unsigned char *in = (const unsigned char *)data.buf;
+    const unsigned char *pp = (const unsigned char *)pool.buf;
+    unsigned char nonce[NONCE_LEN];
+    memcpy(nonce + 2, tail.buf, NONCE_TAIL);
+    Py_ssize_t pos = 0, off = 0;
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < nchunks; i++) {
+        Py_ssize_t plen = n - off > step ? step : n - off;
+        unsigned int pad = 0, size_mask = 0;
+        if (have_masks) {
+            if (padding) {
+                pad = word_at(m, 2 * i) % MAX_PADDING;
+                size_mask = word_at(m, 2 * i + 1);
+            } else {
+                size_mask = word_at(m, i);
+            }
+        }
+        unsigned int size = (unsigned int)(plen + AEAD_TAG + pad) ^ size_mask;
+        out[pos] = (unsigned char)(size >> 8);
+        out[pos + 1] = (unsigned char)size;
+        pos += 2;
+        nonce[0] = (unsigned char)((counter >> 8) & 0xFF);
+        nonce[1] = (unsigned char)(counter & 0xFF);
+        counter++;
+        if (!seal_one(self->ctx, nonce, in + off, (int)plen, out + pos)) {
+            ok = 0;
+            break;
+        }
+        pos += plen + AEAD_TAG;
+        off += plen;
+        if (pad) {
+            memcpy(out + pos, pp, pad);
+            pp += pad;
+            pos += pad;
+        }
+    }
+    if (!ok) {
+        Py_DECREF(outobj);
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal a chunk");
+        goto done;
+    }
+    result = Py_BuildValue("NK", outobj, counter);
+done:
+    if (have_masks) PyBuffer_Release(&masks);
+    if (pool_obj != NULL) {
+        PyBuffer_Release(&pool);
+        Py_DECREF(pool_obj);
+    }
+done_nomask:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&tail);
+    return result;
+}
+
+PyDoc_STRVAR(open_doc,
+"open(data, pos, out, opos, nonce_tail, counter, masks, padding)\n"
+"    -> (status, pos, opos, counter, words, size, pad)\n\n"
+"Open complete chunks of ``data[pos:]`` into ``out[opos:]``.  status: 0 stopped at an\n"
+"incomplete chunk (size >= 0: its size field was read, ``size``/``pad`` describe the\n"
+"body still to come at ``pos``; size -1: fewer than 2 bytes left), 1 end marker seen\n"
+"(pos just after it), 2 out of mask words (pos at the next size field), -1 a chunk\n"
+"failed authentication, -2 a size smaller than overhead + padding.  ``words``: mask\n"
+"words consumed.");
+
+static PyObject *
+Aead_open(AeadObject *self, PyObject *args)
+{
+    Py_buffer data, out, tail, masks = {0};
+    Py_ssize_t pos, opos;
+    unsigned long long counter;
+    PyObject *masks_obj;
+    int padding;
+    if (self->encrypt) {
+        PyErr_SetString(PyExc_ValueError, "context was made for sealing");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*nw*ny*KOp", &data, &pos, &out, &opos, &tail, &counter,
+                          &masks_obj, &padding)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    int have_masks = masks_obj != Py_None;
+    if (have_masks && PyObject_GetBuffer(masks_obj, &masks, PyBUF_SIMPLE) < 0) {
+        goto done_nomask;
+    }
+    if (tail.len != NONCE_TAIL || pos < 0 || opos < 0 || pos > data.len || opos > out.len) {
+        PyErr_SetString(PyExc_ValueError, "bad nonce tail or offsets");
+        goto done;
+    }
+    const unsigned char *in = (const unsigned char *)data.buf;
+    unsigned char *o = (unsigned char *)out.buf;
+    const unsigned char *m = have_masks ? (const unsigned char *)masks.buf : NULL;
+    Py_ssize_t nwords = have_masks ? masks.len / 2 : 0;
+    Py_ssize_t per = padding ? 2 : 1;
+    Py_ssize_t end = data.len, wi = 0;
+    long size = -1, pad = 0;
+    int status = 0;
+    unsigned char nonce[NONCE_LEN];
+    memcpy(nonce + 2, tail.buf, NONCE_TAIL);
+    while (1) {
+        if (end - pos < 2) {
+            size = -1;
+            status = 0;
+            break;
+        }
+        if (have_masks && wi + per > nwords) {
+            size = -1;
+            status = 2;
+            break;
+        }
+        pad = 0;
+        size = ((long)in[pos] << 8) | in[pos + 1];
+        if (have_masks) {
+            if (padding) {
+                pad = word_at(m, wi) % MAX_PADDING;
+                size ^= word_at(m, wi + 1);
+            } else {
+                size ^= word_at(m, wi);
+            }
+            wi += per;
+        }
+        pos += 2;
+        if (size <= AEAD_TAG + pad) {
+            status = size == AEAD_TAG + pad ? 1 : -2;
+            break;
+        }
+        if (end - pos < size) {
+            status = 0;
+            break;
+        }
+        Py_ssize_t plen = size - pad - AEAD_TAG;
+        if (opos + plen > out.len) {
+            PyErr_SetString(PyExc_ValueError, "output buffer too small");
+            goto done;
+        }
+        nonce[0] = (unsigned char)((counter >> 8) & 0xFF);
+        nonce[1] = (unsigned char)(counter & 0xFF);
+        if (!open_one(self->ctx, nonce, in + pos, (int)plen, o + opos)) {
+            status = -1;
+            break;
+        }
+        counter++;
+        opos += plen;
+        pos += size;
+    }
+    result = Py_BuildValue("innKnll", status, pos, opos, counter, wi, size, pad);
+done:
+    if (have_masks) PyBuffer_Release(&masks);
+done_nomask:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&tail);
+    return result;
+}
+
+static PyMethodDef Aead_methods[] = {
+    {"seal", (PyCFunction)Aead_seal, METH_VARARGS, seal_doc},
+    {"open", (PyCFunction)Aead_open, METH_VARARGS, open_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject AeadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "v2py._chunkcrypt.Aead",
+    .tp_basicsize = sizeof(AeadObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Aead(cipher, key, encrypt): one reused libcrypto AEAD context.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Aead_init,
+    .tp_dealloc = (destructor)Aead_dealloc,
+    .tp_methods = Aead_methods,
+};
+
+static struct PyModuleDef chunkcrypt_module = {
+    PyModuleDef_HEAD_INIT, "v2py._chunkcrypt",
+    "Optional batch AEAD chunk sealing/opening over the system libcrypto.", -1, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__chunkcrypt(void)
+{
+    if (!evp.loaded && !load_libcrypto()) {
+        PyErr_SetString(PyExc_ImportError, "libcrypto could not be loaded");
+        return NULL;
+    }
+    if (PyType_Ready(&AeadType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&chunkcrypt_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&AeadType);
+    if (PyModule_AddObject(m, "Aead", (PyObject *)&AeadType) < 0) {
+        Py_DECREF(&AeadType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,27 @@
+from collections.abc import Callable
+
+from typing_extensions import Buffer
+
+class Aead:
+    def __init__(self, cipher: str, key: bytes, encrypt: bool) -> None: ...
+    def seal(
+        self,
+        data: Buffer,
+        step: int,
+        nonce_tail: bytes,
+        counter: int,
+        masks: bytes | None,
+        padding: bool,
+        rng: Callable[[int], bytes],
+    ) -> tuple[bytearray, int]: ...
+    def open(
+        self,
+        data: Buffer,
+        pos: int,
+        out: Buffer,
+        opos: int,
+        nonce_tail: bytes,
+        counter: int,
+        masks: bytes | None,
+        padding: bool,
+    ) -> tuple[int, int, int, int, int, int, int]: ...
