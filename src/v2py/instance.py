@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from v2py.app.dispatcher import Dispatcher
 from v2py.app.inbound import AlwaysOnInbound
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.session import SniffingSettings
+from v2py.app.shared_state import WorkerContext
 from v2py.errors import ConfigError
 from v2py.proxy.base import Outbound
 
@@ -78,11 +82,33 @@ def _accounts(items: Any) -> dict[str, str]:
     return out
 
 
-class Instance:
-    """Everything one config describes, started and stopped as a unit."""
+#: Bytes of a VMess user id.
+_USER_ID_BYTES = 16
 
-    def __init__(self, config: Any, *, env: Mapping[str, str] | None = None) -> None:
+
+def _label(*parts: object) -> bytes:
+    return b"\0".join(str(p).encode() for p in parts) + b"\0"
+
+
+class Instance:
+    """Everything one config describes, started and stopped as a unit.
+
+    ``worker`` is set in the worker processes of ``v2py run --workers N``: listeners
+    bind with SO_REUSEPORT, VMess inbounds share the replay / session / taint table,
+    and dynamic ports and detour users are derived from the shared seed, so that
+    every worker opens the same ports and knows the same users.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        env: Mapping[str, str] | None = None,
+        worker: WorkerContext | None = None,
+    ) -> None:
         self.config = config
+        self.worker = worker
+        self._reuse_port = worker is not None
         self.env = dict(os.environ if env is None else env)
         self.policy = _policy_table(config)
         # mKCP client sockets outlive a graceful close by seconds (the close handshake);
@@ -106,8 +132,14 @@ class Instance:
             proxy.detour = self._detour_lookup(target)
 
     @classmethod
-    def from_config(cls, config: Any, *, env: Mapping[str, str] | None = None) -> Instance:
-        return cls(config, env=env)
+    def from_config(
+        cls,
+        config: Any,
+        *,
+        env: Mapping[str, str] | None = None,
+        worker: WorkerContext | None = None,
+    ) -> Instance:
+        return cls(config, env=env, worker=worker)
 
     # -- outbounds --------------------------------------------------------
     def _build_outbound(self, cfg: Any) -> Outbound:
@@ -181,8 +213,40 @@ class Instance:
             self._kcp_dialer = KcpDialer()
         return self._kcp_dialer
 
+    # -- worker mode ------------------------------------------------------
+    def _user_ids(self, tag: str, where: tuple[int, int] | None) -> Callable[[str], bytes] | None:
+        """Detour user ids derived from the shared seed (None: random, one process)."""
+        if self.worker is None:
+            return None
+        seed = self.worker.seed
+        place = "static" if where is None else f"{where[0]}:{where[1]}"
+
+        def user_id(email: str) -> bytes:
+            label = _label("detour-user", tag, place, email)
+            return hmac.digest(seed, label, hashlib.sha256)[:_USER_ID_BYTES]
+
+        return user_id
+
+    def _generation_rng(self, tag: str) -> Callable[[int], Callable[[int], bytes]] | None:
+        if self.worker is None:
+            return None
+        from v2py.app.ports import derived_rng
+
+        seed = self.worker.seed
+        return lambda number: derived_rng(seed, _label("ports", tag, number))
+
+    def _schedule_origin(self) -> float | None:
+        """The parent's start instant on this loop's clock (workers only)."""
+        if self.worker is None:
+            return None
+        try:
+            offset = asyncio.get_running_loop().time() - time.monotonic()
+        except RuntimeError:  # no running loop: the default one reads time.monotonic()
+            offset = 0.0
+        return self.worker.start_monotonic + offset
+
     # -- inbounds ---------------------------------------------------------
-    def _build_proxy(self, cfg: Any) -> Any:
+    def _build_proxy(self, cfg: Any, where: tuple[int, int] | None = None) -> Any:
         protocol = cfg.protocol
         s = cfg.settings
         tag = cfg.tag or ""
@@ -201,6 +265,7 @@ class Instance:
                 user_level=s.user_level,
                 policy=self.policy,
                 sniffing=sniffing,
+                reuse_port=self._reuse_port,
             )
         if protocol == "http":
             from v2py.proxy.http_inbound import HttpInbound
@@ -230,6 +295,7 @@ class Instance:
                 user_level=s.user_level,
                 policy=self.policy,
                 sniffing=sniffing,
+                reuse_port=self._reuse_port,
             )
         if protocol == "vmess":
             from v2py.protocol.vmess.account import VmessUser, parse_uuid
@@ -252,6 +318,8 @@ class Instance:
                 default_level=default.level if default else 0,
                 default_alter_id=default.alter_id if default else 0,
                 disable_insecure=s.disable_insecure_encryption,
+                shared_store=self.worker.store if self.worker is not None else None,
+                user_ids=self._user_ids(tag, where),
             )
             if s.detour_to:
                 self._vmess_pending_detour.append((proxy, s.detour_to))
@@ -269,7 +337,7 @@ class Instance:
 
             return DynamicInbound(
                 tag=cfg.tag or "",
-                proxy_factory=lambda: self._build_proxy(cfg),
+                proxy_factory=lambda generation, port: self._build_proxy(cfg, (generation, port)),
                 listen_host=cfg.listen,
                 first_port=cfg.port.first,
                 last_port=cfg.port.last,
@@ -278,6 +346,9 @@ class Instance:
                 network=network,
                 kcp=kcp,
                 sniffing=_sniffing(cfg),
+                generation_rng=self._generation_rng(cfg.tag or ""),
+                schedule_origin=self._schedule_origin(),
+                reuse_port=self._reuse_port,
             )
         return AlwaysOnInbound(
             tag=cfg.tag or "",
@@ -287,6 +358,7 @@ class Instance:
             network=network,
             kcp=kcp,
             sniffing=_sniffing(cfg),
+            reuse_port=self._reuse_port,
         )
 
     def _detour_lookup(self, target_tag: str) -> Any:

@@ -60,7 +60,7 @@ class Factory:
     def __init__(self) -> None:
         self.made: list[EchoProxy] = []
 
-    def __call__(self) -> EchoProxy:
+    def __call__(self, generation: int = 0, port: int = 0) -> EchoProxy:
         proxy = EchoProxy(len(self.made))
         self.made.append(proxy)
         return proxy
@@ -390,7 +390,13 @@ async def test_kcp_generation_close_closes_listener(monkeypatch: pytest.MonkeyPa
     made: list[tuple[str, int, Any, FakeListener]] = []
 
     async def fake_listen(
-        network: str, host: str, port: int, handler: Any, *, kcp: Any = None
+        network: str,
+        host: str,
+        port: int,
+        handler: Any,
+        *,
+        kcp: Any = None,
+        reuse_port: bool = False,
     ) -> FakeListener:
         listener = FakeListener()
         made.append((network, port, kcp, listener))

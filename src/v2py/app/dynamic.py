@@ -4,11 +4,20 @@ app/proxyman/inbound/dynamic.go. Spec: ``/work/shared/spec/dynamic-port.md``.
 The shell around the pure :class:`~v2py.app.ports.PortRotation`: one refresh task
 sleeps until the core's timer, feeds it ``now``, and acts on its events. Each
 generation is ``concurrency`` workers; a worker is a fresh proxy instance from
-``proxy_factory()`` (so every port has its own VMess users, spec 3) plus one
-listener. A closing TCP generation stops accepting but leaves established
+``proxy_factory(generation, port)`` (so every port has its own VMess users, spec 3)
+plus one listener. A closing TCP generation stops accepting but leaves established
 connections running, as 4.34 does [verified in the spec]; they are cancelled
 only when the whole inbound closes. An mKCP generation closes outright (its
 sessions share the listening UDP socket), as 4.34's kcp listener does.
+
+Under ``v2py run --workers N`` every worker process runs its own copy of this
+inbound. They agree without talking: the rotation sits on a grid from the
+parent's start instant (``schedule_origin``), each generation's ports come from
+``generation_rng(number)`` (derived from a seed the parent drew), listeners use
+SO_REUSEPORT, and the factory derives detour users from (generation, port). A
+port that some unrelated process holds fails in every worker alike; the residual
+risk is a port that becomes busy or free between two workers' binds, which makes
+that generation differ between them.
 """
 
 from __future__ import annotations
@@ -91,7 +100,8 @@ class DynamicInbound:
     """An inbound that listens on a rotating random subset of its port range.
 
     :param tag: inbound tag (the detour target name).
-    :param proxy_factory: returns a fresh, unstarted proxy instance per worker.
+    :param proxy_factory: ``proxy_factory(generation, port)`` returns a fresh,
+        unstarted proxy instance for one port of one generation.
     :param listen_host: address to listen on.
     :param first_port: lowest port of the range.
     :param last_port: highest port of the range.
@@ -102,6 +112,9 @@ class DynamicInbound:
     :param sniffing: sniffing settings for sessions of this inbound.
     :param rng: random bytes for port allocation (``os.urandom``).
     :param clock: time source of the refresh task (:class:`LoopClock`).
+    :param generation_rng: per-generation port rng (see :class:`PortRotation`).
+    :param schedule_origin: refresh grid origin on ``clock`` (see :class:`PortRotation`).
+    :param reuse_port: bind with SO_REUSEPORT (worker processes share ports).
     :raises ValueError: on a bad range, refresh or concurrency.
     """
 
@@ -109,7 +122,7 @@ class DynamicInbound:
         self,
         *,
         tag: str,
-        proxy_factory: Callable[[], InboundProxy],
+        proxy_factory: Callable[[int, int], InboundProxy],
         listen_host: str,
         first_port: int,
         last_port: int,
@@ -120,6 +133,9 @@ class DynamicInbound:
         sniffing: SniffingSettings | None = None,
         rng: Rng = os.urandom,
         clock: Clock | None = None,
+        generation_rng: Callable[[int], Rng] | None = None,
+        schedule_origin: float | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.tag = tag
         self.proxy_factory = proxy_factory
@@ -128,12 +144,15 @@ class DynamicInbound:
         self.kcp = kcp
         self.sniffing = sniffing or SniffingSettings()
         self.clock: Clock = clock or LoopClock()
+        self.reuse_port = reuse_port
         self.rotation = PortRotation(
             first_port=first_port,
             last_port=last_port,
             refresh_min=refresh_min,
             concurrency=concurrency,
             rng=rng,
+            generation_rng=generation_rng,
+            schedule_origin=schedule_origin,
         )
         if not self.rotation.well_sized:
             log.warning(
@@ -222,7 +241,7 @@ class DynamicInbound:
         assert self._dispatcher is not None
         workers: list[Worker] = []
         for port in gen.ports:
-            proxy = self.proxy_factory()
+            proxy = self.proxy_factory(gen.number, port)
             try:
                 listener = await listen(
                     self.network,
@@ -230,6 +249,7 @@ class DynamicInbound:
                     port,
                     self._make_handler(proxy, port),
                     kcp=self.kcp,
+                    reuse_port=self.reuse_port,
                 )
             except OSError as exc:
                 # 4.34 skips the worker and leaks the port; we skip and release it.

@@ -30,7 +30,10 @@ class InboundProxy(Protocol):
 
 
 class AlwaysOnInbound:
-    """Listens on ``ports`` with one shared proxy instance."""
+    """Listens on ``ports`` with one shared proxy instance.
+
+    ``reuse_port`` binds with SO_REUSEPORT (``v2py run --workers N``).
+    """
 
     def __init__(
         self,
@@ -42,9 +45,11 @@ class AlwaysOnInbound:
         network: str = "tcp",
         kcp: Any = None,
         sniffing: SniffingSettings | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.tag = tag
         self.proxy = proxy
+        self.reuse_port = reuse_port
         self.listen_host = listen_host
         self.ports = ports
         self.network = network
@@ -57,7 +62,12 @@ class AlwaysOnInbound:
         self._dispatcher = dispatcher
         for port in self.ports:
             listener = await listen(
-                self.network, self.listen_host, port, self._on_connection, kcp=self.kcp
+                self.network,
+                self.listen_host,
+                port,
+                self._on_connection,
+                kcp=self.kcp,
+                reuse_port=self.reuse_port,
             )
             self._listeners.append(listener)
             log.info(

@@ -31,6 +31,14 @@ Theory of operation of :class:`PortRotation`::
     ACTIVE     | error  | ACTIVE              | CLOSED
     CLOSED     | error  | no-op               | CLOSED
 
+With ``schedule_origin`` (``v2py run --workers N``: every worker process runs its
+own rotation and all must agree without talking), refreshes sit on a fixed grid
+``origin + k x refresh``: a refresh handled at ``now`` is generation
+``k = floor((now - origin) / refresh)``, created at the grid instant, and the next
+is due one step later (a late timer skips slots instead of drifting). With
+``generation_rng``, generation ``k`` draws its ports from ``generation_rng(k)``,
+so equal inputs give equal ports in every worker.
+
 Expiry runs before a refresh due at the same instant. 4.34 races the two timers
 and, when the refresh wins while the range is short, spins forever holding the
 port lock (spec 2.4). Ordering them removes the race; a short range yields a
@@ -40,6 +48,8 @@ generation with fewer ports instead of a livelock.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -60,6 +70,7 @@ __all__ = [
     "RotationEvent",
     "Rng",
     "RotationState",
+    "derived_rng",
     "minutes_left",
 ]
 
@@ -81,6 +92,31 @@ Rng = Callable[[int], bytes]
 
 class PortsExhaustedError(LocalProtocolError):
     """Fewer free ports are left in the range than were asked for."""
+
+
+def derived_rng(seed: bytes, label: bytes) -> Rng:
+    """A deterministic ``rng(n) -> bytes``: the stream HMAC-SHA256(seed, label || counter).
+
+    Two calls with the same ``seed`` and ``label`` return equal streams (how the
+    worker processes of one server agree on ports and users without talking).
+    """
+    return _HmacStream(seed, label)
+
+
+class _HmacStream:
+    def __init__(self, seed: bytes, label: bytes) -> None:
+        self._seed = seed
+        self._label = label
+        self._counter = 0
+        self._buffer = b""
+
+    def __call__(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            block = self._label + self._counter.to_bytes(8, "big")
+            self._buffer += hmac.digest(self._seed, block, hashlib.sha256)
+            self._counter += 1
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
 
 
 def _roll(rng: Rng, n: int) -> int:
@@ -127,8 +163,10 @@ class PortAllocator:
     def __contains__(self, port: object) -> bool:
         return isinstance(port, int) and self.first <= port <= self.last
 
-    def allocate(self, n: int) -> list[int]:
+    def allocate(self, n: int, rng: Rng | None = None) -> list[int]:
         """Take ``n`` distinct free ports, each uniformly random among the free ones.
+
+        ``rng`` replaces the allocator's own byte source for this call.
 
         Like 4.34 (``from + Roll(size)`` retried while in use), but bounded: after
         :data:`MAX_RANDOM_DRAWS` misses it picks uniformly from the free list,
@@ -143,16 +181,17 @@ class PortAllocator:
             raise PortsExhaustedError(
                 f"{n} ports wanted but only {self.free_count} of {self.first}-{self.last} are free"
             )
-        return [self._allocate_one() for _ in range(n)]
+        draw = rng or self._rng
+        return [self._allocate_one(draw) for _ in range(n)]
 
-    def _allocate_one(self) -> int:
+    def _allocate_one(self, rng: Rng) -> int:
         for _ in range(MAX_RANDOM_DRAWS):
-            port = self.first + _roll(self._rng, self.size)
+            port = self.first + _roll(rng, self.size)
             if port not in self._in_use:
                 self._in_use.add(port)
                 return port
         free = [p for p in range(self.first, self.last + 1) if p not in self._in_use]
-        port = free[_roll(self._rng, len(free))]
+        port = free[_roll(rng, len(free))]
         self._in_use.add(port)
         return port
 
@@ -224,11 +263,24 @@ class PortRotation:
     :param concurrency: ports per generation (4.34 default 3); must be >= 1 and
         smaller than the range size (4.34's "not enough ports" check).
     :param rng: ``rng(n) -> bytes`` used for allocation.
+    :param generation_rng: if given, generation ``k`` allocates with
+        ``generation_rng(k)`` instead of ``rng``.
+    :param schedule_origin: if given, refreshes sit on the grid
+        ``origin + k x refresh`` and generation numbers are grid indexes (see the
+        module docstring); ``start`` must then come at or after the origin.
     :raises ValueError: on a bad range, refresh or concurrency.
     """
 
     def __init__(
-        self, *, first_port: int, last_port: int, refresh_min: int, concurrency: int, rng: Rng
+        self,
+        *,
+        first_port: int,
+        last_port: int,
+        refresh_min: int,
+        concurrency: int,
+        rng: Rng,
+        generation_rng: Callable[[int], Rng] | None = None,
+        schedule_origin: float | None = None,
     ) -> None:
         self.allocator = PortAllocator(first_port, last_port, rng)
         if refresh_min < 1:
@@ -243,6 +295,8 @@ class PortRotation:
             )
         self.refresh_min = refresh_min
         self.concurrency = concurrency
+        self._generation_rng = generation_rng
+        self._origin = schedule_origin
         self.state = RotationState.NEW
         self._generations: list[Generation] = []
         self._next_number = 0
@@ -343,18 +397,24 @@ class PortRotation:
 
     def _refresh(self, now: float) -> None:
         count = min(self.concurrency, self.allocator.free_count)
+        number, created = self._next_number, now
+        if self._origin is not None:
+            number = max(self._next_number, math.floor((now - self._origin) / self.refresh_s))
+            created = self._origin + number * self.refresh_s
+        rng = self._generation_rng(number) if self._generation_rng is not None else None
         gen = Generation(
-            number=self._next_number,
-            created_at=now,
-            closes_at=now + self.lifetime_s,
-            ports=tuple(self.allocator.allocate(count)),
+            number=number,
+            created_at=created,
+            closes_at=created + self.lifetime_s,
+            ports=tuple(self.allocator.allocate(count, rng)),
         )
-        self._next_number += 1
+        self._next_number = number + 1
         self._generations.append(gen)
-        self._last_refresh = now
+        self._last_refresh = created
         # Counted from this refresh, not from when it was due: 4.34 schedules the
         # next run after the previous one finished, so it drifts the same way.
-        self._next_refresh = now + self.refresh_s
+        # On a fixed grid (workers) the next refresh is the next grid instant.
+        self._next_refresh = created + self.refresh_s
         self._events.append(GenerationOpened(generation=gen, requested=self.concurrency))
 
     def next_event(self) -> RotationEvent | None:

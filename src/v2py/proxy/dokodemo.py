@@ -30,7 +30,8 @@ class DokodemoInbound:
     """Forward everything to ``address:dest_port``.
 
     ``networks`` holds "tcp" and/or "udp" (case-insensitive); ``udp_idle`` exists for
-    tests. Raises ValueError for an unknown network name.
+    tests; ``reuse_port`` binds the UDP socket with SO_REUSEPORT (``--workers``).
+    Raises ValueError for an unknown network name.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class DokodemoInbound:
         policy: PolicyTable,
         sniffing: SniffingSettings,
         udp_idle: float = UDP_SOURCE_IDLE_S,
+        reuse_port: bool = False,
     ) -> None:
         nets = {n.strip().lower() for n in networks}
         unknown = nets - _NETWORKS
@@ -61,6 +63,7 @@ class DokodemoInbound:
         self._policy = policy
         self._sniffing = sniffing
         self._udp_idle = udp_idle
+        self._reuse_port = reuse_port
         self._udp_server: UdpFlowServer | None = None
         self._udp_port = 0
 
@@ -111,6 +114,7 @@ class DokodemoInbound:
         self._udp_server, self._udp_port = await open_udp_flow_server(
             self._listen or "0.0.0.0",
             self._port,
+            reuse_port=self._reuse_port,
             make_session=make_session,
             dispatcher=dispatcher,
             decode=decode,

@@ -257,12 +257,18 @@ class UdpFlowServer(asyncio.DatagramProtocol):
             task.cancel()
 
 
-async def open_udp_flow_server(host: str, port: int, **kwargs: object) -> tuple[UdpFlowServer, int]:
-    """Bind a :class:`UdpFlowServer` on ``host:port``; return it and the bound port."""
+async def open_udp_flow_server(
+    host: str, port: int, *, reuse_port: bool = False, **kwargs: object
+) -> tuple[UdpFlowServer, int]:
+    """Bind a :class:`UdpFlowServer` on ``host:port``; return it and the bound port.
+
+    ``reuse_port`` sets SO_REUSEPORT (worker processes sharing the port).
+    """
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
         lambda: UdpFlowServer(**kwargs),  # type: ignore[arg-type]
         local_addr=(host, port),
+        reuse_port=reuse_port or None,
     )
     sockname = transport.get_extra_info("sockname")
     return protocol, int(sockname[1])
@@ -282,7 +288,8 @@ class SocksInbound:
     Parameters mirror the JSON settings: ``auth`` "password" (case-sensitive, as in
     4.34) or anything else for noauth; ``accounts`` user -> password; ``udp`` enables
     UDP ASSOCIATE and the UDP listener; ``ip`` is announced in UDP ASSOCIATE replies.
-    ``udp_flow_idle`` / ``udp_source_idle`` exist for tests.
+    ``udp_flow_idle`` / ``udp_source_idle`` exist for tests. ``reuse_port`` binds
+    the UDP socket with SO_REUSEPORT (``--workers``).
     """
 
     def __init__(
@@ -300,8 +307,10 @@ class SocksInbound:
         sniffing: SniffingSettings,
         udp_flow_idle: float = UDP_FLOW_IDLE_S,
         udp_source_idle: float = UDP_SOURCE_IDLE_S,
+        reuse_port: bool = False,
     ) -> None:
         self.tag = tag
+        self._reuse_port = reuse_port
         self._listen = listen
         self._listen_is_ip = bool(listen) and _is_ip(listen)
         self._port = port
@@ -352,6 +361,7 @@ class SocksInbound:
         self._udp_server, self._udp_port = await open_udp_flow_server(
             self._listen or "0.0.0.0",
             self._port,
+            reuse_port=self._reuse_port,
             make_session=make_session,
             dispatcher=dispatcher,
             decode=decode,

@@ -25,7 +25,7 @@ from v2py.protocol.vmess.commands import SwitchAccount
 from v2py.protocol.vmess.constants import RequestCommand
 from v2py.protocol.vmess.events import RequestReceived
 from v2py.protocol.vmess.server import VmessServerConnection
-from v2py.protocol.vmess.validator import UserValidator
+from v2py.protocol.vmess.validator import KeyStore, UserValidator
 from v2py.proxy.base import Dispatch
 from v2py.proxy.vmess_stream import VmessStream
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
@@ -45,7 +45,13 @@ DetourLookup = Callable[[str], "tuple[int, VmessUser, int] | None"]
 
 
 class VmessInbound:
-    """The ``vmess`` inbound handler: one user table for all its connections."""
+    """The ``vmess`` inbound handler: one user table for all its connections.
+
+    ``shared_store`` (``v2py run --workers N``) holds the replay filter, session
+    history and taint fuses of every worker process. ``user_ids(email)`` gives the
+    16-byte id of an auto-created detour user (default: 16 random bytes); workers
+    derive it from a shared seed so that they all know the user they announce.
+    """
 
     def __init__(
         self,
@@ -59,6 +65,8 @@ class VmessInbound:
         detour: DetourLookup | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
+        shared_store: KeyStore | None = None,
+        user_ids: Callable[[str], bytes] | None = None,
     ) -> None:
         self.tag = tag
         self.policy = policy
@@ -68,7 +76,8 @@ class VmessInbound:
         self.detour = detour
         self._rng = rng
         self._clock = clock
-        self.validator = UserValidator(clock(), rng)
+        self._user_ids = user_ids
+        self.validator = UserValidator(clock(), rng, shared_store=shared_store)
         for user in users:
             self.validator.add_user(user)
         self._updater: asyncio.Task[None] | None = None
@@ -80,7 +89,7 @@ class VmessInbound:
         user: VmessUser | None = self.validator.get_user(email)
         if user is None:
             user = VmessUser(
-                id=self._rng(16),
+                id=self._user_ids(email) if self._user_ids is not None else self._rng(16),
                 alter_id=self.default_alter_id,
                 level=self.default_level,
                 email=email,

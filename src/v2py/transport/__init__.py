@@ -46,13 +46,18 @@ async def listen(
     handler: Callable[[Any], Awaitable[None]],
     *,
     kcp: Any = None,
+    reuse_port: bool = False,
 ) -> Listener:
-    """Listen on ``host:port`` over ``network``; each connection runs ``handler(stream)``."""
+    """Listen on ``host:port`` over ``network``; each connection runs ``handler(stream)``.
+
+    ``reuse_port`` sets SO_REUSEPORT, so that sibling worker processes can bind the
+    same port and the kernel spreads connections (and mKCP peers) among them.
+    """
     if network == "kcp":
         from v2py.transport.mkcp import listen_kcp
 
-        listener: Any = await listen_kcp(host, port, kcp, handler)
+        listener: Any = await listen_kcp(host, port, kcp, handler, reuse_port=reuse_port)
         return listener  # type: ignore[no-any-return]
     from v2py.transport.tcp import listen_tcp
 
-    return await listen_tcp(host, port, handler)
+    return await listen_tcp(host, port, handler, reuse_port=reuse_port)

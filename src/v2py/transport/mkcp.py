@@ -610,9 +610,12 @@ async def listen_kcp(
     *,
     loop: asyncio.AbstractEventLoop | None = None,
     max_sessions: int = DEFAULT_MAX_SESSIONS,
+    reuse_port: bool = False,
 ) -> KcpListener:
     """Serve mKCP on UDP ``host:port``; each new session runs ``handler(stream)``.
 
+    ``reuse_port`` sets SO_REUSEPORT: worker processes share the port and the
+    kernel keeps each peer address on one of them.
     Raises ``ValueError`` for invalid settings and ``OSError`` from the socket.
     """
     settings.validate()
@@ -620,5 +623,6 @@ async def listen_kcp(
     _, listener = await loop.create_datagram_endpoint(
         lambda: KcpListener(settings, handler, loop, max_sessions=max_sessions),
         local_addr=(host, port),
+        reuse_port=reuse_port or None,
     )
     return listener

@@ -214,10 +214,15 @@ class TcpListener:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _AcceptingStream(self, loop), host, port, reuse_address=True, backlog=1024
+            lambda: _AcceptingStream(self, loop),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=1024,
         )
 
     @property
@@ -267,9 +272,16 @@ class _AcceptingStream(TcpStream):
 
 
 async def listen_tcp(
-    host: str, port: int, handler: Callable[[TcpStream], Awaitable[None]]
+    host: str,
+    port: int,
+    handler: Callable[[TcpStream], Awaitable[None]],
+    *,
+    reuse_port: bool = False,
 ) -> TcpListener:
-    """Listen on ``host:port``; every accepted connection runs ``handler(stream)``."""
+    """Listen on ``host:port``; every accepted connection runs ``handler(stream)``.
+
+    ``reuse_port`` sets SO_REUSEPORT (worker processes sharing the port).
+    """
     listener = TcpListener(handler)
-    await listener.start(host, port)
+    await listener.start(host, port, reuse_port=reuse_port)
     return listener

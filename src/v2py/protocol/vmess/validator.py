@@ -52,6 +52,15 @@ Theory of operation
 * Replay filter: two generations of sets with the 120 s swap, refusing an
   AuthID present in either (refused for 120..240 s), bounded in size.
 * Session history: (user id, key, iv) -> expiry (3 min), purged every 30 s.
+* Shared state (``v2py run --workers N``): with a ``shared_store`` the replay
+  filter, the session history and the taint fuses live in one :class:`KeyStore`
+  that every worker process sees, so a replay landing on a sibling worker is
+  still refused.  Entries carry wall-clock expiries every worker computes
+  alike: an AuthID seen in period ``p = floor(now / 120)`` expires at
+  ``(p + 2) * 120`` (refused for 120..240 s, as the two generations); a session
+  triple (hashed to 16 bytes) at ``now + 180``; a taint at ``ts + window + 1``
+  (alive while ``ts`` is inside the legacy window).  A store that is full
+  refuses new keys, as a full cuckoo filter does.
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -76,6 +85,7 @@ except ImportError:  # pragma: no cover
     _fast_md5 = hashlib.md5
 
 __all__ = [
+    "KeyStore",
     "UserValidator",
     "LegacyMatch",
     "ReplayFilter",
@@ -116,6 +126,39 @@ _RECORD = struct.Struct(">4sI")  # auth[:4] (truncated by struct), slot << 8 | t
 _AUTH_ID_SPLIT = struct.Struct(">12sI").unpack  # AuthID plain: i64 t || rand4, CRC32
 
 Rng = Callable[[int], bytes]
+
+#: blake2b personalisations: session triples and taint keys never collide with
+#: each other or with raw AuthIDs in a shared store.
+_SESSION_PERSON = b"v2py-session"
+_TAINT_PERSON = b"v2py-taint"
+_STORE_KEY_BYTES = 16
+
+
+class KeyStore(Protocol):
+    """A bounded set of 16-byte keys, each with a wall-clock expiry (seconds).
+
+    A key whose expiry is ``<= now`` counts as absent.  The shell's
+    implementation (``v2py.app.shared_state.SharedKeyTable``) is shared by
+    every worker process; its operations are atomic across them.
+    """
+
+    def add_if_absent(self, key: bytes, expiry: float, now: float) -> bool:
+        """Record ``key`` until ``expiry``; False if it is present and live, or
+        if there is no room for it (a full store refuses, never evicts)."""
+        ...
+
+    def contains(self, key: bytes, now: float) -> bool:
+        """True if ``key`` is present and its expiry is later than ``now``."""
+        ...
+
+    def add(self, key: bytes, expiry: float, now: float) -> None:
+        """Record ``key`` until at least ``expiry``, evicting the soonest-expiring
+        entry if there is no room (used for taints, which must not be lost)."""
+        ...
+
+
+def _store_key(person: bytes, data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=_STORE_KEY_BYTES, person=person).digest()
 
 
 def _crc64_table() -> list[int]:
@@ -243,6 +286,9 @@ class UserValidator:
     ``legacy_band_s`` is the half-width built eagerly by ``add_user`` (clamped
     to the window); ``lookup_inline_hashes`` bounds the table building a
     refused legacy lookup may do while the table is incomplete.
+    ``shared_store``, when given, holds the replay filter, session history and
+    taint fuses instead of this object (see the module docstring); sibling
+    validators over the same store then refuse each other's replays.
     """
 
     def __init__(
@@ -253,6 +299,7 @@ class UserValidator:
         legacy_window_s: int = LEGACY_CACHE_DURATION_S,
         legacy_band_s: int = LEGACY_CLIENT_BAND_S,
         lookup_inline_hashes: int = LOOKUP_INLINE_HASHES,
+        shared_store: KeyStore | None = None,
     ) -> None:
         if legacy_window_s < 0 or legacy_band_s < 0 or lookup_inline_hashes < 0:
             raise ValueError("legacy window, band and inline budget must be >= 0")
@@ -282,6 +329,7 @@ class UserValidator:
         self._tainted: dict[bytes, int] = {}
         self._replay = ReplayFilter(now)
         self._sessions = SessionHistory(now)
+        self._store = shared_store
         self._crc_table: list[int] | None = None
         self._bs_seed = 0
         self._seed_frozen = False
@@ -588,10 +636,19 @@ class UserValidator:
         if found is None:
             return None
         user, t = found
-        return LegacyMatch(user=user, ts=t, tainted=auth in self._tainted)
+        if self._store is not None:
+            tainted = self._store.contains(_store_key(_TAINT_PERSON, auth), self._now)
+        else:
+            tainted = auth in self._tainted
+        return LegacyMatch(user=user, ts=t, tainted=tainted)
 
     def burn_taint(self, auth16: bytes, ts: int) -> None:
         """Burn the taint fuse of a legacy auth entry (spec 4.3)."""
+        if self._store is not None:
+            # Alive while ts >= now - window, as the dict purged by update().
+            expiry = ts + self._window + 1
+            self._store.add(_store_key(_TAINT_PERSON, bytes(auth16)), expiry, self._now)
+            return
         self._tainted[bytes(auth16)] = ts
 
     # ------------------------------------------------------------ AEAD
@@ -614,15 +671,25 @@ class UserValidator:
             t = int.from_bytes(head[:8], "big", signed=True)
             if t < 0 or abs(t - now) > AEAD_TIME_WINDOW_S:
                 continue
-            if not self._replay.check(auth, now):
+            if not self._replay_check(auth, now):
                 raise VmessError("replayed AEAD AuthID", drain=True)
             return user
         return None
+
+    def _replay_check(self, auth: bytes, now: float) -> bool:
+        if self._store is None:
+            return self._replay.check(auth, now)
+        # Periods on the Unix epoch: every worker computes the same expiry.
+        expiry = (now // REPLAY_INTERVAL_S + 2) * REPLAY_INTERVAL_S
+        return self._store.add_if_absent(auth, expiry, now)
 
     # ------------------------------------------------------------ sessions
 
     def check_session(self, user: VmessUser, key: bytes, iv: bytes, now: float) -> bool:
         """Record (user, key, iv); False if seen in the last 3 minutes (spec 4.3)."""
+        if self._store is not None:
+            sid = _store_key(_SESSION_PERSON, bytes(user.id) + bytes(key) + bytes(iv))
+            return self._store.add_if_absent(sid, now + SESSION_LIFETIME_S, now)
         return self._sessions.add_if_not_exists(user.id, key, iv, now)
 
     # ------------------------------------------------------------ drain
