@@ -20,7 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-__all__ = ["kdf", "kdf16", "kdf12", "KDF_ROOT_KEY"]
+__all__ = ["kdf", "kdf16", "kdf12", "kdf_python", "KDF_ROOT_KEY"]
 
 KDF_ROOT_KEY = b"VMess AEAD KDF"
 _BLOCK_SIZE = 64
@@ -75,8 +75,8 @@ def _label_hash(label: bytes) -> _Hash:
 _ROOT_HASH = _root_maker(b"")
 
 
-def kdf(key: bytes, *path: bytes) -> bytes:
-    """Return the 32-byte ``KDF(key, path...)`` of spec section 5.1."""
+def kdf_python(key: bytes, *path: bytes) -> bytes:
+    """Return the 32-byte ``KDF(key, path...)`` of spec section 5.1 (pure Python)."""
     if not path:
         return _ROOT_HASH(bytes(key))
     if len(path) == 1:
@@ -85,6 +85,29 @@ def kdf(key: bytes, *path: bytes) -> bytes:
     for p in path[1:]:
         maker = _wrap(maker, bytes(p))
     return maker(b"")(bytes(key))
+
+
+try:  # the optional C accelerator computes the same nested HMACs ~10x faster
+    from v2py._chunkcrypt import kdf as _kdf_c
+except ImportError:
+    _kdf_c = None  # type: ignore[assignment]
+
+
+def kdf(key: bytes, *path: bytes) -> bytes:
+    """Return the 32-byte ``KDF(key, path...)`` of spec section 5.1.
+
+    Uses ``v2py._chunkcrypt.kdf`` when it is built (at most 8 path elements of at
+    most 1,024 bytes, which every VMess use fits), else :func:`kdf_python`.
+    """
+    if _kdf_c is not None and len(path) <= _C_MAX_PATH:
+        try:
+            return _kdf_c(key, *path)
+        except ValueError:  # an element over the C limit
+            pass
+    return kdf_python(key, *path)
+
+
+_C_MAX_PATH = 8
 
 
 def kdf16(key: bytes, *path: bytes) -> bytes:
