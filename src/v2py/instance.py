@@ -90,6 +90,18 @@ def _label(*parts: object) -> bytes:
     return b"\0".join(str(p).encode() for p in parts) + b"\0"
 
 
+def _detour_emails(config: Any) -> dict[str, tuple[str, ...]]:
+    """Detour target tag -> the (lower-cased) emails of the VMess clients detoured to it."""
+    emails: dict[str, dict[str, None]] = {}
+    for cfg in config.inbounds:
+        s = cfg.settings
+        if cfg.protocol == "vmess" and getattr(s, "detour_to", None):
+            found = emails.setdefault(s.detour_to, {})
+            for client in s.clients:
+                found[(client.email or "").lower()] = None
+    return {tag: tuple(found) for tag, found in emails.items()}
+
+
 class Instance:
     """Everything one config describes, started and stopped as a unit.
 
@@ -123,6 +135,7 @@ class Instance:
         self.inbounds: list[Any] = []
         self._by_tag: dict[str, Any] = {}
         self._vmess_pending_detour: list[tuple[Any, str]] = []
+        self._detour_emails = _detour_emails(config) if worker is not None else {}
         for inbound_cfg in config.inbounds:
             handler = self._build_inbound(inbound_cfg)
             self.inbounds.append(handler)
@@ -321,6 +334,10 @@ class Instance:
                 shared_store=self.worker.store if self.worker is not None else None,
                 user_ids=self._user_ids(tag, where),
             )
+            # Workers: the detour users exist up front in every worker, since the
+            # worker that announces one is rarely the one the client comes back to.
+            for email in self._detour_emails.get(tag, ()):
+                proxy.get_or_create_user(email)
             if s.detour_to:
                 self._vmess_pending_detour.append((proxy, s.detour_to))
             return proxy

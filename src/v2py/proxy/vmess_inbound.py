@@ -77,6 +77,7 @@ class VmessInbound:
         self._rng = rng
         self._clock = clock
         self._user_ids = user_ids
+        self._anon_derived: VmessUser | None = None  # the empty email's user, with user_ids
         self.validator = UserValidator(clock(), rng, shared_store=shared_store)
         for user in users:
             self.validator.add_user(user)
@@ -87,6 +88,9 @@ class VmessInbound:
         """The user for ``email``; auto-created from ``default`` (dynamic-port.md 3)."""
         email = email.lower()
         user: VmessUser | None = self.validator.get_user(email)
+        if user is None and self._user_ids is not None and not email:
+            # Derived ids are stable, so the empty email gets one user, not one per call.
+            user = self._anon_derived
         if user is None:
             user = VmessUser(
                 id=self._user_ids(email) if self._user_ids is not None else self._rng(16),
@@ -95,6 +99,8 @@ class VmessInbound:
                 email=email,
             )
             self.validator.add_user(user)
+            if self._user_ids is not None and not email:
+                self._anon_derived = user
         return user
 
     # -- lifecycle ----------------------------------------------------------
