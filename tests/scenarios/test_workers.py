@@ -187,7 +187,7 @@ async def test_legacy_replay_and_taint_hold_across_workers(echo_server: tuple[st
         assert result.received != b""
 
 
-def _generation_ports(log: str) -> list[set[int]]:
+def generation_ports(log: str) -> list[set[int]]:
     """The generation-0 port sets each worker logged."""
     found = re.findall(
         rf"inbound {DYNAMIC_TAG}: generation 0 listening on \w+ 127\.0\.0\.1 ports ([\d, ]+)", log
@@ -203,7 +203,7 @@ async def test_dynamic_port_two_workers_agree(echo_server: tuple[str, int]) -> N
         run_v2py_workers(text) as server,
         run_v2py(seed_client("tcp", socks_port, main_port)),
     ):
-        gens = _generation_ports(server.log())
+        gens = generation_ports(server.log())
         assert len(gens) == 2 and gens[0] == gens[1], server.log()  # same ports in both
         gen0 = gens[0]
         for _ in range(6):  # main, main, D1, D2, main, D1 (spec 5.2)
