@@ -25,6 +25,10 @@ from bench.procs import command_for, free_ports, kill_all_started
 from bench.runner import MiB, Options, run_once
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 2, 3
+KCP_MANY_CONNS_DEFAULT = 5000
+#: descriptors the bench holds per many-phase connection (its client end, the sink's end)
+#: and besides them (listeners, pipes, the interpreter's own)
+FDS_PER_MANY_CONN, FDS_SPARE = 2, 256
 
 
 def _default_v2py_cmd() -> str:
@@ -49,9 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"{', '.join(CHAINS)} (default: all)")
     p.add_argument("--impl", default="v2py,v2ray",
                    help="implementations to run, comma-separated (v2py, v2ray)")
-    p.add_argument("--runs", type=int, default=3, help="runs per implementation (medians)")
+    p.add_argument("--runs", type=int, default=5, help="runs per implementation (medians)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke mode: 4 MiB bulk, 1 s conn-rate, 20 idle conns, 1 s caps")
+                   help="smoke mode: 4 MiB bulk, 1 s conn-rate, 20 idle conns, "
+                        "200 many-conns")
     p.add_argument("--bulk-mib", type=float, default=256, help="bulk upload/download size")
     p.add_argument("--kcp-bulk-mib", type=float, default=32,
                    help="bulk size on kcp chains (v2ray's default mKCP capacity is ~5 MB/s up)")
@@ -63,6 +68,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="idle established connections for the RSS measurement (0: skip)")
     p.add_argument("--idle-wait", type=float, default=2.0,
                    help="seconds to hold the idle connections before reading RSS")
+    p.add_argument("--many-conns", type=int, default=5000,
+                   help="concurrent bulk connections of the last phase (0: skip)")
+    p.add_argument("--kcp-many-conns", type=int, default=KCP_MANY_CONNS_DEFAULT,
+                   help="the same on kcp chains (all of them share one UDP socket pair)")
+    p.add_argument("--many-kib", type=float, default=64,
+                   help="KiB each of those connections sends and gets echoed back")
+    p.add_argument("--many-deadline", type=float, default=120,
+                   help="seconds for the whole many-connections phase; later ones fail")
     p.add_argument("--loss", type=float, default=0.0, metavar="PCT",
                    help="kcp chains: drop PCT%% of UDP packets each way in a relay")
     p.add_argument("--seed", type=int, default=1, help="seed of the relay's drop decisions")
@@ -80,7 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         for name, value in (("bulk_mib", 4), ("kcp_bulk_mib", 2), ("rate_seconds", 1),
-                            ("idle_conns", 20), ("idle_wait", 0.5)):
+                            ("idle_conns", 20), ("idle_wait", 0.5), ("many_conns", 200),
+                            ("kcp_many_conns", 200)):
             if getattr(args, name) == p.get_default(name):
                 setattr(args, name, value)
     names: list[str] = []
@@ -97,15 +111,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--runs must be >= 1")
     if not 0 <= args.loss < 100:
         p.error("--loss must be in [0, 100)")
+    if args.many_conns < 0 or args.kcp_many_conns < 0 or args.many_kib <= 0:
+        p.error("--many-conns / --kcp-many-conns must be >= 0 and --many-kib > 0")
     return args
 
 
-def _raise_nofile() -> None:
+def _raise_nofile() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (as v2py and Go's runtime do); returns it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
     if soft < want:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _fit_many_to_fd_limit(args: argparse.Namespace, limit: int) -> None:
+    """Lower the many-connections counts the bench cannot hold open, and say so."""
+    most = max(0, (limit - FDS_SPARE) // FDS_PER_MANY_CONN)
+    for name in ("many_conns", "kcp_many_conns"):
+        value = getattr(args, name)
+        if value > most:
+            print(f"bench: open-files limit {limit} allows {most} concurrent connections; "
+                  f"--{name.replace('_', '-')} lowered from {value}", file=sys.stderr)
+            setattr(args, name, most)
 
 
 def _version(template: str) -> str:
@@ -137,7 +166,8 @@ async def _main(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
         bulk_cap=args.bulk_max_seconds, rate_seconds=args.rate_seconds,
         rate_workers=args.rate_workers, idle_conns=args.idle_conns, idle_wait=args.idle_wait,
         start_timeout=args.start_timeout, loss_pct=args.loss, seed=args.seed,
-        verbose=args.verbose,
+        verbose=args.verbose, many_conns=args.many_conns, kcp_many_conns=args.kcp_many_conns,
+        many_bytes=int(args.many_kib * 1024), many_deadline=args.many_deadline,
     )
     templates = {"v2py": args.v2py_cmd, "v2ray": args.v2ray_cmd}
     summary: dict[str, Any] = {
@@ -146,6 +176,8 @@ async def _main(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
             "runs": args.runs, "bulk_mib": args.bulk_mib, "kcp_bulk_mib": args.kcp_bulk_mib,
             "bulk_max_seconds": args.bulk_max_seconds, "rate_seconds": args.rate_seconds,
             "rate_workers": args.rate_workers, "idle_conns": args.idle_conns,
+            "many_conns": args.many_conns, "kcp_many_conns": args.kcp_many_conns,
+            "many_kib": args.many_kib, "many_deadline": args.many_deadline,
             "loss_pct": args.loss, "seed": args.seed, "quick": args.quick,
             "commands": {i: templates[i] for i in args.impls},
             "versions": {i: _version(templates[i]) for i in args.impls},
@@ -198,10 +230,12 @@ async def _main(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
                     if res["ok"]:
                         entry["ok_runs"] += 1
                         m = res["metrics"]
+                        many = (f"  many {m['many_completed']}/{m['many_total']} "
+                                f"{m['many_wall_s']:.1f}s" if "many_total" in m else "")
                         print(f"  run {run + 1} {impl:<5} ok  {took:5.1f}s  "
                               f"up {m.get('upload_mb_s', 0):8.1f} MB/s  "
                               f"down {m.get('download_mb_s', 0):8.1f} MB/s  "
-                              f"{m.get('conn_per_s', 0):7.0f} conn/s", flush=True)
+                              f"{m.get('conn_per_s', 0):7.0f} conn/s{many}", flush=True)
                     else:
                         entry["errors"].append(res["error"])
                         print(f"  run {run + 1} {impl:<5} FAILED ({took:.1f}s): {res['error']}",
@@ -223,7 +257,7 @@ async def _main(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _raise_nofile()
+    _fit_many_to_fd_limit(args, _raise_nofile())
     atexit.register(kill_all_started)
 
     def _term(signum: int, frame: object) -> None:

@@ -9,6 +9,9 @@ op ``U``: upload; the sink counts ``length`` bytes (readable live by id) then an
 op ``D``: download; the sink sends ``length`` bytes.
 op ``P``: ping; the header is padded to 64 bytes, the sink answers 64 bytes (and keeps the
           connection open until the client closes it: also used for idle connections).
+op ``E``: echo; the sink answers one byte ``R`` (so the client knows every hop is connected),
+          then returns every byte it receives until the client closes.  The many-connections
+          phase sends ``length`` bytes of a pattern keyed by the id and checks the echo.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ CHUNK = 1 << 20
 RECV_BUF = 256 * 1024
 PAYLOAD = memoryview(os.urandom(CHUNK))
 _ids = itertools.count(1)
+# One receive buffer for every connection: asyncio and uvloop call buffer_updated() right
+# after the recv_into() of get_buffer(), and _Peer copies or counts the bytes before it
+# returns, so nothing reads the buffer later.  Per-connection buffers would cost the bench
+# 512 KiB per connection (both ends) with thousands of connections open.
+_RECV = memoryview(bytearray(RECV_BUF))
 
 
 class _Peer(asyncio.BufferedProtocol):
@@ -34,12 +42,15 @@ class _Peer(asyncio.BufferedProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self._buf = bytearray(RECV_BUF)
-        self._view = memoryview(self._buf)
+        self._view = _RECV
         self.collected = bytearray()
         self.counting = False
         self.count = 0
         self.count_target: int | None = None
+        # verifying mode: incoming bytes are compared with ``expected`` as they arrive
+        self.expected: memoryview | None = None
+        self.verified = 0
+        self.mismatch_at: int | None = None
         self.eof = False
         self.closed = asyncio.get_running_loop().create_future()
         self._waiter: asyncio.Future[None] | None = None
@@ -56,7 +67,9 @@ class _Peer(asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.counting:
+        if self.expected is not None:
+            self._verify(self._view[:nbytes])
+        elif self.counting:
             self.count += nbytes
             self.on_counted(nbytes)
         else:
@@ -90,11 +103,20 @@ class _Peer(asyncio.BufferedProtocol):
         pass
 
     # -- helpers ------------------------------------------------------------------
+    def _verify(self, data: memoryview | bytes) -> None:
+        assert self.expected is not None
+        pos = self.verified
+        want = self.expected[pos:pos + len(data)]
+        if self.mismatch_at is None and (len(want) < len(data) or want != data):
+            self.mismatch_at = pos
+        self.verified = pos + len(data)
+
     def _wake(self) -> None:
         w = self._waiter
         if w is None or w.done():
             return
-        if self.eof or (self.counting and self.count_target is not None
+        if self.eof or (self.expected is not None and self.verified >= len(self.expected)) or (
+                self.counting and self.count_target is not None
                         and self.count >= self.count_target) or (
                 not self.counting and len(self.collected) >= self._want):
             w.set_result(None)
@@ -118,6 +140,21 @@ class _Peer(asyncio.BufferedProtocol):
         self.collected.clear()
         self.count_target = target
         while self.count < target and not self.eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    async def verify_until_complete(self, expected: memoryview) -> None:
+        """Compare incoming bytes with ``expected`` until that many arrived (or EOF).
+
+        Call before sending whatever makes the peer answer; ``verified`` and
+        ``mismatch_at`` tell the outcome.
+        """
+        self.expected = expected
+        if self.collected:
+            early = bytes(self.collected)
+            self.collected.clear()
+            self._verify(early)
+        while self.verified < len(expected) and not self.eof:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
 
@@ -174,8 +211,20 @@ class _SinkConn(_Peer):
             self._task = asyncio.get_running_loop().create_task(self._send(self.length))
         elif op == b"P":
             self._task = asyncio.get_running_loop().create_task(self._pong())
+        elif op == b"E" and self.transport is not None:
+            self.transport.write(b"R" + bytes(self.collected[HEADER.size:]))
+            self.collected.clear()
         else:
             self.abort()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.op == b"E":
+            if self.transport is not None:
+                # a copy: the receive buffer is shared, and a transport may keep what it
+                # could not send right away
+                self.transport.write(bytes(self._view[:nbytes]))
+            return
+        super().buffer_updated(nbytes)
 
     def on_counted(self, nbytes: int) -> None:
         if self.op == b"U" and self.count >= self.length and self.transport is not None:
@@ -412,6 +461,116 @@ async def open_idle(socks_port: int, sink: SinkServer, count: int, parallel: int
 
     await asyncio.gather(*(one() for _ in range(count)))
     return peers, errors, first_error
+
+
+def pattern(conn_id: int, size: int) -> memoryview:
+    """``size`` bytes keyed by ``conn_id``: PAYLOAD read from an offset picked by the id
+    (wrapping around), so bytes delivered on the wrong connection do not compare equal."""
+    off = (conn_id * 7919) % CHUNK
+    if off + size <= CHUNK:
+        return PAYLOAD[off:off + size]
+    out = bytearray()
+    while len(out) < size:
+        take = min(CHUNK - off, size - len(out))
+        out += PAYLOAD[off:off + take]
+        off = 0
+    return memoryview(bytes(out))
+
+
+@dataclass
+class ManyResult:
+    total: int
+    established: int  # connections that got the sink's ready byte through the chain
+    completed: int  # connections whose whole echo arrived and matched
+    bytes_verified: int  # echoed bytes that matched, over the completed connections
+    connect_s: float  # first connect to the last connection established (or failed)
+    transfer_s: float  # all at once: first payload byte sent to the last echo verified
+    wall_s: float  # the whole phase, closes included
+    errors: int
+    first_error: str | None = None
+
+
+async def many_conns(socks_port: int, sink: SinkServer, count: int, size: int,
+                     deadline_s: float, parallel: int = 256,
+                     connect_timeout: float = 30.0) -> ManyResult:
+    """``count`` connections through the chain, all open at the same time, each echoing
+    ``size`` bytes of its own pattern through the sink, then closed.
+
+    Connections are set up ``parallel`` at a time (connect, SOCKS CONNECT, echo request, the
+    sink's ready byte) so no listen backlog on the way overflows; once every one is up (or
+    failed), all send their pattern at once and verify the echo.  ``deadline_s`` bounds the
+    whole phase: connections not complete by then count as not completed.
+    """
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    deadline = loop.time() + deadline_s
+    sem = asyncio.Semaphore(parallel)
+    go = asyncio.Event()
+    setups_left = count
+    established = completed = verified = errors = 0
+    first_error: str | None = None
+    t_go = t_done = t0
+
+    def fail(exc: BaseException | str, timeout: float) -> None:
+        nonlocal errors, first_error
+        errors += 1
+        if first_error is None:
+            first_error = exc if isinstance(exc, str) else _describe(exc, timeout)
+
+    def setup_done() -> None:
+        nonlocal setups_left, t_go
+        setups_left -= 1
+        if setups_left == 0:
+            t_go = time.perf_counter()
+            go.set()
+
+    async def one() -> None:
+        nonlocal established, completed, verified, t_done
+        conn_id = next(_ids)
+        peer: _Peer | None = None
+        limit = connect_timeout
+        try:
+            try:
+                async with sem, asyncio.timeout(connect_timeout):
+                    peer = await socks_connect(socks_port, sink.port)
+                    await peer.write(_header(b"E", conn_id, size))
+                    if await peer.read_exactly(1) != b"R":
+                        raise ConnectionError("sink did not answer the echo request")
+                established += 1
+            finally:
+                setup_done()
+            limit = deadline_s
+            async with asyncio.timeout_at(deadline):
+                await go.wait()
+                expected = pattern(conn_id, size)
+                check = asyncio.ensure_future(peer.verify_until_complete(expected))
+                try:
+                    await peer.write(expected)
+                    await check
+                finally:
+                    check.cancel()
+            if peer.mismatch_at is not None:
+                fail(f"echo differs from what was sent at byte {peer.mismatch_at}", 0)
+            elif peer.verified < size:
+                fail(f"closed after {peer.verified}/{size} echoed bytes", 0)
+            else:
+                completed += 1
+                verified += size
+                t_done = max(t_done, time.perf_counter())
+            peer.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await peer.closed
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            fail(exc, limit)
+        finally:
+            if peer is not None and not peer.closed.done():
+                peer.abort()
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    wall = time.perf_counter() - t0
+    return ManyResult(count, established, completed, verified, t_go - t0,
+                      max(0.0, t_done - t_go) if completed else 0.0, wall, errors, first_error)
 
 
 def _describe(exc: BaseException, timeout: float) -> str:

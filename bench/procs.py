@@ -90,6 +90,14 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def fd_count(pid: int | str) -> int | None:
+    """Open file descriptors of ``pid`` (or ``"self"``), or None if it is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
 def self_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system

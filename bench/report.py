@@ -30,11 +30,24 @@ METRICS: list[tuple[str, str, str]] = [
     ("rss_peak_mib:server", "RSS peak MiB server", "{:.1f}"),
     ("rss_after_mib:client", "RSS after load MiB client", "{:.1f}"),
     ("rss_after_mib:server", "RSS after load MiB server", "{:.1f}"),
+    ("many_total", "many: connections", "{:.0f}"),
+    ("many_completed", "many: completed", "{:.0f}"),
+    ("many_verified_mib", "many: MiB echoed + verified", "{:.1f}"),
+    ("many_connect_s", "many: connect all s", "{:.2f}"),
+    ("many_transfer_s", "many: transfer all s", "{:.2f}"),
+    ("many_wall_s", "many: wall s", "{:.2f}"),
+    ("many_fd_delta:client", "many: fd delta client", "{:+.0f}"),
+    ("many_fd_delta:server", "many: fd delta server", "{:+.0f}"),
+    ("many_fd_delta:bench", "many: (fd delta bench)", "{:+.0f}"),
+    ("many_rss_peak_mib:client", "many: RSS peak MiB client", "{:.1f}"),
+    ("many_rss_peak_mib:server", "many: RSS peak MiB server", "{:.1f}"),
     ("startup_ms", "spawn to first reply ms", "{:.0f}"),
     ("cpu_s_per_gb:bench", "(bench CPU s/GB)", "{:.2f}"),
     ("relay_dropped_pct", "(relay dropped %)", "{:.1f}"),
 ]
 LABELS = {k: label for k, label, _ in METRICS}
+# differences around zero: a ratio of two of them means nothing
+NO_RATIO = {"many_fd_delta:client", "many_fd_delta:server", "many_fd_delta:bench"}
 # panels spanning orders of magnitude (mKCP next to plain TCP)
 LOG_PANELS = {"upload_mb_s", "download_mb_s", "conn_per_s", "conn_p99_ms", "cpu_s_per_gb:server"}
 
@@ -76,7 +89,7 @@ def table(summary: dict[str, Any], impls: list[str]) -> str:
                 continue
             row = f"{label:<28}" + "".join(f"{_fmt(fmt, v):>12}" for v in vals)
             if show_ratio:
-                r = ratio(vals[0], vals[1])
+                r = None if key in NO_RATIO else ratio(vals[0], vals[1])
                 row += f"{'-' if r is None else f'{r:.2f}':>12}"
             lines.append(row)
             shown += 1
@@ -111,9 +124,11 @@ def write_png(path: Path, summary: dict[str, Any], impls: list[str]) -> str | No
         ("conn_p99_ms", "conn latency p99 ms"),
         ("cpu_s_per_gb:server", "CPU s/GB (server, or only process)"),
         ("idle_rss_mib:server", "RSS MiB with idle conns (server)"),
+        ("many_wall_s", "many conns: wall s"),
+        ("many_rss_peak_mib:server", "many conns: RSS peak MiB (server)"),
     ]
     chains = list(summary["chains"])
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
     width = 0.8 / max(1, len(impls))
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
         for n, impl in enumerate(impls):
@@ -136,7 +151,8 @@ def write_png(path: Path, summary: dict[str, Any], impls: list[str]) -> str | No
     axes.flat[0].legend()
     meta = summary["meta"]
     fig.suptitle(f"v2py vs v2ray, medians of {meta['runs']} run(s); "
-                 f"bulk {meta['bulk_mib']} MiB, loss {meta['loss_pct']}%")
+                 f"bulk {meta['bulk_mib']} MiB, loss {meta['loss_pct']}%; many conns "
+                 f"{meta.get('many_conns', 0)} x {meta.get('many_kib', 0):g} KiB echoed")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

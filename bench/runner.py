@@ -17,6 +17,7 @@ from bench.procs import (
     ChainStartError,
     command_for,
     cpu_seconds,
+    fd_count,
     read_status_kib,
     self_cpu_seconds,
 )
@@ -38,6 +39,16 @@ class Options:
     loss_pct: float
     seed: int
     verbose: bool
+    many_conns: int = 0
+    kcp_many_conns: int = 0
+    many_bytes: int = 64 * 1024
+    many_deadline: float = 120.0
+
+
+#: fds a chain process may hold above its pre-phase count once the phase has drained
+#: (runtime housekeeping such as a lazily opened resolver socket), and how long to wait.
+FD_TOLERANCE = 2
+FD_SETTLE_S = 10.0
 
 
 class PhaseError(RuntimeError):
@@ -84,6 +95,61 @@ def _rss(procs: list[ChainProcess], key: str = "VmRSS") -> dict[str, float | Non
 
 def _cpu(procs: list[ChainProcess]) -> dict[str, float | None]:
     return {p.role: cpu_seconds(p.pid) for p in procs}
+
+
+def _fds(procs: list[ChainProcess]) -> dict[str, int | None]:
+    out: dict[str, int | None] = {p.role: fd_count(p.pid) for p in procs}
+    out["bench"] = fd_count("self")
+    return out
+
+
+async def _wait_fds_settled(procs: list[ChainProcess], before: dict[str, int | None],
+                            settle_s: float) -> dict[str, int | None]:
+    """Poll until every fd count is back to ``before`` + FD_TOLERANCE (or ``settle_s``)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        now = _fds(procs)
+        if all(b is None or (v is not None and v <= b + FD_TOLERANCE)
+               for v, b in ((now.get(k), b) for k, b in before.items())):
+            return now
+        if time.monotonic() >= deadline:
+            return now
+        await asyncio.sleep(0.1)
+
+
+async def _many_phase(procs: list[ChainProcess], count: int, socks_port: int,
+                      sink: loadgen.SinkServer, opts: Options, metrics: dict[str, Any],
+                      notes: list[str]) -> None:
+    """Many concurrent bulk connections: completion, verified bytes, fd leak per process."""
+    fds_before = _fds(procs)
+    async with asyncio.timeout(opts.many_deadline + 30):
+        res = await loadgen.many_conns(socks_port, sink, count, opts.many_bytes,
+                                       opts.many_deadline)
+    _check_alive(procs, "many connections")
+    fds_after = await _wait_fds_settled(procs, fds_before, FD_SETTLE_S)
+    metrics["many_total"] = res.total
+    metrics["many_completed"] = res.completed
+    metrics["many_verified_mib"] = res.bytes_verified / MiB
+    metrics["many_connect_s"] = res.connect_s
+    metrics["many_transfer_s"] = res.transfer_s
+    metrics["many_wall_s"] = res.wall_s
+    for role, b in fds_before.items():
+        a = fds_after.get(role)
+        if a is not None and b is not None:
+            metrics[f"many_fd_before:{role}"] = b
+            metrics[f"many_fd_after:{role}"] = a
+            metrics[f"many_fd_delta:{role}"] = a - b
+    _put_roles(metrics, "many_rss_peak_mib", _rss(procs, "VmHWM"))
+    if res.completed < res.total:
+        notes.append(f"many: {res.completed}/{res.total} completed "
+                     f"({res.established} established), first error: {res.first_error}")
+    leaks = [f"{role} {fds_after[role]} vs {b}" for role, b in fds_before.items()
+             if b is not None and (fds_after.get(role) or 0) > b + FD_TOLERANCE]
+    if leaks:
+        notes.append(f"many: fds not back to the pre-phase count after {FD_SETTLE_S:g}s: "
+                     + ", ".join(leaks))
+    _log(opts, f"many: {res.completed}/{res.total} in {res.wall_s:.1f}s, fds "
+               f"{fds_before} -> {fds_after}")
 
 
 def _check_alive(procs: list[ChainProcess], phase: str) -> None:
@@ -204,6 +270,11 @@ async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPl
         await asyncio.sleep(1.0)
         _put_roles(metrics, "rss_after_mib", _rss(procs))
         _put_roles(metrics, "rss_peak_mib", _rss(procs, "VmHWM"))
+
+        # -- many concurrent bulk connections (last: it sets the lifetime RSS peak) -------
+        many = opts.kcp_many_conns if spec.is_kcp else opts.many_conns
+        if many > 0:
+            await _many_phase(procs, many, socks_port, sink, opts, metrics, result["notes"])
         if relay is not None:
             st = relay.stats
             metrics["relay_dropped_pct"] = (
