@@ -31,6 +31,7 @@ from tests.scenarios.test_dynamic_port import (
     echo_through,
     seed_client,
     seed_server,
+    wait_kcp_dialers_closed,
 )
 from tests.support.configs import vmess_client_config, vmess_server_config
 from tests.support.ports import free_dual_ports, free_port_range
@@ -219,6 +220,21 @@ async def test_dynamic_port_two_workers_agree(echo_server: tuple[str, int]) -> N
             writer.close()
     # Connections on the dynamic ports reached both workers and all were served.
     assert sum(held.values()) > 0 and all(held.values()), held
+
+
+async def test_dynamic_port_over_mkcp_two_workers(echo_server: tuple[str, int]) -> None:
+    """The seed's mKCP variant: UDP listeners with SO_REUSEPORT (the kernel keeps
+    each client socket on one worker); 30 connections, all served."""
+    main_port, socks_port = free_dual_ports(2)
+    first, last = free_port_range(8)
+    text = seed_server("kcp", main_port, first, last, log={"loglevel": "info"})
+    async with run_v2py_workers(text) as server:
+        gens = generation_ports(server.log())
+        assert len(gens) == 2 and gens[0] == gens[1], server.log()
+        async with run_v2py(seed_client("kcp", socks_port, main_port)):
+            for _ in range(DYNAMIC_CONNECTIONS):
+                await echo_through(socks_port, echo_server)
+        await wait_kcp_dialers_closed(set(range(first, last + 1)) | {main_port})
 
 
 # -- lifecycle --------------------------------------------------------------------
