@@ -208,3 +208,123 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
 
 
 # -- curl through socks + freedom -----------------------------------------------------
+
+
+# -- many connections: an echo server that holds thousands, v2py as its own process ------
+
+
+class _EchoProtocol(asyncio.Protocol):
+    def __init__(self, conns: set[asyncio.BaseTransport]) -> None:
+        self._conns = conns
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._conns.add(transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+
+    def eof_received(self) -> bool:
+        return False  # close once the peer has finished sending
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._conns.discard(self._transport)
+
+
+class TcpEchoServer:
+    """A TCP echo server on 127.0.0.1 built on a plain ``asyncio.Protocol`` (no stream
+    objects), with a deep listen backlog: for thousands of concurrent connections.
+    ``open`` counts the connections it holds right now."""
+
+    BACKLOG = 4096
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._conns: set[asyncio.BaseTransport] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def open(self) -> int:
+        return len(self._conns)
+
+    async def __aenter__(self) -> TcpEchoServer:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _EchoProtocol(self._conns), "127.0.0.1", 0, backlog=self.BACKLOG
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for transport in list(self._conns):
+            transport.abort()  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self._server.wait_closed()
+
+
+class V2pyProcess:
+    """A ``python -m v2py run -c FILE`` child; ``log`` returns what it printed so far."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log_path: str) -> None:
+        self.proc = proc
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as fh:
+            return fh.read()
+
+
+@contextlib.asynccontextmanager
+async def run_v2py_process(
+    config: dict[str, Any], *, wait_tcp: int, start_timeout: float = 20.0
+) -> AsyncIterator[V2pyProcess]:
+    """Run ``config`` in a separate ``v2py run`` process (its own descriptors, its own CPU,
+    its own open-files limit, raised to the hard one by the CLI) until the block ends."""
+    import json
+    import sys
+    import tempfile
+
+    from tests.support.v2ray import wait_tcp_port
+
+    workdir = tempfile.mkdtemp(prefix="v2py-proc-")
+    cfg_path = os.path.join(workdir, "config.json")
+    log_path = os.path.join(workdir, "v2py.log")
+    with open(cfg_path, "w") as fh:
+        json.dump(config, fh)
+    with open(log_path, "wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "v2py", "run", "-c", cfg_path,
+            stdout=log_file, stderr=asyncio.subprocess.STDOUT, cwd=workdir,
+        )  # fmt: skip
+    handle = V2pyProcess(proc, log_path)
+    try:
+        try:
+            await wait_tcp_port(wait_tcp, timeout=start_timeout)
+        except TimeoutError:
+            raise RuntimeError(f"v2py did not listen on {wait_tcp}: {handle.log()}") from None
+        yield handle
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(5):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def fd_count(pid: int | str) -> int:
+    """Open descriptors of process ``pid`` (or ``"self"``), from /proc."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
