@@ -25,13 +25,15 @@ def test_bench_quick_socks_freedom(tmp_path: Path) -> None:
     out_json = tmp_path / "bench.json"
     cmd = [
         sys.executable, "-m", "bench", "--quick", "--chain", "socks-freedom", "--runs", "1",
-        "--idle-conns", "10", "--start-timeout", "8", "--json", str(out_json),
+        "--idle-conns", "10", "--many-conns", "50", "--start-timeout", "8",
+        "--json", str(out_json),
         "--v2ray-cmd", f"{v2ray} -config {{config}}",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     assert "v2py/v2ray" in proc.stdout, output[-4000:]
+    assert "many: completed" in proc.stdout, output[-4000:]
 
     summary = json.loads(out_json.read_text())
     chain = summary["chains"]["socks-freedom"]
@@ -44,4 +46,7 @@ def test_bench_quick_socks_freedom(tmp_path: Path) -> None:
         assert med["conn_per_s"] > 0
         assert med["idle_open"] == 10
         assert med["rss_peak_mib:client"] > 0
+        assert med["many_total"] == med["many_completed"] == 50
+        assert med["many_verified_mib"] == 50 * 64 / 1024
+        assert "many_fd_delta:client" in med and "many_fd_delta:bench" in med
     assert summary["ratios"]["socks-freedom"]["upload_mb_s"] > 0
