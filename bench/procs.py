@@ -9,12 +9,15 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from bench.chains import ProcPlan
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T", int, float)
 
 # every process we started and have not reaped yet; cleaned up on any exit
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
@@ -66,8 +69,42 @@ def command_for(template: str, config: Path) -> list[str]:
     return [part.replace("{config}", str(config)) for part in shlex.split(template)]
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (``v2py run --workers N`` forks workers)."""
+    out = [pid]
+    i = 0
+    while i < len(out):
+        p = out[i]
+        i += 1
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    out.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _tree_sum(pid: int, one: Callable[[int], T | None]) -> T | None:
+    """Sum ``one`` over the process tree of ``pid``; None if ``pid`` itself is gone."""
+    total = one(pid)
+    if total is None:
+        return None
+    for child in process_tree(pid)[1:]:
+        value = one(child)
+        if value is not None:
+            total += value  # type: ignore[operator]
+    return total
+
+
 def read_status_kib(pid: int, key: str) -> int | None:
-    """A ``/proc/PID/status`` value in KiB (VmRSS, VmHWM), or None if gone."""
+    """A ``/proc/PID/status`` value in KiB (VmRSS, VmHWM) summed over the process tree
+    (workers' shared copy-on-write pages are counted once per worker: conservative),
+    or None if gone."""
+    return _tree_sum(pid, lambda p: _status_kib(p, key))
+
+
+def _status_kib(pid: int, key: str) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -79,7 +116,11 @@ def read_status_kib(pid: int, key: str) -> int | None:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """utime+stime of the whole process (all threads) in seconds, or None if gone."""
+    """utime+stime of the process tree (all threads, all workers) in seconds, or None."""
+    return _tree_sum(pid, _cpu_seconds)
+
+
+def _cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             stat = fh.read()
@@ -91,7 +132,13 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def fd_count(pid: int | str) -> int | None:
-    """Open file descriptors of ``pid`` (or ``"self"``), or None if it is gone."""
+    """Open file descriptors of ``pid``'s process tree (or of ``"self"``), or None."""
+    if pid == "self":
+        return _fd_count(pid)
+    return _tree_sum(int(pid), _fd_count)
+
+
+def _fd_count(pid: int | str) -> int | None:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
