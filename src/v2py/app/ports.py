@@ -395,6 +395,15 @@ class PortRotation:
         if self._next_refresh is not None and self._next_refresh <= now:
             self._refresh(now)
 
+    def _closes_at(self, created: float) -> float:
+        """``created`` plus the lifetime as repeated additions of ``refresh_s``: the very
+        float the refresh that many steps on is due at when on time, so the expiry sorts
+        first (``created + 2 * refresh`` may differ in the last bit)."""
+        t = created
+        for _ in range(GENERATION_LIFETIME_REFRESHES):
+            t += self.refresh_s
+        return t
+
     def _refresh(self, now: float) -> None:
         count = min(self.concurrency, self.allocator.free_count)
         number, created = self._next_number, now
@@ -405,7 +414,7 @@ class PortRotation:
         gen = Generation(
             number=number,
             created_at=created,
-            closes_at=created + self.lifetime_s,
+            closes_at=self._closes_at(created),
             ports=tuple(self.allocator.allocate(count, rng)),
         )
         self._next_number = number + 1
