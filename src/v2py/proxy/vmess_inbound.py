@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 
+from v2py.app import entropy
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, session_logger
@@ -63,7 +63,7 @@ class VmessInbound:
         default_alter_id: int = 0,
         disable_insecure: bool = False,
         detour: DetourLookup | None = None,
-        rng: Callable[[int], bytes] = os.urandom,
+        rng: Callable[[int], bytes] = entropy.urandom,
         clock: Callable[[], float] = time.time,
         shared_store: KeyStore | None = None,
         user_ids: Callable[[str], bytes] | None = None,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from v2py.app import entropy
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import relay
@@ -132,7 +133,7 @@ class VmessOutbound:
         kcp: object = None,
         kcp_dialer: object = None,
         env: Mapping[str, str] | None = None,
-        rng: Callable[[int], bytes] = os.urandom,
+        rng: Callable[[int], bytes] = entropy.urandom,
         clock: Callable[[], float] = time.time,
         machine: str | None = None,
     ) -> None:
