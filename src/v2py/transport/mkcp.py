@@ -163,8 +163,10 @@ class KcpStream:
         self._schedule_service()
 
     async def drain(self) -> None:
-        """Wait until the send buffer (``writeBufferSize``) has room."""
-        while self._conn.send_buffer_available() == 0 and not self._finished:
+        """Wait until the send buffer (``writeBufferSize``) has room, or until the
+        connection stops taking writes (the next ``write`` then raises)."""
+        conn = self._conn
+        while conn.send_buffer_available() == 0 and not self._finished and conn.writable:
             waiter = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
@@ -255,7 +257,7 @@ class KcpStream:
                 send(datagram)
             except OSError as exc:  # e.g. ENOBUFS: a lost datagram, the core retransmits
                 logger.debug("mKCP conv %d: send failed: %s", conn.conv, exc)
-        if self._drain_waiters and conn.send_buffer_available() > 0:
+        if self._drain_waiters and (conn.send_buffer_available() > 0 or not conn.writable):
             self._wake_drainers()
         if conn.terminated:
             self._finish()

@@ -376,6 +376,55 @@ def test_idle_timeout() -> None:
     assert p.a.terminated == "idle timeout"
 
 
+def test_idle_timeout_ends_the_stream_for_the_application() -> None:
+    """4.34's Read returns EOF once the idle timeout closed the connection, so a relay on
+    top ends (and closes its other side) at 30 s, not when Terminated comes 10-25 s later.
+    Data taken before is delivered; nothing after the end."""
+    p = Pair(ab=LossyLink(loss=1.0))
+    p.b.conn.send_data(b"last words")
+    p.run_until(lambda: bytes(p.a.received) == b"last words", 1)
+    p.ba = LossyLink(loss=1.0)  # from now on a hears nothing
+    p.run_until(lambda: p.a.ended, 40)
+    assert p.now - TICK == 30.0
+    assert p.a.conn.state is not KcpState.ACTIVE
+    assert not p.a.conn.writable
+    assert p.a.terminated is None
+    p.run_until(lambda: p.a.conn.terminated, 50)
+    assert p.a.terminated == "idle timeout"
+    assert bytes(p.a.received) == b"last words"
+
+
+def test_idle_timeout_after_data_delivers_no_data_after_the_end() -> None:
+    p = Pair()
+    p.a.reading = False
+    p.b.conn.send_data(b"x" * 5000)
+    p.run_for(0.5)
+    p.ab = LossyLink(loss=1.0)
+    p.ba = LossyLink(loss=1.0)
+    p.run_for(35)  # a's idle timeout (noticed at the 35 s ping tick) while not reading
+    events = []
+    while (ev := p.a.conn.next_event()) is not None:
+        events.append(ev)
+    assert [type(e) for e in events] == [DataReceived, StreamEnded]
+    assert len(events[0].data) == 5000
+
+
+def test_congested_but_alive_connection_is_not_terminated() -> None:
+    """98% loss both ways for two minutes: every side still hears something well within
+    30 s (retransmissions, ACKs, PINGs), so nothing times out and data keeps arriving."""
+    p = Pair(ab=LossyLink(seed=21, loss=0.98), ba=LossyLink(seed=22, loss=0.98))
+    up, down = _payload(20_000, 5), _payload(20_000, 6)
+    p.a.conn.send_data(up)
+    p.b.conn.send_data(down)
+    p.run_for(120)
+    for ep in (p.a, p.b):
+        assert ep.conn.state is KcpState.ACTIVE
+        assert not ep.ended and ep.terminated is None
+    assert len(p.b.received) > 0 and len(p.a.received) > 0
+    assert bytes(p.b.received) == up[: len(p.b.received)]
+    assert bytes(p.a.received) == down[: len(p.a.received)]
+
+
 def test_peer_terminating_times_out_into_terminating() -> None:
     class FirstOnly(LossyLink):
         def send(self, data: bytes, now: float) -> None:

@@ -200,6 +200,9 @@ class KcpConnection:
         self._window_step = max(1, settings.receiving_window // WINDOW_UPDATE_DIVISOR)
         self._out: list[bytes] = []
         self._peer_done = False
+        # Set when the idle timeout closes the connection: reading ends too (4.34's Read
+        # returns EOF in ReadyToClose), so the application stops waiting on a dead peer.
+        self._read_closed = False
         self._ended_reported = False
         self._terminated_reported = False
         self._reason = ""
@@ -420,15 +423,18 @@ class KcpConnection:
 
         A shell that stops calling this while its read buffer is full makes the
         receive window close, which is V2Ray's only receive-side flow control.
+        ``StreamEnded`` comes once the peer terminated and its data was taken, or
+        once the idle timeout closed the connection (in-order data already buffered
+        is delivered first, nothing after it): 4.34's ``Read`` returns EOF then.
         """
-        data = self._recv.read()
+        data = b"" if self._read_closed and self._ended_reported else self._recv.read()
         if data:
             self._bytes_received += len(data)
             self._wake(self._last_ms)
             if self._recv.next_number - self._advertised_next >= self._window_step:
                 self._window_update = True
             return DataReceived(data=data)
-        if self._peer_done and not self._ended_reported:
+        if (self._peer_done or self._read_closed) and not self._ended_reported:
             self._ended_reported = True
             return StreamEnded()
         if self._state is KcpState.TERMINATED and not self._terminated_reported:
@@ -558,6 +564,7 @@ class KcpConnection:
             return
         if self._state is KcpState.ACTIVE and current - self._last_incoming >= IDLE_TIMEOUT_MS:
             self._close_reason = "idle timeout"
+            self._read_closed = True
             self.close()
         if self._state is KcpState.READY_TO_CLOSE and self._send.is_empty():
             self._set_state(KcpState.TERMINATING, current)

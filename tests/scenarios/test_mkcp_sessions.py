@@ -1,0 +1,297 @@
+"""VMess over mKCP: a dead or ended mKCP session ends its relay and frees the outbound
+connection promptly, and a few hundred concurrent bulk connections all complete.
+
+The first two run a v2py client and server in this process with the mKCP core's idle
+timeout and ping tick shortened (module constants, read at every flush), so nothing
+waits out the real 30 s. The last runs both sides as ``v2py run`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.support.configs import vmess_client_config, vmess_server_config
+from tests.support.ports import free_dual_ports
+from tests.support.servers import fd_count, run_v2py_process
+from tests.support.socks import socks5_connect
+from tests.support.v2py import run_v2py
+from v2py.instance import Instance
+from v2py.protocol.mkcp import connection as kcp_connection
+from v2py.transport.mkcp import KcpStream
+
+#: How long the outbound (target) connection may outlive its dead mKCP session: the
+#: shortened idle timeout, one ping tick, the 1 s downlinkOnly policy, and slack.
+CLOSE_BOUND_S = 4.0
+
+
+def _kcp(config: dict[str, Any], key: str) -> dict[str, Any]:
+    for side in config[key]:
+        if side["protocol"] == "vmess":
+            side["streamSettings"] = {"network": "kcp"}
+    return config
+
+
+def _server_config(port: int, user: str, ready_port: int) -> dict[str, Any]:
+    config = _kcp(vmess_server_config(port, user, 0), "inbounds")
+    # mKCP listens on UDP only; this socks inbound is just the "ready" probe for the
+    # process runner, which waits for a TCP port.
+    config["inbounds"].append(
+        {"listen": "127.0.0.1", "port": ready_port, "protocol": "socks", "settings": {}}
+    )
+    return config
+
+
+def _client_config(socks_port: int, port: int, user: str) -> dict[str, Any]:
+    return _kcp(vmess_client_config(socks_port, port, user, 0, "aes-128-gcm"), "outbounds")
+
+
+_Peers = asyncio.Queue[tuple[tuple[str, int], tuple[str, int]]]
+
+
+class _HoldingTarget(asyncio.Protocol):
+    """Echoes and ignores a half-close (keeps its end open and stays silent), so the only
+    thing that ends the relay after its uplink ends is the relay's own policy timer."""
+
+    def __init__(self, peers: _Peers, held: set[asyncio.BaseTransport]) -> None:
+        self._peers = peers
+        self._held = held
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._held.add(transport)
+        self._peers.put_nowait(
+            (transport.get_extra_info("peername"), transport.get_extra_info("sockname"))
+        )
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+
+    def eof_received(self) -> bool:
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._held.discard(self._transport)
+
+
+def _hex_address(address: tuple[str, int]) -> str:
+    packed = socket.inet_aton(address[0])
+    return f"{int.from_bytes(packed, 'little'):08X}:{address[1]:04X}"
+
+
+def _closed_by_owner(local: tuple[str, int], remote: tuple[str, int]) -> bool:
+    """Whether the TCP socket ``local`` -> ``remote`` is closed by its process: gone from
+    /proc/net/tcp, or orphaned there (inode 0, e.g. in FIN_WAIT2). A socket that is only
+    half-closed (``shutdown(SHUT_WR)``) still has its inode. The peer cannot tell the two
+    apart: after our FIN the full close sends nothing."""
+    want = (_hex_address(local), _hex_address(remote))
+    with open("/proc/net/tcp") as fh:
+        for line in fh.readlines()[1:]:
+            fields = line.split()
+            if (fields[1], fields[2]) == want:
+                return fields[9] == "0"
+    return True
+
+
+async def _wait_closed_by_owner(local: tuple[str, int], remote: tuple[str, int]) -> None:
+    while not _closed_by_owner(local, remote):
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def _chain() -> AsyncIterator[tuple[int, int, Instance, Instance, _Peers]]:
+    """An in-process socks -> vmess/mKCP -> vmess/mKCP -> freedom -> holding target chain;
+    ``peers`` yields (freedom's address, the target's) for each connection to the target."""
+    loop = asyncio.get_running_loop()
+    peers: _Peers = asyncio.Queue()
+    held: set[asyncio.BaseTransport] = set()
+    target = await loop.create_server(lambda: _HoldingTarget(peers, held), "127.0.0.1", 0)
+    target_port = target.sockets[0].getsockname()[1]
+    kcp_port, socks_port, ready_port = free_dual_ports(3)
+    user = str(uuid.uuid4())
+    try:
+        async with (
+            run_v2py(_server_config(kcp_port, user, ready_port)) as server,
+            run_v2py(_client_config(socks_port, kcp_port, user)) as client,
+        ):
+            yield socks_port, target_port, client, server, peers
+    finally:
+        target.close()
+        for transport in list(held):
+            transport.abort()  # type: ignore[attr-defined]
+        await target.wait_closed()
+
+
+def _client_kcp_stream(client: Instance) -> KcpStream:
+    dialer = client._kcp_dialer  # the client's live mKCP stream
+    assert dialer is not None
+    streams: tuple[KcpStream, ...] = dialer.streams()
+    assert len(streams) == 1
+    return streams[0]
+
+
+@pytest.fixture
+def short_kcp_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kcp_connection, "IDLE_TIMEOUT_MS", 600)
+    monkeypatch.setattr(kcp_connection, "PING_TICK_MS", 100)
+    monkeypatch.setattr(kcp_connection, "PING_INTERVAL_MS", 100)
+
+
+async def _open(socks_port: int, target_port: int) -> asyncio.StreamWriter:
+    reader, writer = await socks5_connect(socks_port, "127.0.0.1", target_port)
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    return writer
+
+
+async def test_silent_peer_idle_timeout_closes_the_outbound(short_kcp_timers: None) -> None:
+    """The client's mKCP stops sending (a vanished peer). The server's session reaches its
+    idle timeout; its relay must end then (4.34's Read returns EOF in ReadyToClose) and
+    close the freedom connection, not hold it through ReadyToClose and Terminating."""
+    async with asyncio.timeout(20), _chain() as (socks_port, target_port, client, _, peers):
+        writer = await _open(socks_port, target_port)
+        freedom, target = peers.get_nowait()
+        stream = _client_kcp_stream(client)
+        stream._send = lambda datagram: None  # the peer vanishes silently
+        muted = time.monotonic()
+        await _wait_closed_by_owner(freedom, target)
+        assert time.monotonic() - muted < CLOSE_BOUND_S
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_terminated_session_closes_an_idle_outbound(short_kcp_timers: None) -> None:
+    """The client aborts its mKCP session (one TERMINATE) while the target is idle and
+    ignores half-closes: the server's relay ends within downlinkOnly and closes freedom."""
+    async with asyncio.timeout(20), _chain() as (socks_port, target_port, client, _, peers):
+        writer = await _open(socks_port, target_port)
+        freedom, target = peers.get_nowait()
+        stream = _client_kcp_stream(client)
+        aborted = time.monotonic()
+        stream.abort()
+        await _wait_closed_by_owner(freedom, target)
+        assert time.monotonic() - aborted < CLOSE_BOUND_S
+        writer.close()
+        await writer.wait_closed()
+
+
+# -- many concurrent connections ---------------------------------------------------------
+
+CONNECTIONS = 500
+SIZE = 64 * 1024
+SETUP_PARALLEL = 128
+FD_TOLERANCE = 2
+FD_SETTLE_S = 10.0
+BLOCK = os.urandom(1 << 20)
+
+
+def _pattern(index: int) -> bytes:
+    offset = (index * 7919) % (len(BLOCK) - SIZE)
+    return BLOCK[offset : offset + SIZE]
+
+
+async def _echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+async def test_500_concurrent_bulk_connections_over_mkcp() -> None:
+    """500 x 64 KiB echoed at once through one mKCP listener socket: every byte back as
+    sent, and both processes return to their descriptor baseline."""
+    kcp_port, socks_port, ready_port = free_dual_ports(3)
+    user = str(uuid.uuid4())
+    echo = await asyncio.start_server(_echo_handler, "127.0.0.1", 0, backlog=1024)
+    echo_port = echo.sockets[0].getsockname()[1]
+    failures: list[str] = []
+    completed = 0
+
+    left = CONNECTIONS
+    go = asyncio.Event()
+
+    def setup_finished() -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            go.set()
+
+    async def one(index: int, setup: asyncio.Semaphore) -> None:
+        nonlocal completed
+        data = _pattern(index)
+        writer = None
+        try:
+            try:
+                async with setup, asyncio.timeout(20):
+                    reader, writer = await socks5_connect(socks_port, "127.0.0.1", echo_port)
+                    writer.write(data[:1])
+                    assert await reader.readexactly(1) == data[:1]
+            finally:
+                if index >= 0:  # not the warm-up connection
+                    setup_finished()
+            async with asyncio.timeout(40):
+                await go.wait()
+                writer.write(data[1:])
+                echoed = await reader.readexactly(SIZE - 1)
+            if echoed != data[1:]:
+                failures.append(f"#{index}: echo differs")
+            else:
+                completed += 1
+        except (OSError, AssertionError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            failures.append(f"#{index}: {type(exc).__name__}: {exc}")
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError, TimeoutError):
+                    async with asyncio.timeout(5):
+                        await writer.wait_closed()
+
+    try:
+        async with (
+            asyncio.timeout(90),
+            run_v2py_process(
+                _server_config(kcp_port, user, ready_port), wait_tcp=ready_port
+            ) as server,
+            run_v2py_process(
+                _client_config(socks_port, kcp_port, user), wait_tcp=socks_port
+            ) as client,
+        ):
+            pids = {"client": client.pid, "server": server.pid}
+            # one connection first: what a process opens on first use is its baseline
+            go.set()
+            await one(-1, asyncio.Semaphore(1))
+            assert completed == 1, failures
+            go.clear()
+            await asyncio.sleep(0.5)
+            baseline = {name: fd_count(pid) for name, pid in pids.items()}
+
+            # all are set up (or failed) before anyone sends its bulk
+            setup = asyncio.Semaphore(SETUP_PARALLEL)
+            started = time.monotonic()
+            await asyncio.gather(*(one(i, setup) for i in range(CONNECTIONS)))
+            took = time.monotonic() - started
+            assert not failures, f"{len(failures)} failed, first: {failures[:5]}"
+            assert completed == CONNECTIONS + 1
+
+            deadline = time.monotonic() + FD_SETTLE_S
+            while True:
+                now = {name: fd_count(pid) for name, pid in pids.items()}
+                if all(now[n] <= baseline[n] + FD_TOLERANCE for n in now):
+                    break
+                assert time.monotonic() < deadline, f"fds {baseline} -> {now}"
+                await asyncio.sleep(0.1)
+            print(f"{CONNECTIONS} x {SIZE} B over mKCP in {took:.1f}s; fds {baseline} -> {now}")
+    finally:
+        echo.close()
