@@ -481,7 +481,7 @@ class _ListenerEndpoint:
         self._loop = loop
         self._protocol = protocol
         self._closed = False
-        self.send_blocked = 0
+        self.socket_sendto = sock.sendto
         loop.add_reader(sock.fileno(), self._read_ready)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -511,9 +511,7 @@ class _ListenerEndpoint:
             return
         try:
             self._sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            self.send_blocked += 1
-        except OSError as exc:
+        except OSError as exc:  # EAGAIN included: a lost datagram
             self._protocol.error_received(exc)
 
     def is_closing(self) -> bool:
@@ -633,8 +631,17 @@ class KcpListener(asyncio.DatagramProtocol):
             codec=self._codec,
         )
 
-        def send(datagram: bytes) -> None:
-            transport.sendto(datagram, addr)
+        if isinstance(transport, _ListenerEndpoint):
+            # Straight to the socket: the stream counts a failed send as a lost datagram.
+            sendto = transport.socket_sendto
+
+            def send(datagram: bytes) -> None:
+                sendto(datagram, addr)
+
+        else:
+
+            def send(datagram: bytes) -> None:
+                transport.sendto(datagram, addr)
 
         def forget() -> None:
             if self._sessions.get(key) is stream:
