@@ -409,6 +409,22 @@ def test_idle_timeout_after_data_delivers_no_data_after_the_end() -> None:
     assert len(events[0].data) == 5000
 
 
+def test_idle_timeout_in_peer_closed_ends_a_vanished_peer() -> None:
+    """The peer closed (CLOSE option seen) and vanished before its TERMINATE got through:
+    30 s of silence end PEER_CLOSED too, where 4.34 would wait for its application."""
+    p = Pair(ba=LossyLink(loss=1.0))  # b's ACKs are lost: a stays in ReadyToClose
+    p.a.conn.send_data(b"bye")
+    p.a.conn.close()
+    p.run_until(lambda: p.b.conn.state is KcpState.PEER_CLOSED, 1)
+    p.ab = LossyLink(loss=1.0)  # a vanishes
+    vanished = p.now
+    p.run_until(lambda: p.b.ended, vanished + 40)
+    assert p.now - vanished <= 35.0
+    assert bytes(p.b.received) == b"bye"
+    p.run_until(lambda: p.b.conn.terminated, p.now + 15)
+    assert p.b.terminated == "idle timeout"
+
+
 def test_congested_but_alive_connection_is_not_terminated() -> None:
     """98% loss both ways for two minutes: every side still hears something well within
     30 s (retransmissions, ACKs, PINGs), so nothing times out and data keeps arriving."""

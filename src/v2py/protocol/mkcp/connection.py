@@ -21,7 +21,7 @@ State machine (spec section 11)::
     option CLOSE seen      PEER_CLOSED   TERMINATING      -            -            -
     TERMINATE received     PEER_TERMINATING TERMINATED* PEER_TERMINATING TERMINATED  -
     flush, window empty      -           TERMINATING      -            -            -
-    flush, idle >= 30 s    close()         -              -            -            -
+    flush, idle >= 30 s    close()         -            close()**      -            -
     flush, > 15 s in state   -           TERMINATING      -            -            -
     flush, > 4 s in state    -             -              -            -          TERMINATING
     flush, > 8 s in state    -             -              -          TERMINATED     -
@@ -42,6 +42,12 @@ local close in PEER_TERMINATING answers with one TERMINATE so the peer can leave
 TERMINATING without waiting 8 s, and (*) a TERMINATE received in READY_TO_CLOSE
 is answered with one TERMINATE and ends the connection (4.34 goes to TERMINATING
 and lingers 8 s, since the peer, already Terminated by our reply, stays silent).
+(**) The idle timeout also applies in PEER_CLOSED: a peer that closed and whose
+TERMINATE was lost is gone, but 4.34 stays PeerClosed until its application
+closes (its relay's connIdle, 300 s by default), holding the outbound connection.
+A live peer in ReadyToClose or Terminating is never silent for 30 s.
+An idle timeout also ends reading (``StreamEnded``), as 4.34's ``Read`` returns
+EOF once the connection left Active that way.
 """
 
 from __future__ import annotations
@@ -121,6 +127,8 @@ _WINDOW_CLOSED_STATES = frozenset(
 # Data still flows in these states (Active, and ReadyToClose until the window drains).
 _FRESH_DATA_STATES = frozenset({KcpState.ACTIVE, KcpState.READY_TO_CLOSE})
 _NO_RECEIVE_STATES = frozenset({KcpState.TERMINATING, KcpState.TERMINATED})
+# The idle timeout closes these (4.34: Active only; see the module docstring (**)).
+_IDLE_STATES = frozenset({KcpState.ACTIVE, KcpState.PEER_CLOSED})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -562,7 +570,7 @@ class KcpConnection:
     def _flush(self, current: int) -> None:
         if self._state is KcpState.TERMINATED:
             return
-        if self._state is KcpState.ACTIVE and current - self._last_incoming >= IDLE_TIMEOUT_MS:
+        if self._state in _IDLE_STATES and current - self._last_incoming >= IDLE_TIMEOUT_MS:
             self._close_reason = "idle timeout"
             self._read_closed = True
             self.close()
