@@ -7,7 +7,13 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 
+import hypothesis  # noqa: F401  (imported early: see below)
 import pytest
+
+# CPython 3.11 can fail with "SystemError: AST constructor recursion depth mismatch"
+# when the hypothesis plugin first imports hypothesis (with pytest's assertion
+# rewriting) at the end of a session that never imported it, e.g. running a single
+# test file without Hypothesis tests. Importing it here, at collection, avoids that.
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from v2py.protocol.vmess.events import (
     ResponseReceived,
     StreamEnded,
 )
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream
 
 #: Largest transport read: a whole uvloop read buffer (256,000 bytes) in one piece.
 TRANSPORT_READ_BYTES = 256 * 1024
@@ -50,6 +50,7 @@ class VmessStream:
         self._eof_sent = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self.datagrams: list[bytes] = []
+        self._push: PushTarget | None = None
         # Body bytes the core decoded together with the request header; the core's
         # pending output (a client's request header) is left for hold_output / write.
         self._pending = self._collect_events()
@@ -175,6 +176,84 @@ class VmessStream:
     def close(self) -> None:
         self._release_hold()
         self._transport.close()
+
+    # -- push mode (PushStream over a push-capable transport) -----------------
+    @property
+    def can_push(self) -> bool:
+        return bool(getattr(self._transport, "can_push", False))
+
+    def start_push(self, target: PushTarget) -> None:
+        self._push = target
+        if self._pending:
+            data, self._pending = self._pending, b""
+            target.pushed_data(data)
+            if self._push is not target:
+                return
+        if self._ended:
+            self._push = None
+            target.pushed_eof()
+            return
+        self._transport.start_push(self)  # type: ignore[attr-defined]
+
+    def stop_push(self) -> None:
+        self._push = None
+        with contextlib.suppress(AttributeError):
+            self._transport.stop_push()  # type: ignore[attr-defined]
+
+    def pause_push(self) -> None:
+        self._transport.pause_push()  # type: ignore[attr-defined]
+
+    def resume_push(self) -> None:
+        self._transport.resume_push()  # type: ignore[attr-defined]
+
+    @property
+    def write_paused(self) -> bool:
+        return bool(self._transport.write_paused)  # type: ignore[attr-defined]
+
+    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
+        self._transport.when_writable(callback)  # type: ignore[attr-defined]
+
+    # The transport pushes raw body bytes here; plaintext goes on to our target.
+    def pushed_data(self, data: bytes | bytearray) -> None:
+        target = self._push
+        if target is None:
+            return
+        try:
+            self._core.receive_data(data)
+            plain = self._process_events()
+        except Exception as exc:  # a bad chunk (VmessError) or a failed write
+            self.stop_push()
+            target.pushed_error(exc)
+            return
+        if plain:
+            target.pushed_data(plain)
+        if self._ended and self._push is target:
+            self.stop_push()
+            target.pushed_eof()
+
+    def pushed_eof(self) -> None:
+        target = self._push
+        if target is None:
+            return
+        self._push = None
+        try:
+            self._core.receive_data(b"")
+            plain = self._process_events()
+            if plain:
+                target.pushed_data(plain)
+            if not self._response_seen:
+                raise VmessError("server closed the connection without a response")
+        except Exception as exc:
+            target.pushed_error(exc)
+            return
+        self._ended = True
+        target.pushed_eof()
+
+    def pushed_error(self, exc: BaseException) -> None:
+        target = self._push
+        self._push = None
+        if target is not None:
+            target.pushed_error(exc)
 
     async def wait_closed(self) -> None:
         await self._transport.wait_closed()

@@ -7,6 +7,7 @@ all present this same shape, so proxies compose without knowing what is below
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 #: Largest single read the relay asks for.
@@ -40,3 +41,48 @@ class Stream(Protocol):
 
     @property
     def local(self) -> tuple[str, int] | None: ...
+
+
+class PushTarget(Protocol):
+    """Receives a stream's input as it arrives (push mode, see :class:`PushStream`).
+
+    Calls come from the event loop's I/O callbacks: they must not block or raise.
+    After ``pushed_eof`` or ``pushed_error`` nothing more is pushed.
+    """
+
+    def pushed_data(self, data: bytes | bytearray) -> None: ...
+
+    def pushed_eof(self) -> None: ...
+
+    def pushed_error(self, exc: BaseException) -> None: ...
+
+
+class PushStream(Stream, Protocol):
+    """A stream that can hand its input to a :class:`PushTarget` as it arrives,
+    instead of waiting for ``read`` (the relay's fast path: no task switch per read).
+
+    * ``can_push`` says whether push mode is available (a wrapper over a stream that
+      cannot push cannot either).
+    * ``start_push(target)`` first pushes what is already buffered (and the end, if
+      seen), then each arrival; ``stop_push()`` returns to ``read`` mode.
+    * ``pause_push()`` / ``resume_push()``: backpressure (reading from the socket stops).
+    * ``write_paused`` is true above the write high-water mark;
+      ``when_writable(cb)`` calls ``cb(None)`` once it is below again, or
+      ``cb(exc)`` if the connection is lost first.
+    """
+
+    @property
+    def can_push(self) -> bool: ...
+
+    def start_push(self, target: PushTarget) -> None: ...
+
+    def stop_push(self) -> None: ...
+
+    def pause_push(self) -> None: ...
+
+    def resume_push(self) -> None: ...
+
+    @property
+    def write_paused(self) -> bool: ...
+
+    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None: ...

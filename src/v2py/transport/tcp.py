@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from v2py.transport.stream import READ_CHUNK_BYTES
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ class TcpStream(asyncio.Protocol):
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         self._peer: tuple[str, int] | None | bool = False  # False: not looked up yet
         self._local: tuple[str, int] | None | bool = False
+        # Push mode (PushStream): arrivals go straight to the target.
+        self._push: PushTarget | None = None
+        self._push_paused = False
+        self._writable_cb: Callable[[BaseException | None], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -54,6 +58,10 @@ class TcpStream(asyncio.Protocol):
         # Addresses are looked up on first use: dialled streams rarely need them.
 
     def data_received(self, data: bytes) -> None:
+        push = self._push
+        if push is not None and not self._push_paused:
+            push.pushed_data(data)
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > READ_HIGH_WATER_BYTES and not self._read_paused and self._transport:
@@ -63,8 +71,16 @@ class TcpStream(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
+        self._end_push()
         self._wake_reader()
         return True  # keep our sending side open (half-close)
+
+    def _end_push(self) -> None:
+        """Push the end (once) if pushing and nothing is held back."""
+        push = self._push
+        if push is not None and not self._push_paused and not self._chunks:
+            self._push = None
+            push.pushed_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = exc or ConnectionResetError("connection closed")
@@ -75,6 +91,11 @@ class TcpStream(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("connection lost"))
         self._drain_waiter = None
+        callback = self._writable_cb
+        self._writable_cb = None
+        if callback is not None:
+            callback(ConnectionResetError("connection lost"))
+        self._end_push()  # what read() would see: the end
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)
 
@@ -87,6 +108,78 @@ class TcpStream(asyncio.Protocol):
         self._drain_waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        callback = self._writable_cb
+        if callback is not None:
+            self._writable_cb = None
+            callback(None)
+
+    # -- push mode (PushStream) ---------------------------------------------
+    @property
+    def can_push(self) -> bool:
+        return True
+
+    def start_push(self, target: PushTarget) -> None:
+        self._push = target
+        self._push_paused = False
+        self._flush_to_push()
+
+    def _flush_to_push(self) -> None:
+        """Hand buffered input (then the end, if seen) to the push target."""
+        target = self._push
+        if target is None or self._push_paused:
+            return
+        chunks = self._chunks
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if isinstance(data, memoryview):
+                data = bytes(data)
+            chunks.clear()
+            self._buffered = 0
+            self._set_reading(True)
+            target.pushed_data(data)
+        if self._eof:
+            self._end_push()
+
+    def stop_push(self) -> None:
+        self._push = None
+        self._writable_cb = None
+        if self._push_paused:
+            self._push_paused = False
+            self._set_reading(self._buffered <= READ_HIGH_WATER_BYTES)
+
+    def pause_push(self) -> None:
+        if self._push is not None and not self._push_paused:
+            self._push_paused = True
+            self._set_reading(False)
+
+    def resume_push(self) -> None:
+        if self._push_paused:
+            self._push_paused = False
+            self._set_reading(True)
+            self._flush_to_push()
+
+    def _set_reading(self, on: bool) -> None:
+        transport = self._transport
+        if transport is None or self._closed or on is not self._read_paused:
+            return  # already in that state (``_read_paused`` is "not reading")
+        self._read_paused = not on
+        with contextlib.suppress(RuntimeError, AttributeError):
+            if on:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
+        if self._closed:
+            callback(ConnectionResetError("connection lost"))
+        elif not self._write_paused:
+            callback(None)
+        else:
+            self._writable_cb = callback
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
