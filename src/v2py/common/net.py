@@ -14,23 +14,54 @@ class Network(enum.Enum):
     UDP = "udp"
 
 
+def _ipv4_packed(text: str) -> bytes | None:
+    """The 4 bytes of a dotted-quad IPv4 literal exactly as ``ipaddress`` accepts it
+    (ASCII decimal octets, no leading zeros), else None. The per-connection fast path."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    for part in parts:
+        if not (0 < len(part) <= 3 and part.isascii() and part.isdigit()):
+            return None
+        if len(part) > 1 and part[0] == "0":
+            return None
+    try:
+        return bytes([int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])])
+    except ValueError:  # an octet above 255
+        return None
+
+
+def pack_ip(text: str) -> bytes | None:
+    """4 (IPv4) or 16 (IPv6) bytes of an IP literal without brackets, else None."""
+    packed = _ipv4_packed(text)
+    if packed is not None:
+        return packed
+    if ":" not in text:
+        return None  # not IPv6; not IPv4 as ipaddress reads it either
+    try:
+        return ipaddress.IPv6Address(text).packed
+    except ValueError:
+        return None
+
+
+def ip_text(packed: bytes | bytearray | memoryview) -> str:
+    """The canonical text of a 4- or 16-byte address."""
+    if len(packed) == 4:
+        return f"{packed[0]}.{packed[1]}.{packed[2]}.{packed[3]}"
+    return str(ipaddress.IPv6Address(bytes(packed)))
+
+
 def is_ip(address: str) -> bool:
     """True when ``address`` is an IPv4 or IPv6 literal (no brackets)."""
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
+    return pack_ip(address) is not None
 
 
 def normalize_address(address: str) -> str:
     """Strip IPv6 brackets and canonicalise IP literals; domains are returned as given."""
     if address.startswith("[") and address.endswith("]"):
         address = address[1:-1]
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return address
+    packed = pack_ip(address)
+    return address if packed is None else ip_text(packed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from v2py.common.net import ip_text, pack_ip
 from v2py.errors import LocalProtocolError, Socks5Error
 
 __all__ = [
@@ -181,15 +182,14 @@ def encode_address(host: str, port: int) -> bytes:
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port out of range: {port}")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        ip = ipaddress.ip_address(bare)
-    except ValueError:
+    packed = pack_ip(bare)
+    if packed is None:
         name = host.encode("utf-8", "surrogateescape")
         if not 0 < len(name) <= 0xFF:
             raise ValueError(f"domain length out of range: {host!r}") from None
         return bytes((AddressType.DOMAIN, len(name))) + name + port.to_bytes(2, "big")
-    atyp = AddressType.IPV4 if ip.version == 4 else AddressType.IPV6
-    return bytes((atyp,)) + ip.packed + port.to_bytes(2, "big")
+    atyp = AddressType.IPV4 if len(packed) == 4 else AddressType.IPV6
+    return bytes((atyp,)) + packed + port.to_bytes(2, "big")
 
 
 def decode_address(
@@ -208,7 +208,7 @@ def decode_address(
         end = offset + 1 + 4
         if len(buf) < end + 2:
             return None
-        host = str(ipaddress.IPv4Address(bytes(buf[offset + 1 : end])))
+        host = ip_text(buf[offset + 1 : end])
     elif atyp == AddressType.IPV6:
         end = offset + 1 + 16
         if len(buf) < end + 2:
@@ -232,10 +232,9 @@ def _decode_domain(raw: bytes) -> str:
     if not raw:
         raise Socks5Error("empty domain name")
     text = raw.decode("latin-1")
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
+    packed = pack_ip(text)
+    if packed is not None:
+        return ip_text(packed)
     if not _DOMAIN_CHARS.issuperset(raw):
         raise Socks5Error(f"invalid domain name: {text!r}")
     return text
@@ -482,7 +481,7 @@ class Socks5ServerConnection:
             host = _decode_domain(bytes(buf[end:domain_end]))
             end = domain_end + 1
         else:
-            host = str(ipaddress.IPv4Address(ip))
+            host = ip_text(ip)
         command = buf[1]
         port = int.from_bytes(buf[2:4], "big")
         del buf[:end]

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover
     _CFB = modes.CFB  # type: ignore[misc]
 
 from v2py.common.fnv import fnv1a32
+from v2py.common.net import ip_text, pack_ip
 from v2py.protocol.vmess.account import VmessUser
 from v2py.protocol.vmess.constants import AddressType, RequestCommand
 from v2py.protocol.vmess.kdf import kdf, kdf16
@@ -118,16 +119,15 @@ class DecodedRequest:
 
 
 def _encode_address(address: str) -> bytes:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    packed = pack_ip(address)
+    if packed is None:
         raw = address.encode("ascii")
         if not raw or len(raw) > MAX_DOMAIN_LEN:
             raise ValueError(f"domain length out of range: {address!r}") from None
         return bytes((AddressType.DOMAIN, len(raw))) + raw
-    if ip.version == 4:
-        return bytes((AddressType.IPV4,)) + ip.packed
-    return bytes((AddressType.IPV6,)) + ip.packed
+    if len(packed) == 4:
+        return bytes((AddressType.IPV4,)) + packed
+    return bytes((AddressType.IPV6,)) + packed
 
 
 def encode_request_plaintext(h: RequestHeader, padding: bytes) -> bytes:
@@ -215,7 +215,7 @@ def decode_request_plaintext(pt: bytes | bytearray) -> DecodedRequest:
         port = int.from_bytes(pt[38:40], "big")
         atype = pt[40]
         if atype == AddressType.IPV4:
-            address = str(ipaddress.IPv4Address(pt[41:45]))
+            address = ip_text(pt[41:45])
         elif atype == AddressType.IPV6:
             address = str(ipaddress.IPv6Address(pt[41:57]))
         elif atype == AddressType.DOMAIN:
