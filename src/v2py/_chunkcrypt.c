@@ -181,7 +181,8 @@ open_one(void *ctx, unsigned char *nonce, const unsigned char *in, int len, unsi
 
 PyDoc_STRVAR(seal_doc,
 "seal(data, step, nonce_tail, counter, masks, padding, rng) -> (bytearray, counter)\n\n"
-"Seal ``data`` into ceil(len/step) chunks: size (masked) || AEAD(payload) || padding.\n"
+"Seal ``data`` into ceil(len/step) chunks (empty data: one empty chunk, the end\n"
+"marker): size (masked) || AEAD(payload) || padding.\n"
 "``masks``: raw mask words (2 per chunk with padding, else 1) or None; ``rng(n)`` is\n"
 "called once for all padding bytes (n = the sum of the padding lengths, if > 0).");
 
@@ -211,7 +212,8 @@ Aead_seal(AeadObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "bad step or nonce tail");
         goto done;
     }
-    Py_ssize_t nchunks = n == 0 ? 0 : (n + step - 1) / step;
+    /* Empty input: exactly one empty chunk (the end marker, spec 8.8). */
+    Py_ssize_t nchunks = n == 0 ? 1 : (n + step - 1) / step;
     Py_ssize_t per = padding ? 2 : 1;
     if (have_masks && masks.len < 2 * per * nchunks) {
         PyErr_SetString(PyExc_ValueError, "not enough mask words");

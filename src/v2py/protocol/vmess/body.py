@@ -261,7 +261,26 @@ def _make_aead(security: int, key: bytes) -> AESGCM | ChaCha20Poly1305 | None:
     return None
 
 
-class BodyWriter:
+_AEAD_SECURITIES = (SecurityType.AES_128_GCM, SecurityType.CHACHA20_POLY1305)
+
+
+class _LazyAead:
+    """The ``cryptography`` AEAD object of a writer/reader, made on first use (with
+    the C accelerator most connections never need it)."""
+
+    _security: int
+    _key: bytes
+    _aead_obj: AESGCM | ChaCha20Poly1305 | None
+
+    @property
+    def _aead(self) -> AESGCM | ChaCha20Poly1305 | None:
+        aead = self._aead_obj
+        if aead is None:
+            aead = self._aead_obj = _make_aead(self._security, self._key)
+        return aead
+
+
+class BodyWriter(_LazyAead):
     """Seals one direction of a VMess body (spec 8).
 
     Parameters: ``security`` (SecurityType, not AUTO), ``option`` (request
@@ -289,7 +308,9 @@ class BodyWriter:
         self._packet = packet
         self._iv_tail = bytes(iv[2:12])
         self._rng = rng
-        self._aead = _make_aead(self._security, key)
+        self._key = key
+        self._aead_obj: AESGCM | ChaCha20Poly1305 | None = None
+        self._is_aead = self._security in _AEAD_SECURITIES
         self._overhead = _overhead(self._security)
         self._counter = 0
         self._mask = ShakeMask(iv) if option & _OPT_CHUNK_MASKING else None
@@ -374,7 +395,7 @@ class BodyWriter:
                 mv, step, self._iv_tail, self._counter, masks, self._padding, self._rng
             )
             return sealed  # type: ignore[no-any-return]
-        if self._aead is not None and _HAVE_INTO:
+        if self._is_aead and _HAVE_INTO:
             return self._seal_aead(mv, n, step)
         for off in range(0, n, step):
             self._append_chunk(out, mv[off : off + step])
@@ -461,11 +482,24 @@ class BodyWriter:
             if self._mask is not None:
                 size ^= self._mask.next()
             return size.to_bytes(2, "big")
+        accel = self._accel
+        if accel is not None:
+            masks = None
+            mask = self._mask
+            if mask is not None:
+                words = 2 if self._padding else 1
+                masks = mask.peek_raw(words)
+                mask.skip(words)
+            step = self._max_payload
+            sealed, self._counter = accel.seal(
+                b"", step, self._iv_tail, self._counter, masks, self._padding, self._rng
+            )
+            return bytes(sealed)
         self._append_chunk(out, b"")
         return self._finish(out)
 
 
-class BodyReader:
+class BodyReader(_LazyAead):
     """Opens one direction of a VMess body (spec 8); the mirror of BodyWriter.
 
     Stream mode: ``feed(data)`` returns all plaintext completed so far.
@@ -489,7 +523,9 @@ class BodyReader:
         self._security, self._mode = _select(security, option, packet)
         self._packet = packet
         self._iv_tail = bytes(iv[2:12])
-        self._aead = _make_aead(self._security, key)
+        self._key = key
+        self._aead_obj: AESGCM | ChaCha20Poly1305 | None = None
+        self._is_aead = self._security in _AEAD_SECURITIES
         self._overhead = _overhead(self._security)
         self._counter = 0
         self._mask = ShakeMask(iv) if option & _OPT_CHUNK_MASKING else None
@@ -501,7 +537,7 @@ class BodyReader:
         self._size = -1  # current chunk size (after unmasking), -1 = not read yet
         self._pad = 0
         self._ended = False
-        self._fast = self._aead is not None and not packet and _HAVE_INTO
+        self._fast = self._is_aead and not packet and _HAVE_INTO
         self._accel = _make_accel(self._security, key, False) if self._fast else None
 
     @property
