@@ -170,29 +170,33 @@ class _PushRelay:
 
 
 async def _push_relay(
-    inbound: Any, outbound: Any, timeouts: Timeouts, task: asyncio.Task[Any]
-) -> bool:
-    timer = ActivityTimer(task, timeouts.conn_idle)
+    inbound: Any, outbound: Any, timeouts: Timeouts, task: asyncio.Task[Any], timer: ActivityTimer
+) -> None:
     state = _PushRelay(task, timer)
     try:
-        try:
-            inbound.start_push(_Pump(state, inbound, outbound, timeouts.downlink_only))
-            if not state.finished:
-                outbound.start_push(_Pump(state, outbound, inbound, timeouts.uplink_only))
-            await state.done
-        finally:
-            state.finished = True
-            inbound.stop_push()
-            outbound.stop_push()
-    except asyncio.CancelledError:
-        if timer.expired:
-            with contextlib.suppress(Exception):
-                task.uncancel()
-            return False
-        raise
+        inbound.start_push(_Pump(state, inbound, outbound, timeouts.downlink_only))
+        if not state.finished:
+            outbound.start_push(_Pump(state, outbound, inbound, timeouts.uplink_only))
+        await state.done
     finally:
-        timer.cancel()
-    return True
+        state.finished = True
+        inbound.stop_push()
+        outbound.stop_push()
+
+
+async def _task_relay(
+    inbound: Stream, outbound: Stream, timeouts: Timeouts, timer: ActivityTimer
+) -> None:
+    try:
+        # Uplink in a child task, downlink in this one: the group still cancels the
+        # body when the child fails (and the child when the body does), with one task
+        # and no wrapper coroutines less per connection.
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_copy(inbound, outbound, timer, timeouts.downlink_only))
+            await _copy(outbound, inbound, timer, timeouts.uplink_only)
+    except BaseExceptionGroup as group_error:
+        # Surface the first real failure (OSError, ProtocolError) as itself.
+        raise group_error.exceptions[0] from None
 
 
 async def relay(inbound: Stream, outbound: Stream, timeouts: Timeouts) -> bool:
@@ -203,20 +207,12 @@ async def relay(inbound: Stream, outbound: Stream, timeouts: Timeouts) -> bool:
     """
     task = asyncio.current_task()
     assert task is not None
-    if getattr(inbound, "can_push", False) and getattr(outbound, "can_push", False):
-        return await _push_relay(inbound, outbound, timeouts, task)
     timer = ActivityTimer(task, timeouts.conn_idle)
     try:
-        try:
-            # Uplink in a child task, downlink in this one: the group still cancels
-            # the body when the child fails (and the child when the body does), with
-            # one task and no wrapper coroutines less per connection.
-            async with asyncio.TaskGroup() as group:
-                group.create_task(_copy(inbound, outbound, timer, timeouts.downlink_only))
-                await _copy(outbound, inbound, timer, timeouts.uplink_only)
-        except BaseExceptionGroup as group_error:
-            # Surface the first real failure (OSError, ProtocolError) as itself.
-            raise group_error.exceptions[0] from None
+        if getattr(inbound, "can_push", False) and getattr(outbound, "can_push", False):
+            await _push_relay(inbound, outbound, timeouts, task, timer)
+        else:
+            await _task_relay(inbound, outbound, timeouts, timer)
     except asyncio.CancelledError:
         if timer.expired:
             # uncancel so that the caller's own cancellation state stays intact

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from v2py.errors import VmessError
-from v2py.protocol.vmess import body as body_mod
 from v2py.protocol.vmess.body import BodyReader, BodyWriter, ShakeMask, max_chunk_payload
 from v2py.protocol.vmess.constants import SecurityType
 
@@ -23,15 +22,8 @@ SECURITIES = [
 ]
 OPTIONS = [0x00, 0x01, 0x05, 0x0D]
 
+pytestmark = pytest.mark.usefixtures("body_path")
 
-@pytest.fixture(autouse=True, params=["in-place", "accelerated"])
-def body_path(request: pytest.FixtureRequest) -> object:
-    """Every test runs on the Python loops and on the C accelerator (if built)."""
-    if request.param == "accelerated" and not body_mod.accelerator_available():
-        pytest.skip("v2py._chunkcrypt is not built here")
-    previous = body_mod.use_accelerator(request.param == "accelerated")
-    yield request.param
-    body_mod.use_accelerator(previous)
 
 
 def rng_for(seed: int):  # type: ignore[no-untyped-def]

@@ -26,17 +26,11 @@ IV = bytes(range(16, 32))
 AEADS = [SecurityType.AES_128_GCM, SecurityType.CHACHA20_POLY1305]
 OPTIONS = [0x00, 0x01, 0x05, 0x0D]
 
-pytestmark = pytest.mark.skipif(not body_mod._HAVE_INTO, reason="cryptography without *_into")
+pytestmark = [
+    pytest.mark.skipif(not body_mod._HAVE_INTO, reason="cryptography without *_into"),
+    pytest.mark.usefixtures("body_path"),
+]
 
-
-@pytest.fixture(autouse=True, params=["in-place", "accelerated"])
-def body_path(request: pytest.FixtureRequest) -> object:
-    """Every test runs on the Python in-place loops and on the C accelerator."""
-    if request.param == "accelerated" and not body_mod.accelerator_available():
-        pytest.skip("v2py._chunkcrypt is not built here")
-    previous = body_mod.use_accelerator(request.param == "accelerated")
-    yield request.param
-    body_mod.use_accelerator(previous)
 
 
 def reference_seal(w: BodyWriter, data: bytes) -> bytes:
