@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from tests.scenarios.test_dynamic_port import (
 from tests.support.ports import free_dual_ports, free_port_range
 from tests.support.v2py import run_v2py
 from tests.support.v2ray import require_v2ray, run_v2ray
+from tests.support.workers import established_local_ports
 
 pytestmark = pytest.mark.interop
 
@@ -144,25 +144,6 @@ def v2py_accepted_ports(log: str) -> list[int]:
     ]
 
 
-def established_local_ports(pid: int) -> set[int]:
-    """Local ports of the ESTABLISHED TCP sockets that process ``pid`` holds (Linux /proc)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    ports = set()
-    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as fh:
-            next(fh)
-            for line in fh:
-                fields = line.split()
-                if fields[3] == "01" and fields[9] in inodes:  # 01 = ESTABLISHED
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 # -- Scenario A: real v2ray client -> v2py server ---------------------------------------
 
 
@@ -229,7 +210,7 @@ async def test_b_v2py_client_to_v2ray_server(
                 writer.write(b"held")
                 assert await reader.readexactly(4) == b"held"
             try:
-                held_ports = established_local_ports(server.proc.pid)
+                held_ports = set(established_local_ports(server.proc.pid))
             finally:
                 writer.close()
         else:

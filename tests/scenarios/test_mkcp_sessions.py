@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import time
 import uuid
@@ -20,8 +19,9 @@ from typing import Any
 import pytest
 
 from tests.support.configs import vmess_client_config, vmess_server_config
+from tests.support.many import Plan, check_many
 from tests.support.ports import free_dual_ports
-from tests.support.servers import fd_count, run_v2py_process
+from tests.support.servers import TcpEchoServer, run_v2py_process
 from tests.support.socks import socks5_connect
 from tests.support.v2py import run_v2py
 from v2py.instance import Instance
@@ -188,25 +188,7 @@ async def test_terminated_session_closes_an_idle_outbound(short_kcp_timers: None
 
 # -- many concurrent connections ---------------------------------------------------------
 
-CONNECTIONS = 500
-SIZE = 64 * 1024
-SETUP_PARALLEL = 128
-FD_TOLERANCE = 2
-FD_SETTLE_S = 10.0
-BLOCK = os.urandom(1 << 20)
-
-
-def _pattern(index: int) -> bytes:
-    offset = (index * 7919) % (len(BLOCK) - SIZE)
-    return BLOCK[offset : offset + SIZE]
-
-
-async def _echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
+MANY = Plan(connections=500, setup_parallel=128, transfer_timeout=40.0)
 
 
 async def test_500_concurrent_bulk_connections_over_mkcp() -> None:
@@ -214,84 +196,10 @@ async def test_500_concurrent_bulk_connections_over_mkcp() -> None:
     sent, and both processes return to their descriptor baseline."""
     kcp_port, socks_port, ready_port = free_dual_ports(3)
     user = str(uuid.uuid4())
-    echo = await asyncio.start_server(_echo_handler, "127.0.0.1", 0, backlog=1024)
-    echo_port = echo.sockets[0].getsockname()[1]
-    failures: list[str] = []
-    completed = 0
-
-    left = CONNECTIONS
-    go = asyncio.Event()
-
-    def setup_finished() -> None:
-        nonlocal left
-        left -= 1
-        if left == 0:
-            go.set()
-
-    async def one(index: int, setup: asyncio.Semaphore) -> None:
-        nonlocal completed
-        data = _pattern(index)
-        writer = None
-        try:
-            try:
-                async with setup, asyncio.timeout(20):
-                    reader, writer = await socks5_connect(socks_port, "127.0.0.1", echo_port)
-                    writer.write(data[:1])
-                    assert await reader.readexactly(1) == data[:1]
-            finally:
-                if index >= 0:  # not the warm-up connection
-                    setup_finished()
-            async with asyncio.timeout(40):
-                await go.wait()
-                writer.write(data[1:])
-                echoed = await reader.readexactly(SIZE - 1)
-            if echoed != data[1:]:
-                failures.append(f"#{index}: echo differs")
-            else:
-                completed += 1
-        except (OSError, AssertionError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            failures.append(f"#{index}: {type(exc).__name__}: {exc}")
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(OSError, TimeoutError):
-                    async with asyncio.timeout(5):
-                        await writer.wait_closed()
-
-    try:
-        async with (
-            asyncio.timeout(90),
-            run_v2py_process(
-                _server_config(kcp_port, user, ready_port), wait_tcp=ready_port
-            ) as server,
-            run_v2py_process(
-                _client_config(socks_port, kcp_port, user), wait_tcp=socks_port
-            ) as client,
-        ):
-            pids = {"client": client.pid, "server": server.pid}
-            # one connection first: what a process opens on first use is its baseline
-            go.set()
-            await one(-1, asyncio.Semaphore(1))
-            assert completed == 1, failures
-            go.clear()
-            await asyncio.sleep(0.5)
-            baseline = {name: fd_count(pid) for name, pid in pids.items()}
-
-            # all are set up (or failed) before anyone sends its bulk
-            setup = asyncio.Semaphore(SETUP_PARALLEL)
-            started = time.monotonic()
-            await asyncio.gather(*(one(i, setup) for i in range(CONNECTIONS)))
-            took = time.monotonic() - started
-            assert not failures, f"{len(failures)} failed, first: {failures[:5]}"
-            assert completed == CONNECTIONS + 1
-
-            deadline = time.monotonic() + FD_SETTLE_S
-            while True:
-                now = {name: fd_count(pid) for name, pid in pids.items()}
-                if all(now[n] <= baseline[n] + FD_TOLERANCE for n in now):
-                    break
-                assert time.monotonic() < deadline, f"fds {baseline} -> {now}"
-                await asyncio.sleep(0.1)
-            print(f"{CONNECTIONS} x {SIZE} B over mKCP in {took:.1f}s; fds {baseline} -> {now}")
-    finally:
-        echo.close()
+    async with (
+        asyncio.timeout(90),
+        TcpEchoServer() as echo,
+        run_v2py_process(_server_config(kcp_port, user, ready_port), wait_tcp=ready_port) as server,
+        run_v2py_process(_client_config(socks_port, kcp_port, user), wait_tcp=socks_port) as client,
+    ):
+        await check_many(socks_port, echo, {"client": client.pid, "server": server.pid}, MANY)
