@@ -7,16 +7,15 @@ then HTTP Host / TLS SNI may replace the destination address (port kept).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from v2py.app.packet import PacketLink
 from v2py.app.session import Session
 from v2py.common.net import Network
 from v2py.protocol.sniff import SniffStatus, sniff
 from v2py.proxy.base import Outbound
-from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("v2py.access")
@@ -37,13 +36,14 @@ SNIFF_WAIT_S = 0.1
 SNIFF_MAX_BYTES = 2048
 
 
-class PrefixedStream:
+class PrefixedStream(PushLayer):
     """A stream that first returns ``prefix`` (bytes already read while sniffing)."""
 
     def __init__(self, prefix: bytes, inner: Stream, *, eof: bool = False) -> None:
         self._prefix = prefix
         self._inner = inner
         self._eof = eof
+        self._below = inner
         self._push: PushTarget | None = None
 
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
@@ -77,41 +77,13 @@ class PrefixedStream:
     def local(self) -> tuple[str, int] | None:
         return self._inner.local
 
-    # -- push mode (PushStream), when the inner stream has it ----------------
-    @property
-    def can_push(self) -> bool:
-        return bool(getattr(self._inner, "can_push", False))
+    # -- push mode (PushLayer): the sniffed prefix first, then the inner stream --------
+    def _take_held(self) -> bytes:
+        held, self._prefix = self._prefix, b""
+        return held
 
-    def start_push(self, target: PushTarget) -> None:
-        self._push = target
-        if self._prefix:
-            data, self._prefix = self._prefix, b""
-            target.pushed_data(data)
-            if self._push is not target:
-                return
-        if self._eof:
-            self._push = None
-            target.pushed_eof()
-            return
-        self._inner.start_push(target)  # type: ignore[attr-defined]
-
-    def stop_push(self) -> None:
-        self._push = None
-        with contextlib.suppress(AttributeError):
-            self._inner.stop_push()  # type: ignore[attr-defined]
-
-    def pause_push(self) -> None:
-        self._inner.pause_push()  # type: ignore[attr-defined]
-
-    def resume_push(self) -> None:
-        self._inner.resume_push()  # type: ignore[attr-defined]
-
-    @property
-    def write_paused(self) -> bool:
-        return bool(self._inner.write_paused)  # type: ignore[attr-defined]
-
-    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
-        self._inner.when_writable(callback)  # type: ignore[attr-defined]
+    def _held_end(self) -> bool:
+        return self._eof
 
 
 async def sniff_stream(session: Session, stream: Stream) -> Stream:

@@ -20,13 +20,13 @@ from v2py.protocol.vmess.events import (
     ResponseReceived,
     StreamEnded,
 )
-from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 #: Largest transport read: a whole uvloop read buffer (256,000 bytes) in one piece.
 TRANSPORT_READ_BYTES = 256 * 1024
 
 
-class VmessStream:
+class VmessStream(PushLayer):
     """Wraps a VMess connection core (client or server) and the transport below it.
 
     ``initial`` is plaintext the core already produced while the shell drove the
@@ -51,6 +51,7 @@ class VmessStream:
         self._flush_handle: asyncio.TimerHandle | None = None
         self.datagrams: list[bytes] = []
         self._push: PushTarget | None = None
+        self._below = transport
         # Body bytes the core decoded together with the request header; the core's
         # pending output (a client's request header) is left for hold_output / write.
         self._pending = self._collect_events()
@@ -177,41 +178,16 @@ class VmessStream:
         self._release_hold()
         self._transport.close()
 
-    # -- push mode (PushStream over a push-capable transport) -----------------
-    @property
-    def can_push(self) -> bool:
-        return bool(getattr(self._transport, "can_push", False))
+    # -- push mode (PushLayer over a push-capable transport) ------------------------
+    def _take_held(self) -> bytes:
+        held, self._pending = self._pending, b""
+        return held
 
-    def start_push(self, target: PushTarget) -> None:
-        self._push = target
-        if self._pending:
-            data, self._pending = self._pending, b""
-            target.pushed_data(data)
-            if self._push is not target:
-                return
-        if self._ended:
-            self._push = None
-            target.pushed_eof()
-            return
-        self._transport.start_push(self)  # type: ignore[attr-defined]
+    def _held_end(self) -> bool:
+        return self._ended
 
-    def stop_push(self) -> None:
-        self._push = None
-        with contextlib.suppress(AttributeError):
-            self._transport.stop_push()  # type: ignore[attr-defined]
-
-    def pause_push(self) -> None:
-        self._transport.pause_push()  # type: ignore[attr-defined]
-
-    def resume_push(self) -> None:
-        self._transport.resume_push()  # type: ignore[attr-defined]
-
-    @property
-    def write_paused(self) -> bool:
-        return bool(self._transport.write_paused)  # type: ignore[attr-defined]
-
-    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
-        self._transport.when_writable(callback)  # type: ignore[attr-defined]
+    def _below_target(self, target: PushTarget) -> PushTarget:
+        return self  # raw body bytes come here; plaintext goes on to ``target``
 
     # The transport pushes raw body bytes here; plaintext goes on to our target.
     def pushed_data(self, data: bytes | bytearray) -> None:

@@ -7,8 +7,9 @@ all present this same shape, so proxies compose without knowing what is below
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 #: Largest single read the relay asks for.
 READ_CHUNK_BYTES = 64 * 1024
@@ -86,3 +87,60 @@ class PushStream(Stream, Protocol):
     def write_paused(self) -> bool: ...
 
     def when_writable(self, callback: Callable[[BaseException | None], None]) -> None: ...
+
+
+class PushLayer:
+    """Push mode for a stream layered over another (VMess body, sniffing prefix).
+
+    What the layer already holds is pushed first (``_take_held``, then the end if
+    ``_held_end``); after that the stream below (``_below``) pushes into
+    ``_below_target(target)``. Flow control (pause, resume, write state) is the lower
+    stream's. Subclasses set ``_below`` and ``_push`` (None) in ``__init__``.
+    """
+
+    _below: Any
+    _push: PushTarget | None
+
+    def _take_held(self) -> bytes:
+        return b""
+
+    def _held_end(self) -> bool:
+        return False
+
+    def _below_target(self, target: PushTarget) -> PushTarget:
+        return target
+
+    @property
+    def can_push(self) -> bool:
+        return bool(getattr(self._below, "can_push", False))
+
+    def start_push(self, target: PushTarget) -> None:
+        self._push = target
+        held = self._take_held()
+        if held:
+            target.pushed_data(held)
+            if self._push is not target:
+                return
+        if self._held_end():
+            self._push = None
+            target.pushed_eof()
+            return
+        self._below.start_push(self._below_target(target))
+
+    def stop_push(self) -> None:
+        self._push = None
+        with contextlib.suppress(AttributeError):
+            self._below.stop_push()
+
+    def pause_push(self) -> None:
+        self._below.pause_push()
+
+    def resume_push(self) -> None:
+        self._below.resume_push()
+
+    @property
+    def write_paused(self) -> bool:
+        return bool(self._below.write_paused)
+
+    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
+        self._below.when_writable(callback)
