@@ -157,5 +157,8 @@ async def check_many(
     after = await _wait_fds(pids, baseline)
     leaked = {n: (baseline[n], after[n]) for n in after if after[n] > baseline[n] + FD_TOLERANCE}
     assert not leaked, f"descriptors (before, after) not back within {FD_SETTLE_S}s: {leaked}"
-    assert echo.open == 0
+    deadline = time.monotonic() + FD_SETTLE_S  # the echo side closes once it sees the end
+    while echo.open and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert echo.open == 0, f"{echo.open} echo connections still open after {FD_SETTLE_S}s"
     print(f"{plan.connections} x {plan.size} B echoed in {took:.1f}s; fds {baseline} -> {after}")
