@@ -195,6 +195,15 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _apply_pure_python_switch() -> None:
+    """``V2PY_PURE_PYTHON=1``: run without the optional C accelerator (to compare)."""
+    if os.environ.get("V2PY_PURE_PYTHON", "") not in ("", "0"):
+        import importlib
+
+        for name in ("v2py.protocol.vmess.body", "v2py.protocol.vmess.kdf"):
+            importlib.import_module(name).use_accelerator(False)
+
+
 def _install_uvloop() -> None:
     with contextlib.suppress(ImportError):
         import uvloop
@@ -242,6 +251,7 @@ def _run(files: Sequence[str], confdir: str | None, workers: int = 1) -> int:
         getattr(log_cfg, "access", "") or "",
         getattr(log_cfg, "error", "") or "",
     )
+    _apply_pure_python_switch()
     if workers > 1:
         if sys.platform.startswith("linux"):
             return _run_workers(config, workers)

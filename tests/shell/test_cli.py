@@ -140,3 +140,20 @@ async def test_run_without_config_serves_embedded_default(echo_server: tuple[str
     code, err = await _serve_and_stop(["run"], 1080, echo_server)
     assert code == 0, err
     assert "embedded default" in err and "127.0.0.1:1080" in err
+
+
+def test_pure_python_switch_turns_the_accelerator_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from v2py import cli
+
+    body = importlib.import_module("v2py.protocol.vmess.body")
+    kdf = importlib.import_module("v2py.protocol.vmess.kdf")
+    before = (body._accel_enabled, kdf._use_c)
+    monkeypatch.setenv("V2PY_PURE_PYTHON", "1")
+    try:
+        cli._apply_pure_python_switch()
+        assert body._accel_enabled is False and kdf._use_c is False
+    finally:
+        body.use_accelerator(before[0])
+        kdf.use_accelerator(before[1])

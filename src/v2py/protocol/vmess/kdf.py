@@ -93,13 +93,21 @@ except ImportError:
     _kdf_c = None  # type: ignore[assignment]
 
 
+def use_accelerator(enabled: bool) -> bool:
+    """Switch the C KDF on/off (it is on whenever it loaded); returns the previous setting."""
+    global _use_c
+    previous = _use_c
+    _use_c = enabled and _kdf_c is not None
+    return previous
+
+
 def kdf(key: bytes, *path: bytes) -> bytes:
     """Return the 32-byte ``KDF(key, path...)`` of spec section 5.1.
 
     Uses ``v2py._chunkcrypt.kdf`` when it is built (at most 8 path elements of at
     most 1,024 bytes, which every VMess use fits), else :func:`kdf_python`.
     """
-    if _kdf_c is not None and len(path) <= _C_MAX_PATH:
+    if _use_c and len(path) <= _C_MAX_PATH:
         try:
             return _kdf_c(key, *path)
         except ValueError:  # an element over the C limit
@@ -108,6 +116,7 @@ def kdf(key: bytes, *path: bytes) -> bytes:
 
 
 _C_MAX_PATH = 8
+_use_c = _kdf_c is not None
 
 
 def kdf16(key: bytes, *path: bytes) -> bytes:
