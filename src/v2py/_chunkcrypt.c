@@ -194,6 +194,10 @@ Aead_seal(AeadObject *self, PyObject *args)
     unsigned long long counter;
     PyObject *masks_obj, *rng, *pool_obj = NULL;
     int padding;
+    if (self->ctx == NULL) {
+        PyErr_SetString(PyExc_ValueError, "context not initialised");
+        return NULL;
+    }
     if (!self->encrypt) {
         PyErr_SetString(PyExc_ValueError, "context was made for opening");
         return NULL;
@@ -316,6 +320,10 @@ Aead_open(AeadObject *self, PyObject *args)
     unsigned long long counter;
     PyObject *masks_obj;
     int padding;
+    if (self->ctx == NULL) {
+        PyErr_SetString(PyExc_ValueError, "context not initialised");
+        return NULL;
+    }
     if (self->encrypt) {
         PyErr_SetString(PyExc_ValueError, "context was made for sealing");
         return NULL;

@@ -32,7 +32,6 @@ pytestmark = [
 ]
 
 
-
 def reference_seal(w: BodyWriter, data: bytes) -> bytes:
     """Seal through the generic per-chunk path (with the same rng use per chunk)."""
     out = bytearray()
@@ -151,3 +150,34 @@ def test_accelerated_writer_equals_python_writer_byte_for_byte(sec: int, opt: in
     for piece in (data, data[:1], data[:2031]):
         assert bytes(fast.seal(piece)) == bytes(slow.seal(piece))
     assert fast.seal_end() == slow.seal_end()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sec=st.sampled_from(AEADS),
+    opt=st.sampled_from(OPTIONS),
+    garbage=st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=6),
+)
+def test_garbage_input_raises_vmess_error_or_waits(
+    sec: int, opt: int, garbage: list[bytes]
+) -> None:
+    """Random bytes (a prober, a corrupted stream) never crash either reader path: each
+    feed returns (usually nothing) or raises VmessError."""
+    r = BodyReader(sec, opt, KEY, IV)
+    for piece in garbage:
+        try:
+            r.feed(piece)
+        except VmessError:
+            return
+
+
+def test_uninitialised_context_is_refused() -> None:
+    if not body_mod.accelerator_available():
+        pytest.skip("v2py._chunkcrypt is not built here")
+    from v2py._chunkcrypt import Aead
+
+    ctx = Aead.__new__(Aead)
+    with pytest.raises(ValueError):
+        ctx.seal(b"x", 10, bytes(10), 0, None, False, bytes)
+    with pytest.raises(ValueError):
+        ctx.open(b"x", 0, bytearray(10), 0, bytes(10), 0, None, False)
