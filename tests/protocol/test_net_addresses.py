@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from v2py.common.net import ip_text, is_ip, normalize_address, pack_ip
+from v2py.common.net import canonical_ip, ip_text, is_ip, normalize_address, pack_ip
 
 
 def reference(text: str) -> bytes | None:
@@ -69,3 +69,15 @@ def test_normalize_address() -> None:
     assert normalize_address("[::1]") == "::1"
     assert normalize_address("0:0::1") == "::1"
     assert normalize_address("example.com") == "example.com"
+
+
+@pytest.mark.parametrize(
+    "text", ["1.2.3.4", "01.2.3.4", "0:0::1", "fe80::1%eth0", "::ffff:1.2.3.4", "x.com", ""]
+)
+def test_canonical_ip_matches_ipaddress_text(text: str) -> None:
+    try:
+        expected: str | None = str(ipaddress.ip_address(text))
+    except ValueError:
+        expected = None
+    assert canonical_ip(text) == expected
+    assert normalize_address(text) == (expected or text)

@@ -56,12 +56,25 @@ def is_ip(address: str) -> bool:
     return pack_ip(address) is not None
 
 
+def canonical_ip(text: str) -> str | None:
+    """The canonical text of an IP literal (no brackets) as ``ipaddress`` prints it (an
+    IPv6 scope kept), or None when ``text`` is not one."""
+    packed = _ipv4_packed(text)
+    if packed is not None:
+        return ip_text(packed)
+    if ":" not in text:
+        return None
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
+
+
 def normalize_address(address: str) -> str:
     """Strip IPv6 brackets and canonicalise IP literals; domains are returned as given."""
     if address.startswith("[") and address.endswith("]"):
         address = address[1:-1]
-    packed = pack_ip(address)
-    return address if packed is None else ip_text(packed)
+    return canonical_ip(address) or address
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,11 +37,10 @@ from __future__ import annotations
 import collections
 import enum
 import hmac
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from v2py.common.net import ip_text, pack_ip
+from v2py.common.net import canonical_ip, ip_text, pack_ip
 from v2py.errors import LocalProtocolError, Socks5Error
 
 __all__ = [
@@ -213,7 +212,7 @@ def decode_address(
         end = offset + 1 + 16
         if len(buf) < end + 2:
             return None
-        host = str(ipaddress.IPv6Address(bytes(buf[offset + 1 : end])))
+        host = ip_text(buf[offset + 1 : end])
     elif atyp == AddressType.DOMAIN:
         if len(buf) < offset + 2:
             return None
@@ -232,9 +231,9 @@ def _decode_domain(raw: bytes) -> str:
     if not raw:
         raise Socks5Error("empty domain name")
     text = raw.decode("latin-1")
-    packed = pack_ip(text)
-    if packed is not None:
-        return ip_text(packed)
+    ip = canonical_ip(text)
+    if ip is not None:
+        return ip
     if not _DOMAIN_CHARS.issuperset(raw):
         raise Socks5Error(f"invalid domain name: {text!r}")
     return text

@@ -15,7 +15,6 @@ destination the client asked for, not the responder's address.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from v2py.app.dispatcher import PrefixedStream
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SniffingSettings, session_logger
-from v2py.common.net import Destination, tcp, udp
+from v2py.common.net import Destination, is_ip, tcp, udp
 from v2py.errors import ProtocolError
 from v2py.protocol.socks5 import (
     AuthMethod,
@@ -274,14 +273,6 @@ async def open_udp_flow_server(
     return protocol, int(sockname[1])
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 class SocksInbound:
     """The ``socks`` inbound (SOCKS4, 4a and 5, RFC 1929 passwords, UDP ASSOCIATE).
 
@@ -312,7 +303,7 @@ class SocksInbound:
         self.tag = tag
         self._reuse_port = reuse_port
         self._listen = listen
-        self._listen_is_ip = bool(listen) and _is_ip(listen)
+        self._listen_is_ip = bool(listen) and is_ip(listen)
         self._port = port
         self._auth = AuthMethod.PASSWORD if auth == "password" else AuthMethod.NO_AUTH
         self._accounts = dict(accounts or {})

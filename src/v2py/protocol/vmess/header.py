@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import ipaddress
 import re
 import zlib
 from collections.abc import Callable
@@ -27,7 +26,7 @@ except ImportError:  # pragma: no cover
     _CFB = modes.CFB  # type: ignore[misc]
 
 from v2py.common.fnv import fnv1a32
-from v2py.common.net import ip_text, pack_ip
+from v2py.common.net import canonical_ip, ip_text, pack_ip
 from v2py.protocol.vmess.account import VmessUser
 from v2py.protocol.vmess.constants import AddressType, RequestCommand
 from v2py.protocol.vmess.kdf import kdf, kdf16
@@ -189,9 +188,11 @@ def request_plaintext_needed(prefix: bytes | bytearray) -> int:
 def _decode_domain(raw: bytes) -> str | None:
     if raw[:1] == b"[" or raw[:1].isdigit():
         try:
-            return str(ipaddress.ip_address(raw.strip(b"[]").decode("ascii")))
-        except (ValueError, UnicodeDecodeError):
-            pass
+            ip = canonical_ip(raw.strip(b"[]").decode("ascii"))
+        except UnicodeDecodeError:
+            ip = None
+        if ip is not None:
+            return ip
     if _DOMAIN_RE.fullmatch(raw) is None:
         return None
     return raw.decode("ascii")
@@ -219,7 +220,7 @@ def decode_request_plaintext(pt: bytes | bytearray) -> DecodedRequest:
         if atype == AddressType.IPV4:
             address = ip_text(pt[41:45])
         elif atype == AddressType.IPV6:
-            address = str(ipaddress.IPv6Address(pt[41:57]))
+            address = ip_text(pt[41:57])
         elif atype == AddressType.DOMAIN:
             address = _decode_domain(pt[42 : 42 + pt[41]])
         else:
