@@ -84,6 +84,18 @@ class VmessStream(PushLayer):
             self._transport.write(out)
         return data
 
+    def _feed(self, raw: bytes | bytearray) -> bytes:
+        """Give the core what the transport read (``b""``: the transport's end) and
+        return the plaintext it completed. At the end, a client that never got the
+        response header raises VmessError; otherwise the stream has ended."""
+        self._core.receive_data(raw)
+        plain = self._process_events()
+        if not raw:
+            if not self._response_seen:
+                raise VmessError("server closed the connection without a response")
+            self._ended = True
+        return plain
+
     def _collect_events(self) -> bytes:
         parts: list[bytes] = []
         next_event = self._core.next_event
@@ -109,16 +121,7 @@ class VmessStream(PushLayer):
                 return data
             if self._ended:
                 return b""
-            raw = await self._transport.read(TRANSPORT_READ_BYTES)
-            if not raw:
-                self._core.receive_data(b"")
-                self._pending = self._process_events()
-                if not self._response_seen:
-                    raise VmessError("server closed the connection without a response")
-                self._ended = True
-                continue
-            self._core.receive_data(raw)
-            self._pending = self._process_events()
+            self._pending = self._feed(await self._transport.read(TRANSPORT_READ_BYTES))
 
     async def read_datagram(self) -> bytes | None:
         """Packet mode: next datagram, or None at the end of the stream."""
@@ -127,16 +130,7 @@ class VmessStream(PushLayer):
                 return self.datagrams.pop(0)
             if self._ended:
                 return None
-            raw = await self._transport.read(TRANSPORT_READ_BYTES)
-            if not raw:
-                self._core.receive_data(b"")
-                self._process_events()
-                if not self._response_seen:
-                    raise VmessError("server closed the connection without a response")
-                self._ended = True
-                continue
-            self._core.receive_data(raw)
-            self._process_events()
+            self._feed(await self._transport.read(TRANSPORT_READ_BYTES))
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._flush_handle is not None:
@@ -195,8 +189,7 @@ class VmessStream(PushLayer):
         if target is None:
             return
         try:
-            self._core.receive_data(data)
-            plain = self._process_events()
+            plain = self._feed(data)
         except Exception as exc:  # a bad chunk (VmessError) or a failed write
             self.stop_push()
             target.pushed_error(exc)
@@ -213,16 +206,12 @@ class VmessStream(PushLayer):
             return
         self._push = None
         try:
-            self._core.receive_data(b"")
-            plain = self._process_events()
-            if plain:
-                target.pushed_data(plain)
-            if not self._response_seen:
-                raise VmessError("server closed the connection without a response")
+            plain = self._feed(b"")
         except Exception as exc:
             target.pushed_error(exc)
             return
-        self._ended = True
+        if plain:
+            target.pushed_data(plain)
         target.pushed_eof()
 
     def pushed_error(self, exc: BaseException) -> None:

@@ -64,9 +64,8 @@ class TcpStream(asyncio.Protocol):
             return
         self._chunks.append(data)
         self._buffered += len(data)
-        if self._buffered > READ_HIGH_WATER_BYTES and not self._read_paused and self._transport:
-            self._read_paused = True
-            self._transport.pause_reading()
+        if self._buffered > READ_HIGH_WATER_BYTES:
+            self._set_reading(False)
         self._wake_reader()
 
     def eof_received(self) -> bool:
@@ -224,9 +223,8 @@ class TcpStream(asyncio.Protocol):
         return chunk
 
     def _maybe_resume(self) -> None:
-        if self._read_paused and self._buffered <= READ_HIGH_WATER_BYTES // 2 and self._transport:
-            self._read_paused = False
-            self._transport.resume_reading()
+        if self._buffered <= READ_HIGH_WATER_BYTES // 2:
+            self._set_reading(True)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._transport is None or self._closed or self._transport.is_closing():

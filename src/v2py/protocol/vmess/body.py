@@ -385,21 +385,26 @@ class BodyWriter(_LazyAead):
             return bytes(out)
         accel = self._accel
         if accel is not None:
-            masks = None
-            mask = self._mask
-            if mask is not None:
-                words = 2 * ((n + step - 1) // step) if self._padding else (n + step - 1) // step
-                masks = mask.peek_raw(words)
-                mask.skip(words)
-            sealed, self._counter = accel.seal(
-                mv, step, self._iv_tail, self._counter, masks, self._padding, self._rng
-            )
-            return sealed  # type: ignore[no-any-return]
+            return self._seal_accel(accel, mv, (n + step - 1) // step)
         if self._is_aead and _HAVE_INTO:
             return self._seal_aead(mv, n, step)
         for off in range(0, n, step):
             self._append_chunk(out, mv[off : off + step])
         return self._finish(out)
+
+    def _seal_accel(self, accel: Any, data: bytes | memoryview, nchunks: int) -> bytearray:
+        """Seal ``data`` (``nchunks`` chunks; empty data: one empty chunk) with the C
+        accelerator, handing it this writer's mask words, padding and counter."""
+        masks = None
+        mask = self._mask
+        if mask is not None:
+            words = 2 * nchunks if self._padding else nchunks
+            masks = mask.peek_raw(words)
+            mask.skip(words)
+        sealed, self._counter = accel.seal(
+            data, self._max_payload, self._iv_tail, self._counter, masks, self._padding, self._rng
+        )
+        return sealed  # type: ignore[no-any-return]
 
     def _seal_aead(self, mv: memoryview, n: int, step: int) -> bytearray:
         """AEAD chunks sealed in place into one buffer sized up front (the hot path)."""
@@ -484,17 +489,7 @@ class BodyWriter(_LazyAead):
             return size.to_bytes(2, "big")
         accel = self._accel
         if accel is not None:
-            masks = None
-            mask = self._mask
-            if mask is not None:
-                words = 2 if self._padding else 1
-                masks = mask.peek_raw(words)
-                mask.skip(words)
-            step = self._max_payload
-            sealed, self._counter = accel.seal(
-                b"", step, self._iv_tail, self._counter, masks, self._padding, self._rng
-            )
-            return bytes(sealed)
+            return bytes(self._seal_accel(accel, b"", 1))  # one empty chunk
         self._append_chunk(out, b"")
         return self._finish(out)
 
