@@ -270,12 +270,13 @@ class _LazyAead:
 
     _security: int
     _key: bytes
+    _is_aead: bool
     _aead_obj: AESGCM | ChaCha20Poly1305 | None
 
     @property
     def _aead(self) -> AESGCM | ChaCha20Poly1305 | None:
         aead = self._aead_obj
-        if aead is None:
+        if aead is None and self._is_aead:
             aead = self._aead_obj = _make_aead(self._security, self._key)
         return aead
 
