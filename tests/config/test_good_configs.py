@@ -32,7 +32,6 @@ from v2py.config import (
     LevelPolicy,
     PortRange,
     SocksInboundSettings,
-    SocksOutboundSettings,
     VmessInboundSettings,
     VmessOutboundSettings,
     load_config,
@@ -395,15 +394,9 @@ def test_unknown_keys_warn_with_their_path() -> None:
         outbounds=[
             {
                 "protocol": "freedom",
-                "proxySettings": {"tag": "x"},
                 "settings": {"domainStrategy": "AsIs", "nope": 0},
             }
         ],
-        routing={"rules": []},
-        dns={},
-        stats={},
-        api={},
-        reverse={},
         fakeDns={},
     )
     warnings = load(data).warnings
@@ -412,11 +405,8 @@ def test_unknown_keys_warn_with_their_path() -> None:
     assert "inbounds[0].streamSettings.wsSettings: not used by v2py, ignored" in warnings
     assert "inbounds[0].streamSettings.kcpSettings.zzz: unknown key, ignored" in warnings
     assert "outbounds[0].settings.nope: unknown key, ignored" in warnings
-    assert any(w.startswith("outbounds[0].proxySettings: not supported by v2py") for w in warnings)
-    for key in ("routing", "dns", "stats", "api", "reverse"):
-        assert f"{key}: accepted but not implemented by v2py, ignored" in warnings
     assert "fakeDns: unknown key, ignored" in warnings
-    assert len(warnings) == 12
+    assert len(warnings) == 6
 
 
 def test_unknown_key_warning_keeps_the_written_spelling() -> None:
@@ -656,21 +646,9 @@ def test_other_outbound_settings() -> None:
             {"protocol": "freedom", "settings": {"redirect": "[::1]:80"}},
             {"protocol": "blackhole", "settings": {"response": {"type": "http"}}},
             {"protocol": "blackhole"},
-            {
-                "protocol": "socks",
-                "settings": {
-                    "servers": [
-                        {
-                            "address": "example.com",
-                            "port": 1080,
-                            "users": [{"user": "u", "pass": "p"}],
-                        }
-                    ]
-                },
-            },
         ]
     )
-    free, free2, free3, hole, hole2, socks = load(data).config.outbounds
+    free, free2, free3, hole, hole2 = load(data).config.outbounds
     assert isinstance(free.settings, FreedomSettings)
     assert (free.send_through, free.settings.domain_strategy, free.settings.timeout) == (
         "0.0.0.0",
@@ -687,8 +665,6 @@ def test_other_outbound_settings() -> None:
     assert hole.settings.response.type == "http"
     assert isinstance(hole2.settings, BlackholeSettings)
     assert hole2.settings.response.type == "none"
-    assert isinstance(socks.settings, SocksOutboundSettings)
-    assert socks.settings.servers[0].users[0].password == "p"
     assert free.stream.network == "tcp"
 
 

@@ -33,7 +33,7 @@ BOTH_REJECT = {
     "port-env-missing", "port-env-empty", "port-env-garbage", "port-missing",
     "port-missing-with-listen", "inbound-protocol-unknown", "inbound-protocol-missing",
     "outbound-protocol-unknown", "vmess-outbound-no-vnext", "vmess-outbound-empty-vnext",
-    "vmess-outbound-no-users", "vmess-outbound-no-address", "socks-outbound-no-servers",
+    "vmess-outbound-no-users", "vmess-outbound-no-address",
     "clients-not-list", "settings-not-object", "inbounds-not-list", "level-string",
     "udp-string", "tag-number", "top-level-list", "comment-left-open", "missing-comma",
     "unterminated-string", "nan", "bad-uuid", "uuid-missing", "outbound-bad-uuid",

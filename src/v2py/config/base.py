@@ -91,7 +91,10 @@ class ConfigModel(BaseModel):
     """Base of every config object: frozen, camelCase JSON keys, case-insensitive.
 
     Subclasses may set ``IGNORED_KEYS`` (lower-case JSON key -> warning text)
-    for keys V2Ray knows but v2py deliberately ignores, and ``INTERNAL_FIELDS``
+    for keys V2Ray knows but whose meaning does not apply (e.g. ``wsSettings``
+    under a TCP stream, which 4.34 ignores too), ``REFUSED_KEYS`` (lower-case
+    JSON key -> reason) for keys V2Ray gives a meaning v2py does not implement:
+    they fail closed with a ``ConfigError`` naming the key, and ``INTERNAL_FIELDS``
     for fields that are filled by the loader and never read from JSON.
     """
 
@@ -104,6 +107,7 @@ class ConfigModel(BaseModel):
     )
 
     IGNORED_KEYS: ClassVar[Mapping[str, str]] = {}
+    REFUSED_KEYS: ClassVar[Mapping[str, str]] = {}
     INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     _ignored_keys: tuple[tuple[str, str], ...] = PrivateAttr(default=())
@@ -141,6 +145,9 @@ class ConfigModel(BaseModel):
         ignored: list[tuple[str, str]] = []
         for key, value in data.items():
             alias = names.get(key.lower())
+            if alias is None and value is not None and key.lower() in cls.REFUSED_KEYS:
+                # Fail closed: dropping such a key would change where traffic goes.
+                raise fail(f"{cls.REFUSED_KEYS[key.lower()]}; remove it", key)
             if alias is None:
                 note = cls.IGNORED_KEYS.get(key.lower(), UNKNOWN_KEY_WARNING)
                 ignored.append((key, note))

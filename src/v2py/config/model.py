@@ -175,6 +175,10 @@ def _check_send_through(value: object) -> str:
     address = ip_address(value)
     if address is None:
         raise fail(f"{describe(value)} is not an IP address; sendThrough takes a local IP")
+    if address not in ("0.0.0.0", "::"):
+        # Binding outgoing connections to a chosen local address is not implemented:
+        # accepting it would send traffic from another address than the user asked for.
+        raise fail(f"{describe(value)}: binding outgoing connections is {NOT_SUPPORTED_YET}")
     return address
 
 
@@ -310,6 +314,28 @@ _UNSUPPORTED_NETWORKS = dict.fromkeys(
 )
 _SECURITIES = {"": "none", "none": "none"}
 _NOT_USED = "not used by v2py, ignored"
+NOT_SUPPORTED_YET = "not supported by v2py yet"
+
+
+class SocketConfig(ConfigModel):
+    """``streamSettings.sockopt``: only the values that change nothing are accepted."""
+
+    mark: Annotated[int, BeforeValidator(int_in(-0x8000_0000, 0x7FFF_FFFF))] = 0
+    tcp_fast_open: Bool | None = None
+    tproxy: Str = ""
+    accept_proxy_protocol: Bool = False
+
+    @model_validator(mode="after")
+    def _only_defaults(self) -> SocketConfig:
+        if self.mark:
+            raise fail(f"{self.mark} is {NOT_SUPPORTED_YET}; remove it", "mark")
+        if self.tcp_fast_open is not None:
+            raise fail(f"{NOT_SUPPORTED_YET}; remove it", "tcpFastOpen")
+        if self.tproxy.lower() not in ("", "off"):
+            raise fail(f"{describe(self.tproxy)} is {NOT_SUPPORTED_YET}; remove it", "tproxy")
+        if self.accept_proxy_protocol:
+            raise fail(f"true is {NOT_SUPPORTED_YET}; remove it", "acceptProxyProtocol")
+        return self
 
 
 class StreamConfig(ConfigModel):
@@ -321,7 +347,7 @@ class StreamConfig(ConfigModel):
     """
 
     IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
-        ("tlssettings", "wssettings", "httpsettings", "dssettings", "quicsettings", "sockopt"),
+        ("tlssettings", "wssettings", "httpsettings", "dssettings", "quicsettings"),
         _NOT_USED,
     )
 
@@ -337,6 +363,7 @@ class StreamConfig(ConfigModel):
     ] = "none"
     tcp: TcpConfig | None = Field(default=None, alias="tcpSettings")
     kcp: KcpConfig | None = Field(default=None, alias="kcpSettings")
+    sockopt: SocketConfig | None = None
 
 
 class TransportConfig(ConfigModel):
@@ -461,8 +488,8 @@ class OutboundConfig(ConfigModel):
     """One outbound (``outbounds[]``, legacy ``outbound`` / ``outboundDetour[]``)."""
 
     INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
-    IGNORED_KEYS: ClassVar[Mapping[str, str]] = {
-        "proxysettings": "not supported by v2py (no proxy chaining), ignored"
+    REFUSED_KEYS: ClassVar[Mapping[str, str]] = {
+        "proxysettings": f"{NOT_SUPPORTED_YET} (no proxy chaining)"
     }
 
     protocol: Annotated[str, BeforeValidator(_check_outbound_protocol)]
@@ -477,14 +504,12 @@ class OutboundConfig(ConfigModel):
 # --------------------------------------------------------------------------
 # top level
 
-_NOT_IMPLEMENTED = "accepted but not implemented by v2py, ignored"
-
-
 class RootConfig(ConfigModel):
     """One config file as written, before merging files and legacy keys."""
 
-    IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
-        ("routing", "dns", "stats", "api", "reverse"), _NOT_IMPLEMENTED
+    # Each changes where traffic goes or who is let in: refused until implemented.
+    REFUSED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
+        ("routing", "dns", "stats", "api", "reverse"), NOT_SUPPORTED_YET
     )
 
     port: Uint16 | None = None

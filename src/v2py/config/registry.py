@@ -18,7 +18,6 @@ from v2py.config.settings import (
     FreedomSettings,
     HttpInboundSettings,
     SocksInboundSettings,
-    SocksOutboundSettings,
     VmessInboundSettings,
     VmessOutboundSettings,
 )
@@ -44,7 +43,6 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "freedom": FreedomSettings,
         "blackhole": BlackholeSettings,
         "vmess": VmessOutboundSettings,
-        "socks": SocksOutboundSettings,
     }
 )
 
@@ -54,5 +52,5 @@ UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset(
     {"shadowsocks", "vless", "trojan", "mtproto"}
 )
 UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset(
-    {"http", "shadowsocks", "vless", "trojan", "mtproto", "dns", "loopback"}
+    {"http", "socks", "shadowsocks", "vless", "trojan", "mtproto", "dns", "loopback"}
 )
