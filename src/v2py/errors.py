@@ -54,3 +54,7 @@ class Socks5Error(RemoteProtocolError):
 
 class KcpError(RemoteProtocolError):
     """An mKCP peer broke the protocol."""
+
+
+class MuxError(RemoteProtocolError):
+    """A Mux.Cool peer sent a frame that ends the whole mux connection."""
