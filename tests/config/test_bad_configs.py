@@ -232,7 +232,8 @@ BAD: list[Bad] = [
     Bad("listen-unix", with_(BASE, "inbounds.0.listen", "/run/v2.sock"),
         "inbounds[0].listen", "Unix domain sockets are not supported by v2py"),
     # --- fail closed: keys 4.34 gives a meaning that v2py does not implement yet
-    *(Bad(f"refused-{key}", with_(BASE, key, {"rules": []} if key == "routing" else {}), key,
+    *(Bad(f"refused-{key}", with_(BASE, key, {"rules": []} if key == "routing" else
+                                  {"tag": "api"} if key == "api" else {}), key,
           "not supported by v2py yet") for key in ("routing", "dns", "stats", "api", "reverse")),
     Bad("proxy-settings", with_(BASE, "outbounds.0.proxySettings", {"tag": "x"}),
         "outbounds[0].proxySettings", "not supported by v2py yet"),

@@ -39,6 +39,7 @@ from v2py.config.settings import InboundSettings, OutboundSettings
 
 __all__ = [
     "AllocateConfig",
+    "ApiConfig",
     "Config",
     "EnvSwitches",
     "InboundConfig",
@@ -52,6 +53,7 @@ __all__ = [
     "PortRange",
     "RootConfig",
     "SniffingConfig",
+    "StatsConfig",
     "StreamConfig",
     "SystemPolicy",
     "TcpConfig",
@@ -504,12 +506,65 @@ class OutboundConfig(ConfigModel):
 # --------------------------------------------------------------------------
 # top level
 
+#: ``api.services`` names 4.34 knows (matched case-insensitively); others are ignored,
+#: as 4.34 ignores them.
+API_SERVICES: dict[str, str] = {
+    "handlerservice": "HandlerService",
+    "loggerservice": "LoggerService",
+    "statsservice": "StatsService",
+}
+
+
+def _check_api_tag(value: object) -> str:
+    if not isinstance(value, str):
+        raise fail(f"{describe(value)} is not a string")
+    if not value:
+        raise fail("API tag can't be empty.")
+    return value
+
+
+def _check_api_services(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise fail(f"{describe(value)} is not a list of service names")
+    found: dict[str, None] = {}
+    for item in value:
+        if not isinstance(item, str):
+            raise fail(f"{describe(item)} is not a service name")
+        if item.lower() == "reflectionservice":
+            raise fail(f"{NOT_SUPPORTED_YET}: ReflectionService (gRPC server reflection)")
+        name = API_SERVICES.get(item.lower())
+        if name is not None:
+            found[name] = None
+    return tuple(found)
+
+
+class ApiConfig(ConfigModel):
+    """``api``: the gRPC commander, reached through the outbound tagged ``tag``
+    (4.34 ``infra/conf/api.go``). ``services`` holds the canonical names of the
+    known services asked for."""
+
+    tag: Annotated[str, BeforeValidator(_check_api_tag)] = ""
+    services: Annotated[tuple[str, ...], BeforeValidator(_check_api_services)] = ()
+
+    @model_validator(mode="after")
+    def _tag_given(self) -> ApiConfig:
+        if not self.tag:
+            raise fail("API tag can't be empty.", "tag")
+        return self
+
+
+class StatsConfig(ConfigModel):
+    """``stats``: an (empty) object that turns the traffic counters on."""
+
+
 class RootConfig(ConfigModel):
     """One config file as written, before merging files and legacy keys."""
 
     # Each changes where traffic goes or who is let in: refused until implemented.
     REFUSED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
-        ("routing", "dns", "stats", "api", "reverse"), NOT_SUPPORTED_YET
+        ("routing", "dns", "reverse"), NOT_SUPPORTED_YET
     )
 
     port: Uint16 | None = None
@@ -522,6 +577,8 @@ class RootConfig(ConfigModel):
     outbound: OutboundConfig | None = None
     outbound_detour: tuple[OutboundConfig, ...] | None = None
     outbounds: tuple[OutboundConfig, ...] | None = None
+    api: ApiConfig | None = None
+    stats: StatsConfig | None = None
 
 
 def env_flag(env: Mapping[str, str], name: str) -> str | None:
@@ -570,6 +627,8 @@ class Config(ConfigModel):
     policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig())
     inbounds: tuple[InboundConfig, ...] = ()
     outbounds: tuple[OutboundConfig, ...] = ()
+    api: ApiConfig | None = None
+    stats: StatsConfig | None = None
     switches: EnvSwitches = Field(default_factory=lambda: EnvSwitches())
 
     def inbound(self, tag: str) -> InboundConfig | None:

@@ -1,0 +1,17 @@
+
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Config(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RestartLoggerRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RestartLoggerResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,44 @@
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar
+
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Network(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    Unknown: _ClassVar[Network]
+    RawTCP: _ClassVar[Network]
+    TCP: _ClassVar[Network]
+    UDP: _ClassVar[Network]
+    UNIX: _ClassVar[Network]
+Unknown: Network
+RawTCP: Network
+TCP: Network
+UDP: Network
+UNIX: Network
+
+class IPOrDomain(_message.Message):
+    __slots__ = ("ip", "domain")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    ip: bytes
+    domain: str
+    def __init__(self, ip: bytes | None = ..., domain: str | None = ...) -> None: ...
+
+class PortRange(_message.Message):
+    __slots__ = ("From", "To")
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    From: int
+    To: int
+    def __init__(self, From: int | None = ..., To: int | None = ...) -> None: ...
+
+class NetworkList(_message.Message):
+    __slots__ = ("network",)
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    network: _containers.RepeatedScalarFieldContainer[Network]
+    def __init__(self, network: _Iterable[Network | str] | None = ...) -> None: ...
