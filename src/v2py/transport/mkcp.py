@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 READ_HIGH_WATER_BYTES = 1024 * 1024
 #: Default cap on concurrent listener sessions (garbage cannot grow the table past it).
 DEFAULT_MAX_SESSIONS = 1024
+#: Default share of the table that sessions which never carried data may hold (see
+#: ``KcpListener``): above it the oldest such session makes room for a new one.
+DEFAULT_HALF_OPEN_DIVISOR = 2
+#: A session that carried no data for this long is dropped when a new one arrives.
+HALF_OPEN_TIMEOUT_S = 10.0
 #: Requested SO_RCVBUF/SO_SNDBUF for mKCP sockets (see ``_tune_socket``).
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 #: Datagrams a listener reads per readiness callback (see ``_ListenerEndpoint``).
@@ -191,6 +196,12 @@ class KcpStream:
         self._closing = True
         self._conn.handle_timer(self._loop.time())
         self._conn.abort()
+        self._service()
+
+    def _discard(self, reason: str) -> None:
+        """End at once without sending anything (a listener dropping a half-open session)."""
+        self._closing = True
+        self._conn.discard(reason)
         self._service()
 
     async def wait_closed(self) -> None:
@@ -529,11 +540,39 @@ class _ListenerEndpoint:
 class KcpListener(asyncio.DatagramProtocol):
     """One UDP socket serving many mKCP sessions keyed by (IP, port, conv) (spec section 5).
 
-    A new key creates a session unless its first segment is TERMINATE or the
-    table already holds ``max_sessions`` live sessions (a full table first evicts
-    its oldest session that only waits out TERMINATING). Sessions leave the
-    table when their core reaches Terminated (idle peers are reaped by the
-    core's timeouts).
+    A new key creates a session unless its first segment is TERMINATE (as in 4.34).
+    The table is bounded (``max_sessions``), which 4.34's is not; the bound must not
+    become a lockout, so admission works as follows.
+
+    Without ``seed`` the packet check is public (an FNV hash), so anybody can forge a
+    22-byte PING for a fresh conv id from any (spoofed) address, and each one opens a
+    session. A session is *half-open* until it carried data (a DATA segment arrived,
+    or the application wrote): a real client sends its request at once (VMess is
+    client-first), a forged ping never does. Half-open sessions are the cheap class:
+
+    * they are dropped silently (``KcpConnection.discard``: no TERMINATE, which would
+      only be reflected at a spoofed address) and their handler sees EOF;
+    * a new session never waits for room while a half-open one exists: above the
+      half-open budget (``max_half_open``, by default half the table) and whenever the
+      table is full, the *oldest* half-open session is dropped (after sessions that
+      only wait out TERMINATING, which are dropped first as before). Only a table
+      full of sessions that carried data refuses a new peer;
+    * one that stays half-open for ``HALF_OPEN_TIMEOUT_S`` is dropped at the next
+      admission (pings do not keep it; the ordinary 30 s idle timeout still applies
+      to every session).
+
+    Dropping a real client that is still half-open loses nothing: nothing was
+    numbered on either side yet (no DATA either way), so its next datagram opens a
+    fresh session whose windows start where the client's are, at 0, and its first
+    DATA makes it a full session at once. A flood therefore only burns CPU; memory
+    stays bounded by ``max_sessions``, and existing and new real clients are served.
+
+    Per-address quotas were rejected: without ``seed`` the source address is as easy
+    to forge as the packet, and real clients behind one NAT share an address, so a
+    quota would refuse them while a spoofing flood is untouched. A forger who also
+    sends DATA makes full sessions; those are bounded by the inbound's handshake
+    timeout and then linger in TERMINATING, which is evicted first. ``seed`` makes
+    forging impossible without the key and is the real defence on hostile networks.
     """
 
     def __init__(
@@ -543,13 +582,21 @@ class KcpListener(asyncio.DatagramProtocol):
         loop: asyncio.AbstractEventLoop,
         *,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_half_open: int | None = None,
     ) -> None:
         self._settings = settings
         self._handler = handler
         self._loop = loop
         self._max_sessions = max_sessions
+        self._max_half_open = (
+            max(1, max_sessions // DEFAULT_HALF_OPEN_DIVISOR)
+            if max_half_open is None
+            else max(1, min(max_half_open, max_sessions))
+        )
         self._codec = PacketCodec(settings, os.urandom)
         self._sessions: dict[tuple[str, int, int], KcpStream] = {}
+        # Sessions that have not carried data yet, oldest first, with their creation time.
+        self._half_open: dict[tuple[str, int, int], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._accepting = True
@@ -557,11 +604,18 @@ class KcpListener(asyncio.DatagramProtocol):
         self.dropped = 0
         self.refused = 0
         self.evicted = 0
+        self.evicted_half_open = 0
 
     @property
     def session_count(self) -> int:
         """Sessions currently in the table."""
         return len(self._sessions)
+
+    @property
+    def half_open_count(self) -> int:
+        """Sessions in the table that have not carried data yet."""
+        self._settle_half_open()
+        return len(self._half_open)
 
     def sessions(self) -> tuple[KcpStream, ...]:
         """The sessions currently in the table (oldest first)."""
@@ -598,12 +652,55 @@ class KcpListener(asyncio.DatagramProtocol):
             if (
                 not self._accepting
                 or payload[_CMD_OFFSET] == KcpCommand.TERMINATE
-                or (len(self._sessions) >= self._max_sessions and not self._evict_lingering())
+                or not self._make_room()
             ):
                 self.refused += 1
                 return
             stream = self._new_session(key, (addr[0], addr[1]))
+            self._half_open[key] = self._loop.time()
         stream._payload_received(payload)
+        if key in self._half_open and stream.connection.carried_data:
+            del self._half_open[key]
+
+    def _make_room(self) -> bool:
+        """Drop sessions so that one more fits; False if every session carried data.
+
+        Amortised O(1) per new session: entries leave ``_half_open`` from the front only.
+        """
+        half_open = self._half_open
+        if half_open:
+            deadline = self._loop.time() - HALF_OPEN_TIMEOUT_S
+            while half_open and next(iter(half_open.values())) <= deadline:
+                self._drop_oldest_half_open()
+            while len(half_open) >= self._max_half_open:
+                self._drop_oldest_half_open()
+        if len(self._sessions) < self._max_sessions:
+            return True
+        if self._evict_lingering():
+            return True
+        while half_open and len(self._sessions) >= self._max_sessions:
+            self._drop_oldest_half_open()
+        return len(self._sessions) < self._max_sessions
+
+    def _settle_half_open(self) -> None:
+        """Forget half-open entries whose session has since written data (server-first)."""
+        sessions = self._sessions
+        for key in [
+            k
+            for k in self._half_open
+            if (stream := sessions.get(k)) is None or stream.connection.carried_data
+        ]:
+            del self._half_open[key]
+
+    def _drop_oldest_half_open(self) -> None:
+        """Pop the oldest entry; drop its session unless it has carried data since."""
+        key = next(iter(self._half_open))
+        del self._half_open[key]
+        stream = self._sessions.get(key)
+        if stream is not None and not stream.connection.carried_data:
+            stream._discard("half-open session dropped")  # on_terminated leaves the table
+            self._sessions.pop(key, None)
+            self.evicted_half_open += 1
 
     def _evict_lingering(self) -> bool:
         """Make room by ending the oldest session that only waits out TERMINATING.
@@ -646,6 +743,7 @@ class KcpListener(asyncio.DatagramProtocol):
         def forget() -> None:
             if self._sessions.get(key) is stream:
                 del self._sessions[key]
+                self._half_open.pop(key, None)
 
         stream = KcpStream(
             conn, self._loop, send, peer=addr, local=self.address, on_terminated=forget
@@ -677,6 +775,7 @@ class KcpListener(asyncio.DatagramProtocol):
         for stream in list(self._sessions.values()):
             stream.abort()
         self._sessions.clear()
+        self._half_open.clear()
         for task in self._tasks:
             task.cancel()
         if self._transport is not None:
@@ -698,6 +797,7 @@ async def listen_kcp(
     *,
     loop: asyncio.AbstractEventLoop | None = None,
     max_sessions: int = DEFAULT_MAX_SESSIONS,
+    max_half_open: int | None = None,
     reuse_port: bool = False,
 ) -> KcpListener:
     """Serve mKCP on UDP ``host:port``; each new session runs ``handler(stream)``.
@@ -720,7 +820,9 @@ async def listen_kcp(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setblocking(False)
         sock.bind(address)
-        listener = KcpListener(settings, handler, loop, max_sessions=max_sessions)
+        listener = KcpListener(
+            settings, handler, loop, max_sessions=max_sessions, max_half_open=max_half_open
+        )
         endpoint = _ListenerEndpoint(sock, loop, listener)
     except BaseException:
         sock.close()

@@ -222,6 +222,7 @@ class KcpConnection:
         self._data_sent = 0
         self._bytes_sent = 0
         self._bytes_received = 0
+        self._carried_data = False
 
     # -- clock ------------------------------------------------------------------
 
@@ -242,6 +243,14 @@ class KcpConnection:
     def terminated(self) -> bool:
         """True once the connection reached Terminated."""
         return self._state is KcpState.TERMINATED
+
+    @property
+    def carried_data(self) -> bool:
+        """True once a DATA segment arrived or the application queued data.
+
+        A session that only exchanged PING/ACK has not (a listener evicts those first).
+        """
+        return self._carried_data
 
     @property
     def writable(self) -> bool:
@@ -294,6 +303,7 @@ class KcpConnection:
             if seg.conv != self.conv:
                 break
             if isinstance(seg, DataSegment):
+                self._carried_data = True
                 self._handle_option(seg.option, current)
                 self._on_data(seg)
                 self._wake(current)
@@ -387,6 +397,7 @@ class KcpConnection:
         """
         if self._state is KcpState.ACTIVE:
             if data:
+                self._carried_data = True
                 self._send.write(data)
                 self._bytes_sent += len(data)
                 self._fresh = True
@@ -423,6 +434,19 @@ class KcpConnection:
             return
         self._queue_command(self._last_ms, KcpCommand.TERMINATE)
         self._terminate(self._last_ms, "aborted")
+
+    def discard(self, reason: str) -> None:
+        """Terminate now without sending anything; reading ends (``StreamEnded``).
+
+        For a listener dropping a session whose peer may be forged: a TERMINATE
+        would only be reflected at the spoofed address. Flush afterwards (it sends
+        nothing but lets the shell see Terminated).
+        """
+        if self._state is KcpState.TERMINATED:
+            return
+        self._read_closed = True
+        self._out.clear()
+        self._terminate(self._last_ms, reason)
 
     # -- output ----------------------------------------------------------------------
 
