@@ -170,7 +170,7 @@ BAD: list[Bad] = [
     # --- transport
     Bad("network-ws", with_(BASE, "inbounds.0.streamSettings", {"network": "ws"}),
         "inbounds[0].streamSettings.network",
-        '"ws" is not supported by v2py; use one of: "tcp", "kcp"'),
+        '"ws" is not supported by v2py'),
     Bad("network-unknown", with_(BASE, "outbounds.0.streamSettings", {"network": "carrier-pigeon"}),
         "outbounds[0].streamSettings.network", "is not allowed"),
     Bad("security-tls", with_(BASE, "inbounds.0.streamSettings", {"security": "tls"}),

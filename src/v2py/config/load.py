@@ -15,7 +15,7 @@ when more than one file is given. Unknown keys become warnings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ from v2py.config.model import (
 )
 from v2py.config.registry import INBOUND_SETTINGS, OUTBOUND_SETTINGS
 from v2py.config.settings import VmessInboundSettings
+from v2py.config.stream import WsConfig
 from v2py.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_JSON", "LoadedConfig", "load_config"]
@@ -90,7 +91,11 @@ class _File:
     root: RootConfig
 
 
-def load_config(sources: Sequence[tuple[str, str]], env: Mapping[str, str]) -> LoadedConfig:
+def load_config(
+    sources: Sequence[tuple[str, str]],
+    env: Mapping[str, str],
+    read_file: Callable[[str], bytes] | None = None,
+) -> LoadedConfig:
     """Parse, validate and merge config texts.
 
     Args:
@@ -99,6 +104,9 @@ def load_config(sources: Sequence[tuple[str, str]], env: Mapping[str, str]) -> L
             locations and decides "tail" outbound merging.
         env: the environment, for ``"env:NAME"`` ports and the ``V2RAY_*``
             switches (:class:`EnvSwitches`).
+        read_file: reads the files a config names (TLS certificates), so that a
+            missing one is a ConfigError here as in 4.34; None leaves them to the
+            transport, which reads them when it is built.
 
     Returns:
         The frozen :class:`Config` and the warnings (unknown keys etc.).
@@ -113,7 +121,7 @@ def load_config(sources: Sequence[tuple[str, str]], env: Mapping[str, str]) -> L
     warnings: list[str] = []
     for name, text in sources:
         prefix = f"{name}: " if multi else ""
-        parsed = _read_file(name, text, prefix, env)
+        parsed = _read_file(name, text, prefix, env, read_file)
         files.append(parsed)
         warnings.extend(_prefixed(prefix, unknown_key_warnings(parsed.root, "")))
     merged = _merge(files)
@@ -125,12 +133,18 @@ def _prefixed(prefix: str, lines: list[str]) -> list[str]:
     return [prefix + line for line in lines]
 
 
-def _read_file(name: str, text: str, prefix: str, env: Mapping[str, str]) -> _File:
+def _read_file(
+    name: str,
+    text: str,
+    prefix: str,
+    env: Mapping[str, str],
+    read_file: Callable[[str], bytes] | None = None,
+) -> _File:
     data = parse_json(text, name)
     if not isinstance(data, dict):
         raise ConfigError(name, f"the top level is {describe(data)}, not a JSON object")
     try:
-        root = RootConfig.model_validate(data, context={"env": env})
+        root = RootConfig.model_validate(data, context={"env": env, "read_file": read_file})
     except ValidationError as exc:
         raise _with_prefix(to_config_error(exc, ""), prefix) from None
     updates: dict[str, Any] = {}
@@ -290,10 +304,12 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
     if inbounds and inbounds[0].port is None and legacy_port:
         inbounds[0] = _copy(inbounds[0], {"port": PortRange(legacy_port, legacy_port)})
     inbounds = [
-        _copy(i, {"stream": _effective_stream(i.stream, merged.transport)}) for i in inbounds
+        _copy(i, {"stream": _effective_stream(i.stream, merged.transport, i.path)})
+        for i in inbounds
     ]
     outbounds = [
-        _copy(o, {"stream": _effective_stream(o.stream, merged.transport)}) for o in outbounds
+        _copy(o, {"stream": _effective_stream(o.stream, merged.transport, o.path)})
+        for o in outbounds
     ]
     for key in ("api", "stats"):
         if getattr(merged, key) is not None:
@@ -315,15 +331,39 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
     )
 
 
-def _effective_stream(stream: StreamConfig, transport: TransportConfig | None) -> StreamConfig:
+def _effective_stream(
+    stream: StreamConfig, transport: TransportConfig | None, path: str
+) -> StreamConfig:
     tcp = stream.tcp or (transport.tcp if transport else None)
     kcp = stream.kcp or (transport.kcp if transport else None)
+    ws = stream.ws or (transport.ws if transport else None)
     updates: dict[str, Any] = {
         "tcp": (tcp or TcpConfig()) if stream.network == "tcp" else None,
         "kcp": (kcp or KcpConfig()) if stream.network == "kcp" else None,
+        "ws": (ws or WsConfig()) if stream.network == "ws" else None,
     }
     result: StreamConfig = _copy(stream, updates)
+    _refuse_unwired(result, path)
     return result
+
+
+def _refuse_unwired(stream: StreamConfig, at: str) -> None:
+    """Fail closed for stream layers whose runtime is not wired into the instance yet."""
+    where: dict[str, str | None] = {
+        "network": '"ws"' if stream.network == "ws" else None,
+        "security": '"tls"' if stream.security == "tls" else None,
+    }
+    if stream.tcp is not None:
+        where["tcpSettings.header.type"] = '"http"' if stream.tcp.header.type != "none" else None
+        where["tcpSettings.acceptProxyProtocol"] = (
+            "true" if stream.tcp.accept_proxy_protocol else None
+        )
+    for path, value in where.items():
+        if value is not None:
+            raise ConfigError(
+                f"{at}.streamSettings.{path}",
+                f"{value} is not supported by v2py yet (transport not wired); remove it",
+            )
 
 
 def _check_port(inbound: InboundConfig) -> None:

@@ -36,6 +36,7 @@ from v2py.config.registry import (
     UNSUPPORTED_OUTBOUNDS,
 )
 from v2py.config.settings import InboundSettings, OutboundSettings
+from v2py.config.stream import HttpRequestConfig, HttpResponseConfig, TlsConfig, WsConfig
 
 __all__ = [
     "AllocateConfig",
@@ -260,25 +261,19 @@ class PolicyConfig(ConfigModel):
 
 
 class TcpHeaderConfig(ConfigModel):
-    """``tcpSettings.header``; only ``none`` is supported."""
+    """``tcpSettings.header``: ``none`` or ``http`` (whose templates are
+    ``request``/``response``, always built with 4.34's defaults; see config/stream.py)."""
 
-    type: Annotated[
-        str,
-        BeforeValidator(one_of({"none": "none"}, refused={"http": "not supported by v2py"})),
-    ]
+    type: Annotated[str, BeforeValidator(one_of({"none": "none", "http": "http"}))]
+    request: HttpRequestConfig = Field(default_factory=lambda: HttpRequestConfig())
+    response: HttpResponseConfig = Field(default_factory=lambda: HttpResponseConfig())
 
 
 class TcpConfig(ConfigModel):
-    """``tcpSettings``."""
+    """``tcpSettings``; ``acceptProxyProtocol`` requires a PROXY v1/v2 header (inbound)."""
 
     header: TcpHeaderConfig = Field(default_factory=lambda: TcpHeaderConfig(type="none"))
     accept_proxy_protocol: Bool = False
-
-    @model_validator(mode="after")
-    def _no_proxy_protocol(self) -> TcpConfig:
-        if self.accept_proxy_protocol:
-            raise fail("true is not supported by v2py; remove it", "acceptProxyProtocol")
-        return self
 
 
 _KCP_HEADERS = {name: name for name in ("none", "srtp", "utp", "wechat-video", "dtls", "wireguard")}
@@ -310,11 +305,12 @@ class KcpConfig(ConfigModel):
         return self.header.type
 
 
-_NETWORKS = {"tcp": "tcp", "kcp": "kcp", "mkcp": "kcp"}
+_NETWORKS = {"tcp": "tcp", "kcp": "kcp", "mkcp": "kcp", "ws": "ws", "websocket": "ws"}
 _UNSUPPORTED_NETWORKS = dict.fromkeys(
-    ("ws", "websocket", "h2", "http", "quic", "ds", "domainsocket"), "not supported by v2py"
+    ("h2", "http", "quic", "ds", "domainsocket"), "not supported by v2py"
 )
-_SECURITIES = {"": "none", "none": "none"}
+# 4.34 treats any other string (even "xtls" or a typo) as no TLS; v2py refuses it.
+_SECURITIES = {"": "none", "none": "none", "tls": "tls"}
 _NOT_USED = "not used by v2py, ignored"
 NOT_SUPPORTED_YET = "not supported by v2py yet"
 
@@ -345,38 +341,50 @@ class StreamConfig(ConfigModel):
 
     After loading, ``kcp`` is set exactly when ``network == "kcp"`` (from
     ``kcpSettings``, else top-level ``transport.kcpSettings``, else defaults),
-    and ``tcp`` exactly when ``network == "tcp"``.
+    ``tcp`` exactly when ``network == "tcp"`` and ``ws`` exactly when
+    ``network == "ws"``. ``tls`` is set exactly when ``security == "tls"``
+    (``tlsSettings``, else an empty one, as 4.34 reads it).
     """
 
     IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
-        ("tlssettings", "wssettings", "httpsettings", "dssettings", "quicsettings"),
+        ("httpsettings", "dssettings", "quicsettings"),
         _NOT_USED,
     )
 
     network: Annotated[
         str,
-        BeforeValidator(one_of(_NETWORKS, shown=("tcp", "kcp"), refused=_UNSUPPORTED_NETWORKS)),
-    ] = "tcp"
-    security: Annotated[
-        str,
         BeforeValidator(
-            one_of(_SECURITIES, shown=("none",), refused={"tls": "not supported by v2py"})
+            one_of(_NETWORKS, shown=("tcp", "kcp", "ws"), refused=_UNSUPPORTED_NETWORKS)
         ),
-    ] = "none"
+    ] = "tcp"
+    security: Annotated[str, BeforeValidator(one_of(_SECURITIES, shown=("none", "tls")))] = "none"
     tcp: TcpConfig | None = Field(default=None, alias="tcpSettings")
     kcp: KcpConfig | None = Field(default=None, alias="kcpSettings")
+    ws: WsConfig | None = Field(default=None, alias="wsSettings")
+    tls: TlsConfig | None = Field(default=None, alias="tlsSettings")
     sockopt: SocketConfig | None = None
+
+    @model_validator(mode="after")
+    def _tls_when_secured(self) -> StreamConfig:
+        # 4.34 reads tlsSettings only with security "tls", and then uses an empty one
+        # when it is absent.
+        if self.security != "tls":
+            object.__setattr__(self, "tls", None)
+        elif self.tls is None:
+            object.__setattr__(self, "tls", TlsConfig())
+        return self
 
 
 class TransportConfig(ConfigModel):
     """Top-level ``transport``: defaults for every ``streamSettings`` lacking them."""
 
     IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
-        ("wssettings", "httpsettings", "dssettings", "quicsettings"), _NOT_USED
+        ("httpsettings", "dssettings", "quicsettings"), _NOT_USED
     )
 
     tcp: TcpConfig | None = Field(default=None, alias="tcpSettings")
     kcp: KcpConfig | None = Field(default=None, alias="kcpSettings")
+    ws: WsConfig | None = Field(default=None, alias="wsSettings")
 
 
 # --------------------------------------------------------------------------
