@@ -33,3 +33,46 @@ def test_pure_zone_imports_no_io() -> None:
                 if name.split(".")[0] in FORBIDDEN:
                     offenders.append(f"{path.relative_to(SRC)}: imports {name}")
     assert not offenders, offenders
+
+
+# Package direction: the shell imports downwards only (proxy -> app -> transport ->
+# protocol/common/config). The top-level assembly (build, instance, cli, run) may
+# import anything.
+_MAY_NOT_IMPORT = {
+    "protocol": ("v2py.app", "v2py.transport", "v2py.proxy", "v2py.build", "v2py.instance"),
+    "common": ("v2py.app", "v2py.transport", "v2py.proxy", "v2py.build", "v2py.instance"),
+    "config": ("v2py.app", "v2py.transport", "v2py.proxy", "v2py.build", "v2py.instance"),
+    "transport": ("v2py.app", "v2py.proxy", "v2py.build", "v2py.instance"),
+    "app": ("v2py.proxy", "v2py.build", "v2py.instance"),
+}
+
+
+def _imported_modules(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def layering_offenders(src: Path = SRC) -> list[str]:
+    """Every import (also lazy, inside functions) that goes up the layers."""
+    offenders = []
+    for package, forbidden in _MAY_NOT_IMPORT.items():
+        for path in sorted((src / package).rglob("*.py")):
+            for name in _imported_modules(path):
+                if any(name == f or name.startswith(f + ".") for f in forbidden):
+                    offenders.append(f"{path.relative_to(src)}: imports {name}")
+    return offenders
+
+
+def test_packages_import_downwards_only() -> None:
+    assert not layering_offenders()
+
+
+def test_layering_check_catches_an_app_to_proxy_import(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "bad.py").write_text("def f():\n    from v2py.proxy.freedom import X\n")
+    assert layering_offenders(tmp_path) == ["app/bad.py: imports v2py.proxy.freedom"]

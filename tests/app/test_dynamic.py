@@ -18,7 +18,6 @@ import pytest
 
 from tests.support.fakes import FakeClock
 from tests.support.ports import free_port_range
-from v2py.app import dynamic as dynamic_module
 from v2py.app.dynamic import DynamicInbound, LoopClock
 from v2py.app.session import Session
 from v2py.transport.stream import Stream
@@ -48,7 +47,7 @@ class EchoProxy:
     def get_or_create_user(self, email: str) -> str:
         return self.users.setdefault(email, f"user-{self.number}-{email}")
 
-    async def handle(self, stream: Stream, session: Session, dispatcher: Any) -> None:
+    async def handle(self, session: Session, stream: Stream, dispatcher: Any) -> None:
         self.sessions.append(session)
         while data := await stream.read():
             stream.write(data)
@@ -389,22 +388,20 @@ async def test_kcp_generation_close_closes_listener(monkeypatch: pytest.MonkeyPa
     """mKCP sessions share the listener's UDP socket, so closing a generation closes it."""
     made: list[tuple[str, int, Any, FakeListener]] = []
 
-    async def fake_listen(
-        network: str,
-        host: str,
-        port: int,
-        handler: Any,
-        *,
-        kcp: Any = None,
-        reuse_port: bool = False,
-    ) -> FakeListener:
-        listener = FakeListener()
-        made.append((network, port, kcp, listener))
-        return listener
-
-    monkeypatch.setattr(dynamic_module, "listen", fake_listen)
-    clock = FakeClock()
     kcp_settings = object()
+
+    class FakeKcpTransport:
+        name = "kcp"
+        listener_ends_sessions = True
+
+        async def listen(
+            self, host: str, port: int, handler: Any, *, reuse_port: bool = False
+        ) -> FakeListener:
+            listener = FakeListener()
+            made.append((self.name, port, kcp_settings, listener))
+            return listener
+
+    clock = FakeClock()
     inbound = DynamicInbound(
         tag="dyn",
         proxy_factory=Factory(),
@@ -413,8 +410,7 @@ async def test_kcp_generation_close_closes_listener(monkeypatch: pytest.MonkeyPa
         last_port=40009,
         refresh_min=1,
         concurrency=2,
-        network="kcp",
-        kcp=kcp_settings,
+        transport=FakeKcpTransport(),  # type: ignore[arg-type]
         clock=clock,
     )
     async with running(inbound):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 import uuid
@@ -26,6 +27,7 @@ from tests.support.socks import socks5_connect
 from tests.support.v2py import run_v2py
 from v2py.instance import Instance
 from v2py.protocol.mkcp import connection as kcp_connection
+from v2py.transport import KcpTransport
 from v2py.transport.mkcp import KcpStream
 
 #: How long the outbound (target) connection may outlive its dead mKCP session: the
@@ -134,9 +136,8 @@ async def _chain() -> AsyncIterator[tuple[int, int, Instance, Instance, _Peers]]
 
 
 def _client_kcp_stream(client: Instance) -> KcpStream:
-    dialer = client._kcp_dialer  # the client's live mKCP stream
-    assert dialer is not None
-    streams: tuple[KcpStream, ...] = dialer.streams()
+    (transport,) = [t for t in client.builder.transports if isinstance(t, KcpTransport)]
+    streams: tuple[KcpStream, ...] = transport.streams()  # the client's live mKCP stream
     assert len(streams) == 1
     return streams[0]
 
@@ -203,3 +204,57 @@ async def test_500_concurrent_bulk_connections_over_mkcp() -> None:
         run_v2py_process(_client_config(socks_port, kcp_port, user), wait_tcp=socks_port) as client,
     ):
         await check_many(socks_port, echo, {"client": client.pid, "server": server.pid}, MANY)
+
+
+# -- forged pings ------------------------------------------------------------------------
+
+
+async def test_vmess_over_mkcp_serves_new_connections_through_a_forged_ping_flood(
+    caplog: pytest.LogCaptureFixture, echo_server: tuple[str, int]
+) -> None:
+    """Thousands of forged 22-byte pings for fresh conv ids (64 source ports) at the
+    server's mKCP port: new socks -> VMess/mKCP connections still open and echo, and the
+    dropped half-open sessions log nothing above INFO."""
+    from tests.shell.test_mkcp_half_open import forged_ping
+
+    kcp_port, socks_port, ready_port = free_dual_ports(3)
+    user = str(uuid.uuid4())
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+    for s in sockets:
+        s.setblocking(False)
+    stop = asyncio.Event()
+    sent = 0
+
+    async def flood() -> None:
+        nonlocal sent
+        conv = 0
+        while not stop.is_set() and sent < 60_000:
+            for s in sockets:
+                for _ in range(4):
+                    conv = (conv + 1) & 0xFFFF
+                    with contextlib.suppress(BlockingIOError):
+                        s.sendto(forged_ping(conv), ("127.0.0.1", kcp_port))
+                        sent += 1
+            await asyncio.sleep(0)
+
+    async with (
+        asyncio.timeout(60),
+        run_v2py(_server_config(kcp_port, user, ready_port)),
+        run_v2py(_client_config(socks_port, kcp_port, user)),
+    ):
+        flood_task = asyncio.create_task(flood())
+        try:
+            while sent < 3000:
+                await asyncio.sleep(0.01)
+            writers = [await _open(socks_port, echo_server[1]) for _ in range(4)]
+        finally:
+            stop.set()
+            await flood_task
+            for s in sockets:
+                s.close()
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+    assert sent >= 3000
+    noisy = [r for r in caplog.records if r.levelno > logging.INFO]
+    assert not noisy, [r.getMessage() for r in noisy[:3]]

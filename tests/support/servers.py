@@ -16,6 +16,7 @@ import pytest
 from v2py.app.dispatcher import Dispatcher
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
+from v2py.app.proxyman import OutboundManager
 from v2py.app.session import Session, SniffingSettings
 from v2py.common.net import Destination
 from v2py.proxy.freedom import FreedomOutbound
@@ -130,11 +131,11 @@ async def serve_inbound(
 ) -> AsyncIterator[int]:
     """Run ``inbound`` behind a loopback TCP listener on ``port`` (as app/inbound.py
     does); yield the TCP port."""
-    dispatcher = Dispatcher(outbounds)
+    dispatcher = Dispatcher(OutboundManager.of(outbounds))
 
     async def on_connection(stream: Any) -> None:
         session = Session(inbound_tag=tag, source=stream.peer)
-        await inbound.handle(stream, session, dispatcher)
+        await inbound.handle(session, stream, dispatcher)
 
     listener = await listen_tcp("127.0.0.1", port, on_connection)
     await inbound.start(dispatcher)

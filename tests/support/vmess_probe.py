@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 
 from tests.support.v2ray import free_port
 from v2py.app.dispatcher import Dispatcher
+from v2py.app.handler import Dispatch
 from v2py.app.inbound import AlwaysOnInbound
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
+from v2py.app.proxyman import OutboundManager
 from v2py.app.relay import relay
 from v2py.app.session import Session
 from v2py.common.net import tcp
@@ -36,7 +38,6 @@ from v2py.protocol.vmess import (
     VmessUser,
     parse_uuid,
 )
-from v2py.proxy.base import Dispatch
 from v2py.proxy.vmess_inbound import VmessInbound
 from v2py.proxy.vmess_outbound import ServerEntry, VmessAccount, VmessOutbound
 from v2py.transport.stream import Stream
@@ -101,7 +102,7 @@ class FixedTarget:
         self._host = host
         self._port = port
 
-    async def handle(self, stream: Stream, session: Session, dispatcher: Dispatch) -> None:
+    async def handle(self, session: Session, stream: Stream, dispatcher: Dispatch) -> None:
         session.destination = tcp(self._host, self._port)
         await dispatcher.dispatch(session, stream)
 
@@ -143,7 +144,7 @@ async def v2py_vmess_server(
     port = port or free_port()
     listener = AlwaysOnInbound(tag="vmess-in", proxy=inbound, listen_host="127.0.0.1", ports=[port])
     outbound = DirectOutbound(policy, allowed_ports)
-    await listener.start(Dispatcher([outbound]))
+    await listener.start(Dispatcher(OutboundManager.of([outbound])))
     try:
         yield ServerHandle(port=port, inbound=inbound, outbound=outbound)
     finally:
@@ -182,7 +183,7 @@ async def v2py_vmess_client(
     listener = AlwaysOnInbound(
         tag="door", proxy=FixedTarget(*target), listen_host="127.0.0.1", ports=[port]
     )
-    await listener.start(Dispatcher([outbound]))
+    await listener.start(Dispatcher(OutboundManager.of([outbound])))
     try:
         yield port
     finally:

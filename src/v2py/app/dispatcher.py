@@ -1,20 +1,24 @@
 """Links an inbound session to an outbound (v2ray-core app/dispatcher/default.go).
 
 Sniffing happens here: up to two waits of 100 ms for the client's first bytes,
-then HTTP Host / TLS SNI may replace the destination address (port kept).
+then HTTP Host / TLS SNI may replace the destination address (port kept). Then
+the router names an outbound tag (no router, no match or an unknown tag: the
+default outbound, as 4.34's ``routedDispatch``), the stats hook may wrap the
+link in counters, and the outbound from the outbound manager carries it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from typing import Protocol
 
+from v2py.app.handler import Outbound
 from v2py.app.packet import PacketLink
+from v2py.app.proxyman import OutboundManager
 from v2py.app.session import Session
 from v2py.common.net import Network
 from v2py.protocol.sniff import SniffStatus, sniff
-from v2py.proxy.base import Outbound
 from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 log = logging.getLogger(__name__)
@@ -122,17 +126,57 @@ async def sniff_stream(session: Session, stream: Stream) -> Stream:
     return PrefixedStream(buf, stream, eof=eof)
 
 
+class Router(Protocol):
+    """What the dispatcher asks for a route (``features/routing.Router``)."""
+
+    async def pick_route(self, session: Session) -> str | None:
+        """The outbound tag for ``session``; None when no rule matches (default route)."""
+        ...
+
+
+class LinkStats(Protocol):
+    """Traffic counters around a dispatched link (``app/dispatcher`` ``getLink``)."""
+
+    def wrap_stream(self, session: Session, stream: Stream) -> Stream:
+        """``stream`` itself, or a stream counting what passes through it."""
+        ...
+
+    def wrap_packets(self, session: Session, link: PacketLink) -> PacketLink:
+        """``link`` itself, or a link counting what passes through it."""
+        ...
+
+
 class Dispatcher:
-    """Picks the outbound (the first one: v2py has no routing rules yet) and runs it."""
+    """Sniffs, routes and hands each session to an outbound (``DefaultDispatcher``).
 
-    def __init__(self, outbounds: Sequence[Outbound]) -> None:
-        if not outbounds:
-            raise ValueError("at least one outbound is required")
-        self._outbounds = list(outbounds)
-        self._by_tag = {o.tag: o for o in outbounds if o.tag}
+    ``router`` None routes everything to the default outbound; ``stats`` None
+    counts nothing.
+    """
 
-    def pick(self, session: Session) -> Outbound:
-        return self._outbounds[0]
+    def __init__(
+        self,
+        outbounds: OutboundManager,
+        *,
+        router: Router | None = None,
+        stats: LinkStats | None = None,
+    ) -> None:
+        self.outbounds = outbounds
+        self.router = router
+        self.stats = stats
+
+    async def pick(self, session: Session) -> Outbound | None:
+        """The outbound for ``session``: the routed tag if it exists, else the default."""
+        if self.router is not None:
+            tag = await self.router.pick_route(session)
+            if tag is not None:
+                handler = self.outbounds.get(tag)
+                if handler is not None:
+                    log.debug(
+                        "[%d] taking detour [%s] for [%s]", session.id, tag, session.destination
+                    )
+                    return handler
+                log.warning("[%d] non existing tag: %r", session.id, tag)
+        return self.outbounds.default
 
     def _log_access(self, session: Session, outbound: Outbound) -> None:
         if not _access_log_wanted():
@@ -147,16 +191,26 @@ class Dispatcher:
         )
 
     async def dispatch(self, session: Session, stream: Stream) -> None:
-        """Sniff if enabled, then hand the stream to the chosen outbound."""
+        """Sniff if enabled, route, then hand the stream to the chosen outbound."""
         dest = session.destination
         if dest is not None and dest.network is Network.TCP and session.sniffing.enabled:
             stream = await sniff_stream(session, stream)
-        outbound = self.pick(session)
+        outbound = await self.pick(session)
+        if outbound is None:
+            log.warning("[%d] default outbound handler not exist", session.id)
+            return
         self._log_access(session, outbound)
+        if self.stats is not None:
+            stream = self.stats.wrap_stream(session, stream)
         await outbound.handle(session, stream)
 
     async def dispatch_packets(self, session: Session, link: PacketLink) -> None:
-        """UDP is never sniffed; hand the link to the chosen outbound."""
-        outbound = self.pick(session)
+        """UDP is never sniffed; route and hand the link to the chosen outbound."""
+        outbound = await self.pick(session)
+        if outbound is None:
+            log.warning("[%d] default outbound handler not exist", session.id)
+            return
         self._log_access(session, outbound)
+        if self.stats is not None:
+            link = self.stats.wrap_packets(session, link)
         await outbound.handle_packets(session, link)

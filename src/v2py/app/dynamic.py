@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from v2py.app.inbound import InboundProxy
+from v2py.app.handler import Dispatch, InboundProxy
 from v2py.app.ports import GenerationClosed, GenerationOpened, PortRotation, Rng
 from v2py.app.session import Session, SniffingSettings
-from v2py.proxy.base import Dispatch
-from v2py.transport import Listener, listen
+from v2py.transport import Listener, TcpTransport, Transport
 from v2py.transport.stream import Stream
 
 __all__ = ["Clock", "DynamicInbound", "DynamicStatistics", "LoopClock", "Worker"]
@@ -107,8 +106,7 @@ class DynamicInbound:
     :param last_port: highest port of the range.
     :param refresh_min: minutes between generations (>= 1).
     :param concurrency: ports per generation (>= 1, less than the range size).
-    :param network: ``"tcp"`` or ``"kcp"``.
-    :param kcp: mKCP settings when ``network == "kcp"``.
+    :param transport: what the ports listen on (TCP when None).
     :param sniffing: sniffing settings for sessions of this inbound.
     :param rng: random bytes for port allocation (``os.urandom``).
     :param clock: time source of the refresh task (:class:`LoopClock`).
@@ -128,8 +126,7 @@ class DynamicInbound:
         last_port: int,
         refresh_min: int,
         concurrency: int,
-        network: str = "tcp",
-        kcp: Any = None,
+        transport: Transport | None = None,
         sniffing: SniffingSettings | None = None,
         rng: Rng = os.urandom,
         clock: Clock | None = None,
@@ -140,8 +137,7 @@ class DynamicInbound:
         self.tag = tag
         self.proxy_factory = proxy_factory
         self.listen_host = listen_host
-        self.network = network
-        self.kcp = kcp
+        self.transport: Transport = transport or TcpTransport()
         self.sniffing = sniffing or SniffingSettings()
         self.clock: Clock = clock or LoopClock()
         self.reuse_port = reuse_port
@@ -243,12 +239,10 @@ class DynamicInbound:
         for port in gen.ports:
             proxy = self.proxy_factory(gen.number, port)
             try:
-                listener = await listen(
-                    self.network,
+                listener = await self.transport.listen(
                     self.listen_host,
                     port,
                     self._make_handler(proxy, port),
-                    kcp=self.kcp,
                     reuse_port=self.reuse_port,
                 )
             except OSError as exc:
@@ -259,7 +253,7 @@ class DynamicInbound:
                 log.warning(
                     "inbound %s: cannot listen on %s %s:%d, skipped: %s",
                     self.tag or "-",
-                    self.network,
+                    self.transport.name,
                     self.listen_host,
                     port,
                     exc,
@@ -276,7 +270,7 @@ class DynamicInbound:
             "inbound %s: generation %d listening on %s %s ports %s (refresh %d min, lives %d min)",
             self.tag or "-",
             gen.number,
-            self.network,
+            self.transport.name,
             self.listen_host,
             ports,
             self.rotation.refresh_min,
@@ -296,7 +290,7 @@ class DynamicInbound:
         if self._current is workers:
             self._current = []
         for worker in workers:
-            if self.network == "tcp":
+            if not self.transport.listener_ends_sessions:
                 worker.listener.stop_accepting()
                 self._retired.append(worker.listener)
                 self._watch_retired(worker.listener)
@@ -337,7 +331,7 @@ class DynamicInbound:
                 session.source_text(),
                 port,
             )
-            await proxy.handle(stream, session, self._dispatcher)
+            await proxy.handle(session, stream, self._dispatcher)
 
         return on_connection
 

@@ -9,24 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Protocol
 
+from v2py.app.handler import Dispatch, InboundProxy
 from v2py.app.session import Session, SniffingSettings
-from v2py.proxy.base import Dispatch
-from v2py.transport import Listener, listen
+from v2py.transport import Listener, TcpTransport, Transport
 from v2py.transport.stream import Stream
 
 log = logging.getLogger(__name__)
-
-
-class InboundProxy(Protocol):
-    """An inbound protocol handler (socks, http, dokodemo-door, vmess)."""
-
-    async def handle(self, stream: Stream, session: Session, dispatcher: Dispatch) -> None: ...
-
-    async def start(self, dispatcher: Dispatch) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class AlwaysOnInbound:
@@ -42,8 +31,7 @@ class AlwaysOnInbound:
         proxy: InboundProxy,
         listen_host: str,
         ports: list[int],
-        network: str = "tcp",
-        kcp: Any = None,
+        transport: Transport | None = None,
         sniffing: SniffingSettings | None = None,
         reuse_port: bool = False,
     ) -> None:
@@ -52,8 +40,7 @@ class AlwaysOnInbound:
         self.reuse_port = reuse_port
         self.listen_host = listen_host
         self.ports = ports
-        self.network = network
-        self.kcp = kcp
+        self.transport: Transport = transport or TcpTransport()
         self.sniffing = sniffing or SniffingSettings()
         self._listeners: list[Listener] = []
         self._dispatcher: Dispatch | None = None
@@ -61,19 +48,14 @@ class AlwaysOnInbound:
     async def start(self, dispatcher: Dispatch) -> None:
         self._dispatcher = dispatcher
         for port in self.ports:
-            listener = await listen(
-                self.network,
-                self.listen_host,
-                port,
-                self._on_connection,
-                kcp=self.kcp,
-                reuse_port=self.reuse_port,
+            listener = await self.transport.listen(
+                self.listen_host, port, self._on_connection, reuse_port=self.reuse_port
             )
             self._listeners.append(listener)
             log.info(
                 "inbound %s listening on %s %s:%d",
                 self.tag or "-",
-                self.network,
+                self.transport.name,
                 self.listen_host,
                 port,
             )
@@ -86,7 +68,7 @@ class AlwaysOnInbound:
             source=stream.peer,
             sniffing=self.sniffing,
         )
-        await self.proxy.handle(stream, session, self._dispatcher)
+        await self.proxy.handle(session, stream, self._dispatcher)
 
     def get_random_worker(self, rng_index: int) -> tuple[InboundProxy, int, int]:
         """Detour target of an always-on range: any port, ValidMin 255 (dynamic-port.md 2.3)."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 
+from v2py.app.handler import Dispatch
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SniffingSettings, session_logger
 from v2py.common.net import Destination, tcp, udp
 from v2py.errors import ProtocolError
-from v2py.proxy.base import Dispatch
 from v2py.proxy.socks_inbound import UDP_SOURCE_IDLE_S, UdpFlowServer, open_udp_flow_server
 from v2py.transport.stream import Stream
 
@@ -40,7 +40,7 @@ class DokodemoInbound:
         tag: str,
         listen: str,
         port: int,
-        address: str,
+        address: str | None,
         dest_port: int,
         networks: tuple[str, ...] = ("tcp",),
         user_level: int = 0,
@@ -72,12 +72,16 @@ class DokodemoInbound:
         """Bound UDP port once started with "udp" in ``networks``."""
         return self._udp_port if self._udp_server is not None else None
 
-    async def handle(self, stream: Stream, session: Session, dispatcher: Dispatch) -> None:
+    async def handle(self, session: Session, stream: Stream, dispatcher: Dispatch) -> None:
         """Dispatch one accepted TCP connection to the fixed destination; closes ``stream``."""
         slog = session_logger(log, session)
         try:
             if "tcp" not in self._networks:
                 slog.info("dokodemo-door: tcp not enabled")
+                return
+            if self._address is None:
+                # 4.34: "unable to get destination" for each connection.
+                slog.info("dokodemo-door: unable to get destination")
                 return
             session.destination = tcp(self._address, self._dest_port)
             session.level = self._user_level
@@ -92,7 +96,7 @@ class DokodemoInbound:
 
     async def start(self, dispatcher: Dispatch) -> None:
         """Open the UDP listener on listen:port when "udp" is enabled."""
-        if "udp" not in self._networks or self._udp_server is not None:
+        if "udp" not in self._networks or self._udp_server is not None or self._address is None:
             return
         target = udp(self._address, self._dest_port)
 

@@ -17,6 +17,7 @@ import asyncio
 import logging
 
 from v2py.app.dispatcher import PrefixedStream
+from v2py.app.handler import Dispatch
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SniffingSettings, session_logger
 from v2py.common.net import tcp
@@ -32,7 +33,6 @@ from v2py.protocol.http_proxy import (
     encode_origin_request,
     find_head_end,
 )
-from v2py.proxy.base import Dispatch
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
 __all__ = ["HttpInbound"]
@@ -70,7 +70,7 @@ class HttpInbound:
     def close(self) -> None:
         """Nothing to release (connections belong to the caller's listener)."""
 
-    async def handle(self, stream: Stream, session: Session, dispatcher: Dispatch) -> None:
+    async def handle(self, session: Session, stream: Stream, dispatcher: Dispatch) -> None:
         """Serve one accepted connection; logs failures with the session id and always
         closes ``stream``."""
         slog = session_logger(log, session)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from v2py.app.dispatcher import PrefixedStream
+from v2py.app.handler import Dispatch
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SniffingSettings, session_logger
@@ -37,7 +38,6 @@ from v2py.protocol.socks5 import (
     encode_udp_datagram,
     udp_associate_reply_host,
 )
-from v2py.proxy.base import Dispatch
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
 __all__ = ["SocksInbound", "UdpFlowServer", "UdpRelayStatistics", "open_udp_flow_server"]
@@ -375,7 +375,7 @@ class SocksInbound:
         port = self._port or (local[1] if local else 0)
         return host, port
 
-    async def handle(self, stream: Stream, session: Session, dispatcher: Dispatch) -> None:
+    async def handle(self, session: Session, stream: Stream, dispatcher: Dispatch) -> None:
         """Serve one accepted TCP connection: handshake, then dispatch or UDP drain.
 
         Never raises ProtocolError/OSError (logged with the session id); always

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from v2py.app import entropy
+from v2py.app.handler import Dispatch
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, session_logger
@@ -26,7 +27,6 @@ from v2py.protocol.vmess.constants import RequestCommand
 from v2py.protocol.vmess.events import RequestReceived
 from v2py.protocol.vmess.server import VmessServerConnection
 from v2py.protocol.vmess.validator import KeyStore, UserValidator
-from v2py.proxy.base import Dispatch
 from v2py.proxy.vmess_stream import VmessStream
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
@@ -125,7 +125,7 @@ class VmessInbound:
             self._updater = None
 
     # -- per connection -----------------------------------------------------
-    async def handle(self, stream: Stream, session: Session, dispatcher: Dispatch) -> None:
+    async def handle(self, session: Session, stream: Stream, dispatcher: Dispatch) -> None:
         slog = session_logger(log, session)
         loop = asyncio.get_running_loop()
         handshake_timeout = self.policy.for_level(0).handshake

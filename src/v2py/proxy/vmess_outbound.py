@@ -29,7 +29,7 @@ from v2py.protocol.vmess.client import VmessClientConnection
 from v2py.protocol.vmess.commands import SwitchAccount
 from v2py.protocol.vmess.constants import RequestCommand, SecurityType, resolve_auto_security
 from v2py.proxy.vmess_stream import VmessStream
-from v2py.transport import dial
+from v2py.transport import TcpTransport, Transport
 from v2py.transport.stream import Stream
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,7 @@ class VmessOutbound:
         tag: str,
         servers: Sequence[ServerEntry],
         policy: PolicyTable,
-        network: str = "tcp",
-        kcp: object = None,
-        kcp_dialer: object = None,
+        transport: Transport | None = None,
         env: Mapping[str, str] | None = None,
         rng: Callable[[int], bytes] = entropy.urandom,
         clock: Callable[[], float] = time.time,
@@ -140,9 +138,7 @@ class VmessOutbound:
         self.tag = tag
         self.servers = ServerList(servers)
         self.policy = policy
-        self.network = network
-        self.kcp = kcp
-        self.kcp_dialer = kcp_dialer
+        self.transport: Transport = transport or TcpTransport()
         self.env = dict(os.environ if env is None else env)
         self._rng = rng
         self._clock = clock
@@ -197,13 +193,8 @@ class VmessOutbound:
                 await asyncio.sleep(delay)
             entry = self.servers.pick(self._clock())
             try:
-                stream = await dial(
-                    self.network,
-                    entry.address,
-                    entry.port,
-                    kcp=self.kcp,
-                    kcp_dialer=self.kcp_dialer,
-                    timeout=DIAL_TIMEOUT_S,
+                stream = await self.transport.dial(
+                    entry.address, entry.port, timeout=DIAL_TIMEOUT_S
                 )
             except (OSError, TimeoutError) as exc:
                 last_error = exc

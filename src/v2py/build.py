@@ -1,0 +1,390 @@
+"""Config types -> runtime objects: the one assembly table (v2ray-core ``infra/conf``
+``Build()`` methods feeding ``core.New``).
+
+Every protocol, network and security the config model accepts is built here by
+an exhaustive ``match`` on the typed settings (mypy checks that no case is left
+out, and ``tests/test_assembly.py`` builds one of each). Nothing here re-reads
+JSON or the environment: the config hands over parsed values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, NoReturn
+
+from v2py.app.handler import InboundHandler, InboundProxy, Outbound
+from v2py.app.policy import PolicyTable, Timeouts
+from v2py.app.session import SniffingSettings
+from v2py.app.shared_state import WorkerContext
+from v2py.config.model import Config, InboundConfig, OutboundConfig, StreamConfig
+from v2py.config.settings import (
+    BlackholeSettings,
+    DokodemoSettings,
+    FreedomSettings,
+    HttpInboundSettings,
+    SocksInboundSettings,
+    VmessInboundSettings,
+    VmessOutboundSettings,
+    VmessServerConfig,
+)
+from v2py.transport import KcpTransport, TcpTransport, Transport
+
+if TYPE_CHECKING:
+    from v2py.app.proxyman import InboundManager
+    from v2py.protocol.mkcp.settings import KcpSettings
+    from v2py.protocol.vmess.account import VmessUser
+    from v2py.protocol.vmess.constants import SecurityType
+    from v2py.proxy.vmess_inbound import DetourLookup, VmessInbound
+    from v2py.proxy.vmess_outbound import ServerEntry
+
+__all__ = ["Builder", "build_transport", "policy_table"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes of a VMess user id.
+_USER_ID_BYTES = 16
+
+#: Where a detour user lives: (generation, port) of a dynamic inbound, None for static.
+Where = tuple[int, int] | None
+
+
+def _unreachable(value: object) -> NoReturn:
+    # The config model admits only the cases matched above; reaching this is a bug.
+    raise AssertionError(f"no builder for {type(value).__name__}")
+
+
+def policy_table(config: Config) -> PolicyTable:
+    """The run-time timeouts of every configured user level (level 0 always present)."""
+    levels: dict[int, Timeouts] = {}
+    for level in sorted(set(config.policy.levels) | {0}):
+        lp = config.policy.level(level)
+        levels[level] = Timeouts(
+            handshake=float(lp.handshake),
+            conn_idle=float(lp.conn_idle),
+            uplink_only=float(lp.uplink_only),
+            downlink_only=float(lp.downlink_only),
+            buffer_size=lp.buffer_size * 1024,
+        )
+    return PolicyTable(levels)
+
+
+def kcp_settings(stream: StreamConfig) -> KcpSettings:
+    """The mKCP core settings of a ``network: "kcp"`` stream."""
+    from v2py.protocol.mkcp.settings import KcpSettings
+
+    kcp = stream.kcp
+    if kcp is None:
+        return KcpSettings()
+    return KcpSettings(
+        mtu=kcp.mtu,
+        tti=kcp.tti,
+        uplink_capacity=kcp.uplink_capacity,
+        downlink_capacity=kcp.downlink_capacity,
+        congestion=kcp.congestion,
+        read_buffer_size=kcp.read_buffer_size,
+        write_buffer_size=kcp.write_buffer_size,
+        header_type=kcp.header_type,
+        seed=kcp.seed,
+    )
+
+
+def build_transport(stream: StreamConfig) -> Transport:
+    """The :class:`~v2py.transport.Transport` of one ``streamSettings``."""
+    match stream.network:
+        case "tcp":
+            return TcpTransport()
+        case "kcp":
+            return KcpTransport(kcp_settings(stream))
+        case other:
+            _unreachable(other)
+
+
+def _sniffing(cfg: InboundConfig) -> SniffingSettings:
+    return SniffingSettings(
+        enabled=cfg.sniffing.enabled, dest_override=tuple(cfg.sniffing.dest_override)
+    )
+
+
+def _label(*parts: object) -> bytes:
+    return b"\0".join(str(p).encode() for p in parts) + b"\0"
+
+
+def _security(name: str) -> SecurityType:
+    from v2py.protocol.vmess.constants import SecurityType
+
+    # The config model has already mapped every accepted spelling onto these names.
+    return {
+        "aes-128-gcm": SecurityType.AES_128_GCM,
+        "chacha20-poly1305": SecurityType.CHACHA20_POLY1305,
+        "auto": SecurityType.AUTO,
+        "none": SecurityType.NONE,
+        "aes-128-cfb": SecurityType.LEGACY,
+    }[name]
+
+
+class Builder:
+    """Builds the handlers of one config for one :class:`~v2py.instance.Instance`.
+
+    ``worker`` is set in the worker processes of ``v2py run --workers N``:
+    listeners bind with SO_REUSEPORT, VMess inbounds share the replay / session /
+    taint table, and dynamic ports and detour users are derived from the shared
+    seed, so that every worker opens the same ports and knows the same users.
+    ``inbounds`` is where a VMess ``detour`` finds its target at run time.
+    Transports built here are kept in :attr:`transports` for the instance to close.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        env: Mapping[str, str],
+        inbounds: InboundManager,
+        worker: WorkerContext | None = None,
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.worker = worker
+        self.inbounds = inbounds
+        self.policy = policy_table(config)
+        self.transports: list[Transport] = []
+        self._detour_emails = self._collect_detour_emails() if worker is not None else {}
+
+    def transport(self, stream: StreamConfig) -> Transport:
+        """Build and keep the transport of ``stream``."""
+        transport = build_transport(stream)
+        self.transports.append(transport)
+        return transport
+
+    # -- outbounds --------------------------------------------------------
+    def outbound(self, cfg: OutboundConfig) -> Outbound:
+        """The outbound handler of ``cfg``."""
+        tag = cfg.tag
+        match cfg.settings:
+            case FreedomSettings() as s:
+                from v2py.proxy.freedom import FreedomOutbound
+
+                return FreedomOutbound(
+                    tag=tag,
+                    domain_strategy=s.domain_strategy,
+                    redirect=s.redirect or None,
+                    user_level=s.user_level,
+                    policy=self.policy,
+                )
+            case BlackholeSettings() as s:
+                from v2py.proxy.blackhole import BlackholeOutbound
+
+                return BlackholeOutbound(tag=tag, response=s.response.type)
+            case VmessOutboundSettings() as s:
+                from v2py.proxy.vmess_outbound import VmessOutbound
+
+                return VmessOutbound(
+                    tag=tag,
+                    servers=[self._server_entry(server) for server in s.vnext],
+                    policy=self.policy,
+                    transport=self.transport(cfg.stream),
+                    env=self.env,
+                )
+            case other:
+                _unreachable(other)
+
+    @staticmethod
+    def _server_entry(server: VmessServerConfig) -> ServerEntry:
+        from v2py.protocol.vmess.account import VmessUser, parse_uuid
+        from v2py.proxy.vmess_outbound import ServerEntry, VmessAccount
+
+        accounts = [
+            VmessAccount(
+                user=VmessUser(
+                    id=parse_uuid(u.id), alter_id=u.alter_id, level=u.level, email=u.email.lower()
+                ),
+                security=_security(u.security),
+                tests_enabled=u.tests_enabled or "",
+            )
+            for u in server.users
+        ]
+        return ServerEntry(address=server.address, port=server.port, accounts=accounts)
+
+    # -- inbounds ---------------------------------------------------------
+    def inbound(self, cfg: InboundConfig) -> InboundHandler:
+        """The inbound handler (listeners + proxy) of ``cfg``."""
+        transport = self.transport(cfg.stream)
+        reuse_port = self.worker is not None
+        if cfg.allocate is not None and cfg.allocate.strategy == "random":
+            from v2py.app.dynamic import DynamicInbound
+
+            return DynamicInbound(
+                tag=cfg.tag,
+                proxy_factory=lambda generation, port: self.proxy(cfg, (generation, port)),
+                listen_host=cfg.listen,
+                first_port=cfg.port.first,
+                last_port=cfg.port.last,
+                refresh_min=cfg.allocate.refresh,
+                concurrency=cfg.allocate.concurrency,
+                transport=transport,
+                sniffing=_sniffing(cfg),
+                generation_rng=self._generation_rng(cfg.tag),
+                schedule_origin=self._schedule_origin(),
+                reuse_port=reuse_port,
+            )
+        from v2py.app.inbound import AlwaysOnInbound
+
+        return AlwaysOnInbound(
+            tag=cfg.tag,
+            proxy=self.proxy(cfg),
+            listen_host=cfg.listen,
+            ports=list(range(cfg.port.first, cfg.port.last + 1)),
+            transport=transport,
+            sniffing=_sniffing(cfg),
+            reuse_port=reuse_port,
+        )
+
+    def proxy(self, cfg: InboundConfig, where: Where = None) -> InboundProxy:
+        """The inbound protocol handler of ``cfg`` (one per port of a dynamic generation)."""
+        tag = cfg.tag
+        sniffing = _sniffing(cfg)
+        reuse_port = self.worker is not None
+        match cfg.settings:
+            case SocksInboundSettings() as s:
+                from v2py.proxy.socks_inbound import SocksInbound
+
+                return SocksInbound(
+                    tag=tag,
+                    listen=cfg.listen,
+                    port=cfg.port.first,
+                    auth=s.auth,
+                    accounts={a.user: a.password for a in s.accounts},
+                    udp=s.udp,
+                    ip=s.ip or None,
+                    user_level=s.user_level,
+                    policy=self.policy,
+                    sniffing=sniffing,
+                    reuse_port=reuse_port,
+                )
+            case HttpInboundSettings() as s:
+                from v2py.proxy.http_inbound import HttpInbound
+
+                return HttpInbound(
+                    tag=tag,
+                    listen=cfg.listen,
+                    port=cfg.port.first,
+                    accounts={a.user: a.password for a in s.accounts},
+                    allow_transparent=s.allow_transparent,
+                    user_level=s.user_level,
+                    policy=self.policy,
+                    sniffing=sniffing,
+                )
+            case DokodemoSettings() as s:
+                from v2py.proxy.dokodemo import DokodemoInbound
+
+                return DokodemoInbound(
+                    tag=tag,
+                    listen=cfg.listen,
+                    port=cfg.port.first,
+                    address=s.address,
+                    dest_port=s.port,
+                    networks=tuple(s.network),
+                    user_level=s.user_level,
+                    policy=self.policy,
+                    sniffing=sniffing,
+                    reuse_port=reuse_port,
+                )
+            case VmessInboundSettings() as s:
+                return self._vmess_inbound(tag, s, where)
+            case other:
+                _unreachable(other)
+
+    def _vmess_inbound(self, tag: str, s: VmessInboundSettings, where: Where) -> VmessInbound:
+        from v2py.protocol.vmess.account import VmessUser, parse_uuid
+        from v2py.proxy.vmess_inbound import VmessInbound
+
+        users = [
+            VmessUser(
+                id=parse_uuid(c.id), alter_id=c.alter_id, level=c.level, email=c.email.lower()
+            )
+            for c in s.clients
+        ]
+        proxy = VmessInbound(
+            tag=tag,
+            users=users,
+            policy=self.policy,
+            default_level=s.default.level,
+            default_alter_id=s.default.alter_id,
+            disable_insecure=s.disable_insecure_encryption,
+            shared_store=self.worker.store if self.worker is not None else None,
+            user_ids=self._user_ids(tag, where),
+        )
+        # Workers: the detour users exist up front in every worker, since the
+        # worker that announces one is rarely the one the client comes back to.
+        for email in self._detour_emails.get(tag, ()):
+            proxy.get_or_create_user(email)
+        if s.detour_to:
+            proxy.detour = self._detour_lookup(s.detour_to)
+        return proxy
+
+    def _detour_lookup(self, target_tag: str) -> DetourLookup:
+        """``detour(email)``: (port, user, minutes left) on the target inbound, or None."""
+        from v2py.proxy.vmess_inbound import VmessInbound
+
+        def lookup(email: str) -> tuple[int, VmessUser, int] | None:
+            handler = self.inbounds.get(target_tag)
+            if handler is None:
+                log.warning("vmess: detour target %r not found", target_tag)
+                return None
+            worker = handler.get_random_worker(int.from_bytes(os.urandom(4), "big"))
+            if worker is None:
+                return None
+            proxy, port, minutes = worker
+            if not isinstance(proxy, VmessInbound):
+                return None
+            return port, proxy.get_or_create_user(email), minutes
+
+        return lookup
+
+    # -- worker mode ------------------------------------------------------
+    def _collect_detour_emails(self) -> dict[str, tuple[str, ...]]:
+        """Detour target tag -> the (lower-cased) emails of the VMess clients detoured to it."""
+        emails: dict[str, dict[str, None]] = {}
+        for cfg in self.config.inbounds:
+            s = cfg.settings
+            if isinstance(s, VmessInboundSettings) and s.detour_to:
+                found = emails.setdefault(s.detour_to, {})
+                for client in s.clients:
+                    found[client.email.lower()] = None
+        return {tag: tuple(found) for tag, found in emails.items()}
+
+    def _user_ids(self, tag: str, where: Where) -> Callable[[str], bytes] | None:
+        """Detour user ids derived from the shared seed (None: random, one process)."""
+        if self.worker is None:
+            return None
+        seed = self.worker.seed
+        place = "static" if where is None else f"{where[0]}:{where[1]}"
+
+        def user_id(email: str) -> bytes:
+            label = _label("detour-user", tag, place, email)
+            return hmac.digest(seed, label, hashlib.sha256)[:_USER_ID_BYTES]
+
+        return user_id
+
+    def _generation_rng(self, tag: str) -> Callable[[int], Callable[[int], bytes]] | None:
+        if self.worker is None:
+            return None
+        from v2py.app.ports import derived_rng
+
+        seed = self.worker.seed
+        return lambda number: derived_rng(seed, _label("ports", tag, number))
+
+    def _schedule_origin(self) -> float | None:
+        """The parent's start instant on this loop's clock (workers only)."""
+        if self.worker is None:
+            return None
+        try:
+            offset = asyncio.get_running_loop().time() - time.monotonic()
+        except RuntimeError:  # no running loop: the default one reads time.monotonic()
+            offset = 0.0
+        return self.worker.start_monotonic + offset
