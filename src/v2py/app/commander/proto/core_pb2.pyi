@@ -1,10 +1,8 @@
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from v2py.app.commander.proto import typed_message_pb2 as _typed_message_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-
-from v2py.app.commander.proto import typed_message_pb2 as _typed_message_pb2
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -16,7 +14,7 @@ class InboundHandlerConfig(_message.Message):
     tag: str
     receiver_settings: _typed_message_pb2.TypedMessage
     proxy_settings: _typed_message_pb2.TypedMessage
-    def __init__(self, tag: str | None = ..., receiver_settings: _typed_message_pb2.TypedMessage | _Mapping | None = ..., proxy_settings: _typed_message_pb2.TypedMessage | _Mapping | None = ...) -> None: ...
+    def __init__(self, tag: _Optional[str] = ..., receiver_settings: _Optional[_Union[_typed_message_pb2.TypedMessage, _Mapping]] = ..., proxy_settings: _Optional[_Union[_typed_message_pb2.TypedMessage, _Mapping]] = ...) -> None: ...
 
 class OutboundHandlerConfig(_message.Message):
     __slots__ = ("tag", "sender_settings", "proxy_settings", "expire", "comment")
@@ -30,4 +28,4 @@ class OutboundHandlerConfig(_message.Message):
     proxy_settings: _typed_message_pb2.TypedMessage
     expire: int
     comment: str
-    def __init__(self, tag: str | None = ..., sender_settings: _typed_message_pb2.TypedMessage | _Mapping | None = ..., proxy_settings: _typed_message_pb2.TypedMessage | _Mapping | None = ..., expire: int | None = ..., comment: str | None = ...) -> None: ...
+    def __init__(self, tag: _Optional[str] = ..., sender_settings: _Optional[_Union[_typed_message_pb2.TypedMessage, _Mapping]] = ..., proxy_settings: _Optional[_Union[_typed_message_pb2.TypedMessage, _Mapping]] = ..., expire: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...

@@ -1,12 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from v2py.app.commander.proto import net_pb2 as _net_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
-
-from v2py.app.commander.proto import net_pb2 as _net_pb2
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -26,4 +23,4 @@ class Config(_message.Message):
     timeout: int
     follow_redirect: bool
     user_level: int
-    def __init__(self, address: _net_pb2.IPOrDomain | _Mapping | None = ..., port: int | None = ..., network_list: _net_pb2.NetworkList | _Mapping | None = ..., networks: _Iterable[_net_pb2.Network | str] | None = ..., timeout: int | None = ..., follow_redirect: bool | None = ..., user_level: int | None = ...) -> None: ...
+    def __init__(self, address: _Optional[_Union[_net_pb2.IPOrDomain, _Mapping]] = ..., port: _Optional[int] = ..., network_list: _Optional[_Union[_net_pb2.NetworkList, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[_net_pb2.Network, str]]] = ..., timeout: _Optional[int] = ..., follow_redirect: _Optional[bool] = ..., user_level: _Optional[int] = ...) -> None: ...

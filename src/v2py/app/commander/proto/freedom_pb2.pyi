@@ -1,11 +1,9 @@
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from v2py.app.commander.proto import protocol_pb2 as _protocol_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-
-from v2py.app.commander.proto import protocol_pb2 as _protocol_pb2
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -13,7 +11,7 @@ class DestinationOverride(_message.Message):
     __slots__ = ("server",)
     SERVER_FIELD_NUMBER: _ClassVar[int]
     server: _protocol_pb2.ServerEndpoint
-    def __init__(self, server: _protocol_pb2.ServerEndpoint | _Mapping | None = ...) -> None: ...
+    def __init__(self, server: _Optional[_Union[_protocol_pb2.ServerEndpoint, _Mapping]] = ...) -> None: ...
 
 class Config(_message.Message):
     __slots__ = ("domain_strategy", "timeout", "destination_override", "user_level")
@@ -35,4 +33,4 @@ class Config(_message.Message):
     timeout: int
     destination_override: DestinationOverride
     user_level: int
-    def __init__(self, domain_strategy: Config.DomainStrategy | str | None = ..., timeout: int | None = ..., destination_override: DestinationOverride | _Mapping | None = ..., user_level: int | None = ...) -> None: ...
+    def __init__(self, domain_strategy: _Optional[_Union[Config.DomainStrategy, str]] = ..., timeout: _Optional[int] = ..., destination_override: _Optional[_Union[DestinationOverride, _Mapping]] = ..., user_level: _Optional[int] = ...) -> None: ...

@@ -1,13 +1,10 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
+from v2py.app.commander.proto import typed_message_pb2 as _typed_message_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-
-from v2py.app.commander.proto import typed_message_pb2 as _typed_message_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -34,7 +31,7 @@ class TransportConfig(_message.Message):
     protocol: TransportProtocol
     protocol_name: str
     settings: _typed_message_pb2.TypedMessage
-    def __init__(self, protocol: TransportProtocol | str | None = ..., protocol_name: str | None = ..., settings: _typed_message_pb2.TypedMessage | _Mapping | None = ...) -> None: ...
+    def __init__(self, protocol: _Optional[_Union[TransportProtocol, str]] = ..., protocol_name: _Optional[str] = ..., settings: _Optional[_Union[_typed_message_pb2.TypedMessage, _Mapping]] = ...) -> None: ...
 
 class StreamConfig(_message.Message):
     __slots__ = ("protocol", "protocol_name", "transport_settings", "security_type", "security_settings", "socket_settings")
@@ -50,13 +47,13 @@ class StreamConfig(_message.Message):
     security_type: str
     security_settings: _containers.RepeatedCompositeFieldContainer[_typed_message_pb2.TypedMessage]
     socket_settings: SocketConfig
-    def __init__(self, protocol: TransportProtocol | str | None = ..., protocol_name: str | None = ..., transport_settings: _Iterable[TransportConfig | _Mapping] | None = ..., security_type: str | None = ..., security_settings: _Iterable[_typed_message_pb2.TypedMessage | _Mapping] | None = ..., socket_settings: SocketConfig | _Mapping | None = ...) -> None: ...
+    def __init__(self, protocol: _Optional[_Union[TransportProtocol, str]] = ..., protocol_name: _Optional[str] = ..., transport_settings: _Optional[_Iterable[_Union[TransportConfig, _Mapping]]] = ..., security_type: _Optional[str] = ..., security_settings: _Optional[_Iterable[_Union[_typed_message_pb2.TypedMessage, _Mapping]]] = ..., socket_settings: _Optional[_Union[SocketConfig, _Mapping]] = ...) -> None: ...
 
 class ProxyConfig(_message.Message):
     __slots__ = ("tag",)
     TAG_FIELD_NUMBER: _ClassVar[int]
     tag: str
-    def __init__(self, tag: str | None = ...) -> None: ...
+    def __init__(self, tag: _Optional[str] = ...) -> None: ...
 
 class SocketConfig(_message.Message):
     __slots__ = ("mark", "tfo", "tproxy", "receive_original_dest_address", "bind_address", "bind_port", "accept_proxy_protocol")
@@ -90,4 +87,4 @@ class SocketConfig(_message.Message):
     bind_address: bytes
     bind_port: int
     accept_proxy_protocol: bool
-    def __init__(self, mark: int | None = ..., tfo: SocketConfig.TCPFastOpenState | str | None = ..., tproxy: SocketConfig.TProxyMode | str | None = ..., receive_original_dest_address: bool | None = ..., bind_address: bytes | None = ..., bind_port: int | None = ..., accept_proxy_protocol: bool | None = ...) -> None: ...
+    def __init__(self, mark: _Optional[int] = ..., tfo: _Optional[_Union[SocketConfig.TCPFastOpenState, str]] = ..., tproxy: _Optional[_Union[SocketConfig.TProxyMode, str]] = ..., receive_original_dest_address: _Optional[bool] = ..., bind_address: _Optional[bytes] = ..., bind_port: _Optional[int] = ..., accept_proxy_protocol: _Optional[bool] = ...) -> None: ...

@@ -1,10 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -27,7 +26,7 @@ class IPOrDomain(_message.Message):
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     ip: bytes
     domain: str
-    def __init__(self, ip: bytes | None = ..., domain: str | None = ...) -> None: ...
+    def __init__(self, ip: _Optional[bytes] = ..., domain: _Optional[str] = ...) -> None: ...
 
 class PortRange(_message.Message):
     __slots__ = ("From", "To")
@@ -35,10 +34,10 @@ class PortRange(_message.Message):
     TO_FIELD_NUMBER: _ClassVar[int]
     From: int
     To: int
-    def __init__(self, From: int | None = ..., To: int | None = ...) -> None: ...
+    def __init__(self, From: _Optional[int] = ..., To: _Optional[int] = ...) -> None: ...
 
 class NetworkList(_message.Message):
     __slots__ = ("network",)
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     network: _containers.RepeatedScalarFieldContainer[Network]
-    def __init__(self, network: _Iterable[Network | str] | None = ...) -> None: ...
+    def __init__(self, network: _Optional[_Iterable[_Union[Network, str]]] = ...) -> None: ...

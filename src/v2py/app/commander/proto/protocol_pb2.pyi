@@ -1,14 +1,11 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
+from v2py.app.commander.proto import typed_message_pb2 as _typed_message_pb2
+from v2py.app.commander.proto import net_pb2 as _net_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-
-from v2py.app.commander.proto import net_pb2 as _net_pb2
-from v2py.app.commander.proto import typed_message_pb2 as _typed_message_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -35,13 +32,13 @@ class User(_message.Message):
     level: int
     email: str
     account: _typed_message_pb2.TypedMessage
-    def __init__(self, level: int | None = ..., email: str | None = ..., account: _typed_message_pb2.TypedMessage | _Mapping | None = ...) -> None: ...
+    def __init__(self, level: _Optional[int] = ..., email: _Optional[str] = ..., account: _Optional[_Union[_typed_message_pb2.TypedMessage, _Mapping]] = ...) -> None: ...
 
 class SecurityConfig(_message.Message):
     __slots__ = ("type",)
     TYPE_FIELD_NUMBER: _ClassVar[int]
     type: SecurityType
-    def __init__(self, type: SecurityType | str | None = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[SecurityType, str]] = ...) -> None: ...
 
 class ServerEndpoint(_message.Message):
     __slots__ = ("address", "port", "user")
@@ -51,4 +48,4 @@ class ServerEndpoint(_message.Message):
     address: _net_pb2.IPOrDomain
     port: int
     user: _containers.RepeatedCompositeFieldContainer[User]
-    def __init__(self, address: _net_pb2.IPOrDomain | _Mapping | None = ..., port: int | None = ..., user: _Iterable[User | _Mapping] | None = ...) -> None: ...
+    def __init__(self, address: _Optional[_Union[_net_pb2.IPOrDomain, _Mapping]] = ..., port: _Optional[int] = ..., user: _Optional[_Iterable[_Union[User, _Mapping]]] = ...) -> None: ...

@@ -1,14 +1,11 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
+from v2py.app.commander.proto import net_pb2 as _net_pb2
+from v2py.app.commander.proto import internet_pb2 as _internet_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-
-from v2py.app.commander.proto import internet_pb2 as _internet_pb2
-from v2py.app.commander.proto import net_pb2 as _net_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -33,19 +30,19 @@ class AllocationStrategy(_message.Message):
         __slots__ = ("value",)
         VALUE_FIELD_NUMBER: _ClassVar[int]
         value: int
-        def __init__(self, value: int | None = ...) -> None: ...
+        def __init__(self, value: _Optional[int] = ...) -> None: ...
     class AllocationStrategyRefresh(_message.Message):
         __slots__ = ("value",)
         VALUE_FIELD_NUMBER: _ClassVar[int]
         value: int
-        def __init__(self, value: int | None = ...) -> None: ...
+        def __init__(self, value: _Optional[int] = ...) -> None: ...
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     REFRESH_FIELD_NUMBER: _ClassVar[int]
     type: AllocationStrategy.Type
     concurrency: AllocationStrategy.AllocationStrategyConcurrency
     refresh: AllocationStrategy.AllocationStrategyRefresh
-    def __init__(self, type: AllocationStrategy.Type | str | None = ..., concurrency: AllocationStrategy.AllocationStrategyConcurrency | _Mapping | None = ..., refresh: AllocationStrategy.AllocationStrategyRefresh | _Mapping | None = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[AllocationStrategy.Type, str]] = ..., concurrency: _Optional[_Union[AllocationStrategy.AllocationStrategyConcurrency, _Mapping]] = ..., refresh: _Optional[_Union[AllocationStrategy.AllocationStrategyRefresh, _Mapping]] = ...) -> None: ...
 
 class SniffingConfig(_message.Message):
     __slots__ = ("enabled", "destination_override")
@@ -53,7 +50,7 @@ class SniffingConfig(_message.Message):
     DESTINATION_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     destination_override: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, enabled: bool | None = ..., destination_override: _Iterable[str] | None = ...) -> None: ...
+    def __init__(self, enabled: _Optional[bool] = ..., destination_override: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReceiverConfig(_message.Message):
     __slots__ = ("port_range", "listen", "allocation_strategy", "stream_settings", "receive_original_destination", "domain_override", "sniffing_settings")
@@ -71,7 +68,7 @@ class ReceiverConfig(_message.Message):
     receive_original_destination: bool
     domain_override: _containers.RepeatedScalarFieldContainer[KnownProtocols]
     sniffing_settings: SniffingConfig
-    def __init__(self, port_range: _net_pb2.PortRange | _Mapping | None = ..., listen: _net_pb2.IPOrDomain | _Mapping | None = ..., allocation_strategy: AllocationStrategy | _Mapping | None = ..., stream_settings: _internet_pb2.StreamConfig | _Mapping | None = ..., receive_original_destination: bool | None = ..., domain_override: _Iterable[KnownProtocols | str] | None = ..., sniffing_settings: SniffingConfig | _Mapping | None = ...) -> None: ...
+    def __init__(self, port_range: _Optional[_Union[_net_pb2.PortRange, _Mapping]] = ..., listen: _Optional[_Union[_net_pb2.IPOrDomain, _Mapping]] = ..., allocation_strategy: _Optional[_Union[AllocationStrategy, _Mapping]] = ..., stream_settings: _Optional[_Union[_internet_pb2.StreamConfig, _Mapping]] = ..., receive_original_destination: _Optional[bool] = ..., domain_override: _Optional[_Iterable[_Union[KnownProtocols, str]]] = ..., sniffing_settings: _Optional[_Union[SniffingConfig, _Mapping]] = ...) -> None: ...
 
 class SenderConfig(_message.Message):
     __slots__ = ("via", "stream_settings", "proxy_settings", "multiplex_settings")
@@ -83,7 +80,7 @@ class SenderConfig(_message.Message):
     stream_settings: _internet_pb2.StreamConfig
     proxy_settings: _internet_pb2.ProxyConfig
     multiplex_settings: MultiplexingConfig
-    def __init__(self, via: _net_pb2.IPOrDomain | _Mapping | None = ..., stream_settings: _internet_pb2.StreamConfig | _Mapping | None = ..., proxy_settings: _internet_pb2.ProxyConfig | _Mapping | None = ..., multiplex_settings: MultiplexingConfig | _Mapping | None = ...) -> None: ...
+    def __init__(self, via: _Optional[_Union[_net_pb2.IPOrDomain, _Mapping]] = ..., stream_settings: _Optional[_Union[_internet_pb2.StreamConfig, _Mapping]] = ..., proxy_settings: _Optional[_Union[_internet_pb2.ProxyConfig, _Mapping]] = ..., multiplex_settings: _Optional[_Union[MultiplexingConfig, _Mapping]] = ...) -> None: ...
 
 class MultiplexingConfig(_message.Message):
     __slots__ = ("enabled", "concurrency")
@@ -91,4 +88,4 @@ class MultiplexingConfig(_message.Message):
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     concurrency: int
-    def __init__(self, enabled: bool | None = ..., concurrency: int | None = ...) -> None: ...
+    def __init__(self, enabled: _Optional[bool] = ..., concurrency: _Optional[int] = ...) -> None: ...

@@ -1,10 +1,8 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -14,7 +12,7 @@ class GetStatsRequest(_message.Message):
     RESET_FIELD_NUMBER: _ClassVar[int]
     name: str
     reset: bool
-    def __init__(self, name: str | None = ..., reset: bool | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., reset: _Optional[bool] = ...) -> None: ...
 
 class Stat(_message.Message):
     __slots__ = ("name", "value")
@@ -22,13 +20,13 @@ class Stat(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     name: str
     value: int
-    def __init__(self, name: str | None = ..., value: int | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
     __slots__ = ("stat",)
     STAT_FIELD_NUMBER: _ClassVar[int]
     stat: Stat
-    def __init__(self, stat: Stat | _Mapping | None = ...) -> None: ...
+    def __init__(self, stat: _Optional[_Union[Stat, _Mapping]] = ...) -> None: ...
 
 class QueryStatsRequest(_message.Message):
     __slots__ = ("pattern", "reset")
@@ -36,13 +34,13 @@ class QueryStatsRequest(_message.Message):
     RESET_FIELD_NUMBER: _ClassVar[int]
     pattern: str
     reset: bool
-    def __init__(self, pattern: str | None = ..., reset: bool | None = ...) -> None: ...
+    def __init__(self, pattern: _Optional[str] = ..., reset: _Optional[bool] = ...) -> None: ...
 
 class QueryStatsResponse(_message.Message):
     __slots__ = ("stat",)
     STAT_FIELD_NUMBER: _ClassVar[int]
     stat: _containers.RepeatedCompositeFieldContainer[Stat]
-    def __init__(self, stat: _Iterable[Stat | _Mapping] | None = ...) -> None: ...
+    def __init__(self, stat: _Optional[_Iterable[_Union[Stat, _Mapping]]] = ...) -> None: ...
 
 class SysStatsRequest(_message.Message):
     __slots__ = ()
@@ -70,7 +68,7 @@ class SysStatsResponse(_message.Message):
     LiveObjects: int
     PauseTotalNs: int
     Uptime: int
-    def __init__(self, NumGoroutine: int | None = ..., NumGC: int | None = ..., Alloc: int | None = ..., TotalAlloc: int | None = ..., Sys: int | None = ..., Mallocs: int | None = ..., Frees: int | None = ..., LiveObjects: int | None = ..., PauseTotalNs: int | None = ..., Uptime: int | None = ...) -> None: ...
+    def __init__(self, NumGoroutine: _Optional[int] = ..., NumGC: _Optional[int] = ..., Alloc: _Optional[int] = ..., TotalAlloc: _Optional[int] = ..., Sys: _Optional[int] = ..., Mallocs: _Optional[int] = ..., Frees: _Optional[int] = ..., LiveObjects: _Optional[int] = ..., PauseTotalNs: _Optional[int] = ..., Uptime: _Optional[int] = ...) -> None: ...
 
 class Config(_message.Message):
     __slots__ = ()

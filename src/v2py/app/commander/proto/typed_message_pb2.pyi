@@ -1,7 +1,6 @@
-from typing import ClassVar as _ClassVar
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -11,4 +10,4 @@ class TypedMessage(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     type: str
     value: bytes
-    def __init__(self, type: str | None = ..., value: bytes | None = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...

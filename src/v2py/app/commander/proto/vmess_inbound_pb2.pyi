@@ -1,12 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from v2py.app.commander.proto import protocol_pb2 as _protocol_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
-
-from v2py.app.commander.proto import protocol_pb2 as _protocol_pb2
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -14,7 +11,7 @@ class DetourConfig(_message.Message):
     __slots__ = ("to",)
     TO_FIELD_NUMBER: _ClassVar[int]
     to: str
-    def __init__(self, to: str | None = ...) -> None: ...
+    def __init__(self, to: _Optional[str] = ...) -> None: ...
 
 class DefaultConfig(_message.Message):
     __slots__ = ("alter_id", "level")
@@ -22,7 +19,7 @@ class DefaultConfig(_message.Message):
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     alter_id: int
     level: int
-    def __init__(self, alter_id: int | None = ..., level: int | None = ...) -> None: ...
+    def __init__(self, alter_id: _Optional[int] = ..., level: _Optional[int] = ...) -> None: ...
 
 class Config(_message.Message):
     __slots__ = ("user", "default", "detour", "secure_encryption_only")
@@ -34,4 +31,4 @@ class Config(_message.Message):
     default: DefaultConfig
     detour: DetourConfig
     secure_encryption_only: bool
-    def __init__(self, user: _Iterable[_protocol_pb2.User | _Mapping] | None = ..., default: DefaultConfig | _Mapping | None = ..., detour: DetourConfig | _Mapping | None = ..., secure_encryption_only: bool | None = ...) -> None: ...
+    def __init__(self, user: _Optional[_Iterable[_Union[_protocol_pb2.User, _Mapping]]] = ..., default: _Optional[_Union[DefaultConfig, _Mapping]] = ..., detour: _Optional[_Union[DetourConfig, _Mapping]] = ..., secure_encryption_only: _Optional[bool] = ...) -> None: ...

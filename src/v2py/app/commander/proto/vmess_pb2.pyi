@@ -1,10 +1,8 @@
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from v2py.app.commander.proto import protocol_pb2 as _protocol_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-
-from v2py.app.commander.proto import protocol_pb2 as _protocol_pb2
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -18,4 +16,4 @@ class Account(_message.Message):
     alter_id: int
     security_settings: _protocol_pb2.SecurityConfig
     tests_enabled: str
-    def __init__(self, id: str | None = ..., alter_id: int | None = ..., security_settings: _protocol_pb2.SecurityConfig | _Mapping | None = ..., tests_enabled: str | None = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., alter_id: _Optional[int] = ..., security_settings: _Optional[_Union[_protocol_pb2.SecurityConfig, _Mapping]] = ..., tests_enabled: _Optional[str] = ...) -> None: ...
