@@ -1,443 +1,522 @@
-"""Command line: ``v2py run|test|uuid|version`` and V2Ray-4 style ``-config``/``-test``.
+"""Command line: V2Ray 4.34's flags (``-config``, ``-test``, ...) and v2py's subcommands.
 
-Exit codes: 0 ok, 23 bad config (as v2ray), 1 other start-up failure, 2 usage.
+Argument parsing only; serving is :mod:`v2py.run`. Two forms:
 
-``run --workers N`` (Linux; N >= 2) forks N worker processes that each run the
-whole config and bind every listener with SO_REUSEPORT, so the kernel spreads
-connections across cores. Theory of operation:
+* ``v2py [flags]`` is parsed as Go's ``flag`` package parses 4.34's ``main/main.go``
+  flags: ``-config FILE`` / ``-config=FILE`` / ``--config FILE`` / ``-c FILE``
+  (repeatable; ``stdin:`` and ``http(s)://`` URLs as 4.34), ``-confdir DIR``,
+  ``-format json``, ``-test``, ``-version``; parsing stops at the first argument
+  that is not a flag. v2py adds ``-workers N`` (``-w``) and ``-d`` (= ``-confdir``).
+* ``v2py SUBCOMMAND ...``: ``run`` and ``test`` are the flag form (``test`` adds
+  ``-test``), ``version`` is ``-version``; ``uuid``, ``link`` and ``client`` are
+  v2py's own. :data:`SUBCOMMANDS` is the table; :func:`subcommand` adds an entry.
 
-* the parent loads and checks the config (errors reported once, exit 23), makes
-  the shared VMess key table (:mod:`v2py.app.shared_state`), a 32-byte seed and a
-  start instant, then forks before any event loop or thread exists;
-* each worker asks the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG),
-  installs uvloop / malloc tuning, starts its Instance and reports "ready" on a pipe;
-  the parent prints the "started" line once every worker is listening;
-* SIGTERM or SIGINT to the parent is forwarded (as SIGTERM) to every worker; the
-  parent exits 0 once they have exited (SIGKILL after ``WORKER_STOP_TIMEOUT_S``);
-* a worker that exits on its own (crash, OOM kill, failed bind) is fatal: the
-  parent logs it, stops the others and exits with that worker's code (1 if it
-  was killed by a signal). Fail-fast rather than restart: a service manager
-  restarts the whole server, and no half-started state is left behind.
+Which config is used, as 4.34 (``main/main.go`` ``getConfigFilePath``): the
+``-config`` files, then the ``*.json`` files of ``-confdir`` (or of
+``V2RAY_LOCATION_CONFDIR``); if there are none, ``./config.json``, then
+``$V2RAY_LOCATION_CONFIG/config.json`` (default: the executable's directory),
+then standard input. Where 4.34 would read a terminal, v2py serves its embedded
+default (socks on 127.0.0.1:1080 -> freedom) instead, and says so.
+
+Exit codes as 4.34: 0; 23 for a config problem (also a log file that cannot be
+opened, as 4.34's ``-test`` opens them too); 255 when a listener cannot be
+opened (``Failed to start: ...``); 2 for a usage error. 4.34 prints its version
+banner, the config errors and ``Failed to start`` on standard output and its
+"Using ..." notes on standard error, and so does v2py.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import logging
 import os
-import select
-import signal
 import sys
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from v2py import V2RAY_COMPAT_VERSION, __version__
 from v2py.errors import ConfigError
 
+if TYPE_CHECKING:
+    from v2py.config.model import Config
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_USAGE",
+    "SUBCOMMANDS",
+    "ConfigChoice",
+    "Flag",
+    "Subcommand",
+    "UsageError",
+    "choose_config",
+    "main",
+    "parse_flags",
+    "subcommand",
+    "version_lines",
+]
+
 EXIT_CONFIG = 23
-SUBCOMMANDS = ("run", "test", "uuid", "version")
-_V2RAY_FLAGS = {
-    "-config": "--config",
-    "-test": "--test",
-    "-version": "--version",
-    "-confdir": "--confdir",
-    "-format": "--format",
-    "-workers": "--workers",
-}
-#: How long stopping workers may take before the parent SIGKILLs them (each closes
-#: its inbounds within a few seconds, instance.CLOSE_TIMEOUT_S each).
-WORKER_STOP_TIMEOUT_S = 15.0
-_PR_SET_PDEATHSIG = 1
-_READY = b"R"
-
-log = logging.getLogger("v2py.cli")
+#: Go's flag package exits 2 on a bad command line.
+EXIT_USAGE = 2
+#: 4.34 ``common/platform`` names; each is also looked up as ``V2RAY_LOCATION_...``.
+CONFIG_DIR_ENV = "v2ray.location.config"
+CONFDIR_ENV = "v2ray.location.confdir"
+#: 4.34 ``infra/conf/.../external`` gives up on a config URL after 30 s.
+CONFIG_URL_TIMEOUT_S = 30.0
+STDIN_SOURCE = "stdin:"
+GO_LOG_TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
+EMBEDDED_DEFAULT_SUMMARY = (
+    "socks (sniffing http,tls, udp) on 127.0.0.1:1080 -> freedom"  # load.DEFAULT_CONFIG_JSON
+)
 
 
-def _worker_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _stamp() -> str:
+    return time.strftime(GO_LOG_TIME_FORMAT)
 
 
-def _add_workers(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-w",
-        "--workers",
-        type=_worker_count,
-        default=1,
-        metavar="N",
-        help="worker processes sharing the listeners with SO_REUSEPORT (Linux; default 1)",
-    )
+def _note(text: str) -> None:
+    """A line as 4.34's ``log.Println`` writes it: time stamp, standard error."""
+    print(f"{_stamp()} {text}", file=sys.stderr, flush=True)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="v2py", description="A V2Ray 4.34-compatible proxy (VMess, mKCP, socks, dynamic port)."
-    )
-    sub = parser.add_subparsers(dest="command")
-    for name, helptext in (
-        ("run", "run with the given config (default: embedded socks→freedom)"),
-        ("test", "validate the config and exit"),
-    ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument(
-            "-c",
-            "--config",
-            "-config",
-            action="append",
-            default=[],
-            metavar="FILE",
-            help="config file (repeatable; '-' or 'stdin:' reads standard input)",
-        )
-        p.add_argument("-d", "--confdir", metavar="DIR", help="also load every *.json in DIR")
-        p.add_argument("--format", default="json", help="config format (only json)")
-        if name == "run":
-            _add_workers(p)
-    sub.add_parser("uuid", help="print a random UUID for a VMess user id")
-    sub.add_parser("version", help="print the version")
-    return parser
+def _info(text: str, level: str = "Info") -> None:
+    """A line as 4.34 logs before its log is configured: ``[Level]``, standard output."""
+    print(f"{_stamp()} [{level}] {text}", flush=True)
 
 
-def _legacy_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="v2py", description="V2Ray-style invocation")
-    parser.add_argument("-c", "--config", action="append", default=[], metavar="FILE")
-    parser.add_argument("-d", "--confdir", metavar="DIR")
-    parser.add_argument("--test", action="store_true")
-    parser.add_argument("--version", action="store_true")
-    parser.add_argument("--format", default="json")
-    _add_workers(parser)
-    return parser
+# -- Go-style flags -----------------------------------------------------------------
 
 
-def _read_sources(files: Sequence[str], confdir: str | None) -> list[tuple[str, str]]:
-    sources: list[tuple[str, str]] = []
-    for name in files:
-        if name in ("-", "stdin:"):
-            sources.append(("stdin", sys.stdin.read()))
-            continue
+class UsageError(Exception):
+    """A command line Go's ``flag`` package refuses (exit 2, message and usage)."""
+
+
+class _HelpRequested(Exception):
+    """``-h`` / ``-help``: usage on standard error, exit 0 (as Go's flag package)."""
+
+
+FlagKind = Literal["bool", "string", "list", "int"]
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One flag: its name, what it takes and its help text (``dest`` defaults to name)."""
+
+    name: str
+    kind: FlagKind
+    usage: str
+    dest: str = ""
+    default: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.dest or self.name
+
+
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def _flag_value(flag: Flag, text: str) -> object:
+    if flag.kind == "bool":
+        if text in _GO_TRUE:
+            return True
+        if text in _GO_FALSE:
+            return False
+        raise UsageError(f"invalid boolean value {text!r} for -{flag.name}: parse error")
+    if flag.kind == "int":
         try:
-            sources.append((name, Path(name).read_text(encoding="utf-8")))
+            return int(text, 10)
+        except ValueError:
+            raise UsageError(f"invalid value {text!r} for flag -{flag.name}: parse error") from None
+    return text
+
+
+def parse_flags(args: Sequence[str], flags: Sequence[Flag]) -> tuple[dict[str, object], list[str]]:
+    """Parse ``args`` as Go's ``flag.Parse`` does; return the values and what is left.
+
+    ``-name``, ``--name``, ``-name=value``, ``-name value`` (not for bool flags),
+    repeated ``list`` flags accumulate; parsing stops at ``--`` or at the first
+    argument that is not a flag. Raises UsageError (or _HelpRequested for ``-h``).
+    """
+    by_name = {f.name: f for f in flags}
+    values: dict[str, object] = {}
+    for each in flags:
+        if each.kind == "list":
+            values.setdefault(each.key, [])
+        elif each.kind == "bool":
+            values.setdefault(each.key, False)
+        else:
+            values.setdefault(each.key, each.default if each.kind == "string" else None)
+    rest = list(args)
+    while rest:
+        arg = rest[0]
+        if len(arg) < 2 or arg[0] != "-":
+            break
+        dashes = 2 if arg[1] == "-" else 1
+        if dashes == 2 and len(arg) == 2:  # "--" ends the flags
+            rest.pop(0)
+            break
+        name = arg[dashes:]
+        if not name or name[0] in "-=":
+            raise UsageError(f"bad flag syntax: {arg}")
+        rest.pop(0)
+        has_value = "=" in name
+        value = ""
+        if has_value:
+            name, value = name.split("=", 1)
+        flag = by_name.get(name)
+        if flag is None:
+            if name in ("h", "help"):
+                raise _HelpRequested
+            raise UsageError(f"flag provided but not defined: -{name}")
+        if flag.kind == "bool" and not has_value:
+            value, has_value = "true", True
+        if not has_value:
+            if not rest:
+                raise UsageError(f"flag needs an argument: -{name}")
+            value = rest.pop(0)
+        parsed = _flag_value(flag, value)
+        if flag.kind == "list":
+            current = values[flag.key]
+            assert isinstance(current, list)
+            current.append(parsed)
+        else:
+            values[flag.key] = parsed
+    return values, rest
+
+
+def _usage(flags: Sequence[Flag]) -> str:
+    lines = ["Usage of v2py:"]
+    for flag in sorted(flags, key=lambda f: f.name):
+        kind = {"bool": "", "string": " string", "list": " value", "int": " int"}[flag.kind]
+        lines.append(f"  -{flag.name}{kind}")
+        default = f' (default "{flag.default}")' if flag.default else ""
+        lines.append(f"    \t{flag.usage}{default}")
+    lines.append("")
+    lines.append("Subcommands (v2py SUBCOMMAND -h for their help):")
+    for entry in SUBCOMMANDS.values():
+        lines.append(f"  {entry.name:<8} {entry.summary}")
+    return "\n".join(lines)
+
+
+#: 4.34's flags (texts from main/main.go) and v2py's additions.
+V2RAY_FLAGS: tuple[Flag, ...] = (
+    Flag(
+        "config",
+        "list",
+        "Config file for V2Ray. Multiple assign is accepted (only json). "
+        "Latter ones overrides the former ones.",
+    ),
+    Flag("c", "list", "Short alias of -config", dest="config"),
+    Flag("confdir", "string", "A dir with multiple json config"),
+    Flag("d", "string", "Short alias of -confdir (v2py)", dest="confdir"),
+    Flag("format", "string", "Format of input file.", default="json"),
+    Flag("test", "bool", "Test config file only, without launching V2Ray server."),
+    Flag("version", "bool", "Show current version of V2Ray."),
+    Flag(
+        "workers",
+        "int",
+        "Worker processes sharing the listeners with SO_REUSEPORT (v2py, Linux; default 1)",
+    ),
+    Flag("w", "int", "Short alias of -workers (v2py)", dest="workers"),
+)
+
+
+# -- version -----------------------------------------------------------------------
+
+
+def version_lines() -> tuple[str, str]:
+    """The banner 4.34 prints first on every start, in its shape.
+
+    The first line starts ``V2Ray 4.34.0 (`` because that is what scripts and
+    v2rayN's core check parse (its regex is ``V2Ray ([0-9.]+) \\(``); the rest
+    says what actually runs.
+    """
+    import platform
+
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    where = f"{sys.platform}/{platform.machine()}"
+    return (
+        f"V2Ray {V2RAY_COMPAT_VERSION} (v2py {__version__}) {python} ({where})",
+        f"v2py: a V2Ray {V2RAY_COMPAT_VERSION}-compatible proxy in Python, not V2Ray itself.",
+    )
+
+
+# -- which config ---------------------------------------------------------------------
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> str | None:
+    """4.34 ``common/platform`` ``EnvFlag``: the dotted name, then ``V2RAY_...``."""
+    if name in env:
+        return env[name]
+    return env.get(name.strip().upper().replace(".", "_"))
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChoice:
+    """The config sources to read, the "Using ..." notes to print, and whether
+    nothing was found and the embedded default is served."""
+
+    files: tuple[str, ...]
+    notes: tuple[str, ...]
+    embedded: bool = False
+
+
+def _conf_dir_files(directory: str) -> list[str]:
+    """``*.json`` entries of ``directory`` by name (4.34 ``readConfDir``: suffix is
+    case-sensitive, sorted as ``ioutil.ReadDir`` sorts, joined with ``/``)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config folder {directory}: {exc.strerror}") from exc
+    return [os.path.normpath(os.path.join(directory, n)) for n in names if n.endswith(".json")]
+
+
+def choose_config(
+    explicit: Sequence[str],
+    confdir: str,
+    *,
+    env: Mapping[str, str],
+    cwd: str,
+    executable_dir: str,
+    stdin_is_tty: bool,
+) -> ConfigChoice:
+    """Decide which config sources to read, in 4.34's order (module docstring).
+
+    Raises ConfigError when a config folder cannot be listed.
+    """
+    files = list(explicit)
+    notes: list[str] = []
+    env_dir = _env_flag(env, CONFDIR_ENV) or ""
+    if confdir and os.path.isdir(confdir):
+        notes.append(f"Using confdir from arg: {confdir}")
+        files.extend(_conf_dir_files(confdir))
+    else:
+        if confdir:
+            notes.append(f"Not using confdir {confdir}: not a directory (ignored, as V2Ray 4.34)")
+        if env_dir and os.path.isdir(env_dir):
+            notes.append(f"Using confdir from env: {env_dir}")
+            files.extend(_conf_dir_files(env_dir))
+    if files:
+        return ConfigChoice(tuple(files), tuple(notes))
+    local = os.path.join(cwd, "config.json")
+    if os.path.isfile(local):
+        notes.append(f"Using default config:  {local}")
+        return ConfigChoice((local,), tuple(notes))
+    env_config = _env_flag(env, CONFIG_DIR_ENV)
+    located = os.path.join(env_config if env_config is not None else executable_dir, "config.json")
+    if os.path.isfile(located):
+        notes.append(f"Using config from env:  {located}")
+        return ConfigChoice((located,), tuple(notes))
+    if stdin_is_tty:
+        notes.append(
+            "Using the embedded default config: "
+            f"{EMBEDDED_DEFAULT_SUMMARY} (no config file found, and standard input is a "
+            "terminal, which V2Ray 4.34 would read)"
+        )
+        return ConfigChoice((), tuple(notes), embedded=True)
+    notes.append("Using config from STDIN")
+    return ConfigChoice((STDIN_SOURCE,), tuple(notes))
+
+
+def _executable_dir() -> str:
+    """Where the ``v2py`` command lives (4.34 uses its own binary's directory)."""
+    return os.path.dirname(os.path.realpath(sys.argv[0] or "."))
+
+
+def _is_protobuf(first: str, format_name: str) -> bool:
+    """4.34 ``core.LoadConfig``: the first file's extension picks the loader; if it is
+    not a known one, ``-format`` does ("pb"/"protobuf", anything else is JSON)."""
+    dot = first.rfind(".")
+    ext = first[dot + 1 :] if dot >= 0 else ""
+    if ext in ("json", "pb"):
+        return ext == "pb"
+    return format_name.lower() in ("pb", "protobuf")
+
+
+def _fetch(url: str) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=CONFIG_URL_TIMEOUT_S) as response:
+            if response.status != 200:
+                raise ConfigError("", f"{url}: unexpected HTTP status code: {response.status}")
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as exc:
+        raise ConfigError("", f"{url}: unexpected HTTP status code: {exc.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError("", f"failed to dial to {url}: {reason}") from None
+
+
+def read_source(name: str, stdin: TextIO) -> str:
+    """The text of one config source: a file, ``stdin:`` (or ``-``), or an
+    ``http(s)://`` URL (as 4.34 ``main/confloader/external``). Raises ConfigError."""
+    if name in (STDIN_SOURCE, "-"):
+        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+    elif name.startswith(("http://", "https://")):
+        data = _fetch(name)
+    else:
+        try:
+            data = Path(name).read_bytes()
         except OSError as exc:
             raise ConfigError("", f"cannot read config file {name}: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError("", f"config file {name} is not UTF-8 text") from exc
-    if confdir:
-        try:
-            names = sorted(p for p in Path(confdir).iterdir() if p.suffix.lower() == ".json")
-        except OSError as exc:
-            raise ConfigError(
-                "", f"cannot read config folder {confdir}: {exc.strerror or exc}"
-            ) from exc
-        for path in names:
-            sources.append((str(path), path.read_text(encoding="utf-8")))
-    return sources
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("", f"config file {name} is not UTF-8 text") from None
 
 
-def _load(files: Sequence[str], confdir: str | None, *, say_default: bool) -> object:
+# -- the V2Ray-style entry ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    config: tuple[str, ...]
+    confdir: str
+    format: str
+    test: bool
+    version: bool
+    workers: int
+
+
+def _options(values: Mapping[str, object]) -> _Options:
+    config = values["config"]
+    workers = values["workers"]
+    assert isinstance(config, list)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"invalid value {str(workers)!r} for flag -workers: must be at least 1")
+    return _Options(
+        config=tuple(str(c) for c in config),
+        confdir=str(values["confdir"] or ""),
+        format=str(values["format"] or "json"),
+        test=bool(values["test"]),
+        version=bool(values["version"]),
+        workers=workers if isinstance(workers, int) else 1,
+    )
+
+
+def _load(options: _Options) -> Config:
+    """Choose, read and parse the config; print 4.34's notes. Raises ConfigError."""
     from v2py.config.load import DEFAULT_CONFIG_JSON, load_config
 
-    sources = _read_sources(files, confdir)
-    if not sources:
-        if say_default:
-            print(
-                "v2py: no config given; serving the embedded default: socks (sniffing http,tls, "
-                "udp) on 127.0.0.1:1080 -> freedom",
-                file=sys.stderr,
-            )
+    choice = choose_config(
+        options.config,
+        options.confdir,
+        env=os.environ,
+        cwd=os.getcwd(),
+        executable_dir=_executable_dir(),
+        stdin_is_tty=sys.stdin is not None and sys.stdin.isatty(),
+    )
+    for note in choice.notes:
+        _note(note)
+    if choice.embedded:
         sources = [("<embedded default>", DEFAULT_CONFIG_JSON)]
+    else:
+        if _is_protobuf(choice.files[0], options.format):
+            raise ConfigError(
+                "", "protobuf config (-format pb or a .pb file) is not supported by v2py; use JSON"
+            )
+        sources = []
+        for name in choice.files:
+            _info(f"Reading config: {name}")
+            sources.append((name, read_source(name, sys.stdin)))
     loaded = load_config(sources, os.environ)
     for warning in loaded.warnings:
-        print(f"v2py: warning: {warning}", file=sys.stderr)
+        _info(warning, "Warning")
     return loaded.config
 
 
-#: glibc malloc thresholds (bytes): keep freed relay buffers in the heap instead of
-#: returning them to the OS after every 256 KiB read (measured: page faults per MB
-#: 140 -> 2.4, CPU per GB moved about -9%); at most this much freed heap is retained.
-MALLOC_THRESHOLD_BYTES = 8 * 1024 * 1024
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def _tune_malloc() -> None:
-    """Raise glibc's mmap/trim thresholds; a no-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
+def _v2ray_main(args: Sequence[str]) -> int:
     try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, MALLOC_THRESHOLD_BYTES)
-    mallopt(_M_TRIM_THRESHOLD, MALLOC_THRESHOLD_BYTES)
-
-
-def _raise_fd_limit() -> None:
-    """Raise the soft open-files limit to the hard one, as Go >= 1.19 does
-    for v2ray (each relayed connection holds two descriptors)."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not POSIX
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _apply_pure_python_switch() -> None:
-    """``V2PY_PURE_PYTHON=1``: run without the optional C accelerator (to compare)."""
-    if os.environ.get("V2PY_PURE_PYTHON", "") not in ("", "0"):
-        import importlib
-
-        for name in ("v2py.protocol.vmess.body", "v2py.protocol.vmess.kdf"):
-            importlib.import_module(name).use_accelerator(False)
-
-
-def _install_uvloop() -> None:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def _started_line(extra: str = "") -> str:
-    return f"v2py {__version__} started (V2Ray {V2RAY_COMPAT_VERSION} compatible{extra})"
-
-
-async def _serve(config: object, worker: Any = None, ready_fd: int | None = None) -> int:
-    from v2py.instance import Instance
-
-    instance = Instance.from_config(config, worker=worker)
-    await instance.start()
-    if ready_fd is None:
-        print(_started_line(), file=sys.stderr, flush=True)
-    else:
-        os.write(ready_fd, _READY)
-        os.close(ready_fd)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await instance.close()
-    return 0
-
-
-def _run(files: Sequence[str], confdir: str | None, workers: int = 1) -> int:
-    try:
-        config = _load(files, confdir, say_default=True)
-    except ConfigError as exc:
-        print(f"v2py: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    from v2py.app.log import configure_logging
-
-    log_cfg = getattr(config, "log", None)
-    configure_logging(
-        getattr(log_cfg, "loglevel", "warning") or "warning",
-        getattr(log_cfg, "access", "") or "",
-        getattr(log_cfg, "error", "") or "",
-    )
-    _apply_pure_python_switch()
-    if workers > 1:
-        if sys.platform.startswith("linux"):
-            return _run_workers(config, workers)
-        print("v2py: warning: --workers needs Linux; running one process", file=sys.stderr)
-    _install_uvloop()
-    _tune_malloc()
-    _raise_fd_limit()
-    try:
-        return asyncio.run(_serve(config))
-    except ConfigError as exc:
-        print(f"v2py: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except OSError as exc:
-        print(f"v2py: failed to start: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        values, rest = parse_flags(args, V2RAY_FLAGS)
+        options = _options(values)
+    except _HelpRequested:
+        print(_usage(V2RAY_FLAGS), file=sys.stderr)
         return 0
-
-
-# -- multi-process run (Linux) ----------------------------------------------------
-
-
-def _check_instance(config: object) -> None:
-    """Build (and drop) an Instance so that wiring errors surface once, before fork."""
-    from v2py.instance import Instance
-
-    Instance.from_config(config)
-
-
-def _run_workers(config: object, count: int) -> int:
-    from v2py.app.shared_state import SharedKeyTable, WorkerContext
-
-    try:
-        _check_instance(config)
-    except ConfigError as exc:
-        print(f"v2py: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    _raise_fd_limit()
-    store = SharedKeyTable()
-    seed = os.urandom(32)
-    start = time.monotonic()
-    parent = os.getpid()
-    ready_r, ready_w = os.pipe()
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        print(_usage(V2RAY_FLAGS), file=sys.stderr)
+        return EXIT_USAGE
+    for line in version_lines():
+        print(line)
     sys.stdout.flush()
-    sys.stderr.flush()
-    pids: list[int] = []
-    for index in range(count):
-        context = WorkerContext(
-            index=index, count=count, store=store, seed=seed, start_monotonic=start
-        )
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns into the parent's code
-            code = 1
-            try:
-                os.close(ready_r)
-                code = _worker_main(config, context, ready_w, parent)
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    os.close(ready_w)
-    return _supervise(pids, ready_r)
-
-
-def _die_with_parent(parent: int) -> bool:
-    """Ask for SIGTERM when the parent dies; False if it is already gone."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    return os.getppid() == parent
-
-
-def _worker_main(config: object, context: Any, ready_fd: int, parent: int) -> int:
-    try:
-        if not _die_with_parent(parent):
-            return 1
-        _install_uvloop()
-        _tune_malloc()
-        return asyncio.run(_serve(config, worker=context, ready_fd=ready_fd))
-    except ConfigError as exc:
-        print(f"v2py: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except OSError as exc:
-        print(f"v2py: worker {context.index} failed to start: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+    if options.version:
         return 0
-    except BaseException:
-        log.exception("worker %d failed", context.index)
-        return 1
-    finally:
-        logging.shutdown()
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
+    if rest:
+        _note(f"Ignoring arguments after the flags (as V2Ray 4.34): {' '.join(rest)}")
+    from v2py.run import EXIT_CONFIG as RUN_EXIT_CONFIG
+    from v2py.run import check_config, config_error_line, serve
 
-
-def _signal_noop(signum: int, frame: object) -> None:
-    """Handlers only wake the supervisor's select() through the wakeup fd."""
-
-
-def _supervise(pids: list[int], ready_r: int) -> int:
-    """Wait for the workers: print "started", forward stop signals, fail fast."""
-    count = len(pids)
-    alive = set(pids)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
-        signal.signal(sig, _signal_noop)
-    ready = 0
-    started = False
-    stopping = False
-    code = 0
-    kill_at: float | None = None
-    watched = [wake_r, ready_r]
-
-    def stop(reason: str) -> None:
-        nonlocal stopping, kill_at
-        stopping = True
-        kill_at = time.monotonic() + WORKER_STOP_TIMEOUT_S
-        log.info("stopping %d worker(s): %s", len(alive), reason)
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    while alive:
-        while alive:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                alive.clear()
-                break
-            if pid == 0:
-                break
-            alive.discard(pid)
-            if not stopping:
-                exit_code = os.waitstatus_to_exitcode(status)
-                how = f"signal {-exit_code}" if exit_code < 0 else f"code {exit_code}"
-                print(
-                    f"v2py: worker pid {pid} exited unexpectedly ({how}); stopping the others",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                code = exit_code if exit_code > 0 else 1
-                stop("a worker died")
-        if not alive:
-            break
-        if not started and not stopping and ready >= count:
-            started = True
-            pid_list = ", ".join(str(p) for p in pids)
-            print(_started_line(f", {count} workers: pids {pid_list}"), file=sys.stderr, flush=True)
-        timeout = None if kill_at is None else max(0.0, kill_at - time.monotonic())
-        readable, _, _ = select.select(watched, [], [], timeout)
-        if ready_r in readable:
-            data = os.read(ready_r, 64)
-            if data:
-                ready += len(data)
-            else:  # every worker closed its end (ready, or dead)
-                watched.remove(ready_r)
-        if wake_r in readable:
-            signals = os.read(wake_r, 64)
-            if not stopping and ({signal.SIGINT, signal.SIGTERM} & set(signals)):
-                stop("stop requested")
-        if kill_at is not None and time.monotonic() >= kill_at:
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            kill_at = None
-    return code
-
-
-def _test(files: Sequence[str], confdir: str | None) -> int:
     try:
-        _load(files, confdir, say_default=False)
+        config = _load(options)
+        from v2py.app.log import configure_logging
+
+        # Opens (creates) the log files now, in -test too, as 4.34's core.New does.
+        configure_logging(config.log.loglevel, config.log.access, config.log.error)
+        if options.test:
+            check_config(config)
     except ConfigError as exc:
-        print(f"v2py: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    print("Configuration OK.")
-    return 0
+        print(config_error_line(exc), flush=True)
+        return RUN_EXIT_CONFIG
+    if options.test:
+        print("Configuration OK.", flush=True)
+        return 0
+    return serve(config, options.workers)
 
 
-def _version() -> int:
-    python = sys.version.split()[0]
-    print(f"v2py {__version__} (V2Ray {V2RAY_COMPAT_VERSION} compatible) Python {python}")
+# -- subcommands -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subcommand:
+    """``v2py NAME ARGS``: ``main`` gets ARGS and returns the exit code."""
+
+    name: str
+    summary: str
+    main: Callable[[list[str]], int]
+
+
+#: Subcommands by name; add one with :func:`subcommand`.
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(
+    name: str, summary: str
+) -> Callable[[Callable[[list[str]], int]], Callable[[list[str]], int]]:
+    """Register ``v2py NAME``: the decorated function gets the remaining arguments."""
+
+    def register(func: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+        SUBCOMMANDS[name] = Subcommand(name, summary, func)
+        return func
+
+    return register
+
+
+@subcommand("run", "run with a config: the V2Ray flags (-config, -confdir, -workers ...)")
+def _run_command(args: list[str]) -> int:
+    return _v2ray_main(args)
+
+
+@subcommand("test", "check a config and exit (as -test)")
+def _test_command(args: list[str]) -> int:
+    return _v2ray_main(["-test", *args])
+
+
+@subcommand("version", "print the version (as -version)")
+def _version_command(args: list[str]) -> int:
+    return _v2ray_main(["-version", *args])
+
+
+@subcommand("uuid", "print a random UUID for a VMess user id")
+def _uuid_command(args: list[str]) -> int:
+    import uuid
+
+    print(uuid.uuid4())
     return 0
 
 
@@ -445,24 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``v2py`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in SUBCOMMANDS:
-        ns = _parser().parse_args(args)
-        if ns.command == "uuid":
-            print(uuid.uuid4())
-            return 0
-        if ns.command == "version":
-            return _version()
-        if ns.command == "test":
-            return _test(ns.config, ns.confdir)
-        return _run(ns.config, ns.confdir, ns.workers)
-    if args and args[0] in ("-h", "--help"):
-        _parser().print_help()
-        return 0
-    ns = _legacy_parser().parse_args([_V2RAY_FLAGS.get(a, a) for a in args])
-    if ns.version:
-        return _version()
-    if ns.test:
-        return _test(ns.config, ns.confdir)
-    return _run(ns.config, ns.confdir, ns.workers)
+        return SUBCOMMANDS[args[0]].main(args[1:])
+    return _v2ray_main(args)
 
 
 if __name__ == "__main__":

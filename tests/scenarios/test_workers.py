@@ -293,13 +293,15 @@ async def test_workers_die_with_the_parent() -> None:
 
 
 async def _run_cli(*args: str) -> tuple[int, str]:
+    """Exit code and everything printed (4.34 prints config errors on stdout, usage
+    errors on stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        *V2PY, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *V2PY, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     async with asyncio.timeout(STEP_TIMEOUT_S * 3):
-        _, err = await proc.communicate()
+        out, _ = await proc.communicate()
     assert proc.returncode is not None
-    return proc.returncode, err.decode()
+    return proc.returncode, out.decode()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
@@ -321,6 +323,6 @@ async def test_config_error_reported_once_before_fork(tmp_path: Path) -> None:
     inbound["settings"] = {"clients": [{"id": "not-a-uuid"}]}
     cfg.write_text(json.dumps({"inbounds": [inbound]}))
     code, err = await _run_cli("run", "-c", str(cfg), "--workers", "2")
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if "config error:" in line]
     assert code == 23 and len(lines) == 1, err
     assert "Traceback" not in err

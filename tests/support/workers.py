@@ -69,7 +69,7 @@ async def start_workers(
     with err.open("wb") as err_file:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "v2py", *argv,
-            stdout=asyncio.subprocess.DEVNULL, stderr=err_file, cwd=workdir,
+            stdout=err_file, stderr=asyncio.subprocess.STDOUT, cwd=workdir,
         )  # fmt: skip
     handle = WorkersProcess(proc=proc, err_path=err, workdir=workdir, worker_pids=[])
     try:
