@@ -1,4 +1,4 @@
-"""Micro-benchmark: seal and open 64 MiB of VMess body (spec vmess.md section 8).
+"""Micro-benchmark: seal and open 64 MiB of VMess body (docs/spec/vmess.md section 8).
 
 Usage: python bench/micro_vmess_body.py [security] [option] [MiB] [read KiB]
 Defaults: aes-128-gcm, 0x0D, 64 MiB, 64 KiB per call (like one socket read).

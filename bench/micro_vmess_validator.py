@@ -1,4 +1,4 @@
-"""Micro-benchmark: the VMess server user table (spec vmess.md 4.2, 5.3).
+"""Micro-benchmark: the VMess server user table (docs/spec/vmess.md 4.2, 5.3).
 
 Usage: python bench/micro_vmess_validator.py [--users 100,1000,5000] [--validator FILE]
        [--step-hashes N] [--no-memory]

@@ -1,5 +1,5 @@
 /*
- * v2py._chunkcrypt: optional accelerator for the VMess AEAD body (spec 8.4-8.6).
+ * v2py._chunkcrypt: optional accelerator for the VMess AEAD body (docs/spec/vmess.md 8.4-8.6).
  *
  * Seals and opens many AES-128-GCM / ChaCha20-Poly1305 chunks per call with one
  * reused EVP context of the system's libcrypto (loaded with dlopen, so no OpenSSL
@@ -426,7 +426,7 @@ static PyTypeObject AeadType = {
 };
 
 
-/* ------------------------------------------------------------------ KDF (spec 5.1) */
+/* ------------------------------------------------------------------ KDF (docs/spec/vmess.md 5.1) */
 
 /* SHA256_CTX is a plain struct of 112 bytes in OpenSSL 1.1 and 3.x; it is treated as
  * opaque storage here and copied with memcpy to reuse absorbed HMAC pads. */
@@ -516,7 +516,7 @@ kdf_level(int level, const kdf_part *path, const kdf_part *parts, int nparts,
     kdf_level(level - 1, path, msg, 2, out);
 }
 
-PyDoc_STRVAR(kdf_doc, "kdf(key, *path) -> bytes: the 32-byte VMess AEAD KDF (spec 5.1).");
+PyDoc_STRVAR(kdf_doc, "kdf(key, *path) -> bytes: the 32-byte VMess AEAD KDF (docs/spec/vmess.md 5.1).");
 
 static PyObject *
 chunkcrypt_kdf(PyObject *module, PyObject *args)

@@ -228,7 +228,7 @@ def test_vmess_security_values(given: str, canonical: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# legacy layout (spec dynamic-port.md section 1)
+# legacy layout (docs/spec/dynamic-port.md section 1)
 
 LEGACY = """
 {

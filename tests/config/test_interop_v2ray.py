@@ -1,6 +1,6 @@
 """Cross-check against the real ``v2ray -test -config`` (4.34), where our strictness agrees.
 
-v2py is stricter than 4.34 in places (STYLE.md section 5: unknown enum strings,
+v2py is stricter than 4.34 in places (docs/style.md section 5: unknown enum strings,
 unsupported transports, duplicate tags, detour targets, concurrency ≤ 1/3 of
 the range, trailing text after the document...). Only the cases where both
 reject, or both accept, are listed here.

@@ -29,7 +29,7 @@ from v2py.protocol.mux import (
 
 H = bytes.fromhex
 
-# Frames a 4.34 client sent (hex captured on loopback, spec transports.md 1.2).
+# Frames a 4.34 client sent (hex captured on loopback, docs/spec/transports.md 1.2).
 NEW_EXAMPLE = H("0014 0001 01 01 01 0050 02 0b 6578616d706c652e636f6d 0007 68656c6c6f2d31")
 NEW_V4_NO_DATA = H("000c 0002 01 00 01 01bb 01 0a010203")
 NEW_V6_META = H("0018 0001 01 01 01 20fb 03 20010db8000000000000000000000001")

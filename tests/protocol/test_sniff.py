@@ -1,4 +1,4 @@
-"""HTTP Host / TLS SNI / BitTorrent sniffers (spec socks-sniffing-freedom.md section 2)."""
+"""HTTP Host / TLS SNI / BitTorrent sniffers (docs/spec/socks-sniffing-freedom.md section 2)."""
 
 from __future__ import annotations
 

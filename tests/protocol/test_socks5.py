@@ -1,4 +1,4 @@
-"""Socks5ServerConnection and the SOCKS codecs (spec socks-sniffing-freedom.md section 1)."""
+"""Socks5ServerConnection and the SOCKS codecs (docs/spec/socks-sniffing-freedom.md section 1)."""
 
 from __future__ import annotations
 

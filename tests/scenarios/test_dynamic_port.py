@@ -58,7 +58,7 @@ def seed_server(
     """The seed's server config text with test ports (and an optional ``log`` object).
 
     ``default_alter_id`` replaces the seed's ``default.alterId`` (0 makes clients use
-    an AEAD header on the dynamic ports, spec README item 19).
+    an AEAD header on the dynamic ports, docs/spec/README.md item 19).
     """
     text = (SEED_DIR / f"dynamic-port-{network}-server.json").read_text(encoding="utf-8")
     if default_alter_id is not None:

@@ -1,4 +1,4 @@
-"""Freedom and blackhole outbounds (spec socks-sniffing-freedom.md section 3)."""
+"""Freedom and blackhole outbounds (docs/spec/socks-sniffing-freedom.md section 3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Dynamic-port inbound (``allocate.strategy: random``), as v2ray-core
-app/proxyman/inbound/dynamic.go. Spec: ``/work/shared/spec/dynamic-port.md``.
+app/proxyman/inbound/dynamic.go. Spec: ``docs/spec/dynamic-port.md``.
 
 The shell around the pure :class:`~v2py.app.ports.PortRotation`: one refresh task
 sleeps until the core's timer, feeds it ``now``, and acts on its events. Each

@@ -1,6 +1,6 @@
 """Pure core of dynamic-port allocation (v2ray-core app/proxyman/inbound/dynamic.go).
 
-Spec: ``/work/shared/spec/dynamic-port.md`` sections 2 and 6.
+Spec: ``docs/spec/dynamic-port.md`` sections 2 and 6.
 
 Two objects, no I/O, no clock and no randomness of their own (``rng`` and ``now``
 are passed in):

@@ -70,7 +70,7 @@ DEFAULT_CONFIG_JSON = """\
 
 # 4.34 keeps the allocation strategy "random" from opening all ports at once:
 # with concurrency close to the range size its refresh loop livelocks
-# (spec README item 18), so v2py requires range >= 3 x concurrency.
+# (docs/spec/README.md item 18), so v2py requires range >= 3 x concurrency.
 RANDOM_RANGE_FACTOR = 3
 
 

@@ -286,7 +286,7 @@ class KcpHeaderConfig(ConfigModel):
 
 
 class KcpConfig(ConfigModel):
-    """``kcpSettings`` (spec mkcp.md section 6). Capacities MB/s, buffers MB, tti ms."""
+    """``kcpSettings`` (docs/spec/mkcp.md section 6). Capacities MB/s, buffers MB, tti ms."""
 
     mtu: Annotated[int, BeforeValidator(int_in(*KCP_MTU_RANGE))] = DEFAULT_KCP_MTU
     tti: Annotated[int, BeforeValidator(int_in(*KCP_TTI_RANGE_MS))] = DEFAULT_KCP_TTI_MS
@@ -413,7 +413,7 @@ class SniffingConfig(ConfigModel):
 
 
 class AllocateConfig(ConfigModel):
-    """``allocate`` (spec dynamic-port.md section 1.1). ``refresh`` is in minutes."""
+    """``allocate`` (docs/spec/dynamic-port.md section 1.1). ``refresh`` is in minutes."""
 
     strategy: Annotated[
         str,
@@ -606,7 +606,7 @@ class EnvSwitches(ConfigModel):
     ``vmess_aead_disabled``: ``v2ray.vmess.aead.disabled`` is exactly
     ``"true"``; a client then sends legacy headers even with alterId 0.
     ``vmess_padding``: ``v2ray.vmess.padding`` is set (any value); a client then
-    adds GlobalPadding (spec vmess.md sections 2 and 8.5).
+    adds GlobalPadding (docs/spec/vmess.md sections 2 and 8.5).
     """
 
     vmess_aead_disabled: bool = False

@@ -2,7 +2,7 @@
 
 Each class mirrors one JSON object; field names are snake_case and the JSON
 names camelCase. Unlike 4.34, unknown enum strings are errors rather than a
-silent default (STYLE.md section 5): VMess ``security`` is not mapped to auto,
+silent default (docs/style.md section 5): VMess ``security`` is not mapped to auto,
 SOCKS ``auth`` is not mapped to noauth, freedom ``domainStrategy`` is not mapped
 to AsIs.
 """
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # The user's VMess reference says a missing ``default.alterId`` means 64.
-# (The 4.34 code reads it as 0; see spec/dynamic-port.md item 19.)
+# (The 4.34 code reads it as 0; see docs/spec/dynamic-port.md item 19.)
 DEFAULT_ALTER_ID = 64
 
 _UUID_RE = re.compile(

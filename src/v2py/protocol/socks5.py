@@ -1,4 +1,4 @@
-"""SOCKS4/4a/5 server codec, sans I/O (spec socks-sniffing-freedom.md section 1).
+"""SOCKS4/4a/5 server codec, sans I/O (docs/spec/socks-sniffing-freedom.md section 1).
 
 Matches v2ray-core 4.34 ``proxy/socks/protocol.go`` on the wire: the method reply must
 name exactly the configured method, RFC 1929 ignores the sub-negotiation version byte,

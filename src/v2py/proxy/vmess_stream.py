@@ -166,7 +166,7 @@ class VmessStream(PushLayer):
         except ConnectionError:
             return
         # VMess has its own end marker; keep the TCP connection open until the other
-        # direction finishes, as 4.34 does (spec vmess.md 8.8).
+        # direction finishes, as 4.34 does (docs/spec/vmess.md 8.8).
 
     def close(self) -> None:
         self._release_hold()

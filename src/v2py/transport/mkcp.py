@@ -336,7 +336,7 @@ class KcpDialer:
     """Dials mKCP connections and tracks each one until its UDP socket is closed.
 
     A dialed connection outlives its user: after ``close()`` the close handshake
-    runs on its own (up to ~8 s against a 4.34 peer, spec section 10), holding the
+    runs on its own (up to ~8 s against a 4.34 peer, docs/spec/mkcp.md section 10), holding the
     socket. An owner that stops (``Instance.close()``) calls :meth:`aclose`, or
     :meth:`abort_all` then ``await`` :meth:`wait_closed`, so that no socket
     outlives the event loop. Not bound to a loop; each stream lives on the loop
@@ -364,7 +364,7 @@ class KcpDialer:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> KcpStream:
-        """Open an mKCP connection to ``host:port`` on a fresh UDP socket (spec section 5).
+        """Open an mKCP connection to ``host:port`` on a fresh UDP socket (docs/spec/mkcp.md section 5).
 
         There is no handshake: this returns at once and the first write opens the
         session. Raises ``ValueError`` for invalid settings, ``ConnectionError``
@@ -538,7 +538,7 @@ class _ListenerEndpoint:
 
 
 class KcpListener(asyncio.DatagramProtocol):
-    """One UDP socket serving many mKCP sessions keyed by (IP, port, conv) (spec section 5).
+    """One UDP socket serving many mKCP sessions keyed by (IP, port, conv) (docs/spec/mkcp.md section 5).
 
     A new key creates a session unless its first segment is TERMINATE (as in 4.34).
     The table is bounded (``max_sessions``), which 4.34's is not; the bound must not
@@ -706,7 +706,7 @@ class KcpListener(asyncio.DatagramProtocol):
         """Make room by ending the oldest session that only waits out TERMINATING.
 
         Such a session has no data left and a silent peer (the 8 s close timer of
-        spec section 10); under a steady connection rate these would otherwise fill
+        docs/spec/mkcp.md section 10); under a steady connection rate these would otherwise fill
         the table and refuse live clients.
         """
         for stream in self._sessions.values():

@@ -1,4 +1,4 @@
-"""mKCP codecs: segments, packet layer, settings, RTT (spec mkcp.md sections 2-4, 6, 9)."""
+"""mKCP codecs: segments, packet layer, settings, RTT (docs/spec/mkcp.md sections 2-4, 6, 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Body framing round trips and edge cases (spec vmess.md section 8)."""
+"""Body framing round trips and edge cases (docs/spec/vmess.md section 8)."""
 
 from __future__ import annotations
 

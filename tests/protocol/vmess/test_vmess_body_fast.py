@@ -5,7 +5,7 @@ accelerator (``v2py._chunkcrypt``), which must give the very same bytes.
 
 ``BodyWriter._seal_aead`` / ``BodyReader._feed_aead`` (encrypt_into / decrypt_into
 into one buffer, batched mask words) against ``_append_chunk`` / ``_chunks``, the
-reference paths (spec vmess.md 8.4-8.6).
+reference paths (docs/spec/vmess.md 8.4-8.6).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Client <-> server core round trips, replay, taint, time window, failure
-handling and fuzzing (spec vmess.md sections 4-8)."""
+handling and fuzzing (docs/spec/vmess.md sections 4-8)."""
 
 from __future__ import annotations
 

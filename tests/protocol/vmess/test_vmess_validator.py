@@ -1,4 +1,4 @@
-"""The server user table (spec vmess.md 4.2, 4.3, 5.3): legacy auth index,
+"""The server user table (docs/spec/vmess.md 4.2, 4.3, 5.3): legacy auth index,
 bounded warm-up, client band on user add, window sliding, taint fuses and a
 differential check against a brute-force model."""
 

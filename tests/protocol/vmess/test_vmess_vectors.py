@@ -1,4 +1,4 @@
-"""Known-answer tests from /work/shared/spec/vmess.md (sections 1, 4, 5, 6, 8, 9)."""
+"""Known-answer tests from docs/spec/vmess.md (sections 1, 4, 5, 6, 8, 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""mKCP (V2Ray 4.34) as pure sans-I/O code; see /work/shared/spec/mkcp.md."""
+"""mKCP (V2Ray 4.34) as pure sans-I/O code; see docs/spec/mkcp.md."""
 
 from __future__ import annotations
 

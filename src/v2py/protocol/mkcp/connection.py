@@ -14,7 +14,7 @@ A flush checks the close timers, sends due ACKs, (re)transmits due DATA, and
 pings every 3 s. Internally time is integer milliseconds since construction,
 as on the wire.
 
-State machine (spec section 11)::
+State machine (docs/spec/mkcp.md section 11)::
 
     event                  ACTIVE        READY_TO_CLOSE PEER_CLOSED  TERMINATING  PEER_TERMINATING
     close()                READY_TO_CLOSE  -            TERMINATING    -          TERMINATED
@@ -106,7 +106,7 @@ _DATA = struct.Struct(">HBBIIIH")
 
 
 class KcpState(Enum):
-    """Connection states (spec section 11), valued as V2Ray logs them."""
+    """Connection states (docs/spec/mkcp.md section 11), valued as V2Ray logs them."""
 
     ACTIVE = 0
     READY_TO_CLOSE = 1
@@ -159,7 +159,7 @@ class KcpStatistics:
 
 
 class KcpConnection:
-    """One mKCP conversation (spec sections 7-11).
+    """One mKCP conversation (docs/spec/mkcp.md sections 7-11).
 
     ``conv`` is the 16-bit conversation id, ``now`` the creation time in seconds,
     ``rng`` the randomness source for headers and GCM nonces. ``codec`` lets a
@@ -236,7 +236,7 @@ class KcpConnection:
 
     @property
     def state(self) -> KcpState:
-        """Current state (spec section 11)."""
+        """Current state (docs/spec/mkcp.md section 11)."""
         return self._state
 
     @property
@@ -569,7 +569,7 @@ class KcpConnection:
         if self._state in _NO_RECEIVE_STATES:
             return False
         # A moved una also keeps the updater alive for one more flush, so the PING
-        # that stops the peer's re-acks goes out within one TTI (spec README item 24).
+        # that stops the peer's re-acks goes out within one TTI (docs/spec/README.md item 24).
         send = self._send
         return not send.is_empty() or send.una_changed or len(self._recv.acks) > 0
 

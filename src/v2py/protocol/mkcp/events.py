@@ -1,4 +1,4 @@
-"""Events a KcpConnection reports (spec mkcp.md section 11)."""
+"""Events a KcpConnection reports (docs/spec/mkcp.md section 11)."""
 
 from __future__ import annotations
 

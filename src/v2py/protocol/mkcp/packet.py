@@ -71,7 +71,7 @@ class NoneHeader:
 
 
 class SrtpHeader:
-    """``srtp``: ``B5 E8`` + u16 counter, incremented before each write (spec section 2)."""
+    """``srtp``: ``B5 E8`` + u16 counter, incremented before each write (docs/spec/mkcp.md section 2)."""
 
     size = 4
 
@@ -165,7 +165,7 @@ def make_header(name: str, rng: Rng) -> PacketHeader:
 
 
 def xor_forward(data: bytes | bytearray) -> bytes:
-    """``b[i] ^= b[i-4]`` for ascending ``i >= 4`` (spec section 3.1).
+    """``b[i] ^= b[i-4]`` for ascending ``i >= 4`` (docs/spec/mkcp.md section 3.1).
 
     The byte chain with distance 4 is a prefix-XOR over 4-byte words, computed
     here with log2(words) shifts on one big integer instead of a byte loop.
@@ -190,7 +190,7 @@ def xor_backward(data: bytes | bytearray | memoryview) -> bytes:
 
 
 class SimpleAuthenticator:
-    """The default security layer: FNV-1a checksum + XOR chain (spec section 3.1)."""
+    """The default security layer: FNV-1a checksum + XOR chain (docs/spec/mkcp.md section 3.1)."""
 
     overhead = 6
 
@@ -212,12 +212,12 @@ class SimpleAuthenticator:
 
 
 def seed_key(seed: str) -> bytes:
-    """AES-128-GCM key for ``seed``: ``SHA256(seed)[:16]`` (spec section 3.2)."""
+    """AES-128-GCM key for ``seed``: ``SHA256(seed)[:16]`` (docs/spec/mkcp.md section 3.2)."""
     return hashlib.sha256(seed.encode("utf-8")).digest()[:16]
 
 
 class AeadAuthenticator:
-    """The ``seed`` security layer: random 12-byte nonce || AES-128-GCM(S) (spec section 3.2)."""
+    """The ``seed`` security layer: random 12-byte nonce || AES-128-GCM(S) (docs/spec/mkcp.md section 3.2)."""
 
     overhead = GCM_TAG_BYTES
 
@@ -241,7 +241,7 @@ class AeadAuthenticator:
 
 
 class PacketCodec:
-    """Header + security layer for one dialed connection or one listener (spec sections 1-3)."""
+    """Header + security layer for one dialed connection or one listener (docs/spec/mkcp.md sections 1-3)."""
 
     def __init__(self, settings: KcpSettings, rng: Rng) -> None:
         self.header = make_header(settings.header_type, rng)

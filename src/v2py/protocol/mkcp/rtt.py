@@ -1,4 +1,4 @@
-"""mKCP round-trip estimator (spec mkcp.md section 9; v2ray-core kcp/connection.go).
+"""mKCP round-trip estimator (docs/spec/mkcp.md section 9; v2ray-core kcp/connection.go).
 
 Integer milliseconds throughout, truncating like V2Ray. Pure module.
 """

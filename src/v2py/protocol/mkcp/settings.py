@@ -33,7 +33,7 @@ DATA_HEADER_BYTES = 18
 SIMPLE_AUTH_OVERHEAD_BYTES = 6
 GCM_TAG_BYTES = 16
 
-#: Obfuscation header type -> bytes prepended to every datagram (spec section 2).
+#: Obfuscation header type -> bytes prepended to every datagram (docs/spec/mkcp.md section 2).
 HEADER_SIZES: dict[str, int] = {
     "none": 0,
     "srtp": 4,
@@ -46,7 +46,7 @@ HEADER_SIZES: dict[str, int] = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KcpSettings:
-    """One ``kcpSettings`` object with V2Ray 4.34's defaults (spec section 6).
+    """One ``kcpSettings`` object with V2Ray 4.34's defaults (docs/spec/mkcp.md section 6).
 
     Capacities are in MB/s and buffer sizes in MB, as in the JSON. ``header_type``
     is matched case-insensitively. ``seed`` switches the security layer from the

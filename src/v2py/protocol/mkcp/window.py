@@ -52,7 +52,7 @@ class OutgoingSegment:
 
 
 class SendingWindow:
-    """Sender state (spec section 7): numbering, una, remote window, retransmission timers."""
+    """Sender state (docs/spec/mkcp.md section 7): numbering, una, remote window, retransmission timers."""
 
     def __init__(self, *, mss: int, in_flight: int, buffer_segments: int, congestion: bool) -> None:
         self.mss = mss
@@ -164,7 +164,7 @@ class SendingWindow:
     ) -> bool:
         """Apply one ACK segment; return whether its largest number was newly acked.
 
-        The caller then feeds the RTT sample (spec section 7 "On ACK").
+        The caller then feeds the RTT sample (docs/spec/mkcp.md section 7 "On ACK").
         """
         if self.closed:
             return False
@@ -330,7 +330,7 @@ class _AckEntry:
 
 @dataclass(slots=True)
 class AckList:
-    """Numbers to acknowledge, each re-acked every ``max(RTO/2, 20)`` ms (spec section 8)."""
+    """Numbers to acknowledge, each re-acked every ``max(RTO/2, 20)`` ms (docs/spec/mkcp.md section 8)."""
 
     entries: dict[int, _AckEntry] = field(default_factory=dict)
     dirty: bool = False
@@ -394,7 +394,7 @@ def _newer(a: int | None, b: int) -> int:
 
 
 class ReceivingWindow:
-    """Receiver state (spec section 8): ``nextNumber`` advances only as the application reads."""
+    """Receiver state (docs/spec/mkcp.md section 8): ``nextNumber`` advances only as the application reads."""
 
     def __init__(self, window_size: int) -> None:
         self.window_size = window_size

@@ -1,6 +1,6 @@
 """VMess protocol core (pure, sans-I/O), byte-compatible with V2Ray 4.34.
 
-Spec: /work/shared/spec/vmess.md.  See the submodules for details.
+Spec: docs/spec/vmess.md.  See the submodules for details.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""VMess identities: UUID parsing, cmdKey, alter IDs, users (spec vmess.md section 1).
+"""VMess identities: UUID parsing, cmdKey, alter IDs, users (docs/spec/vmess.md section 1).
 
 Matches v2ray-core ``common/uuid/uuid.go``, ``common/protocol/id.go`` and
 ``proxy/vmess/account.go`` at v4.34.0.

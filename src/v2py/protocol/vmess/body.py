@@ -1,4 +1,4 @@
-"""VMess body framing: chunks, masking, padding, end marker (spec vmess.md section 8).
+"""VMess body framing: chunks, masking, padding, end marker (docs/spec/vmess.md section 8).
 
 Matches v2ray-core ``common/crypto/{auth,chunk}.go`` and
 ``proxy/vmess/encoding/{auth,client,server}.go`` (body reader/writer

@@ -1,4 +1,4 @@
-"""VMess client connection core (spec vmess.md sections 2-8, checklist 12).
+"""VMess client connection core (docs/spec/vmess.md sections 2-8, checklist 12).
 
 Matches v2ray-core ``proxy/vmess/encoding/client.go`` and the session parts
 of ``proxy/vmess/outbound/outbound.go`` at v4.34.0.  Sans-I/O:

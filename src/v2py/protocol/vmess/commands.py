@@ -1,4 +1,4 @@
-"""VMess response commands: SwitchAccount (spec vmess.md section 9).
+"""VMess response commands: SwitchAccount (docs/spec/vmess.md section 9).
 
 Matches v2ray-core ``proxy/vmess/encoding/commands.go`` at v4.34.0, with the
 bounds check that fixes CVE-2021-4070 (short bodies are ignored, not parsed).

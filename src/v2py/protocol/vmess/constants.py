@@ -1,4 +1,4 @@
-"""VMess wire constants (spec vmess.md sections 3, 8.1, 8.2).
+"""VMess wire constants (docs/spec/vmess.md sections 3, 8.1, 8.2).
 
 Matches v2ray-core ``common/protocol/headers.go`` and
 ``proxy/vmess/outbound/outbound.go`` (option selection) at v4.34.0.

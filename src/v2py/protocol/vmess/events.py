@@ -1,4 +1,4 @@
-"""Events produced by the VMess connection cores (spec vmess.md sections 3, 6, 8).
+"""Events produced by the VMess connection cores (docs/spec/vmess.md sections 3, 6, 8).
 
 STYLE section 4: frozen dataclasses named for what happened, one base class.
 """

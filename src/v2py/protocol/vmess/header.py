@@ -1,4 +1,4 @@
-"""VMess request and response headers (spec vmess.md sections 3, 4, 5, 6).
+"""VMess request and response headers (docs/spec/vmess.md sections 3, 4, 5, 6).
 
 Matches v2ray-core ``proxy/vmess/encoding/{client,server}.go`` and
 ``proxy/vmess/aead/{authid,encrypt}.go`` at v4.34.0.  Pure: time comes in as

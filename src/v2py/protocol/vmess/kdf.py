@@ -1,4 +1,4 @@
-"""VMess AEAD key derivation: nested HMAC-SHA256 (spec vmess.md section 5.1).
+"""VMess AEAD key derivation: nested HMAC-SHA256 (docs/spec/vmess.md section 5.1).
 
 Matches v2ray-core ``proxy/vmess/aead/kdf.go`` at v4.34.0.  The root hash is
 HMAC-SHA256 keyed with ``"VMess AEAD KDF"``; each path element wraps the

@@ -1,4 +1,4 @@
-"""VMess server connection core (spec vmess.md sections 3-8, checklist 13).
+"""VMess server connection core (docs/spec/vmess.md sections 3-8, checklist 13).
 
 Matches v2ray-core ``proxy/vmess/encoding/server.go`` (header decoding, drain,
 response writing) and the session parts of ``proxy/vmess/inbound/inbound.go``

@@ -1,5 +1,5 @@
 """VMess server user table: AEAD AuthID matching, legacy auth table, replay
-filter, taint fuses, session history and drain budget (spec vmess.md sections
+filter, taint fuses, session history and drain budget (docs/spec/vmess.md sections
 4.2, 4.3, 5.3, 7).
 
 Matches v2ray-core ``proxy/vmess/validator.go``, ``proxy/vmess/aead/authid.go``,
