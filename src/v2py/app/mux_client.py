@@ -1,0 +1,321 @@
+"""Mux.Cool on an outbound (v2ray-core common/mux/client.go, app/proxyman/outbound).
+
+With ``mux.enabled``, an outbound carries every connection (TCP and UDP) as a
+session of a mux connection. A mux connection ("worker") is one ordinary connection
+of the wrapped outbound to the destination ``v1.mux.cool:9527`` (VMess sends that
+as command 3, other protocols as the literal domain), whose stream is the worker's
+frame stream.
+
+As 4.34:
+
+* A new session goes to the first worker that is not full; when none, closed
+  workers are dropped and a new one is made. A worker is full when closed, when it
+  has ``concurrency`` active sessions, or when it has ever had 128.
+* A session's New frame carries its first payload, or goes alone after 100 ms.
+* The local side ending (EOF) sends End and ends the session both ways: TCP
+  half-close is not carried. End from the server ends the local read side.
+* Every 16 s a worker without active sessions closes (its request stream ends).
+
+Each session is relayed with the policy timeouts of its level, like a direct one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import Protocol
+
+from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream
+from v2py.app.packet import PacketLink
+from v2py.app.policy import PolicyTable
+from v2py.app.relay import relay
+from v2py.app.session import Session, session_logger
+from v2py.common.net import Destination, Network, tcp
+from v2py.errors import LocalProtocolError, ProtocolError
+from v2py.protocol.mux import MAX_SESSIONS_PER_CONNECTION, MUX_COOL_HOST, MUX_COOL_PORT, MuxRole
+from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+
+log = logging.getLogger(__name__)
+
+#: Sessions per worker when ``concurrency`` is 0 (4.34 MuxConfig.Build).
+DEFAULT_CONCURRENCY = 8
+MAX_CONCURRENCY = 1024
+#: A worker with no active session closes at its next tick (4.34 ``monitor``).
+IDLE_TICK_S = 16.0
+#: Workers tried per new session before giving up (4.34 ``ClientManager.Dispatch``).
+PICK_ATTEMPTS = 16
+#: Frames queued for the carrying outbound before sessions wait in ``drain``.
+LINK_HIGH_WATER_BYTES = 256 * 1024
+
+
+class Carrier(Protocol):
+    """The outbound protocol handler that carries mux connections."""
+
+    tag: str
+
+    async def handle(self, session: Session, stream: Stream) -> None: ...
+
+    async def handle_packets(self, session: Session, link: PacketLink) -> None: ...
+
+
+class MuxLink:
+    """The worker's frame stream as the carrying outbound sees it: ``read`` returns the
+    frames the sessions send, ``write`` feeds the server's frames in, and ``drain``
+    waits while a session's reader is behind (the mux buffers are full)."""
+
+    def __init__(self) -> None:
+        self.endpoint: MuxEndpoint | None = None
+        self._out: collections.deque[bytes] = collections.deque()
+        self._out_bytes = 0
+        self._eof = False
+        self._reader: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+
+    # -- the sessions' side -------------------------------------------------------------
+    def push_out(self, data: bytes) -> None:
+        if self._eof:
+            raise ConnectionResetError("mux connection closed")
+        self._out.append(data)
+        self._out_bytes += len(data)
+        self._wake_reader()
+
+    async def wait_out_room(self) -> None:
+        while self._out_bytes > LINK_HIGH_WATER_BYTES and not self._eof:
+            if self._room is None:
+                self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        if self._eof:
+            raise ConnectionResetError("mux connection closed")
+
+    def finish_out(self) -> None:
+        """No more frames: ``read`` returns ``b""`` once the queue is empty."""
+        self._eof = True
+        self._wake_reader()
+        self._wake_room()
+
+    def _wake_reader(self) -> None:
+        fut = self._reader
+        if fut is not None:
+            self._reader = None
+            if not fut.done():
+                fut.set_result(None)
+
+    def _wake_room(self) -> None:
+        fut = self._room
+        if fut is not None:
+            self._room = None
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- Stream (the carrying outbound's side) ----------------------------------------------
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        out = self._out
+        while not out:
+            if self._eof:
+                return b""
+            self._reader = asyncio.get_running_loop().create_future()
+            await self._reader
+        parts: list[bytes] = []
+        size = 0
+        while out and size < max_bytes:
+            part = out.popleft()
+            if size + len(part) > max_bytes:
+                cut = max_bytes - size
+                out.appendleft(part[cut:])
+                part = part[:cut]
+            parts.append(part)
+            size += len(part)
+        self._out_bytes -= size
+        if self._out_bytes <= LINK_HIGH_WATER_BYTES:
+            self._wake_room()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.endpoint is not None and data:
+            self.endpoint.feed(data)
+
+    async def drain(self) -> None:
+        if self.endpoint is not None:
+            await self.endpoint.wait_room()
+
+    def write_eof(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.feed(b"")
+
+    def close(self) -> None:
+        self.finish_out()
+
+    async def wait_closed(self) -> None:
+        return None
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return None
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        return None
+
+
+class MuxWorker:
+    """One mux connection of a client: its endpoint and the task of the outbound
+    connection that carries it."""
+
+    def __init__(self, carrier: Carrier, concurrency: int, *, idle_tick: float) -> None:
+        self.concurrency = concurrency
+        self.link = MuxLink()
+        self.endpoint = MuxEndpoint(
+            MuxRole.CLIENT, emit=self.link.push_out, drain=self.link.wait_out_room
+        )
+        self.link.endpoint = self.endpoint
+        self._idle_tick = idle_tick
+        self._closed = False
+        loop = asyncio.get_running_loop()
+        carrier_session = Session(
+            inbound_tag="", source=None, destination=tcp(MUX_COOL_HOST, MUX_COOL_PORT)
+        )
+        self._slog = session_logger(log, carrier_session)
+        self.task = loop.create_task(self._carry(carrier, carrier_session))
+        self._tick = loop.call_later(idle_tick, self._on_tick)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.endpoint.closed
+
+    @property
+    def full(self) -> bool:
+        """4.34 ``IsFull``: closed, at ``concurrency`` active, or 128 opened in total."""
+        endpoint = self.endpoint
+        return (
+            self.closed
+            or endpoint.total_sessions >= MAX_SESSIONS_PER_CONNECTION
+            or endpoint.active_sessions >= self.concurrency
+        )
+
+    def open(self, destination: Destination) -> MuxSubStream:
+        return self.endpoint.open(destination)
+
+    async def _carry(self, carrier: Carrier, session: Session) -> None:
+        try:
+            await carrier.handle(session, self.link)
+        except (OSError, ProtocolError) as exc:
+            self._slog.info("mux: failed to handle mux client connection: %s", exc)
+        finally:
+            self.close()
+            self.endpoint.abort(ConnectionResetError("mux connection ended"))
+
+    def _on_tick(self) -> None:
+        if self.closed:
+            return
+        if self.endpoint.active_sessions == 0:
+            self.close()
+        else:
+            self._tick = asyncio.get_running_loop().call_later(self._idle_tick, self._on_tick)
+
+    def close(self) -> None:
+        """Stop taking sessions and end the request stream (4.34: the worker is done)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._tick.cancel()
+        self.link.finish_out()
+
+    async def aclose(self) -> None:
+        self.close()
+        self.endpoint.abort(ConnectionResetError("mux client closed"))
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+class MuxClientOutbound:
+    """An outbound whose traffic goes through Mux.Cool over ``carrier`` (the configured
+    protocol handler): the ``mux`` setting of an outbound."""
+
+    def __init__(self, carrier: Carrier, *, concurrency: int, policy: PolicyTable) -> None:
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"invalid mux concurrency: {concurrency}")
+        self.carrier = carrier
+        self.tag = carrier.tag
+        self.concurrency = concurrency
+        self.policy = policy
+        self.idle_tick = IDLE_TICK_S
+        self.workers: list[MuxWorker] = []
+
+    def _pick(self) -> MuxWorker:
+        workers = self.workers
+        for index, worker in enumerate(workers):
+            if not worker.full:
+                last = len(workers) - 1
+                if index != last:  # 4.34 moves the pick to the end of the list
+                    workers[index], workers[last] = workers[last], workers[index]
+                return worker
+        self.workers = workers = [w for w in workers if not w.closed]
+        worker = MuxWorker(self.carrier, self.concurrency, idle_tick=self.idle_tick)
+        workers.append(worker)
+        return worker
+
+    def open(self, destination: Destination) -> MuxSubStream:
+        """A new session towards ``destination`` on an available worker."""
+        for _ in range(PICK_ATTEMPTS):
+            worker = self._pick()
+            try:
+                return worker.open(destination)
+            except LocalProtocolError:
+                worker.close()
+        raise ConnectionError("unable to find an available mux client")
+
+    async def handle(self, session: Session, stream: Stream) -> None:
+        dest = session.destination
+        assert dest is not None
+        sub = self.open(dest)
+        if log.isEnabledFor(logging.INFO):
+            session_logger(log, session).info(
+                "mux: dispatching request to %s (session %d)", dest, sub.session_id
+            )
+        error = True
+        try:
+            completed = await relay(stream, sub, self.policy.for_level(session.level))
+            error = not completed
+        finally:
+            sub.finish(error=error)
+
+    async def handle_packets(self, session: Session, link: PacketLink) -> None:
+        dest = session.destination
+        assert dest is not None and dest.network is Network.UDP
+        sub = self.open(dest)
+        timeouts = self.policy.for_level(session.level)
+
+        async def uplink() -> None:
+            while (data := await link.recv()) is not None:
+                sub.write_datagram(data)
+                await sub.drain()
+            sub.write_eof()
+
+        async def downlink() -> None:
+            while (data := await sub.read_datagram()) is not None:
+                link.send(data)
+
+        error = True
+        try:
+            async with asyncio.TaskGroup() as group:
+                up = group.create_task(uplink())
+                down = group.create_task(downlink())
+                await up
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeouts.downlink_only):
+                        await asyncio.shield(down)
+                down.cancel()
+            error = False
+        except* (OSError, ProtocolError) as errors:
+            session_logger(log, session).info("mux: udp session ended: %s", errors.exceptions[0])
+        finally:
+            sub.finish(error=error)
+
+    async def aclose(self) -> None:
+        """Close every worker (instance shutdown)."""
+        workers, self.workers = self.workers, []
+        for worker in workers:
+            await worker.aclose()

@@ -1,0 +1,449 @@
+"""The asyncio side of one Mux.Cool connection: sub-connections as streams.
+
+:class:`MuxEndpoint` owns a pure :class:`~v2py.protocol.mux.MuxConnection` and turns
+each session into a :class:`MuxSubStream`, which has the ordinary
+:class:`~v2py.transport.stream.Stream` shape, so the relay, sniffing and every
+outbound run over a sub-connection unchanged (v2ray-core ``common/mux`` gives each
+session a pipe pair the same way).
+
+Input is pushed in with :meth:`MuxEndpoint.feed`; output leaves through the
+``emit`` callback and backpressure comes from ``drain``. The server side
+(``app/mux_server.py``) reads the inbound's stream into ``feed``; the client side
+(``app/mux_client.py``) presents the endpoint as a stream to the outbound that
+carries it.
+
+Flow control: Mux.Cool has none per session, so a sub-connection whose reader stops
+can only be buffered or stall the whole connection. Each session buffers up to
+``session_buffer`` bytes and the connection up to ``connection_buffer``; beyond
+either, :attr:`MuxEndpoint.paused` is true and the feeder stops reading the
+underlying stream until the readers catch up (4.34 blocks its reader loop on a full
+64 KiB pipe in the same way). Memory per connection stays bounded.
+
+End semantics are 4.34's (``common/mux/{client,server}.go``):
+
+* A client's ``write_eof`` sends End and also ends its read side: TCP half-close is
+  not carried (buffered data is still delivered). A server's ``write_eof`` sends End.
+* End received ends the read side (EOF); writing stays possible (a server answers
+  on; a client's further data is refused by the server with End, as in 4.34).
+* End with the error option, or the mux connection failing, aborts both sides
+  (``ConnectionResetError``).
+* ``finish(error=...)`` is the owner's last word: End (with E on error) unless sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+
+from v2py.common.net import Destination, Network
+from v2py.protocol.mux import (
+    MAX_PACKET_BYTES,
+    ConnectionEnded,
+    DataReceived,
+    MuxConnection,
+    MuxRole,
+    SessionEnded,
+    SessionOpened,
+)
+from v2py.transport.stream import READ_CHUNK_BYTES
+
+log = logging.getLogger(__name__)
+
+#: How long a client waits for a session's first payload before sending New alone
+#: (4.34 ``writeFirstPayload``: CopyOnceTimeout of 100 ms).
+FIRST_PAYLOAD_WAIT_S = 0.1
+#: Per-session and per-connection input buffers before the feeder pauses.
+DEFAULT_SESSION_BUFFER_BYTES = 512 * 1024
+DEFAULT_CONNECTION_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+class MuxSubStream:
+    """One Mux.Cool session seen as a byte stream (or, for UDP, a datagram stream).
+
+    Made by :class:`MuxEndpoint`; ``destination`` is the session's target.
+    """
+
+    def __init__(self, endpoint: MuxEndpoint, session_id: int, destination: Destination) -> None:
+        self._endpoint = endpoint
+        self.session_id = session_id
+        self.destination = destination
+        self.is_packet = destination.network is Network.UDP
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self._read_eof = False
+        self._abort: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.end_sent = False
+        self._first_timer: asyncio.TimerHandle | None = None
+        self.dropped_datagrams = 0
+
+    # -- fed by the endpoint --------------------------------------------------------
+    def _deliver(self, data: bytes) -> None:
+        if self._read_eof or self._abort is not None:
+            return
+        self._inbox.append(data)
+        self.buffered += len(data)
+        self._wake()
+
+    def _end_input(self) -> None:
+        self._read_eof = True
+        self._wake()
+
+    def _aborted(self, exc: BaseException) -> None:
+        if self._abort is None:
+            self._abort = exc
+        self._drop_inbox()
+        self._cancel_first_timer()
+        self._wake()
+
+    def _drop_inbox(self) -> None:
+        if self.buffered:
+            self._inbox.clear()
+            self.buffered = 0
+            self._endpoint._consumed()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait_input(self) -> bool:
+        """True when there is input to take; False at the end. Raises when aborted."""
+        while not self._inbox:
+            if self._abort is not None:
+                raise self._abort
+            if self._read_eof:
+                return False
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return True
+
+    # -- Stream ---------------------------------------------------------------------
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        """Up to ``max_bytes`` of the session's data; ``b""`` at its end. Raises
+        ConnectionResetError when the session or the mux connection was aborted."""
+        if not await self._wait_input():
+            return b""
+        inbox = self._inbox
+        first = inbox[0]
+        if len(first) > max_bytes:
+            inbox[0] = first[max_bytes:]
+            data = first[:max_bytes]
+        elif len(inbox) == 1 or len(first) + len(inbox[1]) > max_bytes:
+            data = inbox.popleft()
+        else:
+            parts = [inbox.popleft()]
+            size = len(parts[0])
+            while inbox and size + len(inbox[0]) <= max_bytes:
+                part = inbox.popleft()
+                parts.append(part)
+                size += len(part)
+            data = b"".join(parts)
+        self.buffered -= len(data)
+        self._endpoint._consumed()
+        return data
+
+    async def read_datagram(self) -> bytes | None:
+        """The next datagram of a UDP session, or None at its end."""
+        if not await self._wait_input():
+            return None
+        data = self._inbox.popleft()
+        self.buffered -= len(data)
+        self._endpoint._consumed()
+        return data
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` (queued on the mux connection; ``drain`` for backpressure).
+
+        Raises ConnectionResetError after an abort, BrokenPipeError after our End.
+        """
+        if self._abort is not None:
+            raise ConnectionResetError("mux session aborted") from self._abort
+        if self.end_sent:
+            raise BrokenPipeError("mux session already ended")
+        if not data:
+            return
+        self._cancel_first_timer()
+        self._endpoint._send(self.session_id, data)
+
+    def write_datagram(self, data: bytes) -> None:
+        """Send one datagram of a UDP session (one frame). A datagram above 2048 bytes
+        is dropped: a 4.34 peer would end the session over it (its UDP reads never
+        exceed that size, so it never sends one either)."""
+        if len(data) > MAX_PACKET_BYTES:
+            self.dropped_datagrams += 1
+            return
+        self.write(data)
+
+    async def drain(self) -> None:
+        if self._abort is not None:
+            raise ConnectionResetError("mux session aborted") from self._abort
+        await self._endpoint.drain()
+
+    def write_eof(self) -> None:
+        """Send End; on a client this also ends reading (4.34 closes both ways)."""
+        if self.end_sent or self._abort is not None:
+            return
+        self._send_end(error=False)
+        if self._endpoint.role is MuxRole.CLIENT:
+            self._end_input()
+
+    def finish(self, *, error: bool) -> None:
+        """The owner is done: End (with the error option when ``error``) unless sent,
+        and no more input. Idempotent."""
+        if not self.end_sent:
+            self._send_end(error=error)
+        self._end_input()
+        self._drop_inbox()
+        self._endpoint._forget(self)
+
+    def close(self) -> None:
+        """Abort the session at once (End with the error option unless sent)."""
+        self.finish(error=True)
+
+    async def wait_closed(self) -> None:
+        return None
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self._endpoint.peer
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        return self._endpoint.local
+
+    # -- client first payload ------------------------------------------------------------
+    def _arm_first_timer(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._first_timer = loop.call_later(delay, self._first_timeout)
+
+    def _first_timeout(self) -> None:
+        self._first_timer = None
+        if not self.end_sent and self._abort is None:
+            self._endpoint._send(self.session_id, b"")
+
+    def _cancel_first_timer(self) -> None:
+        if self._first_timer is not None:
+            self._first_timer.cancel()
+            self._first_timer = None
+
+    def _send_end(self, *, error: bool) -> None:
+        self._cancel_first_timer()
+        self.end_sent = True
+        self._endpoint._send_end(self.session_id, error)
+
+
+class MuxEndpoint:
+    """One end of a mux connection in the shell.
+
+    * ``emit(data)`` writes frames to the underlying connection; ``drain()`` waits
+      for its backpressure to clear.
+    * ``on_open(sub)`` (server) is called for each New frame.
+    * ``session_buffer`` / ``connection_buffer`` bound the input held for readers.
+    * ``peer`` / ``local``: the underlying connection's addresses, for sub-streams.
+    """
+
+    def __init__(
+        self,
+        role: MuxRole,
+        *,
+        emit: Callable[[bytes], None],
+        drain: Callable[[], Awaitable[None]],
+        on_open: Callable[[MuxSubStream], None] | None = None,
+        session_buffer: int = DEFAULT_SESSION_BUFFER_BYTES,
+        connection_buffer: int = DEFAULT_CONNECTION_BUFFER_BYTES,
+        first_payload_wait: float = FIRST_PAYLOAD_WAIT_S,
+        peer: tuple[str, int] | None = None,
+        local: tuple[str, int] | None = None,
+    ) -> None:
+        self.role = role
+        self.core = MuxConnection(role)
+        self._emit = emit
+        self._drain = drain
+        self._on_open = on_open
+        self._session_buffer = session_buffer
+        self._connection_buffer = connection_buffer
+        self._first_payload_wait = first_payload_wait
+        self.peer = peer
+        self.local = local
+        self._subs: dict[int, MuxSubStream] = {}
+        self._drain_fut: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+        self._paused = False
+        self.closed = False
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def active_sessions(self) -> int:
+        """Sessions still receiving (4.34's session map size)."""
+        return self.core.active_sessions
+
+    @property
+    def total_sessions(self) -> int:
+        return self.core.total_sessions
+
+    @property
+    def buffered(self) -> int:
+        """Input bytes held for sub-stream readers."""
+        return sum(sub.buffered for sub in self._subs.values())
+
+    @property
+    def paused(self) -> bool:
+        """True while a reader is behind by more than the buffers allow."""
+        return self._paused
+
+    def streams(self) -> list[MuxSubStream]:
+        """The sub-streams that have not finished."""
+        return list(self._subs.values())
+
+    # -- client -----------------------------------------------------------------------
+    def open(self, destination: Destination) -> MuxSubStream:
+        """Client: a new session towards ``destination``. Its New frame leaves with the
+        first write, or alone after the first-payload wait. Raises LocalProtocolError
+        when the connection is over."""
+        session_id = self.core.open_session(destination)
+        sub = MuxSubStream(self, session_id, destination)
+        self._subs[session_id] = sub
+        sub._arm_first_timer(self._first_payload_wait)
+        return sub
+
+    # -- input ------------------------------------------------------------------------
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes from the underlying connection (``b""``: it ended). Raises MuxError when
+        the peer broke the protocol; every session is then aborted (End with the error
+        option sent for each, as 4.34's server does)."""
+        core = self.core
+        core.receive_data(data)
+        try:
+            while (event := core.next_event()) is not None:
+                if isinstance(event, DataReceived):
+                    sub = self._subs.get(event.session_id)
+                    if sub is not None:
+                        sub._deliver(event.data)
+                elif isinstance(event, SessionOpened):
+                    self._opened(event.session_id, event.destination)
+                elif isinstance(event, SessionEnded):
+                    self._ended(event.session_id, event.error)
+                elif isinstance(event, ConnectionEnded):
+                    self._connection_ended()
+        except Exception as exc:
+            self.abort(exc)
+            raise
+        finally:
+            self._flush()
+            self._check_room()
+
+    def _opened(self, session_id: int, destination: Destination) -> None:
+        old = self._subs.get(session_id)
+        if old is not None:
+            old._aborted(ConnectionResetError("mux session id reused"))
+        sub = MuxSubStream(self, session_id, destination)
+        self._subs[session_id] = sub
+        if self._on_open is not None:
+            self._on_open(sub)
+
+    def _ended(self, session_id: int, error: bool) -> None:
+        sub = self._subs.get(session_id)
+        if sub is None:
+            return
+        if error:
+            sub._aborted(ConnectionResetError("mux session ended with an error"))
+        else:
+            sub._end_input()
+
+    def _connection_ended(self) -> None:
+        if self.role is MuxRole.CLIENT:
+            # 4.34's client worker is done once its reader ends: every session closes.
+            self.abort(ConnectionResetError("mux connection ended"))
+            return
+        # 4.34's server closes each session's uplink (EOF) and lets responses finish.
+        for sub in list(self._subs.values()):
+            sub._end_input()
+
+    def abort(self, exc: BaseException) -> None:
+        """End the connection: every sub-stream is aborted, End with the error option is
+        sent for each session not ended yet. Flush afterwards (``feed`` does)."""
+        if self.closed:
+            return
+        self.closed = True
+        for sub in list(self._subs.values()):
+            sub._aborted(exc)
+            if not sub.end_sent:
+                sub.end_sent = True
+                self.core.send_end(sub.session_id, error=True)
+        for session_id in self.core.sendable_session_ids():
+            self.core.send_end(session_id, error=True)
+        self._subs.clear()
+        self._flush()
+        self._paused = False
+        self._wake_room()
+
+    # -- output -----------------------------------------------------------------------
+    def _send(self, session_id: int, data: bytes | bytearray | memoryview) -> None:
+        if self.closed:
+            raise ConnectionResetError("mux connection closed")
+        self.core.send_data(session_id, data)
+        self._flush()
+
+    def _send_end(self, session_id: int, error: bool) -> None:
+        if self.closed:
+            return
+        self.core.send_end(session_id, error=error)
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.core.data_to_send()
+        if out:
+            try:
+                self._emit(out)
+            except Exception as exc:  # the underlying connection is gone
+                log.debug("mux: emit failed: %s", exc)
+                self.abort(exc if isinstance(exc, ConnectionError) else ConnectionResetError())
+
+    async def drain(self) -> None:
+        """Wait for the underlying connection's backpressure (one wait shared by all
+        sub-streams)."""
+        fut = self._drain_fut
+        if fut is None or fut.done():
+            fut = self._drain_fut = asyncio.ensure_future(self._drain())
+        await asyncio.shield(fut)
+
+    def _forget(self, sub: MuxSubStream) -> None:
+        if self._subs.get(sub.session_id) is sub:
+            del self._subs[sub.session_id]
+        self._check_room()
+
+    # -- flow control -------------------------------------------------------------------
+    def _consumed(self) -> None:
+        if self._paused:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        total = 0
+        limit = self._session_buffer
+        over = False
+        for sub in self._subs.values():
+            total += sub.buffered
+            if sub.buffered > limit:
+                over = True
+        self._paused = over or total > self._connection_buffer
+        if not self._paused:
+            self._wake_room()
+
+    def _wake_room(self) -> None:
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+
+    async def wait_room(self) -> None:
+        """Return once the buffers have room again (at once when not paused)."""
+        while self._paused:
+            if self._room is None:
+                self._room = asyncio.get_running_loop().create_future()
+            await self._room
