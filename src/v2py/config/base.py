@@ -4,7 +4,7 @@ V2Ray decodes its JSON with Go's ``encoding/json``: object keys match struct
 fields case-insensitively, unknown keys are ignored, ``null`` leaves a field at
 its default, and integers must be integral and fit the field's width. This
 module gives the pydantic models that behaviour while staying strict about
-values (STYLE.md section 5):
+values (docs/style.md section 5):
 
 * :class:`ConfigModel` remaps keys onto the camelCase JSON names, keeps a note
   of unknown keys so the loader can warn with their path, and is frozen.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, ClassVar
 
@@ -34,7 +35,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from v2py.errors import ConfigError
+from v2py.config.jsonc import BigNumber
+from v2py.errors import ConfigError, printable
 
 __all__ = [
     "Bool",
@@ -46,6 +48,7 @@ __all__ = [
     "Uint32",
     "one_of",
     "describe",
+    "quote",
     "fail",
     "int_in",
     "ip_address",
@@ -65,16 +68,35 @@ UNKNOWN_KEY_WARNING = "unknown key, ignored"
 _ERROR_TYPE = "v2py"
 
 
+#: Characters of a user string shown in a message; longer ones are cut (with the length).
+MAX_SHOWN_CHARS = 80
+
+
+def quote(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """A user string as a JSON string literal for a message: quotes, backslashes and
+    every non-printable character escaped; past ``limit`` characters cut, with the
+    full length said (a 10 MB value is not echoed back)."""
+    suffix = ""
+    if len(text) > limit:
+        suffix = f" ({len(text)} characters)"
+        text = text[: limit - 3] + "..."
+    return printable(json.dumps(text, ensure_ascii=False), limit=4 * limit + 8) + suffix
+
+
 def describe(value: object) -> str:
     """Render a JSON value for a message: scalars as JSON, containers by kind."""
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list | tuple):
         return "a list"
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, BigNumber):
         return repr(value)
+    try:
+        return printable(json.dumps(value, ensure_ascii=False), limit=MAX_SHOWN_CHARS)
+    except (TypeError, ValueError):
+        return printable(repr(value), limit=MAX_SHOWN_CHARS)
 
 
 def fail(message: str, sub: str = "") -> PydanticCustomError:
@@ -186,16 +208,27 @@ def _walk(value: object, path: str, found: list[str]) -> None:
             _walk(item, join_path(path, (str(key),)), found)
 
 
+# A key shown as ``.key`` in a path; any other is shown quoted, as ``["a b"]``.
+_PLAIN_KEY = re.compile(r"[^\s.\"'\[\]\\]+")
+
+
 def join_path(prefix: str, loc: Iterable[int | str]) -> str:
-    """Append pydantic location parts to a V2Ray-style path (``a.b[0].c``)."""
+    """Append pydantic location parts to a V2Ray-style path (``a.b[0].c``).
+
+    A key with whitespace, dots, quotes, brackets, backslashes or non-printable
+    characters, or a long one, is quoted (``a["x\\ny"]``, cut as :func:`quote`
+    cuts), so a path is always one short unambiguous line.
+    """
     path = prefix
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
         elif part == "[key]" or not part:
             continue
-        else:
+        elif len(part) <= MAX_SHOWN_CHARS and _PLAIN_KEY.fullmatch(part) and part.isprintable():
             path = f"{path}.{part}" if path else part
+        else:
+            path = f"{path}[{quote(part)}]"
     return path
 
 
@@ -274,10 +307,12 @@ def int_in(low: int, high: int) -> Callable[[object], int]:
     """
 
     def check(value: object) -> int:
+        if isinstance(value, BigNumber):
+            raise fail(f"{describe(value)} is out of range; use {low}-{high}")
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail(f"{describe(value)} is not an integer; use {low}-{high}")
         if not low <= value <= high:
-            raise fail(f"{value} is out of range; use {low}-{high}")
+            raise fail(f"{describe(value)} is out of range; use {low}-{high}")
         return value
 
     return check
