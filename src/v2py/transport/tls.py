@@ -1,0 +1,752 @@
+"""TLS as a stream layer (v2ray-core 4.34 ``transport/internet/tls``), on stdlib ``ssl``.
+
+A :class:`TlsStream` runs an ``ssl.SSLObject`` over ``MemoryBIO`` pairs on top of
+any :class:`~v2py.transport.stream.Stream` (TCP, mKCP), so TLS composes under
+WebSocket and the TCP HTTP header the way 4.34 stacks ``tls.Conn`` on a
+``net.Conn``. :class:`TlsTransport` wraps another transport's ``dial``/``listen``.
+
+What is matched to the 4.34 reference build (Go 1.19), per docs/transports.md:
+
+* ALPN: per-transport defaults (:data:`ALPN_DEFAULTS`); a server refuses an offer
+  sharing nothing with its list with alert 120, except that an ``h2`` server lets an
+  ``http/1.1`` client in without ALPN (Go's ``negotiateALPN``; OpenSSL would just
+  continue, so the ClientHello is read first, see ``protocol/tls_hello.py``).
+* SNI: ``serverName`` (``experiment:8357`` prefix stripped), else a domain
+  destination; an IP destination without ``serverName`` sends none and then needs
+  ``allowInsecure`` (Go refuses to start: the TCP connection is opened and closed).
+  WebSocket (gorilla) uses the IP as the verification name instead.
+* Server certificates: chosen by SNI as Go's ``getCertificate`` (exact name, then
+  ``*.`` wildcard, else the first); ``usage: "issue"`` mints a leaf per SNI from the
+  CA (ECDSA P-256, valid now-1h..now+1h, re-minted a minute after expiry).
+* No session tickets unless ``enableSessionResumption`` (then one per handshake, and
+  the client keeps an LRU of 128 sessions, as Go's ``ClientSessionCache``).
+* Client handshakes run in ``dial``; server handshakes lazily on first I/O, so the
+  proxy's handshake timeout covers them as in 4.34.
+
+Known differences: OpenSSL's ClientHello and alerts are not Go's byte for byte, the
+minimum version is TLS 1.2 (Go's server also takes 1.0/1.1), and an OpenSSL server
+keeps a session-ID cache (a Go client never resumes by ID, so this is not visible
+to 4.34 peers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime
+import logging
+import os
+import re
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from v2py.common.net import is_ip
+from v2py.config.stream import TlsCertificateConfig, TlsConfig
+from v2py.errors import ConfigError
+from v2py.protocol.tls_hello import (
+    NO_APPLICATION_PROTOCOL_ALERT,
+    alpn_refused,
+    decode_client_hello_alpn,
+)
+from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
+from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ALPN_DEFAULTS", "TlsSecurity", "TlsStream", "TlsTransport"]
+
+#: (client offer, server list) when ``alpn`` is not configured, per network.
+ALPN_DEFAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "tcp": (("h2", "http/1.1"), ("h2",)),
+    "ws": (("http/1.1",), ("h2", "http/1.1")),
+    "kcp": (("h2", "http/1.1"), ("h2", "http/1.1")),
+}
+_GO_DEFAULT_ALPN = ("h2", "http/1.1")
+EXPERIMENT_8357 = "experiment:8357"
+#: Go's ``tls.NewLRUClientSessionCache(128)`` in 4.34's tls/config.go.
+CLIENT_SESSION_CACHE_SIZE = 128
+#: Leaves minted from an ``issue`` CA: valid this long either side of now.
+ISSUED_VALIDITY = datetime.timedelta(hours=1)
+#: ... and replaced once expired for longer than this.
+ISSUED_GRACE = datetime.timedelta(minutes=1)
+#: What Go's HTTP server answers when plain HTTP reaches its TLS port (ws+tls only).
+HTTP_TO_HTTPS_REPLY = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
+_HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def _read_file(name: str) -> bytes:
+    with open(name, "rb") as fh:
+        return fh.read()
+
+
+# --------------------------------------------------------------------------
+# settings -> contexts
+
+
+@dataclass
+class _ServerCert:
+    context: ssl.SSLContext
+    names: tuple[str, ...]
+    not_after: datetime.datetime | None
+
+
+@dataclass
+class _IssuingCA:
+    cert: object  # cryptography x509.Certificate
+    key: object  # its private key
+
+
+@dataclass
+class _ServerContexts:
+    certs: list[_ServerCert] = field(default_factory=list)
+    cas: list[_IssuingCA] = field(default_factory=list)
+    base: ssl.SSLContext | None = None
+
+
+class TlsSecurity:
+    """TLS settings of one ``streamSettings``, turned into ``ssl`` contexts on first use.
+
+    ``network`` picks the ALPN defaults; ``ip_server_name`` (WebSocket) verifies an IP
+    destination by its address instead of refusing to dial it without ``serverName``.
+
+    Raises:
+        ConfigError: a certificate file cannot be read or holds no certificate
+            (``path`` prefixes the JSON path in the message).
+    """
+
+    def __init__(
+        self,
+        config: TlsConfig,
+        *,
+        network: str,
+        path: str = "streamSettings.tlsSettings",
+        read_file: Callable[[str], bytes] = _read_file,
+        now: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self.network = network
+        self.ip_server_name = network == "ws"
+        client_default, server_default = ALPN_DEFAULTS.get(
+            network, (_GO_DEFAULT_ALPN, _GO_DEFAULT_ALPN)
+        )
+        self.client_alpn: tuple[str, ...] = config.alpn or client_default
+        self.server_alpn: tuple[str, ...] = config.alpn or server_default
+        self._path = path
+        self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
+        self._pems: list[tuple[TlsCertificateConfig, bytes, bytes | None]] = []
+        for index, cert in enumerate(config.certificates):
+            try:
+                cert_pem, key_pem = cert.load_pem(read_file)
+            except OSError as exc:
+                raise ConfigError(
+                    f"{path}.certificates[{index}]",
+                    f"cannot read {cert.certificate_file or cert.key_file!r}: "
+                    f"{exc.strerror or exc}",
+                ) from None
+            if not _PEM_CERT.search(cert_pem):
+                raise ConfigError(f"{path}.certificates[{index}]", "no PEM certificate found in it")
+            self._pems.append((cert, cert_pem, key_pem))
+        self._client: ssl.SSLContext | None = None
+        self._server: _ServerContexts | None = None
+        self._sessions: collections.OrderedDict[str, ssl.SSLSession] = collections.OrderedDict()
+
+    @property
+    def server_name(self) -> str:
+        """The configured name, ``experiment:8357`` prefix removed (4.34 ``parseServerName``)."""
+        return self.config.server_name.removeprefix(EXPERIMENT_8357)
+
+    # -- client -------------------------------------------------------------
+    def client_context(self) -> ssl.SSLContext:
+        """The client context (built once)."""
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.config.allow_insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        listed = b"\n".join(block for _, pem, _ in self._pems for block in _PEM_CERT.findall(pem))
+        if not self.config.disable_system_root:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if listed:
+            # Every listed certificate is a root, whatever its usage (4.34 getCertPool).
+            ctx.load_verify_locations(cadata=listed.decode("ascii", "replace"))
+        ctx.set_alpn_protocols(list(self.client_alpn))
+        if not self.config.enable_session_resumption:
+            ctx.options |= ssl.OP_NO_TICKET
+        return ctx
+
+    def client_server_name(self, host: str) -> str | None:
+        """SNI / verification name for a dial to ``host`` (None: none at all)."""
+        name = self.server_name
+        if name:
+            return name
+        if not is_ip(host) or self.ip_server_name:
+            return host.strip("[]")
+        return None
+
+    def session_for(self, key: str) -> ssl.SSLSession | None:
+        """A cached session for ``key`` (resumption enabled only)."""
+        if not self.config.enable_session_resumption:
+            return None
+        session = self._sessions.get(key)
+        if session is not None:
+            self._sessions.move_to_end(key)
+        return session
+
+    def keep_session(self, key: str, session: ssl.SSLSession | None) -> None:
+        """Remember ``session`` for ``key`` when it can be resumed."""
+        if not self.config.enable_session_resumption or session is None:
+            return
+        if not session.has_ticket:
+            return
+        self._sessions[key] = session
+        self._sessions.move_to_end(key)
+        while len(self._sessions) > CLIENT_SESSION_CACHE_SIZE:
+            self._sessions.popitem(last=False)
+
+    # -- server -------------------------------------------------------------
+    def server_context(self) -> ssl.SSLContext:
+        """The context a server connection starts with (its SNI callback picks the
+        certificate)."""
+        if self._server is None:
+            self._server = self._make_server()
+        assert self._server.base is not None
+        return self._server.base
+
+    def _context_for_server(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.set_alpn_protocols(list(self.server_alpn))
+        if self.config.enable_session_resumption:
+            ctx.num_tickets = 1
+        else:
+            ctx.options |= ssl.OP_NO_TICKET
+            ctx.num_tickets = 0
+        return ctx
+
+    def _make_server(self) -> _ServerContexts:
+        contexts = _ServerContexts()
+        for index, (cert, cert_pem, key_pem) in enumerate(self._pems):
+            if cert.usage == "issue":
+                ca = _load_ca(cert_pem, key_pem)
+                if ca is None:
+                    log.warning("tls: certificates[%d]: cannot use it as an issuing CA", index)
+                else:
+                    contexts.cas.append(ca)
+                continue
+            if cert.usage != "encipherment":
+                continue
+            loaded = self._load_pair(cert_pem, key_pem)
+            if loaded is None:
+                # 4.34 skips an invalid key pair with a warning (tls/config.go).
+                log.warning("tls: certificates[%d]: ignoring invalid X509 key pair", index)
+                continue
+            contexts.certs.append(loaded)
+        base = contexts.certs[0].context if contexts.certs else self._context_for_server()
+        if not contexts.certs and not contexts.cas:
+            log.warning("tls: no usable server certificate; every handshake will fail")
+        select = self._selector(contexts)
+        for ctx in {id(c.context): c.context for c in contexts.certs}.values():
+            ctx.sni_callback = select
+        if base.sni_callback is None:
+            base.sni_callback = select
+        contexts.base = base
+        return contexts
+
+    def _load_pair(self, cert_pem: bytes, key_pem: bytes | None) -> _ServerCert | None:
+        if key_pem is None:
+            return None
+        ctx = self._context_for_server()
+        with tempfile.TemporaryDirectory(prefix="v2py-tls-") as tmp:
+            cert_path = os.path.join(tmp, "cert.pem")
+            key_path = os.path.join(tmp, "key.pem")
+            with open(cert_path, "wb") as fh:
+                fh.write(cert_pem)
+            with open(key_path, "wb") as fh:
+                fh.write(key_pem)
+            try:
+                ctx.load_cert_chain(cert_path, key_path)
+            except (ssl.SSLError, OSError, ValueError):
+                return None
+        names, not_after = _names_of(cert_pem)
+        return _ServerCert(context=ctx, names=names, not_after=not_after)
+
+    def _selector(
+        self, contexts: _ServerContexts
+    ) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:
+        def select(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            chosen = self._choose(contexts, server_name or "")
+            if chosen is not None and chosen is not obj.context:
+                obj.context = chosen
+
+        return select
+
+    def _choose(self, contexts: _ServerContexts, name: str) -> ssl.SSLContext | None:
+        certs = contexts.certs
+        if contexts.cas and (name or not certs):
+            # 4.34 getGetCertificateFunc: an exact-name hit that has not expired, else
+            # a leaf minted for this name.
+            now = self._now()
+            hit = next((c for c in certs if name in c.names), None)
+            if hit is not None and not _expired(hit, now):
+                return hit.context
+            if hit is not None:
+                certs[:] = [c for c in certs if not _expired(c, now)]
+            minted = self._mint(contexts.cas, name, now)
+            if minted is not None:
+                certs.append(minted)
+                return minted.context
+            return None
+        if not certs:
+            return None
+        if len(certs) == 1:
+            return certs[0].context
+        lowered = name.lower()
+        # Go's NameToCertificate: later certificates overwrite earlier ones per name.
+        for cert in reversed(certs):
+            if lowered and lowered in cert.names:
+                return cert.context
+        if lowered:
+            labels = lowered.split(".")
+            labels[0] = "*"
+            wildcard = ".".join(labels)
+            for cert in reversed(certs):
+                if wildcard in cert.names:
+                    return cert.context
+        return certs[0].context
+
+    def _mint(self, cas: list[_IssuingCA], name: str, now: datetime.datetime) -> _ServerCert | None:
+        for ca in cas:
+            try:
+                cert_pem, key_pem = _issue(ca, name, now)
+            except (ValueError, TypeError) as exc:
+                log.warning("tls: failed to issue a certificate for %r: %s", name, exc)
+                continue
+            pair = self._load_pair(cert_pem, key_pem)
+            if pair is None:
+                continue
+            pair.context.sni_callback = None
+            return pair
+        log.warning("tls: failed to create a new certificate for %r", name)
+        return None
+
+
+def _expired(cert: _ServerCert, now: datetime.datetime) -> bool:
+    return cert.not_after is not None and cert.not_after < now - ISSUED_GRACE
+
+
+def _names_of(cert_pem: bytes) -> tuple[tuple[str, ...], datetime.datetime | None]:
+    """Common name and DNS SANs of the first certificate (Go BuildNameToCertificate)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    match = _PEM_CERT.search(cert_pem)
+    if match is None:
+        return (), None
+    try:
+        cert = x509.load_pem_x509_certificate(match.group(0))
+    except ValueError:
+        return (), None
+    names: list[str] = [
+        str(attr.value) for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
+    with contextlib.suppress(x509.ExtensionNotFound):
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names.extend(san.value.get_values_for_type(x509.DNSName))
+    return tuple(names), cert.not_valid_after_utc
+
+
+def _load_ca(cert_pem: bytes, key_pem: bytes | None) -> _IssuingCA | None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if key_pem is None:
+        return None
+    match = _PEM_CERT.search(cert_pem)
+    if match is None:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(match.group(0))
+        key = load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return None
+    return _IssuingCA(cert=cert, key=key)
+
+
+def _issue(ca: _IssuingCA, name: str, now: datetime.datetime) -> tuple[bytes, bytes]:
+    """A leaf for ``name`` signed by ``ca`` (4.34 ``common/protocol/tls/cert.Generate``)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert: x509.Certificate = ca.cert  # type: ignore[assignment]
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(int.from_bytes(os.urandom(16), "big") >> 1 or 1)
+        .not_valid_before(now - ISSUED_VALIDITY)
+        .not_valid_after(now + ISSUED_VALIDITY)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if name:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False
+        )
+    with contextlib.suppress(x509.ExtensionNotFound):
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value),
+            critical=False,
+        )
+    leaf = builder.sign(ca.key, hashes.SHA256())  # type: ignore[arg-type]
+    return (
+        leaf.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+# --------------------------------------------------------------------------
+# the stream
+
+
+class TlsStream:
+    """TLS over another stream. Pull mode only (``can_push`` is False).
+
+    Build with :meth:`client` (then ``await handshake()``) or :meth:`server` (the
+    handshake then runs on the first ``read``/``drain``). Raises ``ssl.SSLError``
+    (an OSError) or ConnectionError from I/O when the peer breaks TLS.
+    """
+
+    can_push = False
+
+    def __init__(
+        self,
+        below: Stream,
+        obj: ssl.SSLObject,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        *,
+        server_alpn: tuple[str, ...] | None = None,
+        http_reply: bool = False,
+        on_session: Callable[[ssl.SSLSession | None], None] | None = None,
+    ) -> None:
+        self._below = below
+        self._obj = obj
+        self._in = incoming
+        self._out = outgoing
+        self._server_alpn = server_alpn
+        self._hello: bytearray | None = bytearray() if server_alpn is not None else None
+        self._http_reply = http_reply
+        self._on_session = on_session
+        self._handshaken = False
+        self._lock: asyncio.Lock | None = None
+        self._pending: list[bytes] = []
+        self._eof_pending = False
+        self._eof_in = False
+        self._write_closed = False
+        self._closed = False
+
+    @classmethod
+    def client(cls, below: Stream, security: TlsSecurity, host: str, port: int) -> TlsStream:
+        """A client-side stream for a dial to ``host:port``; then ``await handshake()``.
+
+        Raises:
+            ssl.SSLError: no SNI can be sent and ``allowInsecure`` is off (Go refuses
+                "either ServerName or InsecureSkipVerify must be specified").
+        """
+        ctx = security.client_context()
+        name = security.client_server_name(host)
+        if name is None and ctx.check_hostname:
+            raise ssl.SSLError(
+                "tls: either serverName or allowInsecure must be set to dial an IP address"
+            )
+        key = f"{name or host}:{port}"
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(
+            incoming, outgoing, server_hostname=name, session=security.session_for(key)
+        )
+        return cls(
+            below,
+            obj,
+            incoming,
+            outgoing,
+            on_session=lambda session: security.keep_session(key, session),
+        )
+
+    @classmethod
+    def server(cls, below: Stream, security: TlsSecurity, *, http_reply: bool = False) -> TlsStream:
+        """A server-side stream; ``http_reply`` answers plain HTTP as Go's HTTP server."""
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = security.server_context().wrap_bio(incoming, outgoing, server_side=True)
+        return cls(
+            below,
+            obj,
+            incoming,
+            outgoing,
+            server_alpn=security.server_alpn,
+            http_reply=http_reply,
+        )
+
+    # -- handshake ------------------------------------------------------------
+    @property
+    def alpn(self) -> str | None:
+        """The negotiated ALPN protocol (after the handshake)."""
+        return self._obj.selected_alpn_protocol()
+
+    @property
+    def server_name(self) -> str | None:
+        """The SNI the client sent (server side, after the handshake)."""
+        return getattr(self._obj, "server_hostname", None)
+
+    async def handshake(self) -> None:
+        """Complete the handshake (once; concurrent callers wait for the first)."""
+        if self._handshaken:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._handshaken:
+                await self._run_handshake()
+
+    async def _run_handshake(self) -> None:
+        obj = self._obj
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                self._flush_out()  # OpenSSL's alert
+                raise
+            self._flush_out()
+            data = await self._below.read()
+            if not data:
+                raise ConnectionResetError("connection closed during the TLS handshake")
+            if self._hello is not None:
+                self._hello += data
+                if not self._check_hello():
+                    continue
+                data, self._hello = bytes(self._hello), None
+            self._in.write(data)
+        self._flush_out()
+        self._handshaken = True
+        if self._on_session is not None:
+            self._on_session(obj.session)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._write_now(b"".join(pending))
+        if self._eof_pending:
+            self.write_eof()
+
+    def _check_hello(self) -> bool:
+        """Server: True once the ClientHello may go to OpenSSL; raises to refuse it."""
+        hello = self._hello
+        assert hello is not None
+        if self._http_reply and hello[:1] != b"\x16":
+            if len(hello) < len(_HTTP_STARTS[0]):
+                return False
+            if bytes(hello[:5]) in _HTTP_STARTS:
+                with contextlib.suppress(ConnectionError):
+                    self._below.write(HTTP_TO_HTTPS_REPLY)
+                raise ssl.SSLError("plain HTTP sent to a TLS port")
+        found = decode_client_hello_alpn(hello)
+        if found is None:
+            return False
+        if found.is_hello and alpn_refused(self._server_alpn or (), found.offered):
+            with contextlib.suppress(ConnectionError):
+                self._below.write(NO_APPLICATION_PROTOCOL_ALERT)
+            raise ssl.SSLError("tls: client requested unsupported application protocols")
+        return True
+
+    def _flush_out(self) -> None:
+        out = self._out.read()
+        if out:
+            self._below.write(out)
+
+    # -- Stream -----------------------------------------------------------------
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        if not self._handshaken:
+            await self.handshake()
+        while True:
+            data = self._decrypt(max_bytes)
+            if data:
+                return data
+            if self._eof_in:
+                return b""
+            if self._in.eof:
+                return b""  # the transport ended (without close_notify)
+            cipher = await self._below.read()
+            if cipher:
+                self._in.write(cipher)
+            else:
+                # What OpenSSL still holds is read first (next loop), then the end.
+                self._in.write_eof()
+
+    def _decrypt(self, max_bytes: int) -> bytes:
+        obj = self._obj
+        chunks: list[bytes] = []
+        total = 0
+        while total < max_bytes:
+            try:
+                piece = obj.read(max_bytes - total)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                self._eof_in = True
+                break
+            if not piece:
+                self._eof_in = True
+                break
+            chunks.append(piece)
+            total += len(piece)
+        if self._out.pending:
+            self._flush_out()  # post-handshake messages (key updates)
+        if not chunks:
+            return b""
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed or self._write_closed:
+            raise ConnectionResetError("write on a closed TLS stream")
+        if not self._handshaken:
+            self._pending.append(bytes(data))
+            return
+        self._write_now(data)
+
+    def _write_now(self, data: bytes | bytearray | memoryview) -> None:
+        self._obj.write(data)
+        self._below.write(self._out.read())
+
+    async def drain(self) -> None:
+        if not self._handshaken:
+            await self.handshake()
+        await self._below.drain()
+
+    def write_eof(self) -> None:
+        """Send close_notify (Go ``CloseWrite``); reading goes on."""
+        if self._write_closed or self._closed:
+            return
+        if not self._handshaken:
+            self._eof_pending = True
+            return
+        self._write_closed = True
+        with contextlib.suppress(ssl.SSLError):
+            self._obj.unwrap()
+        with contextlib.suppress(ConnectionError):
+            self._flush_out()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._handshaken and not self._write_closed:
+            self.write_eof()
+        self._closed = True
+        if self._on_session is not None and self._handshaken:
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                self._on_session(self._obj.session)
+        self._below.close()
+
+    def abort(self) -> None:
+        """Close at once, without close_notify."""
+        self._closed = True
+        abort = getattr(self._below, "abort", None)
+        if abort is not None:
+            abort()
+        else:
+            self._below.close()
+
+    async def wait_closed(self) -> None:
+        await self._below.wait_closed()
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self._below.peer
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        return self._below.local
+
+
+# --------------------------------------------------------------------------
+# the transport
+
+
+class TlsTransport:
+    """``security: "tls"`` over another transport (TCP or mKCP)."""
+
+    def __init__(
+        self, inner: InnerTransport, security: TlsSecurity, *, http_reply: bool = False
+    ) -> None:
+        self.inner = inner
+        self.security = security
+        self._http_reply = http_reply
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def listener_ends_sessions(self) -> bool:
+        return self.inner.listener_ends_sessions
+
+    async def dial(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        below = await self.inner.dial(host, port, timeout=timeout)
+        try:
+            stream = TlsStream.client(below, self.security, host, port)
+            async with asyncio.timeout_at(deadline):
+                await stream.handshake()
+        except BaseException:
+            below.close()
+            raise
+        return stream
+
+    async def listen(
+        self, host: str, port: int, handler: LayerHandler, *, reuse_port: bool = False
+    ) -> LayerListener:
+        security = self.security
+        security.server_context()  # build (and warn) once, before the first client
+        http_reply = self._http_reply
+
+        async def accept(below: Stream) -> None:
+            await handler(TlsStream.server(below, security, http_reply=http_reply))
+
+        return await self.inner.listen(host, port, accept, reuse_port=reuse_port)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
