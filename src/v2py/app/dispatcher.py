@@ -14,25 +14,15 @@ import logging
 from typing import Protocol
 
 from v2py.app.handler import Outbound
+from v2py.app.log import ACCESS_ACCEPTED, AccessMessage, access_enabled, log_access
 from v2py.app.packet import PacketLink
 from v2py.app.proxyman import OutboundManager
 from v2py.app.session import Session
-from v2py.common.net import Network
+from v2py.common.net import Destination, Network
 from v2py.protocol.sniff import SniffStatus, sniff
 from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("v2py.access")
-
-
-def _access_log_wanted() -> bool:
-    """False when an access record would reach no output: level off, or (``"access":
-    "none"``) only NullHandlers and no propagation; skips building the record."""
-    if not access_log.isEnabledFor(logging.INFO):
-        return False
-    if access_log.propagate:
-        return True
-    return not all(isinstance(h, logging.NullHandler) for h in access_log.handlers)
 
 
 SNIFF_ATTEMPTS = 2
@@ -178,16 +168,18 @@ class Dispatcher:
                 log.warning("[%d] non existing tag: %r", session.id, tag)
         return self.outbounds.default
 
-    def _log_access(self, session: Session, outbound: Outbound) -> None:
-        if not _access_log_wanted():
+    def _log_access(
+        self, session: Session, outbound: Outbound, destination: Destination | None
+    ) -> None:
+        """4.34's access line: ``FROM accepted TO [OUTBOUND TAG] email: E`` with the
+        destination the inbound received (before sniffing)."""
+        if not access_enabled():
             return
-        access_log.info(
-            "from %s accepted %s [%s -> %s]%s",
-            session.source_text(),
-            session.destination,
-            session.inbound_tag or "?",
-            outbound.tag or "?",
-            f" email: {session.user_email}" if session.user_email else "",
+        msg = session.access or AccessMessage(
+            session.source_text(), str(destination or ""), session.user_email
+        )
+        log_access(
+            msg.source, ACCESS_ACCEPTED, msg.destination, detour=outbound.tag, email=msg.email
         )
 
     async def dispatch(self, session: Session, stream: Stream) -> None:
@@ -199,7 +191,7 @@ class Dispatcher:
         if outbound is None:
             log.warning("[%d] default outbound handler not exist", session.id)
             return
-        self._log_access(session, outbound)
+        self._log_access(session, outbound, dest)
         if self.stats is not None:
             stream = self.stats.wrap_stream(session, stream)
         await outbound.handle(session, stream)
@@ -210,7 +202,7 @@ class Dispatcher:
         if outbound is None:
             log.warning("[%d] default outbound handler not exist", session.id)
             return
-        self._log_access(session, outbound)
+        self._log_access(session, outbound, session.destination)
         if self.stats is not None:
             link = self.stats.wrap_packets(session, link)
         await outbound.handle_packets(session, link)

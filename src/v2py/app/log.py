@@ -26,6 +26,7 @@ import logging
 import logging.handlers
 import os
 import sys
+from dataclasses import dataclass
 from typing import TextIO
 
 from v2py.errors import ConfigError
@@ -36,6 +37,7 @@ __all__ = [
     "ACCESS_REJECTED",
     "LEVELS",
     "NO_LOG_PATH",
+    "AccessMessage",
     "LogFileHandler",
     "access_enabled",
     "access_line",
@@ -70,6 +72,17 @@ _LEVEL_NAMES = {
 }
 
 _access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessMessage:
+    """What an inbound records for a connection's access line, as 4.34's inbounds
+    fill ``log.AccessMessage`` From/To/Email: the dispatcher adds the outbound tag
+    and writes it (``app/dispatcher/default.go``)."""
+
+    source: str
+    destination: str
+    email: str = ""
 
 
 class _V2rayFormatter(logging.Formatter):

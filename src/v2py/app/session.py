@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from v2py.app.log import AccessMessage
 from v2py.common.net import Destination
 
 _ids = itertools.count(1)
@@ -34,6 +35,9 @@ class Session:
     level: int = 0
     sniffing: SniffingSettings = field(default_factory=SniffingSettings)
     sniffed_protocol: str = ""
+    #: Set by inbounds whose 4.34 access line differs from the default
+    #: (source_text(), the destination before sniffing, user_email).
+    access: AccessMessage | None = None
     id: int = field(default_factory=lambda: next(_ids))
 
     def source_text(self) -> str:

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from v2py.app.dispatcher import PrefixedStream
 from v2py.app.handler import Dispatch
+from v2py.app.log import ACCESS_REJECTED, AccessMessage, log_access
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SniffingSettings, session_logger
@@ -52,6 +53,38 @@ UDP_FLOW_IDLE_S = 4.0
 UDP_READ_MAX_BYTES = 64 * 1024
 
 Address = tuple[str, int]
+
+#: v2py's handshake errors in 4.34's words (proxy/socks/protocol.go), for the
+#: access log's rejected lines that log watchers (fail2ban) match.
+_SOCKS_REASONS = (
+    ("connection closed during the handshake", "insufficient header > EOF"),
+    ("client offered no acceptable auth method", "no matching auth method"),
+    ("wrong username or password", "invalid username or password"),
+    (
+        "SOCKS4 is not allowed when auth is required",
+        "socks 4 is not allowed when auth is required.",
+    ),
+    ("unknown SOCKS version ", "unknown Socks version: "),
+    ("unsupported SOCKS4 command ", "unsupported command: "),
+    ("unsupported SOCKS5 command 2", "TCP bind is not supported."),
+    ("unsupported SOCKS5 command 3", "UDP is not enabled."),
+    ("unsupported SOCKS5 command ", "unknown command "),
+)
+_SOCKS_ERROR_PREFIX = "v2ray.com/core/proxy/socks: "
+
+
+def socks_rejection_reason(message: str) -> str:
+    """The reason 4.34 gives in a socks ``rejected`` access line for ``message``."""
+    for ours, theirs in _SOCKS_REASONS:
+        if message.startswith(ours):
+            rest = message[len(ours) :] if theirs.endswith(" ") else ""
+            return _SOCKS_ERROR_PREFIX + theirs + rest
+    return _SOCKS_ERROR_PREFIX + message
+
+
+def _log_rejected(session: Session, reason: str) -> None:
+    """``tcp:IP:PORT rejected  REASON``, as 4.34's socks server records a failed handshake."""
+    log_access(f"tcp:{session.source_text()}", ACCESS_REJECTED, reason=reason)
 
 
 class _IdleClock:
@@ -332,13 +365,15 @@ class SocksInbound:
             return
 
         def make_session(source: Address, dest: Destination) -> Session:
-            return Session(
+            session = Session(
                 inbound_tag=self.tag,
                 source=source,
                 destination=dest,
                 level=self._user_level,
                 sniffing=SniffingSettings(),  # UDP is never sniffed
             )
+            session.access = AccessMessage(f"udp:{session.source_text()}", str(dest))
+            return session
 
         def decode(data: bytes) -> tuple[Destination, bytes] | None:
             datagram = decode_udp_datagram(data)
@@ -392,7 +427,11 @@ class SocksInbound:
                     request, pending, ended = await self._handshake(stream, core)
             except TimeoutError:
                 slog.info("socks handshake timed out")
+                _log_rejected(session, "insufficient header > i/o timeout")
                 return
+            except ProtocolError as exc:
+                _log_rejected(session, socks_rejection_reason(str(exc)))
+                raise
             if request is None:
                 slog.debug("client closed before a request")
                 return
@@ -403,6 +442,8 @@ class SocksInbound:
             core.accept(host, port)
             stream.write(core.data_to_send())
             session.destination = tcp(request.address, request.port)
+            # 4.34's socks access line: the source with its network, no email.
+            session.access = AccessMessage(f"tcp:{session.source_text()}", str(session.destination))
             session.level = self._user_level
             session.user_email = request.username
             session.sniffing = self._sniffing

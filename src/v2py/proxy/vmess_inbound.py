@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from v2py.app import entropy
 from v2py.app.handler import Dispatch
+from v2py.app.log import ACCESS_REJECTED, log_access
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, session_logger
@@ -37,6 +38,45 @@ VALIDATOR_UPDATE_INTERVAL_S = 10.0
 #: Legacy auth-table warm-up: HMACs per step (<= ~8 ms of CPU), then yield to the loop.
 PREFILL_HASHES_PER_STEP = 8_192
 PREFILL_STEP_S = 0.0
+_ENCODING = "v2ray.com/core/proxy/vmess/encoding: "
+#: v2py's header errors in 4.34's words (proxy/vmess/encoding/server.go), for the
+#: access log's ``rejected`` lines that log watchers (fail2ban) match.
+_VMESS_REASONS = (
+    ("connection closed during request header", "failed to read request header > unexpected EOF"),
+    (
+        "connection ended before the request header",
+        "failed to read request header > unexpected EOF",
+    ),
+    ("invalid user: tainted", "invalid user > v2ray.com/core/proxy/vmess: ErrTainted"),
+    ("invalid user", "invalid user > v2ray.com/core/proxy/vmess: Not Found"),
+    ("replayed AEAD AuthID", "invalid user > replayed request"),
+    ("AEAD header", "AEAD read failed > cipher: message authentication failed"),
+    (
+        "duplicated session id",
+        "duplicated session id, possibly under replay attack, userHash tainted",
+    ),
+    ("invalid request header checksum", "invalid auth, legacy userHash tainted"),
+    ("unknown security type ", "unknown security type: "),
+)
+
+
+def vmess_rejection_reason(message: str, drained: bool | None, drain_size: int) -> str:
+    """The reason of 4.34's ``rejected`` access line for a failed VMess header.
+
+    ``drained`` is None when the connection was not drained, else whether the whole
+    drain budget (``drain_size`` bytes in total; 4.34 prints its three parts) was read.
+    """
+    inner = message
+    for ours, theirs in _VMESS_REASONS:
+        if message.startswith(ours):
+            inner = theirs + (message[len(ours) :] if theirs.endswith(" ") else "")
+            break
+    if drained is None:
+        return _ENCODING + inner
+    head = "connection drained" if drained else "failed to drain connection"
+    return f"{_ENCODING}{head} DrainSize = {drain_size} > {_ENCODING}{inner}"
+
+
 #: Cap of ValidMin in a SwitchAccount (one byte).
 MAX_VALID_MIN = 255
 
@@ -134,10 +174,12 @@ class VmessInbound:
             self.validator, now=self._clock(), rng=self._rng, disable_insecure=self.disable_insecure
         )
         request: RequestReceived | None = None
+        received = 0
         try:
             async with asyncio.timeout_at(deadline):
                 while request is None:
                     data = await stream.read(READ_CHUNK_BYTES)
+                    received += len(data)
                     core.receive_data(data)
                     event = core.next_event()
                     if isinstance(event, RequestReceived):
@@ -146,11 +188,15 @@ class VmessInbound:
                         raise VmessError("connection ended before the request header")
         except VmessError as exc:
             self._log_reject(slog, session, exc)
-            if exc.drain:
-                await self._drain(stream, core, deadline)
+            drained = await self._drain(stream, core, deadline) if exc.drain else None
+            if received or exc.drain:  # 4.34 logs no rejection for a bare EOF
+                reason = vmess_rejection_reason(str(exc), drained, core.drain_budget)
+                log_access(session.source_text(), ACCESS_REJECTED, reason=reason)
             return
         except TimeoutError:
             slog.info("vmess: handshake timed out from %s", session.source_text())
+            reason = f"{_ENCODING}failed to read request header > i/o timeout"
+            log_access(session.source_text(), ACCESS_REJECTED, reason=reason)
             return
 
         header = request.header
@@ -158,9 +204,8 @@ class VmessInbound:
         session.user_email = user.email
         session.level = user.level
         network = Network.UDP if header.command == RequestCommand.UDP else Network.TCP
-        if header.command == RequestCommand.MUX:
-            slog.info("vmess: mux.cool is not supported, closing")
-            return
+        # Command 3 (Mux.Cool) arrives as v1.mux.cool:0; the dispatcher's mux server
+        # takes it from there (app/mux_server.py), as in 4.34.
         session.destination = Destination(network, header.address, header.port)
         if self.detour is not None:
             found = self.detour(user.email)
@@ -193,16 +238,18 @@ class VmessInbound:
             reason = f"invalid user > {reason} > ErrTainted"
         slog.info("vmess: invalid request from %s: %s", session.source_text(), reason)
 
-    async def _drain(self, stream: Stream, core: VmessServerConnection, deadline: float) -> None:
-        """Read and discard until the drain budget is consumed or the handshake deadline."""
+    async def _drain(self, stream: Stream, core: VmessServerConnection, deadline: float) -> bool:
+        """Read and discard until the drain budget is consumed or the handshake deadline;
+        True if the whole budget was read."""
         remaining = core.drain_remaining
         with contextlib.suppress(TimeoutError, OSError):
             async with asyncio.timeout_at(deadline):
                 while remaining > 0:
                     data = await stream.read(min(remaining, READ_CHUNK_BYTES))
                     if not data:
-                        return  # the peer closed first: io.CopyN ends at EOF in 4.34 too
+                        return False  # the peer closed first: io.CopyN ends at EOF in 4.34 too
                     remaining -= len(data)
+        return remaining <= 0
 
     async def _handle_udp(
         self, session: Session, vstream: VmessStream, dispatcher: Dispatch
