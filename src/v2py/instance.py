@@ -14,10 +14,13 @@ import os
 from collections.abc import Mapping
 
 from v2py.app.dispatcher import Dispatcher, LinkStats, Router
+from v2py.app.handler import Outbound
+from v2py.app.mux_client import MuxClientOutbound
+from v2py.app.mux_server import MuxServer
 from v2py.app.proxyman import CLOSE_TIMEOUT_S, InboundManager, OutboundManager
 from v2py.app.shared_state import WorkerContext
 from v2py.build import Builder
-from v2py.config.model import Config
+from v2py.config.model import Config, OutboundConfig
 
 __all__ = ["CLOSE_TIMEOUT_S", "Instance"]
 
@@ -50,15 +53,29 @@ class Instance:
             worker=worker,
         )
         self.policy = self.builder.policy
+        self._mux_clients: list[MuxClientOutbound] = []
         for outbound_cfg in config.outbounds:
-            self.outbounds.add(self.builder.outbound(outbound_cfg))
+            self.outbounds.add(self._with_mux(self.builder.outbound(outbound_cfg), outbound_cfg))
         if not config.outbounds:
             from v2py.proxy.freedom import FreedomOutbound
 
             self.outbounds.add(FreedomOutbound(tag="", policy=self.policy))
         self.dispatcher = Dispatcher(self.outbounds, router=router, stats=stats)
+        # Every inbound serves Mux.Cool (v1.mux.cool requests) before routing (4.34).
+        self.inbound_dispatcher = MuxServer(self.dispatcher, self.policy)
         for inbound_cfg in config.inbounds:
             self.inbounds.register(self.builder.inbound(inbound_cfg))
+
+    def _with_mux(self, handler: Outbound, cfg: OutboundConfig) -> Outbound:
+        """``handler`` itself, or wrapped in a Mux.Cool client when ``mux`` is on."""
+        mux = cfg.mux
+        if mux is None or not mux.active:
+            return handler
+        client = MuxClientOutbound(
+            handler, concurrency=mux.sessions_per_connection, policy=self.policy
+        )
+        self._mux_clients.append(client)
+        return client
 
     @classmethod
     def from_config(
@@ -74,7 +91,7 @@ class Instance:
     async def start(self) -> None:
         """Open every inbound; on failure close what was opened and re-raise."""
         try:
-            await self.inbounds.start(self.dispatcher)
+            await self.inbounds.start(self.inbound_dispatcher)
         except BaseException:
             await self.close()
             raise
@@ -82,6 +99,10 @@ class Instance:
     async def close(self) -> None:
         """Close the inbounds, then what the transports left open (mKCP sockets)."""
         await self.inbounds.close()
+        for mux_client in self._mux_clients:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await mux_client.aclose()
         for transport in self.builder.transports:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):

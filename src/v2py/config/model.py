@@ -481,17 +481,34 @@ class InboundConfig(ConfigModel):
         return data
 
 
+#: Sessions per mux connection when ``concurrency`` is 0, and the most 4.34 starts with
+#: (``infra/conf/v2ray.go`` MuxConfig, ``app/proxyman/outbound/handler.go``).
+DEFAULT_MUX_CONCURRENCY = 8
+MAX_MUX_CONCURRENCY = 1024
+
+
 class MuxConfig(ConfigModel):
-    """``mux``: parsed, but Mux.Cool is not implemented, so ``enabled`` must be false."""
+    """``mux``: Mux.Cool on this outbound. ``concurrency`` below 0 turns mux off
+    entirely, 0 means 8, and above 1024 4.34 refuses to start."""
 
     enabled: Bool = False
-    concurrency: Int16 = 8
+    concurrency: Int16 = DEFAULT_MUX_CONCURRENCY
 
     @model_validator(mode="after")
-    def _not_enabled(self) -> MuxConfig:
-        if self.enabled:
-            raise fail("true is not supported by v2py (no Mux.Cool); set it to false", "enabled")
+    def _check_concurrency(self) -> MuxConfig:
+        if self.concurrency > MAX_MUX_CONCURRENCY:
+            raise fail(f"invalid mux concurrency: {self.concurrency}", "concurrency")
         return self
+
+    @property
+    def active(self) -> bool:
+        """Whether the outbound's traffic goes through Mux.Cool."""
+        return self.enabled and self.concurrency >= 0
+
+    @property
+    def sessions_per_connection(self) -> int:
+        """The concurrency in effect (0 becomes 8)."""
+        return self.concurrency or DEFAULT_MUX_CONCURRENCY
 
 
 class OutboundConfig(ConfigModel):

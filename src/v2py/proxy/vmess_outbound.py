@@ -28,6 +28,7 @@ from v2py.protocol.vmess.account import VmessUser
 from v2py.protocol.vmess.client import VmessClientConnection
 from v2py.protocol.vmess.commands import SwitchAccount
 from v2py.protocol.vmess.constants import RequestCommand, SecurityType, resolve_auto_security
+from v2py.protocol.vmess.header import MUX_COOL_HOST
 from v2py.proxy.vmess_stream import VmessStream
 from v2py.transport import TcpTransport, Transport
 from v2py.transport.stream import Stream
@@ -237,7 +238,15 @@ class VmessOutbound:
 
     # -- Outbound ---------------------------------------------------------
     async def handle(self, session: Session, stream: Stream) -> None:
-        vstream, transport = await self._open(session, RequestCommand.TCP)
+        dest = session.destination
+        # A mux connection (destination v1.mux.cool) is command 3, with no address in
+        # the header (4.34 proxy/vmess/outbound/outbound.go).
+        command = (
+            RequestCommand.MUX
+            if dest is not None and dest.address == MUX_COOL_HOST
+            else RequestCommand.TCP
+        )
+        vstream, transport = await self._open(session, command)
         try:
             await relay(stream, vstream, self.policy.for_level(session.level))
         finally:
