@@ -37,6 +37,7 @@ from v2py.transport import KcpTransport, TcpTransport, Transport
 
 if TYPE_CHECKING:
     from v2py.app.proxyman import InboundManager
+    from v2py.app.stats import TrafficStats
     from v2py.protocol.mkcp.settings import KcpSettings
     from v2py.protocol.vmess.account import VmessUser
     from v2py.protocol.vmess.constants import SecurityType
@@ -146,8 +147,10 @@ class Builder:
         env: Mapping[str, str],
         inbounds: InboundManager,
         worker: WorkerContext | None = None,
+        stats: TrafficStats | None = None,
     ) -> None:
         self.config = config
+        self.stats = stats
         self.env = env
         self.worker = worker
         self.inbounds = inbounds
@@ -163,31 +166,39 @@ class Builder:
 
     # -- outbounds --------------------------------------------------------
     def outbound(self, cfg: OutboundConfig) -> Outbound:
-        """The outbound handler of ``cfg``."""
+        """The outbound handler of ``cfg`` (with its traffic counters when the config
+        asks for them: they exist from here on, as in 4.34)."""
         tag = cfg.tag
+        stats = self.stats
         match cfg.settings:
             case FreedomSettings() as s:
                 from v2py.proxy.freedom import FreedomOutbound
 
-                return FreedomOutbound(
+                freedom = FreedomOutbound(
                     tag=tag,
                     domain_strategy=s.domain_strategy,
                     redirect=s.redirect or None,
                     user_level=s.user_level,
                     policy=self.policy,
                 )
+                return stats.direct_outbound(freedom) if stats is not None else freedom
             case BlackholeSettings() as s:
                 from v2py.proxy.blackhole import BlackholeOutbound
 
+                if stats is not None:
+                    stats.outbound_counters(tag)  # they exist and stay 0: nothing is dialed
                 return BlackholeOutbound(tag=tag, response=s.response.type)
             case VmessOutboundSettings() as s:
                 from v2py.proxy.vmess_outbound import VmessOutbound
 
+                transport = self.transport(cfg.stream)
                 return VmessOutbound(
                     tag=tag,
                     servers=[self._server_entry(server) for server in s.vnext],
                     policy=self.policy,
-                    transport=self.transport(cfg.stream),
+                    transport=stats.outbound_transport(tag, transport)
+                    if stats is not None
+                    else transport,
                     env=self.env,
                 )
             case other:
@@ -212,8 +223,11 @@ class Builder:
 
     # -- inbounds ---------------------------------------------------------
     def inbound(self, cfg: InboundConfig) -> InboundHandler:
-        """The inbound handler (listeners + proxy) of ``cfg``."""
+        """The inbound handler (listeners + proxy) of ``cfg``; its traffic counters,
+        when the config asks for them, exist from here on (as in 4.34)."""
         transport = self.transport(cfg.stream)
+        if self.stats is not None:
+            transport = self.stats.inbound_transport(cfg.tag, transport)
         reuse_port = self.worker is not None
         if cfg.allocate is not None and cfg.allocate.strategy == "random":
             from v2py.app.dynamic import DynamicInbound
@@ -305,7 +319,12 @@ class Builder:
 
         users = [
             VmessUser(
-                id=parse_uuid(c.id), alter_id=c.alter_id, level=c.level, email=c.email.lower()
+                # The email keeps its case: 4.34 names counters and logs with it (the
+                # user table compares emails case-insensitively on its own).
+                id=parse_uuid(c.id),
+                alter_id=c.alter_id,
+                level=c.level,
+                email=c.email,
             )
             for c in s.clients
         ]

@@ -183,12 +183,12 @@ def test_counting_stream_counts_in_push_mode() -> None:
     assert target.data == b"abcde" and target.eof and up.value == 5
 
 
-def test_wrap_user_counts_session_user() -> None:
+def test_wrap_stream_counts_session_user() -> None:
     m = StatsManager()
     stats = TrafficStats(m, ALL_ON)
     session = Session(inbound_tag="in", source=None, user_email="Alice@Example.com", level=0)
     inner = _Pipe([b"x" * 10])
-    stream = stats.wrap_user(session, inner)
+    stream = stats.wrap_stream(session, inner)
 
     async def run() -> None:
         await stream.read()

@@ -28,7 +28,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from v2py.app.handler import Outbound
+from v2py.app.packet import PacketLink
 from v2py.app.session import Session
+from v2py.transport import Listener, StreamHandler, Transport
 from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 __all__ = [
@@ -197,15 +200,131 @@ class TrafficStats:
             self._users[key] = found
         return found
 
-    def wrap_user(self, session: Session, stream: Stream) -> Stream:
+    # -- the dispatcher's LinkStats hook --------------------------------------
+    def wrap_stream(self, session: Session, stream: Stream) -> Stream:
         """The inbound side of a dispatched link, counting the user's traffic: bytes
         the outbound reads from it are uplink, bytes it writes back are downlink."""
         up, down = self.user_counters(session.user_email, session.level)
         return wrap(stream, read=up, write=down)
 
-    def user_packet_counters(self, session: Session) -> CounterPair:
-        """(uplink, downlink) for a UDP session's datagram payloads."""
-        return self.user_counters(session.user_email, session.level)
+    def wrap_packets(self, session: Session, link: PacketLink) -> PacketLink:
+        """``link`` counting each datagram's payload as the user's up/downlink."""
+        up, down = self.user_counters(session.user_email, session.level)
+        if up is None and down is None:
+            return link
+        return CountingPacketLink(link, up=up, down=down)
+
+    # -- handler counters --------------------------------------------------------
+    def inbound_transport(self, tag: str, transport: Transport) -> Transport:
+        """``transport`` whose accepted streams count into the inbound's counters
+        (created now: at handler build, as 4.34)."""
+        up, down = self.inbound_counters(tag)
+        if up is None and down is None:
+            return transport
+        return CountingTransport(transport, read=up, write=down)
+
+    def direct_outbound(self, outbound: Outbound) -> Outbound:
+        """``outbound`` (one that dials the destination itself, without a transport)
+        counting into its counters; created now, at handler build."""
+        up, down = self.outbound_counters(outbound.tag)
+        if up is None and down is None:
+            return outbound
+        return CountingOutbound(outbound, up=up, down=down)
+
+    def outbound_transport(self, tag: str, transport: Transport) -> Transport:
+        """``transport`` whose dialed streams count into the outbound's counters:
+        bytes written are uplink, bytes read are downlink."""
+        up, down = self.outbound_counters(tag)
+        if up is None and down is None:
+            return transport
+        return CountingTransport(transport, read=down, write=up)
+
+
+class CountingOutbound:
+    """An outbound whose own traffic is the link's (freedom: what it dials carries
+    exactly the payload): bytes it reads from the link are uplink, bytes it writes
+    back are downlink."""
+
+    def __init__(self, inner: Outbound, *, up: Counter | None, down: Counter | None) -> None:
+        self._inner = inner
+        self.tag = inner.tag
+        self._up = up
+        self._down = down
+
+    async def handle(self, session: Session, stream: Stream) -> None:
+        await self._inner.handle(session, wrap(stream, read=self._up, write=self._down))
+
+    async def handle_packets(self, session: Session, link: PacketLink) -> None:
+        await self._inner.handle_packets(
+            session, CountingPacketLink(link, up=self._up, down=self._down)
+        )
+
+
+class CountingPacketLink(PacketLink):
+    """A view of ``inner`` counting datagrams: those the outbound receives are
+    uplink, those it sends back are downlink."""
+
+    def __init__(self, inner: PacketLink, *, up: Counter | None, down: Counter | None) -> None:
+        super().__init__(inner.send)
+        self._inner = inner
+        self._up = up
+        self._down = down
+
+    def push(self, data: bytes) -> None:
+        self._inner.push(data)
+
+    async def recv(self) -> bytes | None:
+        data = await self._inner.recv()
+        if data is not None and self._up is not None:
+            self._up.value += len(data)
+        return data
+
+    def send(self, data: bytes) -> None:
+        if self._down is not None and not self._inner.closed:
+            self._down.value += len(data)
+        self._inner.send(data)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+
+class CountingTransport:
+    """A :class:`~v2py.transport.Transport` whose streams (accepted or dialed) count
+    their reads into ``read`` and writes into ``write``."""
+
+    def __init__(self, inner: Transport, *, read: Counter | None, write: Counter | None) -> None:
+        self._inner = inner
+        self._read = read
+        self._write = write
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def listener_ends_sessions(self) -> bool:
+        return self._inner.listener_ends_sessions
+
+    async def dial(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
+        stream = await self._inner.dial(host, port, timeout=timeout)
+        return CountingStream(stream, read=self._read, write=self._write)
+
+    async def listen(
+        self, host: str, port: int, handler: StreamHandler, *, reuse_port: bool = False
+    ) -> Listener:
+        read, write = self._read, self._write
+
+        async def counted(stream: Stream) -> None:
+            await handler(CountingStream(stream, read=read, write=write))
+
+        return await self._inner.listen(host, port, counted, reuse_port=reuse_port)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def wrap(stream: Stream, *, read: Counter | None, write: Counter | None) -> Stream:

@@ -44,7 +44,7 @@ from v2py.config.settings import VmessInboundSettings
 from v2py.config.stream import WsConfig
 from v2py.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_JSON", "LoadedConfig", "load_config"]
+__all__ = ["DEFAULT_CONFIG_JSON", "LoadedConfig", "load_config", "load_inbound", "load_outbound"]
 
 _Bound = TypeVar("_Bound", InboundConfig, OutboundConfig)
 
@@ -127,6 +127,35 @@ def load_config(
     merged = _merge(files)
     config = _build(merged, files[0].root.port, EnvSwitches.from_env(env))
     return LoadedConfig(config=config, warnings=tuple(warnings))
+
+
+def load_inbound(data: dict[str, Any], where: str) -> InboundConfig:
+    """One inbound object (as in ``inbounds[]``), checked as a config file's are;
+    for handlers added at run time (the API's AddInbound). Raises ConfigError."""
+    try:
+        raw = InboundConfig.model_validate(data, context={"env": {}})
+    except ValidationError as exc:
+        raise to_config_error(exc, where) from None
+    inbound = _typed_inbound(raw, "", where, {})
+    result: InboundConfig = _copy(
+        inbound, {"stream": _effective_stream(inbound.stream, None, inbound.path)}
+    )
+    _check_port(result)
+    return result
+
+
+def load_outbound(data: dict[str, Any], where: str) -> OutboundConfig:
+    """One outbound object, checked as a config file's are (the API's AddOutbound).
+    Raises ConfigError."""
+    try:
+        raw = OutboundConfig.model_validate(data, context={"env": {}})
+    except ValidationError as exc:
+        raise to_config_error(exc, where) from None
+    outbound = _typed_outbound(raw, "", where, {})
+    result: OutboundConfig = _copy(
+        outbound, {"stream": _effective_stream(outbound.stream, None, outbound.path)}
+    )
+    return result
 
 
 def _prefixed(prefix: str, lines: list[str]) -> list[str]:
@@ -311,10 +340,6 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         _copy(o, {"stream": _effective_stream(o.stream, merged.transport, o.path)})
         for o in outbounds
     ]
-    for key in ("api", "stats"):
-        if getattr(merged, key) is not None:
-            # Until the commander is wired into the instance (in progress).
-            raise ConfigError(key, "not supported by v2py yet; remove it")
     for inbound in inbounds:
         _check_port(inbound)
     _check_unique_tags(inbounds)

@@ -1,0 +1,246 @@
+"""AddInbound / AddOutbound handler configs (protobuf) -> v2py's config model.
+
+4.34 builds handlers straight from the protobuf configs (``core.AddInboundHandler``).
+v2py turns each into the JSON object a config file would hold and validates it
+with the same loader, so a handler added through the API means exactly what the
+same handler in a config file means, and what v2py cannot do is refused with the
+loader's one-line message (as a gRPC error) instead of being dropped.
+
+Covered (what panels send): the receiver's port range, listen address, sniffing
+and allocation strategy; TCP with no transport or security settings; proxies
+``vmess`` and ``dokodemo-door`` inbound, ``freedom``, ``blackhole`` and ``vmess``
+outbound. Anything else is an error naming what is not supported.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+
+from v2py.app.commander.proto import blackhole_pb2 as bpb
+from v2py.app.commander.proto import core_pb2 as cpb
+from v2py.app.commander.proto import dokodemo_pb2 as dpb
+from v2py.app.commander.proto import freedom_pb2 as fpb
+from v2py.app.commander.proto import internet_pb2 as ipb
+from v2py.app.commander.proto import net_pb2 as npb
+from v2py.app.commander.proto import protocol_pb2 as ppb
+from v2py.app.commander.proto import proxyman_pb2 as mpb
+from v2py.app.commander.proto import typed_message_pb2 as tpb
+from v2py.app.commander.proto import vmess_inbound_pb2 as vipb
+from v2py.app.commander.proto import vmess_outbound_pb2 as vopb
+from v2py.app.commander.proto import vmess_pb2 as vpb
+from v2py.app.commander.services import ApiError, canonical_type
+from v2py.config.load import load_inbound, load_outbound
+from v2py.config.model import InboundConfig, OutboundConfig
+from v2py.errors import ConfigError
+
+__all__ = ["inbound_config", "outbound_config"]
+
+JsonObject = dict[str, Any]
+_CORE = "v2ray.com/core: "
+_NOT_SUPPORTED = "not supported by v2py's API"
+_SECURITY_NAMES = {
+    ppb.UNKNOWN: "auto",
+    ppb.AUTO: "auto",
+    ppb.LEGACY: "aes-128-cfb",
+    ppb.AES128_GCM: "aes-128-gcm",
+    ppb.CHACHA20_POLY1305: "chacha20-poly1305",
+    ppb.NONE: "none",
+}
+_DOMAIN_STRATEGIES = {
+    fpb.Config.AS_IS: "AsIs",
+    fpb.Config.USE_IP: "UseIP",
+    fpb.Config.USE_IP4: "UseIPv4",
+    fpb.Config.USE_IP6: "UseIPv6",
+}
+_NETWORKS = {npb.TCP: "tcp", npb.RawTCP: "tcp", npb.UDP: "udp"}
+
+
+def _unpack(typed: tpb.TypedMessage, message: Message, what: str) -> None:
+    if canonical_type(typed.type) != message.DESCRIPTOR.full_name:
+        raise ApiError(f"{_CORE}{what}: {typed.type!r} is {_NOT_SUPPORTED}")
+    try:
+        message.ParseFromString(typed.value)
+    except DecodeError:
+        raise ApiError(f"{_CORE}{what}: invalid {typed.type}") from None
+
+
+def _address(addr: npb.IPOrDomain) -> str:
+    kind = addr.WhichOneof("address")
+    if kind == "ip":
+        try:
+            return str(ipaddress.ip_address(addr.ip))
+        except ValueError:
+            raise ApiError(f"{_CORE}invalid IP address of {len(addr.ip)} bytes") from None
+    return addr.domain if kind == "domain" else ""
+
+
+def _stream(stream: ipb.StreamConfig, what: str) -> None:
+    name = stream.protocol_name or ("tcp" if stream.protocol == ipb.TCP else "")
+    if name != "tcp" or stream.transport_settings or stream.security_type:
+        raise ApiError(f"{_CORE}{what}.streamSettings: only plain TCP is supported by v2py's API")
+    if stream.HasField("socket_settings"):
+        raise ApiError(f"{_CORE}{what}.streamSettings.sockopt: {_NOT_SUPPORTED}")
+
+
+def _user(user: ppb.User, *, outbound: bool) -> JsonObject:
+    account = vpb.Account()
+    if not user.HasField("account"):
+        raise ApiError("v2ray.com/core/common/protocol: Account missing")
+    _unpack(user.account, account, "user.account")
+    out: JsonObject = {"id": account.id, "alterId": account.alter_id, "level": user.level}
+    if user.email:
+        out["email"] = user.email
+    if outbound:
+        out["security"] = _SECURITY_NAMES.get(account.security_settings.type, "auto")
+    return out
+
+
+def _vmess_inbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = vipb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    settings: JsonObject = {
+        "clients": [_user(u, outbound=False) for u in cfg.user],
+        "disableInsecureEncryption": cfg.secure_encryption_only,
+    }
+    if cfg.HasField("default"):
+        settings["default"] = {"alterId": cfg.default.alter_id, "level": cfg.default.level}
+    if cfg.HasField("detour") and cfg.detour.to:
+        settings["detour"] = {"to": cfg.detour.to}
+    return settings
+
+
+def _dokodemo(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = dpb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    networks = list(cfg.networks) or list(cfg.network_list.network)
+    settings: JsonObject = {
+        "address": _address(cfg.address),
+        "port": cfg.port,
+        "network": ",".join(dict.fromkeys(_NETWORKS.get(n, "tcp") for n in networks)) or "tcp",
+        "followRedirect": cfg.follow_redirect,
+        "userLevel": cfg.user_level,
+    }
+    if cfg.timeout:
+        settings["timeout"] = cfg.timeout
+    return settings
+
+
+_INBOUND_PROXIES: dict[str, tuple[str, Callable[[tpb.TypedMessage], JsonObject]]] = {
+    "v2ray.core.proxy.vmess.inbound.Config": ("vmess", _vmess_inbound),
+    "v2ray.core.proxy.dokodemo.Config": ("dokodemo-door", _dokodemo),
+}
+
+
+def inbound_config(handler: cpb.InboundHandlerConfig) -> InboundConfig:
+    """The config model of an AddInbound request; raises ApiError."""
+    if not handler.HasField("receiver_settings"):
+        raise ApiError(f"{_CORE}not a ReceiverConfig")  # 4.34 panics here
+    if not handler.HasField("proxy_settings"):
+        raise ApiError(f"{_CORE}missing proxy settings")  # 4.34 panics here too
+    receiver = mpb.ReceiverConfig()
+    _unpack(handler.receiver_settings, receiver, "receiverSettings")
+    data: JsonObject = {"tag": handler.tag}
+    if receiver.HasField("port_range"):
+        first, last = receiver.port_range.From, receiver.port_range.To
+        data["port"] = first if first == last else f"{first}-{last}"
+    if receiver.HasField("listen"):
+        data["listen"] = _address(receiver.listen)
+    if receiver.HasField("stream_settings"):
+        _stream(receiver.stream_settings, "inbound")
+    if receiver.receive_original_destination or receiver.domain_override:
+        raise ApiError(f"{_CORE}receiveOriginalDestination/domainOverride: {_NOT_SUPPORTED}")
+    if receiver.HasField("sniffing_settings"):
+        data["sniffing"] = {
+            "enabled": receiver.sniffing_settings.enabled,
+            "destOverride": list(receiver.sniffing_settings.destination_override),
+        }
+    strategy = receiver.allocation_strategy
+    if receiver.HasField("allocation_strategy") and strategy.type != mpb.AllocationStrategy.Always:
+        if strategy.type != mpb.AllocationStrategy.Random:
+            raise ApiError(f"{_CORE}unknown allocation strategy")
+        allocate: JsonObject = {"strategy": "random"}
+        if strategy.HasField("refresh"):
+            allocate["refresh"] = strategy.refresh.value
+        if strategy.HasField("concurrency"):
+            allocate["concurrency"] = strategy.concurrency.value
+        data["allocate"] = allocate
+    found = _INBOUND_PROXIES.get(canonical_type(handler.proxy_settings.type))
+    if found is None:
+        raise ApiError(f"{_CORE}inbound proxy {handler.proxy_settings.type!r} is {_NOT_SUPPORTED}")
+    data["protocol"], build = found
+    data["settings"] = build(handler.proxy_settings)
+    try:
+        return load_inbound(data, "inbound")
+    except ConfigError as exc:
+        raise ApiError(f"{_CORE}{exc}") from None
+
+
+def _freedom(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = fpb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    settings: JsonObject = {
+        "domainStrategy": _DOMAIN_STRATEGIES.get(cfg.domain_strategy, "AsIs"),
+        "userLevel": cfg.user_level,
+    }
+    if cfg.HasField("destination_override"):
+        server = cfg.destination_override.server
+        settings["redirect"] = f"{_address(server.address)}:{server.port}"
+    return settings
+
+
+def _blackhole(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = bpb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    kind = canonical_type(cfg.response.type)
+    return {"response": {"type": "http" if kind.endswith("HTTPResponse") else "none"}}
+
+
+def _vmess_outbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = vopb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    return {
+        "vnext": [
+            {
+                "address": _address(r.address),
+                "port": r.port,
+                "users": [_user(u, outbound=True) for u in r.user],
+            }
+            for r in cfg.Receiver
+        ]
+    }
+
+
+_OUTBOUND_PROXIES: dict[str, tuple[str, Callable[[tpb.TypedMessage], JsonObject]]] = {
+    "v2ray.core.proxy.freedom.Config": ("freedom", _freedom),
+    "v2ray.core.proxy.blackhole.Config": ("blackhole", _blackhole),
+    "v2ray.core.proxy.vmess.outbound.Config": ("vmess", _vmess_outbound),
+}
+
+
+def outbound_config(handler: cpb.OutboundHandlerConfig) -> OutboundConfig:
+    """The config model of an AddOutbound request; raises ApiError."""
+    if not handler.HasField("proxy_settings"):
+        raise ApiError(f"{_CORE}missing proxy settings")  # 4.34 panics here
+    data: JsonObject = {"tag": handler.tag}
+    if handler.HasField("sender_settings"):
+        sender = mpb.SenderConfig()
+        _unpack(handler.sender_settings, sender, "senderSettings")
+        if sender.HasField("via") or sender.HasField("proxy_settings"):
+            raise ApiError(f"{_CORE}sendThrough/proxySettings: {_NOT_SUPPORTED}")
+        if sender.HasField("stream_settings"):
+            _stream(sender.stream_settings, "outbound")
+        if sender.multiplex_settings.enabled:
+            raise ApiError(f"{_CORE}mux: {_NOT_SUPPORTED}")
+    found = _OUTBOUND_PROXIES.get(canonical_type(handler.proxy_settings.type))
+    if found is None:
+        raise ApiError(f"{_CORE}outbound proxy {handler.proxy_settings.type!r} is {_NOT_SUPPORTED}")
+    data["protocol"], build = found
+    data["settings"] = build(handler.proxy_settings)
+    try:
+        return load_outbound(data, "outbound")
+    except ConfigError as exc:
+        raise ApiError(f"{_CORE}{exc}") from None

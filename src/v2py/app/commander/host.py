@@ -1,0 +1,157 @@
+"""The commander of one instance: its services over the instance's handler managers
+(v2ray-core ``app/commander/commander.go`` ``NewCommander``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from v2py.app.commander.convert import inbound_config, outbound_config
+from v2py.app.commander.proto import handler_command_pb2 as hpb
+from v2py.app.commander.proto import log_command_pb2 as lpb
+from v2py.app.commander.proto import stats_command_pb2 as spb
+from v2py.app.commander.server import Commander, ServiceSpec
+from v2py.app.commander.services import (
+    HandlerServiceImpl,
+    LoggerServiceImpl,
+    StatsServiceImpl,
+    UserTable,
+)
+from v2py.app.handler import InboundHandler, Outbound
+from v2py.app.proxyman import InboundManager, OutboundManager
+from v2py.app.stats import StatsManager
+from v2py.config.model import ApiConfig, InboundConfig, OutboundConfig
+from v2py.protocol.vmess.validator import UserValidator
+
+__all__ = ["InstanceHost", "make_commander", "reopen_log_files"]
+
+
+def reopen_log_files() -> None:
+    """RestartLogger: close the log files; each reopens at its next record (after
+    a rotation that is the new file)."""
+    for name in ("v2py", "v2py.access"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+
+
+class InstanceHost:
+    """:class:`~v2py.app.commander.services.HandlerHost` over an instance's managers;
+    ``build_inbound`` / ``build_outbound`` are the instance's builder."""
+
+    def __init__(
+        self,
+        *,
+        inbounds: InboundManager,
+        outbounds: OutboundManager,
+        build_inbound: Callable[[InboundConfig], InboundHandler],
+        build_outbound: Callable[[OutboundConfig], Outbound],
+    ) -> None:
+        self._inbounds = inbounds
+        self._outbounds = outbounds
+        self._build_inbound = build_inbound
+        self._build_outbound = build_outbound
+
+    def inbound_users(self, tag: str) -> UserTable | None:
+        handler = self._inbounds.get(tag)
+        if handler is None:
+            raise KeyError(tag)
+        # Only an always-on handler exposes its proxy (4.34 ``proxy.GetInbound``).
+        proxy = getattr(handler, "proxy", None)
+        if proxy is None:
+            raise LookupError(tag)
+        validator = getattr(proxy, "validator", None)
+        return validator if isinstance(validator, UserValidator) else None
+
+    async def add_inbound(self, config: InboundConfig) -> None:
+        if config.tag and self._inbounds.get(config.tag) is not None:
+            raise ValueError(f"existing tag found: {config.tag}")
+        await self._inbounds.add(self._build_inbound(config))
+
+    async def remove_inbound(self, tag: str) -> bool:
+        return await self._inbounds.remove(tag)
+
+    async def add_outbound(self, config: OutboundConfig) -> None:
+        if config.tag and self._outbounds.get(config.tag) is not None:
+            raise ValueError(f"existing tag found: {config.tag}")
+        self._outbounds.add(self._build_outbound(config))
+
+    async def remove_outbound(self, tag: str) -> bool:
+        return self._outbounds.remove(tag) is not None
+
+
+def make_commander(
+    api: ApiConfig,
+    *,
+    stats: StatsManager | None,
+    host: InstanceHost,
+    restart_logger: Callable[[], None],
+) -> Commander:
+    """The commander serving ``api.services`` (unknown services are UNIMPLEMENTED)."""
+    services: list[ServiceSpec] = []
+    if "HandlerService" in api.services:
+        h = HandlerServiceImpl(
+            host,
+            convert_inbound=inbound_config,  # type: ignore[arg-type]
+            convert_outbound=outbound_config,  # type: ignore[arg-type]
+        )
+        services.append(
+            ServiceSpec(
+                "app.proxyman.command.HandlerService",
+                {
+                    "AddInbound": (h.AddInbound, hpb.AddInboundRequest, hpb.AddInboundResponse),
+                    "RemoveInbound": (
+                        h.RemoveInbound,
+                        hpb.RemoveInboundRequest,
+                        hpb.RemoveInboundResponse,
+                    ),
+                    "AlterInbound": (
+                        h.AlterInbound,
+                        hpb.AlterInboundRequest,
+                        hpb.AlterInboundResponse,
+                    ),
+                    "AddOutbound": (
+                        h.AddOutbound,
+                        hpb.AddOutboundRequest,
+                        hpb.AddOutboundResponse,
+                    ),
+                    "RemoveOutbound": (
+                        h.RemoveOutbound,
+                        hpb.RemoveOutboundRequest,
+                        hpb.RemoveOutboundResponse,
+                    ),
+                    "AlterOutbound": (
+                        h.AlterOutbound,
+                        hpb.AlterOutboundRequest,
+                        hpb.AlterOutboundResponse,
+                    ),
+                },
+            )
+        )
+    if "StatsService" in api.services:
+        st = StatsServiceImpl(stats)
+        services.append(
+            ServiceSpec(
+                "app.stats.command.StatsService",
+                {
+                    "GetStats": (st.GetStats, spb.GetStatsRequest, spb.GetStatsResponse),
+                    "QueryStats": (st.QueryStats, spb.QueryStatsRequest, spb.QueryStatsResponse),
+                    "GetSysStats": (st.GetSysStats, spb.SysStatsRequest, spb.SysStatsResponse),
+                },
+            )
+        )
+    if "LoggerService" in api.services:
+        lg = LoggerServiceImpl(restart_logger)
+        services.append(
+            ServiceSpec(
+                "app.log.command.LoggerService",
+                {
+                    "RestartLogger": (
+                        lg.RestartLogger,
+                        lpb.RestartLoggerRequest,
+                        lpb.RestartLoggerResponse,
+                    )
+                },
+            )
+        )
+    return Commander(api.tag, services)
