@@ -358,11 +358,13 @@ class WsStream:
             self._feed(initial)
 
     def _feed(self, data: bytes) -> None:
-        from websockets.frames import Opcode
+        from websockets.frames import Frame, Opcode
 
         ws = self._ws
         ws.receive_data(data)
         for frame in ws.events_received():
+            if not isinstance(frame, Frame):
+                continue  # handshake events: never produced by an OPEN protocol
             opcode = frame.opcode
             if opcode is Opcode.BINARY or opcode is Opcode.TEXT or opcode is Opcode.CONT:
                 if frame.data:
