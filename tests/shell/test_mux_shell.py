@@ -491,3 +491,65 @@ async def test_link_eof_aborts_client_sessions() -> None:
     with pytest.raises(ConnectionResetError):
         await sub.read()
     assert endpoint.closed
+
+
+async def test_end_storm_and_unknown_sessions_do_not_disturb_a_live_one() -> None:
+    ours, theirs = memory_pipe()
+    server = MuxServer(FakeDispatcher(echo), POLICY)
+    outer = Session(inbound_tag="in", source=None, destination=tcp("v1.mux.cool", 0))
+    async with asyncio.timeout(WAIT_S):
+        task = asyncio.create_task(server.dispatch(outer, theirs))
+        ours.write(bytes.fromhex("000c 0001 01 01 01 0050 01 7f000001 0002") + b"hi")
+        assert await ours.read() == bytes.fromhex("0004 0001 02 01 0002") + b"hi"
+        # 10,000 Ends and KeepAlives for unknown ids: no answer at all (no ping-pong)
+        ours.write(bytes.fromhex("0004 0009 03 00 0004 0009 04 00") * 5000)
+        # Keep with data for an unknown id: one End back, data discarded
+        ours.write(bytes.fromhex("0004 0007 02 01 0001") + b"x")
+        assert await ours.read() == bytes.fromhex("0004 0007 03 00")
+        # the live session still echoes
+        ours.write(bytes.fromhex("0004 0001 02 01 0003") + b"abc")
+        assert await ours.read() == bytes.fromhex("0004 0001 02 01 0003") + b"abc"
+        ours.write(bytes.fromhex("0004 0001 03 00"))
+        assert await ours.read() == bytes.fromhex("0004 0001 03 00")
+        ours.write_eof()
+        await task
+
+
+async def test_each_session_is_sniffed_routed_and_logged_like_a_connection() -> None:
+    from tests.support.servers import RecordingOutbound
+    from v2py.app.dispatcher import Dispatcher
+    from v2py.app.proxyman import OutboundManager
+    from v2py.app.session import SniffingSettings
+    from v2py.protocol.mux import FrameMetadata, MuxStatus, encode_frame
+
+    recorder = RecordingOutbound()
+    server = MuxServer(Dispatcher(OutboundManager.of([recorder])), POLICY)
+    outer = Session(
+        inbound_tag="vmess-in",
+        source=("10.0.0.1", 5000),
+        destination=tcp("v1.mux.cool", 0),
+        user_email="alice@x",
+        level=0,
+        sniffing=SniffingSettings(enabled=True, dest_override=("http", "tls")),
+    )
+    ours, theirs = memory_pipe()
+    request = b"GET / HTTP/1.1\r\nHost: Sniffed.Example\r\n\r\n"
+    async with asyncio.timeout(WAIT_S):
+        task = asyncio.create_task(server.dispatch(outer, theirs))
+        for sid in (1, 2):
+            meta = FrameMetadata(
+                session_id=sid, status=MuxStatus.NEW, destination=tcp("93.184.216.34", 80)
+            )
+            ours.write(encode_frame(meta, request))
+        while len(recorder.sessions) < 2:
+            await asyncio.sleep(0.01)
+        ours.write_eof()
+        await task
+    assert [s.destination for s in recorder.sessions] == [tcp("sniffed.example", 80)] * 2
+    first, second = recorder.sessions
+    assert first.id != second.id != outer.id
+    assert (first.inbound_tag, first.user_email, first.source) == (
+        "vmess-in",
+        "alice@x",
+        ("10.0.0.1", 5000),
+    )
