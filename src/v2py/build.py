@@ -48,6 +48,9 @@ __all__ = ["Builder", "build_transport", "policy_table"]
 
 log = logging.getLogger(__name__)
 
+#: Environment switch: run the VMess cores without the optional C accelerator.
+PURE_PYTHON_ENV = "V2PY_PURE_PYTHON"
+
 #: Bytes of a VMess user id.
 _USER_ID_BYTES = 16
 
@@ -155,6 +158,10 @@ class Builder:
         self.worker = worker
         self.inbounds = inbounds
         self.policy = policy_table(config)
+        # V2PY_PURE_PYTHON=1 (to compare, see bench/README.md): no C accelerator.
+        from v2py.protocol.vmess.impl import VmessImpl
+
+        self.vmess_impl = VmessImpl.best(accelerated=env.get(PURE_PYTHON_ENV, "") in ("", "0"))
         self.transports: list[Transport] = []
         self._detour_emails = self._collect_detour_emails() if worker is not None else {}
 
@@ -200,6 +207,7 @@ class Builder:
                     if stats is not None
                     else transport,
                     env=self.env,
+                    impl=self.vmess_impl,
                 )
             case other:
                 _unreachable(other)
@@ -337,6 +345,7 @@ class Builder:
             disable_insecure=s.disable_insecure_encryption,
             shared_store=self.worker.store if self.worker is not None else None,
             user_ids=self._user_ids(tag, where),
+            impl=self.vmess_impl,
         )
         # Workers: the detour users exist up front in every worker, since the
         # worker that announces one is rarely the one the client comes back to.

@@ -52,7 +52,6 @@ __all__ = [
     "EXIT_CONFIG",
     "EXIT_START_FAILED",
     "WORKER_STOP_TIMEOUT_S",
-    "apply_pure_python_switch",
     "check_config",
     "serve",
     "started_message",
@@ -123,15 +122,6 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def apply_pure_python_switch() -> None:
-    """``V2PY_PURE_PYTHON=1``: run without the optional C accelerator (to compare)."""
-    if os.environ.get("V2PY_PURE_PYTHON", "") not in ("", "0"):
-        import importlib
-
-        for name in ("v2py.protocol.vmess.body", "v2py.protocol.vmess.kdf"):
-            importlib.import_module(name).use_accelerator(False)
-
-
 def _install_uvloop() -> None:
     with contextlib.suppress(ImportError):
         import uvloop
@@ -187,7 +177,6 @@ def _start_failure(exc: BaseException, where: str = "") -> int:
 
 def serve(config: Config, workers: int = 1) -> int:
     """Run ``config`` until SIGTERM/SIGINT; return the exit code (module docstring)."""
-    apply_pure_python_switch()
     if workers > 1:
         if sys.platform.startswith("linux"):
             return _run_workers(config, workers)

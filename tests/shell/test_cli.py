@@ -442,18 +442,20 @@ async def test_log_files_are_created_0600_by_test_and_run(tmp_path: Path) -> Non
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_pure_python_switch_turns_the_accelerator_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
+def test_pure_python_switch_turns_the_accelerator_off() -> None:
+    from v2py.build import PURE_PYTHON_ENV
+    from v2py.config.load import load_config
+    from v2py.instance import Instance
+    from v2py.protocol.vmess.body import BodyImpl
+    from v2py.protocol.vmess.kdf import KdfImpl
 
-    from v2py import run
+    text = (
+        '{"outbounds": [{"protocol": "vmess", "settings": {"vnext": [{"address": "127.0.0.1",'
+        ' "port": 1, "users": [{"id": "d17a1af7-efa5-42ca-b7e9-6a35282d737f"}]}]}}]}'
+    )
+    config = load_config([("c.json", text)], {}).config
+    pure = Instance(config, env={PURE_PYTHON_ENV: "1"}).builder.vmess_impl
+    assert pure.body is not BodyImpl.C_BATCH and pure.kdf is KdfImpl.PYTHON
+    default = Instance(config, env={}).builder.vmess_impl
+    assert default == default.best()
 
-    body = importlib.import_module("v2py.protocol.vmess.body")
-    kdf = importlib.import_module("v2py.protocol.vmess.kdf")
-    before = (body._accel_enabled, kdf._use_c)
-    monkeypatch.setenv("V2PY_PURE_PYTHON", "1")
-    try:
-        run.apply_pure_python_switch()
-        assert body._accel_enabled is False and kdf._use_c is False
-    finally:
-        body.use_accelerator(before[0])
-        kdf.use_accelerator(before[1])

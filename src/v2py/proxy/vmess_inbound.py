@@ -26,6 +26,7 @@ from v2py.protocol.vmess.account import VmessUser
 from v2py.protocol.vmess.commands import SwitchAccount
 from v2py.protocol.vmess.constants import RequestCommand
 from v2py.protocol.vmess.events import RequestReceived
+from v2py.protocol.vmess.impl import DEFAULT_IMPL, VmessImpl
 from v2py.protocol.vmess.server import VmessServerConnection
 from v2py.protocol.vmess.validator import KeyStore, UserValidator
 from v2py.proxy.vmess_stream import VmessStream
@@ -107,7 +108,9 @@ class VmessInbound:
         clock: Callable[[], float] = time.time,
         shared_store: KeyStore | None = None,
         user_ids: Callable[[str], bytes] | None = None,
+        impl: VmessImpl = DEFAULT_IMPL,
     ) -> None:
+        self._impl = impl
         self.tag = tag
         self.policy = policy
         self.default_level = default_level
@@ -171,7 +174,11 @@ class VmessInbound:
         handshake_timeout = self.policy.for_level(0).handshake
         deadline = loop.time() + handshake_timeout
         core = VmessServerConnection(
-            self.validator, now=self._clock(), rng=self._rng, disable_insecure=self.disable_insecure
+            self.validator,
+            now=self._clock(),
+            rng=self._rng,
+            disable_insecure=self.disable_insecure,
+            impl=self._impl,
         )
         request: RequestReceived | None = None
         received = 0

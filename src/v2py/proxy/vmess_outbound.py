@@ -29,6 +29,7 @@ from v2py.protocol.vmess.client import VmessClientConnection
 from v2py.protocol.vmess.commands import SwitchAccount
 from v2py.protocol.vmess.constants import RequestCommand, SecurityType, resolve_auto_security
 from v2py.protocol.vmess.header import MUX_COOL_HOST
+from v2py.protocol.vmess.impl import DEFAULT_IMPL, VmessImpl
 from v2py.proxy.vmess_stream import VmessStream
 from v2py.transport import TcpTransport, Transport
 from v2py.transport.stream import Stream
@@ -135,7 +136,9 @@ class VmessOutbound:
         rng: Callable[[int], bytes] = entropy.urandom,
         clock: Callable[[], float] = time.time,
         machine: str | None = None,
+        impl: VmessImpl = DEFAULT_IMPL,
     ) -> None:
+        self._impl = impl
         self.tag = tag
         self.servers = ServerList(servers)
         self.policy = policy
@@ -221,6 +224,7 @@ class VmessOutbound:
             rng=self._rng,
             use_aead=self._use_aead(account),
             padding_env=self._padding_env,
+            impl=self._impl,
         )
         vstream = VmessStream(
             transport,

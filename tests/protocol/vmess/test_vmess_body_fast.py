@@ -13,12 +13,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.protocol.vmess.conftest import BodyPaths
 from v2py.errors import VmessError
 from v2py.protocol.vmess import body as body_mod
-from v2py.protocol.vmess.body import BodyReader, BodyWriter, ShakeMask
+from v2py.protocol.vmess.body import BodyImpl, BodyReader, BodyWriter, ShakeMask
 from v2py.protocol.vmess.constants import SecurityType
 
 KEY = bytes(range(16))
@@ -28,7 +29,6 @@ OPTIONS = [0x00, 0x01, 0x05, 0x0D]
 
 pytestmark = [
     pytest.mark.skipif(not body_mod._HAVE_INTO, reason="cryptography without *_into"),
-    pytest.mark.usefixtures("body_path"),
 ]
 
 
@@ -48,10 +48,12 @@ def exact_rng(seed: int):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("sec", AEADS)
 @pytest.mark.parametrize("opt", OPTIONS)
 @pytest.mark.parametrize("size", [1, 1965, 1966, 1967, 20000, 65536, 200000])
-def test_seal_matches_reference_framing(sec: int, opt: int, size: int) -> None:
+def test_seal_matches_reference_framing(
+    fast_body: BodyPaths, sec: int, opt: int, size: int
+) -> None:
     data = random.Random(size).randbytes(size)
-    fast = BodyWriter(sec, opt, KEY, IV, rng=bytes)  # zero padding bytes
-    ref = BodyWriter(sec, opt, KEY, IV, rng=bytes)
+    fast = fast_body.writer(sec, opt, KEY, IV, rng=bytes)  # zero padding bytes
+    ref = BodyWriter(sec, opt, KEY, IV, rng=bytes, impl=BodyImpl.GENERIC)
     for _ in range(3):  # counters and mask positions carry over between calls
         assert bytes(fast.seal(data)) == reference_seal(ref, data)
     assert fast.seal_end() == ref.seal_end()
@@ -59,22 +61,25 @@ def test_seal_matches_reference_framing(sec: int, opt: int, size: int) -> None:
 
 @pytest.mark.parametrize("sec", AEADS)
 @pytest.mark.parametrize("opt", OPTIONS)
-def test_feed_matches_reference_bytewise_and_whole(sec: int, opt: int) -> None:
+def test_feed_matches_reference_bytewise_and_whole(
+    fast_body: BodyPaths, sec: int, opt: int
+) -> None:
     data = random.Random(7).randbytes(30000)
-    w = BodyWriter(sec, opt, KEY, IV, rng=exact_rng(3))
+    w = fast_body.writer(sec, opt, KEY, IV, rng=exact_rng(3))
     wire = bytes(w.seal(data)) + bytes(w.seal(b"x")) + w.seal_end() + b"ignored"
-    fast = BodyReader(sec, opt, KEY, IV)
-    ref = BodyReader(sec, opt, KEY, IV)
-    ref._fast = False
+    fast = fast_body.reader(sec, opt, KEY, IV)
+    ref = BodyReader(sec, opt, KEY, IV, impl=BodyImpl.GENERIC)
     assert fast._fast
     assert fast.feed(wire) == b"".join(ref._chunks(wire))
     assert fast.ended == ref.ended == bool(opt & 1)
-    fast = BodyReader(sec, opt, KEY, IV)
+    fast = fast_body.reader(sec, opt, KEY, IV)
     got = b"".join(fast.feed(wire[i : i + 1]) for i in range(len(wire)))
     assert got == data + b"x"
 
 
-@settings(max_examples=80, deadline=None)
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     sec=st.sampled_from(AEADS),
     opt=st.sampled_from(OPTIONS),
@@ -82,14 +87,13 @@ def test_feed_matches_reference_bytewise_and_whole(sec: int, opt: int) -> None:
     cuts=st.lists(st.integers(min_value=0, max_value=40000), max_size=12),
 )
 def test_feed_any_split_matches_reference(
-    sec: int, opt: int, pieces: list[bytes], cuts: list[int]
+    fast_body: BodyPaths, sec: int, opt: int, pieces: list[bytes], cuts: list[int]
 ) -> None:
-    w = BodyWriter(sec, opt, KEY, IV, rng=exact_rng(5))
+    w = fast_body.writer(sec, opt, KEY, IV, rng=exact_rng(5))
     wire = b"".join(bytes(w.seal(p)) for p in pieces) + w.seal_end()
     points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
-    fast = BodyReader(sec, opt, KEY, IV)
-    ref = BodyReader(sec, opt, KEY, IV)
-    ref._fast = False
+    fast = fast_body.reader(sec, opt, KEY, IV)
+    ref = BodyReader(sec, opt, KEY, IV, impl=BodyImpl.GENERIC)
     got_fast = []
     got_ref = []
     for a, b in zip(points, points[1:], strict=False):
@@ -102,22 +106,22 @@ def test_feed_any_split_matches_reference(
 
 
 @pytest.mark.parametrize("sec", AEADS)
-def test_feed_tampered_chunk_raises(sec: int) -> None:
-    w = BodyWriter(sec, 0x0D, KEY, IV, rng=exact_rng(1))
+def test_feed_tampered_chunk_raises(fast_body: BodyPaths, sec: int) -> None:
+    w = fast_body.writer(sec, 0x0D, KEY, IV, rng=exact_rng(1))
     wire = bytearray(w.seal(bytes(5000)))
     wire[3000] ^= 1
-    r = BodyReader(sec, 0x0D, KEY, IV)
+    r = fast_body.reader(sec, 0x0D, KEY, IV)
     with pytest.raises(VmessError):
         r.feed(bytes(wire))
 
 
-def test_feed_undersized_chunk_raises() -> None:
-    r = BodyReader(SecurityType.AES_128_GCM, 0x01, KEY, IV)
+def test_feed_undersized_chunk_raises(fast_body: BodyPaths) -> None:
+    r = fast_body.reader(SecurityType.AES_128_GCM, 0x01, KEY, IV)
     with pytest.raises(VmessError):
         r.feed(b"\x00\x05hello")
 
 
-def test_mask_peek_skip_matches_next() -> None:
+def test_mask_peek_skip_matches_next(fast_body: BodyPaths) -> None:
     a, b = ShakeMask(IV), ShakeMask(IV)
     seen: list[int] = []
     for count in (1, 7, 600, 3, 2000):
@@ -137,33 +141,30 @@ def test_accelerated_writer_equals_python_writer_byte_for_byte(sec: int, opt: in
     if not body_mod.accelerator_available():
         pytest.skip("v2py._chunkcrypt is not built here")
     data = random.Random(11).randbytes(70000)
-    previous = body_mod.use_accelerator(True)
-    try:
-        fast = BodyWriter(sec, opt, KEY, IV, rng=exact_rng(5))
-    finally:
-        body_mod.use_accelerator(False)
-    try:
-        slow = BodyWriter(sec, opt, KEY, IV, rng=exact_rng(5))
-    finally:
-        body_mod.use_accelerator(previous)
+    fast = BodyWriter(sec, opt, KEY, IV, rng=exact_rng(5), impl=BodyImpl.C_BATCH)
+    slow = BodyWriter(sec, opt, KEY, IV, rng=exact_rng(5), impl=BodyImpl.IN_PLACE)
     assert fast._accel is not None and slow._accel is None
     for piece in (data, data[:1], data[:2031]):
         assert bytes(fast.seal(piece)) == bytes(slow.seal(piece))
     assert fast.seal_end() == slow.seal_end()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     sec=st.sampled_from(AEADS),
     opt=st.sampled_from(OPTIONS),
     garbage=st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=6),
 )
 def test_garbage_input_raises_vmess_error_or_waits(
-    sec: int, opt: int, garbage: list[bytes]
+    fast_body: BodyPaths, sec: int, opt: int, garbage: list[bytes]
 ) -> None:
     """Random bytes (a prober, a corrupted stream) never crash either reader path: each
     feed returns (usually nothing) or raises VmessError."""
-    r = BodyReader(sec, opt, KEY, IV)
+    r = fast_body.reader(sec, opt, KEY, IV)
     for piece in garbage:
         try:
             r.feed(piece)

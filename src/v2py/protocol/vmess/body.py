@@ -25,6 +25,7 @@ NONE               clear           raw bytes, no end marker
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import struct
 import sys
@@ -49,7 +50,9 @@ __all__ = [
     "max_chunk_payload",
     "take_output",
     "accelerator_available",
-    "use_accelerator",
+    "best_body_impl",
+    "BodyImpl",
+    "DEFAULT_BODY_IMPL",
     "CHUNK_BUFFER_SIZE",
     "NONE_STREAM_MAX_PAYLOAD",
     "MAX_CHUNK_SIZE",
@@ -91,7 +94,21 @@ _ACCEL_CIPHERS = {
     int(SecurityType.AES_128_GCM): "aes-128-gcm",
     int(SecurityType.CHACHA20_POLY1305): "chacha20-poly1305",
 }
-_accel_enabled = _chunkcrypt is not None
+
+
+class BodyImpl(enum.Enum):
+    """How AEAD chunks are sealed and opened (a constructor choice; every one puts
+    identical bytes on the wire).
+
+    ``C_BATCH``: whole batches of chunks per call in the optional C module
+    ``v2py._chunkcrypt``; ``IN_PLACE``: ``cryptography``'s ``encrypt_into`` /
+    ``decrypt_into`` into one buffer; ``GENERIC``: one ``encrypt``/``decrypt`` call
+    and bytes object per chunk (the reference).
+    """
+
+    C_BATCH = "c-batch"
+    IN_PLACE = "in-place"
+    GENERIC = "generic"
 
 
 def accelerator_available() -> bool:
@@ -99,18 +116,20 @@ def accelerator_available() -> bool:
     return _chunkcrypt is not None
 
 
-def use_accelerator(enabled: bool) -> bool:
-    """Switch the C accelerator on/off for writers/readers made from now on (it is on
-    whenever it loaded); returns the previous setting.  Both paths give identical bytes."""
-    global _accel_enabled
-    previous = _accel_enabled
-    _accel_enabled = enabled and _chunkcrypt is not None
-    return previous
+def best_body_impl(*, accelerated: bool = True) -> BodyImpl:
+    """The fastest implementation this process has (without C unless ``accelerated``)."""
+    if accelerated and _chunkcrypt is not None:
+        return BodyImpl.C_BATCH
+    return BodyImpl.IN_PLACE if _HAVE_INTO else BodyImpl.GENERIC
 
 
-def _make_accel(security: int, key: bytes, encrypt: bool) -> Any:
+#: What writers and readers use unless told otherwise.
+DEFAULT_BODY_IMPL = best_body_impl()
+
+
+def _make_accel(security: int, key: bytes, encrypt: bool, impl: BodyImpl) -> Any:
     name = _ACCEL_CIPHERS.get(int(security))
-    if not _accel_enabled or name is None:
+    if impl is not BodyImpl.C_BATCH or _chunkcrypt is None or name is None:
         return None
     real_key = chacha_key(key) if name == "chacha20-poly1305" else bytes(key)
     try:
@@ -302,6 +321,7 @@ class BodyWriter(_LazyAead):
         packet: bool = False,
         rng: Rng,
         cfb_encryptor: CipherContext | None = None,
+        impl: BodyImpl = DEFAULT_BODY_IMPL,
     ) -> None:
         option = int(option)
         self._security, self._mode = _select(security, option, packet)
@@ -321,8 +341,9 @@ class BodyWriter(_LazyAead):
         if self._security == SecurityType.LEGACY:
             self._cfb = cfb_encryptor if cfb_encryptor is not None else new_cfb_encryptor(key, iv)
         self._ended = False
+        self._in_place = self._is_aead and _HAVE_INTO and impl is not BodyImpl.GENERIC
         self._accel = (
-            _make_accel(self._security, key, True) if self._mode == _Mode.CHUNKS else None
+            _make_accel(self._security, key, True, impl) if self._mode == _Mode.CHUNKS else None
         )
 
     @property
@@ -387,7 +408,7 @@ class BodyWriter(_LazyAead):
         accel = self._accel
         if accel is not None:
             return self._seal_accel(accel, mv, (n + step - 1) // step)
-        if self._is_aead and _HAVE_INTO:
+        if self._in_place:
             return self._seal_aead(mv, n, step)
         for off in range(0, n, step):
             self._append_chunk(out, mv[off : off + step])
@@ -514,6 +535,7 @@ class BodyReader(_LazyAead):
         *,
         packet: bool = False,
         cfb_decryptor: CipherContext | None = None,
+        impl: BodyImpl = DEFAULT_BODY_IMPL,
     ) -> None:
         option = int(option)
         self._security, self._mode = _select(security, option, packet)
@@ -533,8 +555,8 @@ class BodyReader(_LazyAead):
         self._size = -1  # current chunk size (after unmasking), -1 = not read yet
         self._pad = 0
         self._ended = False
-        self._fast = self._is_aead and not packet and _HAVE_INTO
-        self._accel = _make_accel(self._security, key, False) if self._fast else None
+        self._fast = self._is_aead and not packet and _HAVE_INTO and impl is not BodyImpl.GENERIC
+        self._accel = _make_accel(self._security, key, False, impl) if self._fast else None
 
     @property
     def ended(self) -> bool:

@@ -41,6 +41,7 @@ from v2py.protocol.vmess.header import (
     seal_aead_request,
     seal_legacy_request,
 )
+from v2py.protocol.vmess.impl import DEFAULT_IMPL, VmessImpl
 
 __all__ = ["VmessClientConnection", "ClientState"]
 
@@ -80,11 +81,13 @@ class VmessClientConnection:
         use_aead: bool,
         padding_env: bool = False,
         option: int | None = None,
+        impl: VmessImpl = DEFAULT_IMPL,
     ) -> None:
         if security in (SecurityType.AUTO, SecurityType.UNKNOWN) or security not in SecurityType:
             raise ValueError("security must be resolved before use")
         self._rng = rng
         self._aead = use_aead
+        self._impl = impl
         self._security = SecurityType(security)
         opt = client_options(self._security, padding_env) if option is None else option
         body_iv = rng(16)
@@ -104,14 +107,14 @@ class VmessClientConnection:
         plaintext = encode_request_plaintext(self._request, padding)
         ts = int(now)
         if use_aead:
-            sealed = seal_aead_request(user.cmd_key, plaintext, ts, rng)
+            sealed = seal_aead_request(user.cmd_key, plaintext, ts, rng, kdf_impl=self._impl.kdf)
         else:
             id16, lts = choose_legacy_identity(user, ts, rng)
             sealed = seal_legacy_request(user.cmd_key, id16, plaintext, lts)
         self._out: list[bytes | bytearray] = [sealed]
         self._packet = command == RequestCommand.UDP
         self._writer = BodyWriter(
-            self._security, opt, body_key, body_iv, packet=self._packet, rng=rng
+            self._security, opt, body_key, body_iv, packet=self._packet, rng=rng, impl=impl.body
         )
         self._resp_key, self._resp_iv = response_keys(body_key, body_iv, use_aead)
         self._state = ClientState.RESPONSE_HEADER
@@ -187,7 +190,10 @@ class VmessClientConnection:
             if len(self._buf) < AEAD_LENGTH_BLOCK:
                 return
             n = open_aead_response_length(
-                self._resp_key, self._resp_iv, bytes(self._buf[:AEAD_LENGTH_BLOCK])
+                self._resp_key,
+                self._resp_iv,
+                bytes(self._buf[:AEAD_LENGTH_BLOCK]),
+                kdf_impl=self._impl.kdf,
             )
             if n is None:
                 raise self._fail("response header length authentication failed")
@@ -196,7 +202,9 @@ class VmessClientConnection:
         need = self._aead_len + GCM_TAG_LEN
         if len(self._buf) < need:
             return
-        hdr = open_aead_response_payload(self._resp_key, self._resp_iv, bytes(self._buf[:need]))
+        hdr = open_aead_response_payload(
+            self._resp_key, self._resp_iv, bytes(self._buf[:need]), kdf_impl=self._impl.kdf
+        )
         del self._buf[:need]
         if hdr is None:
             raise self._fail("response header authentication failed")
@@ -237,6 +245,7 @@ class VmessClientConnection:
             self._resp_iv,
             packet=self._packet,
             cfb_decryptor=cfb,
+            impl=self._impl.body,
         )
         self._state = ClientState.BODY
         self._events.append(ResponseReceived(command=cmd))

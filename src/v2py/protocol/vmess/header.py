@@ -29,7 +29,7 @@ from v2py.common.fnv import fnv1a32
 from v2py.common.net import canonical_ip, ip_text, pack_ip
 from v2py.protocol.vmess.account import VmessUser
 from v2py.protocol.vmess.constants import AddressType, RequestCommand
-from v2py.protocol.vmess.kdf import kdf, kdf16
+from v2py.protocol.vmess.kdf import DEFAULT_KDF_IMPL, KdfImpl, kdf, kdf16
 
 __all__ = [
     "RequestHeader",
@@ -275,14 +275,14 @@ def decode_auth_id(plain: bytes) -> int | None:
 
 
 def aead_header_keys(
-    cmd_key: bytes, auth_id: bytes, nonce: bytes
+    cmd_key: bytes, auth_id: bytes, nonce: bytes, *, kdf_impl: KdfImpl = DEFAULT_KDF_IMPL
 ) -> tuple[bytes, bytes, bytes, bytes]:
     """``(K_len, N_len, K_hdr, N_hdr)`` of spec 5.2."""
     return (
-        kdf16(cmd_key, _HDR_LEN_KEY, auth_id, nonce),
-        kdf(cmd_key, _HDR_LEN_NONCE, auth_id, nonce)[:12],
-        kdf16(cmd_key, _HDR_KEY, auth_id, nonce),
-        kdf(cmd_key, _HDR_NONCE, auth_id, nonce)[:12],
+        kdf16(cmd_key, _HDR_LEN_KEY, auth_id, nonce, impl=kdf_impl),
+        kdf(cmd_key, _HDR_LEN_NONCE, auth_id, nonce, impl=kdf_impl)[:12],
+        kdf16(cmd_key, _HDR_KEY, auth_id, nonce, impl=kdf_impl),
+        kdf(cmd_key, _HDR_NONCE, auth_id, nonce, impl=kdf_impl)[:12],
     )
 
 
@@ -294,6 +294,7 @@ def seal_aead_request(
     *,
     auth_rand: bytes | None = None,
     conn_nonce: bytes | None = None,
+    kdf_impl: KdfImpl = DEFAULT_KDF_IMPL,
 ) -> bytes:
     """Seal a request plaintext into the AEAD header of spec 5.4.
 
@@ -303,20 +304,27 @@ def seal_aead_request(
     rand4 = auth_rand if auth_rand is not None else rng(4)
     nonce = conn_nonce if conn_nonce is not None else rng(AEAD_NONCE_LEN)
     auth_id = create_auth_id(cmd_key, now, rand4)
-    k_len, n_len, k_hdr, n_hdr = aead_header_keys(cmd_key, auth_id, nonce)
+    k_len, n_len, k_hdr, n_hdr = aead_header_keys(cmd_key, auth_id, nonce, kdf_impl=kdf_impl)
     enc_len = AESGCM(k_len).encrypt(n_len, len(plaintext).to_bytes(2, "big"), auth_id)
     enc_hdr = AESGCM(k_hdr).encrypt(n_hdr, bytes(plaintext), auth_id)
     return auth_id + enc_len + nonce + enc_hdr
 
 
 def open_aead_request_length(
-    cmd_key: bytes, auth_id: bytes, enc_len: bytes, nonce: bytes
+    cmd_key: bytes,
+    auth_id: bytes,
+    enc_len: bytes,
+    nonce: bytes,
+    *,
+    kdf_impl: KdfImpl = DEFAULT_KDF_IMPL,
 ) -> int | None:
     """Open the sealed header length (spec 5.4); None if authentication fails."""
 
     try:
-        raw = AESGCM(kdf16(cmd_key, _HDR_LEN_KEY, auth_id, nonce)).decrypt(
-            kdf(cmd_key, _HDR_LEN_NONCE, auth_id, nonce)[:12], bytes(enc_len), auth_id
+        raw = AESGCM(kdf16(cmd_key, _HDR_LEN_KEY, auth_id, nonce, impl=kdf_impl)).decrypt(
+            kdf(cmd_key, _HDR_LEN_NONCE, auth_id, nonce, impl=kdf_impl)[:12],
+            bytes(enc_len),
+            auth_id,
         )
     except InvalidTag:
         return None
@@ -324,13 +332,18 @@ def open_aead_request_length(
 
 
 def open_aead_request_payload(
-    cmd_key: bytes, auth_id: bytes, enc_hdr: bytes, nonce: bytes
+    cmd_key: bytes,
+    auth_id: bytes,
+    enc_hdr: bytes,
+    nonce: bytes,
+    *,
+    kdf_impl: KdfImpl = DEFAULT_KDF_IMPL,
 ) -> bytes | None:
     """Open the sealed header plaintext (spec 5.4); None if authentication fails."""
 
     try:
-        return AESGCM(kdf16(cmd_key, _HDR_KEY, auth_id, nonce)).decrypt(
-            kdf(cmd_key, _HDR_NONCE, auth_id, nonce)[:12], bytes(enc_hdr), auth_id
+        return AESGCM(kdf16(cmd_key, _HDR_KEY, auth_id, nonce, impl=kdf_impl)).decrypt(
+            kdf(cmd_key, _HDR_NONCE, auth_id, nonce, impl=kdf_impl)[:12], bytes(enc_hdr), auth_id
         )
     except InvalidTag:
         return None
@@ -408,42 +421,50 @@ def encode_response_plaintext(v: int, command: tuple[int, bytes] | None = None) 
     return bytes((v & 0xFF, 0, cmd_id, len(data))) + data
 
 
-def aead_response_keys(resp_key: bytes, resp_iv: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+def aead_response_keys(
+    resp_key: bytes, resp_iv: bytes, *, kdf_impl: KdfImpl = DEFAULT_KDF_IMPL
+) -> tuple[bytes, bytes, bytes, bytes]:
     """``(len_key, len_nonce, hdr_key, hdr_nonce)`` of spec 6.4."""
     return (
-        kdf16(resp_key, _RESP_LEN_KEY),
-        kdf(resp_iv, _RESP_LEN_IV)[:12],
-        kdf16(resp_key, _RESP_KEY),
-        kdf(resp_iv, _RESP_IV)[:12],
+        kdf16(resp_key, _RESP_LEN_KEY, impl=kdf_impl),
+        kdf(resp_iv, _RESP_LEN_IV, impl=kdf_impl)[:12],
+        kdf16(resp_key, _RESP_KEY, impl=kdf_impl),
+        kdf(resp_iv, _RESP_IV, impl=kdf_impl)[:12],
     )
 
 
-def seal_aead_response(resp_key: bytes, resp_iv: bytes, hdr: bytes) -> bytes:
+def seal_aead_response(
+    resp_key: bytes, resp_iv: bytes, hdr: bytes, *, kdf_impl: KdfImpl = DEFAULT_KDF_IMPL
+) -> bytes:
     """AEAD response header of spec 6.4 (no AAD)."""
-    lk, ln, hk, hn = aead_response_keys(resp_key, resp_iv)
+    lk, ln, hk, hn = aead_response_keys(resp_key, resp_iv, kdf_impl=kdf_impl)
     return AESGCM(lk).encrypt(ln, len(hdr).to_bytes(2, "big"), None) + AESGCM(hk).encrypt(
         hn, bytes(hdr), None
     )
 
 
-def open_aead_response_length(resp_key: bytes, resp_iv: bytes, enc_len: bytes) -> int | None:
+def open_aead_response_length(
+    resp_key: bytes, resp_iv: bytes, enc_len: bytes, *, kdf_impl: KdfImpl = DEFAULT_KDF_IMPL
+) -> int | None:
     """Open the 18-byte sealed response length; None on authentication failure."""
 
     try:
-        raw = AESGCM(kdf16(resp_key, _RESP_LEN_KEY)).decrypt(
-            kdf(resp_iv, _RESP_LEN_IV)[:12], bytes(enc_len), None
+        raw = AESGCM(kdf16(resp_key, _RESP_LEN_KEY, impl=kdf_impl)).decrypt(
+            kdf(resp_iv, _RESP_LEN_IV, impl=kdf_impl)[:12], bytes(enc_len), None
         )
     except InvalidTag:
         return None
     return int.from_bytes(raw, "big")
 
 
-def open_aead_response_payload(resp_key: bytes, resp_iv: bytes, enc_hdr: bytes) -> bytes | None:
+def open_aead_response_payload(
+    resp_key: bytes, resp_iv: bytes, enc_hdr: bytes, *, kdf_impl: KdfImpl = DEFAULT_KDF_IMPL
+) -> bytes | None:
     """Open the sealed response header; None on authentication failure."""
 
     try:
-        return AESGCM(kdf16(resp_key, _RESP_KEY)).decrypt(
-            kdf(resp_iv, _RESP_IV)[:12], bytes(enc_hdr), None
+        return AESGCM(kdf16(resp_key, _RESP_KEY, impl=kdf_impl)).decrypt(
+            kdf(resp_iv, _RESP_IV, impl=kdf_impl)[:12], bytes(enc_hdr), None
         )
     except InvalidTag:
         return None

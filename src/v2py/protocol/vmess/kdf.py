@@ -15,6 +15,7 @@ of the AEAD header (four or eight derivations per connection side).
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import hmac
@@ -93,21 +94,30 @@ except ImportError:
     _kdf_c = None  # type: ignore[assignment]
 
 
-def use_accelerator(enabled: bool) -> bool:
-    """Switch the C KDF on/off (it is on whenever it loaded); returns the previous setting."""
-    global _use_c
-    previous = _use_c
-    _use_c = enabled and _kdf_c is not None
-    return previous
+class KdfImpl(enum.Enum):
+    """Which code computes the KDF (a constructor choice; both give the same bytes)."""
+
+    C = "c"  # v2py._chunkcrypt.kdf over the system libcrypto
+    PYTHON = "python"  # kdf_python, the reference
 
 
-def kdf(key: bytes, *path: bytes) -> bytes:
+def best_kdf_impl(*, accelerated: bool = True) -> KdfImpl:
+    """The C KDF when it is built and ``accelerated``, else the Python one."""
+    return KdfImpl.C if accelerated and _kdf_c is not None else KdfImpl.PYTHON
+
+
+#: What :func:`kdf` uses unless told otherwise.
+DEFAULT_KDF_IMPL = best_kdf_impl()
+
+
+def kdf(key: bytes, *path: bytes, impl: KdfImpl = DEFAULT_KDF_IMPL) -> bytes:
     """Return the 32-byte ``KDF(key, path...)`` of spec section 5.1.
 
-    Uses ``v2py._chunkcrypt.kdf`` when it is built (at most 8 path elements of at
-    most 1,024 bytes, which every VMess use fits), else :func:`kdf_python`.
+    ``impl`` C uses ``v2py._chunkcrypt.kdf`` when it is built (at most 8 path
+    elements of at most 1,024 bytes, which every VMess use fits), else
+    :func:`kdf_python`.
     """
-    if _use_c and len(path) <= _C_MAX_PATH:
+    if impl is KdfImpl.C and _kdf_c is not None and len(path) <= _C_MAX_PATH:
         try:
             return _kdf_c(key, *path)
         except ValueError:  # an element over the C limit
@@ -116,14 +126,13 @@ def kdf(key: bytes, *path: bytes) -> bytes:
 
 
 _C_MAX_PATH = 8
-_use_c = _kdf_c is not None
 
 
-def kdf16(key: bytes, *path: bytes) -> bytes:
+def kdf16(key: bytes, *path: bytes, impl: KdfImpl = DEFAULT_KDF_IMPL) -> bytes:
     """First 16 bytes of :func:`kdf` (AES-128 keys, spec 5.2)."""
-    return kdf(key, *path)[:16]
+    return kdf(key, *path, impl=impl)[:16]
 
 
-def kdf12(key: bytes, *path: bytes) -> bytes:
+def kdf12(key: bytes, *path: bytes, impl: KdfImpl = DEFAULT_KDF_IMPL) -> bytes:
     """First 12 bytes of :func:`kdf` (GCM nonces, spec 5.2)."""
-    return kdf(key, *path)[:12]
+    return kdf(key, *path, impl=impl)[:12]

@@ -52,6 +52,7 @@ from v2py.protocol.vmess.header import (
     response_keys,
     seal_aead_response,
 )
+from v2py.protocol.vmess.impl import DEFAULT_IMPL, VmessImpl
 from v2py.protocol.vmess.validator import UserValidator
 
 __all__ = ["VmessServerConnection", "ServerState"]
@@ -92,9 +93,16 @@ class VmessServerConnection:
     """
 
     def __init__(
-        self, validator: UserValidator, *, now: float, rng: Rng, disable_insecure: bool = False
+        self,
+        validator: UserValidator,
+        *,
+        now: float,
+        rng: Rng,
+        disable_insecure: bool = False,
+        impl: VmessImpl = DEFAULT_IMPL,
     ) -> None:
         self._validator = validator
+        self._impl = impl
         self._now = now
         self._rng = rng
         self._disable_insecure = disable_insecure
@@ -228,7 +236,9 @@ class VmessServerConnection:
                 enc_len = bytes(self._buf[:AEAD_LENGTH_BLOCK])
                 nonce = bytes(self._buf[AEAD_LENGTH_BLOCK : AEAD_LENGTH_BLOCK + AEAD_NONCE_LEN])
                 assert self._user is not None
-                n = open_aead_request_length(self._user.cmd_key, self._auth, enc_len, nonce)
+                n = open_aead_request_length(
+                    self._user.cmd_key, self._auth, enc_len, nonce, kdf_impl=self._impl.kdf
+                )
                 self._take(AEAD_LENGTH_BLOCK + AEAD_NONCE_LEN)
                 if n is None:
                     raise self._fail("AEAD header length authentication failed", drain=True)
@@ -241,7 +251,11 @@ class VmessServerConnection:
                     return
                 assert self._user is not None
                 pt = open_aead_request_payload(
-                    self._user.cmd_key, self._auth, self._take(need), self._aead_nonce
+                    self._user.cmd_key,
+                    self._auth,
+                    self._take(need),
+                    self._aead_nonce,
+                    kdf_impl=self._impl.kdf,
                 )
                 if pt is None:
                     raise self._fail("AEAD header authentication failed", drain=True)
@@ -299,7 +313,9 @@ class VmessServerConnection:
             raise self._fail(f"unknown request command {h.command}")
         self._header = h
         self._packet = h.command == RequestCommand.UDP
-        self._reader = BodyReader(sec, h.option, h.body_key, h.body_iv, packet=self._packet)
+        self._reader = BodyReader(
+            sec, h.option, h.body_key, h.body_iv, packet=self._packet, impl=self._impl.body
+        )
         self._state = ServerState.BODY
         self._cfb = None
         self._plain.clear()
@@ -348,14 +364,21 @@ class VmessServerConnection:
         sec = SecurityType.LEGACY if h.security == SecurityType.UNKNOWN else h.security
         cfb = None
         if self._aead:
-            self._out.append(seal_aead_response(key, iv, hdr))
+            self._out.append(seal_aead_response(key, iv, hdr, kdf_impl=self._impl.kdf))
         else:
             cfb = new_cfb_encryptor(key, iv)
             self._out.append(cfb.update(hdr))
             if sec != SecurityType.LEGACY:
                 cfb = None
         self._writer = BodyWriter(
-            sec, h.option, key, iv, packet=self._packet, rng=self._rng, cfb_encryptor=cfb
+            sec,
+            h.option,
+            key,
+            iv,
+            packet=self._packet,
+            rng=self._rng,
+            cfb_encryptor=cfb,
+            impl=self._impl.body,
         )
         self._response_sent = True
         return self._writer
