@@ -206,7 +206,8 @@ class Builder:
                     transport=stats.outbound_transport(tag, transport)
                     if stats is not None
                     else transport,
-                    env=self.env,
+                    aead_forced=self.config.switches.vmess_aead_forced,
+                    padding=self.config.switches.vmess_padding,
                     impl=self.vmess_impl,
                 )
             case other:

@@ -30,6 +30,7 @@ from v2py.app.proxyman import OutboundManager
 from v2py.app.relay import relay
 from v2py.app.session import Session
 from v2py.common.net import tcp
+from v2py.config.model import EnvSwitches
 from v2py.protocol.vmess import (
     DataReceived,
     RequestCommand,
@@ -175,7 +176,8 @@ async def v2py_vmess_client(
             )
         ],
         policy=policy,
-        env=dict(env or {}),
+        aead_forced=EnvSwitches.from_env(env or {}).vmess_aead_forced,
+        padding=EnvSwitches.from_env(env or {}).vmess_padding,
         rng=rng,
         clock=clock,
     )

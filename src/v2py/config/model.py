@@ -624,17 +624,34 @@ class EnvSwitches(ConfigModel):
     ``"true"``; a client then sends legacy headers even with alterId 0.
     ``vmess_padding``: ``v2ray.vmess.padding`` is set (any value); a client then
     adds GlobalPadding (docs/spec/vmess.md sections 2 and 8.5).
+    ``vmess_aead_experiment``: ``VMESSAEADEXPERIMENT`` of 4.24-4.27 as the user's
+    guide describes it (y/yes/true/1 forces AEAD headers, n/no/false/0 legacy
+    ones; None: unset). 4.34 no longer reads it; v2py honours it.
     """
 
     vmess_aead_disabled: bool = False
     vmess_padding: bool = False
+    vmess_aead_experiment: bool | None = None
+
+    @property
+    def vmess_aead_forced(self) -> bool | None:
+        """What the switches force: True (AEAD), False (legacy) or None (by alterId)."""
+        if self.vmess_aead_disabled:
+            return False
+        return self.vmess_aead_experiment
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EnvSwitches:
         """Read the switches from an environment mapping."""
+        experiment = env.get("VMESSAEADEXPERIMENT", "").lower()
         return cls(
             vmess_aead_disabled=env_flag(env, "v2ray.vmess.aead.disabled") == "true",
             vmess_padding=env_flag(env, "v2ray.vmess.padding") is not None,
+            vmess_aead_experiment=True
+            if experiment in ("y", "yes", "true", "1")
+            else False
+            if experiment in ("n", "no", "false", "0")
+            else None,
         )
 
 

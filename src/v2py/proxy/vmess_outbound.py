@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from v2py.app import entropy
@@ -110,18 +109,6 @@ class ServerList:
         self.entries.append(entry)
 
 
-def env_aead_choice(env: Mapping[str, str]) -> bool | None:
-    """What the environment forces: True (AEAD), False (legacy) or None (decide by alterId)."""
-    if env.get("v2ray.vmess.aead.disabled", env.get("V2RAY_VMESS_AEAD_DISABLED", "")) == "true":
-        return False
-    experiment = env.get("VMESSAEADEXPERIMENT", "").lower()
-    if experiment in ("y", "yes", "true", "1"):
-        return True
-    if experiment in ("n", "no", "false", "0"):
-        return False
-    return None
-
-
 class VmessOutbound:
     """The ``vmess`` outbound handler."""
 
@@ -132,7 +119,8 @@ class VmessOutbound:
         servers: Sequence[ServerEntry],
         policy: PolicyTable,
         transport: Transport | None = None,
-        env: Mapping[str, str] | None = None,
+        aead_forced: bool | None = None,
+        padding: bool = False,
         rng: Callable[[int], bytes] = entropy.urandom,
         clock: Callable[[], float] = time.time,
         machine: str | None = None,
@@ -143,14 +131,11 @@ class VmessOutbound:
         self.servers = ServerList(servers)
         self.policy = policy
         self.transport: Transport = transport or TcpTransport()
-        self.env = dict(os.environ if env is None else env)
         self._rng = rng
         self._clock = clock
         self._machine = machine or platform.machine()
-        self._aead_forced = env_aead_choice(self.env)
-        self._padding_env = bool(
-            self.env.get("v2ray.vmess.padding", self.env.get("V2RAY_VMESS_PADDING"))
-        )
+        self._aead_forced = aead_forced
+        self._padding = padding
         if self._aead_forced is True or any(
             account.tests_enabled.lower() == TESTS_ENABLED_AEAD
             for entry in self.servers.entries
@@ -223,7 +208,7 @@ class VmessOutbound:
             now=self._clock(),
             rng=self._rng,
             use_aead=self._use_aead(account),
-            padding_env=self._padding_env,
+            padding_env=self._padding,
             impl=self._impl,
         )
         vstream = VmessStream(
