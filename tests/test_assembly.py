@@ -144,6 +144,9 @@ def test_real_config_runs_in_full_or_is_refused_by_test_and_run_alike(name: str)
     expected = EXPECTED[name]
     try:
         loaded = load_config([(str(path), path.read_text())], {})
+        # Geo lists are read when the instance is built (as 4.34 reads them while
+        # building its config): a missing geosite.dat is refused there.
+        Instance(loaded.config, env={})
     except ConfigError as exc:
         assert expected is not None, f"{name} was expected to load: {exc}"
         assert exc.path.split(": ", 1)[-1] == expected, str(exc)
@@ -156,5 +159,4 @@ def test_real_config_runs_in_full_or_is_refused_by_test_and_run_alike(name: str)
         assert _error_lines(results[0]) == _error_lines(results[1])
         return
     assert expected is None, f"{name} loaded but was expected to be refused at {expected}"
-    Instance(loaded.config, env={})  # builds every handler with its full meaning
     assert _cli("test", "-c", str(path)).returncode == 0

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from v2py.protocol.mkcp.settings import KcpSettings
     from v2py.protocol.vmess.account import VmessUser
     from v2py.protocol.vmess.constants import SecurityType
+    from v2py.proxy.freedom import Resolver
     from v2py.proxy.vmess_inbound import DetourLookup, VmessInbound
     from v2py.proxy.vmess_outbound import ServerEntry
 
@@ -158,6 +159,8 @@ class Builder:
         self.worker = worker
         self.inbounds = inbounds
         self.policy = policy_table(config)
+        # The built-in DNS (``dns`` object) for freedom's UseIP*; None: the system resolver.
+        self.resolver: Resolver | None = None
         # V2PY_PURE_PYTHON=1 (to compare, see bench/README.md): no C accelerator.
         from v2py.protocol.vmess.impl import VmessImpl
 
@@ -187,6 +190,7 @@ class Builder:
                     redirect=s.redirect or None,
                     user_level=s.user_level,
                     policy=self.policy,
+                    resolver=self.resolver,
                 )
                 return stats.direct_outbound(freedom) if stats is not None else freedom
             case BlackholeSettings() as s:

@@ -14,10 +14,12 @@ import os
 from collections.abc import Mapping
 
 from v2py.app.dispatcher import Dispatcher, LinkStats, Router
+from v2py.app.geodata import GeoData
 from v2py.app.handler import Outbound
 from v2py.app.mux_client import MuxClientOutbound
 from v2py.app.mux_server import MuxServer
 from v2py.app.proxyman import CLOSE_TIMEOUT_S, InboundManager, OutboundManager
+from v2py.app.routing import build_routing
 from v2py.app.shared_state import WorkerContext
 from v2py.build import Builder
 from v2py.config.model import Config, OutboundConfig
@@ -53,6 +55,11 @@ class Instance:
             worker=worker,
         )
         self.policy = self.builder.policy
+        # Routing and DNS (app/routing.py): geo lists load once, here; DNS queries are
+        # dispatched like any UDP session, so the dispatcher is looked up when they go out.
+        self.routing = build_routing(config, GeoData(self.builder.env), lambda: self.dispatcher)
+        self.dns = self.routing.dns
+        self.builder.resolver = self.dns
         self._mux_clients: list[MuxClientOutbound] = []
         for outbound_cfg in config.outbounds:
             self.outbounds.add(self._with_mux(self.builder.outbound(outbound_cfg), outbound_cfg))
@@ -60,6 +67,8 @@ class Instance:
             from v2py.proxy.freedom import FreedomOutbound
 
             self.outbounds.add(FreedomOutbound(tag="", policy=self.policy))
+        if router is None:
+            router = self.routing.session_router(self.outbounds)
         self.dispatcher = Dispatcher(self.outbounds, router=router, stats=stats)
         # Every inbound serves Mux.Cool (v1.mux.cool requests) before routing (4.34).
         self.inbound_dispatcher = MuxServer(self.dispatcher, self.policy)
@@ -99,6 +108,8 @@ class Instance:
     async def close(self) -> None:
         """Close the inbounds, then what the transports left open (mKCP sockets)."""
         await self.inbounds.close()
+        if self.dns is not None:
+            await self.dns.aclose()
         for mux_client in self._mux_clients:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):

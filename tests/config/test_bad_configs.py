@@ -234,7 +234,7 @@ BAD: list[Bad] = [
     # --- fail closed: keys 4.34 gives a meaning that v2py does not implement yet
     *(Bad(f"refused-{key}", with_(BASE, key, {"rules": []} if key == "routing" else
                                   {"tag": "api"} if key == "api" else {}), key,
-          "not supported by v2py yet") for key in ("routing", "dns", "stats", "api", "reverse")),
+          "not supported by v2py yet") for key in ("stats", "api", "reverse")),
     Bad("proxy-settings", with_(BASE, "outbounds.0.proxySettings", {"tag": "x"}),
         "outbounds[0].proxySettings", "not supported by v2py yet"),
     Bad("send-through-ip", with_(BASE, "outbounds.0.sendThrough", "127.0.0.2"),

@@ -116,7 +116,7 @@ def _keyword_pattern(words: Iterable[str]) -> str:
 class DomainSet:
     """A compiled group of literal domain conditions; :meth:`matches` is any-of."""
 
-    __slots__ = ("_full", "_keyword", "_regexes", "_suffixes", "size")
+    __slots__ = ("_full", "_keyword", "_keywords", "_patterns", "_regexes", "_suffixes", "size")
 
     def __init__(self, rules: Iterable[DomainRule]) -> None:
         full: set[str] = set()
@@ -137,12 +137,40 @@ class DomainSet:
         self.size = count
         self._full = frozenset(full)
         self._suffixes = frozenset(suffixes)
+        self._keywords = tuple(keywords)
+        self._patterns = tuple(regexes)
         if "" in keywords:
             # An empty keyword is a substring of everything (4.34 strings.Contains).
             self._keyword: re.Pattern[str] | None = re.compile("")
         else:
             self._keyword = re.compile(_keyword_pattern(keywords)) if keywords else None
         self._regexes = _compile_regexes(regexes)
+
+    def rules(self) -> list[DomainRule]:
+        """The conditions again (without duplicates), e.g. for ``dns.hosts`` geosite keys."""
+        return [
+            *(DomainRule(DomainKind.FULL, v) for v in self._full),
+            *(DomainRule(DomainKind.DOMAIN, v) for v in self._suffixes),
+            *(DomainRule(DomainKind.PLAIN, v) for v in self._keywords),
+            *(DomainRule(DomainKind.REGEX, v) for v in self._patterns),
+        ]
+
+    def match_rank(self, domain: str) -> tuple[int, int] | None:
+        """How 4.34's matcher group orders a match (lower first): an exact name,
+        then the longest ``domain:`` suffix, then keywords and regexps; None: no match."""
+        if domain in self._full:
+            return (0, 0)
+        if self._suffixes:
+            labels = domain.split(".")
+            for start in range(len(labels)):
+                if ".".join(labels[start:]) in self._suffixes:
+                    return (1, start)
+        keyword = self._keyword
+        if (keyword is not None and keyword.search(domain) is not None) or any(
+            r.search(domain) is not None for r in self._regexes
+        ):
+            return (2, 0)
+        return None
 
     def matches(self, domain: str) -> bool:
         """True when ``domain`` (non-empty, case-sensitive) matches any condition."""

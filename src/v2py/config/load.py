@@ -40,6 +40,7 @@ from v2py.config.model import (
     TransportConfig,
 )
 from v2py.config.registry import INBOUND_SETTINGS, OUTBOUND_SETTINGS
+from v2py.config.routing import DnsConfig, RoutingConfig
 from v2py.config.settings import VmessInboundSettings
 from v2py.config.stream import WsConfig
 from v2py.errors import ConfigError
@@ -193,6 +194,10 @@ def _read_file(
             updates[key] = tuple(
                 _typed_outbound(item, prefix, f"{alias}[{i}]", env) for i, item in enumerate(items)
             )
+    if root.routing is not None:
+        updates["routing"] = root.routing.with_paths(f"{prefix}routing")
+    if root.dns is not None:
+        updates["dns"] = root.dns.with_paths(f"{prefix}dns")
     return _File(name=name, prefix=prefix, root=_copy(root, updates))
 
 
@@ -256,6 +261,8 @@ class _Merged:
     outbounds: tuple[OutboundConfig, ...]
     api: ApiConfig | None = None
     stats: StatsConfig | None = None
+    routing: RoutingConfig | None = None
+    dns: DnsConfig | None = None
 
 
 def _merge(files: list[_File]) -> _Merged:
@@ -272,6 +279,8 @@ def _merge(files: list[_File]) -> _Merged:
         outbounds=first.outbounds or (),
         api=first.api,
         stats=first.stats,
+        routing=first.routing,
+        dns=first.dns,
     )
     for file in files[1:]:
         root = file.root
@@ -285,6 +294,8 @@ def _merge(files: list[_File]) -> _Merged:
             "outbound_detour",
             "api",
             "stats",
+            "routing",
+            "dns",
         ):
             value = getattr(root, key)
             if value is not None:
@@ -352,6 +363,8 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         outbounds=tuple(outbounds),
         api=merged.api,
         stats=merged.stats,
+        routing=merged.routing or RoutingConfig(),
+        dns=merged.dns,
         switches=switches,
     )
 

@@ -35,6 +35,7 @@ from v2py.config.registry import (
     UNSUPPORTED_INBOUNDS,
     UNSUPPORTED_OUTBOUNDS,
 )
+from v2py.config.routing import DnsConfig, RoutingConfig
 from v2py.config.settings import InboundSettings, OutboundSettings
 from v2py.config.stream import HttpRequestConfig, HttpResponseConfig, TlsConfig, WsConfig
 
@@ -588,9 +589,7 @@ class RootConfig(ConfigModel):
     """One config file as written, before merging files and legacy keys."""
 
     # Each changes where traffic goes or who is let in: refused until implemented.
-    REFUSED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
-        ("routing", "dns", "reverse"), NOT_SUPPORTED_YET
-    )
+    REFUSED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(("reverse",), NOT_SUPPORTED_YET)
 
     port: Uint16 | None = None
     log: LogConfig | None = None
@@ -604,6 +603,8 @@ class RootConfig(ConfigModel):
     outbounds: tuple[OutboundConfig, ...] | None = None
     api: ApiConfig | None = None
     stats: StatsConfig | None = None
+    routing: RoutingConfig | None = None
+    dns: DnsConfig | None = None
 
 
 def env_flag(env: Mapping[str, str], name: str) -> str | None:
@@ -671,6 +672,9 @@ class Config(ConfigModel):
     outbounds: tuple[OutboundConfig, ...] = ()
     api: ApiConfig | None = None
     stats: StatsConfig | None = None
+    routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
+    # None: no ``dns`` object (the system resolver answers, as in 4.34).
+    dns: DnsConfig | None = None
     switches: EnvSwitches = Field(default_factory=lambda: EnvSwitches())
 
     def inbound(self, tag: str) -> InboundConfig | None:

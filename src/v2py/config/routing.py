@@ -545,10 +545,30 @@ class RoutingConfig(ConfigModel):
     ``domain_strategy`` falls back to ``settings.domainStrategy``.
     """
 
+    INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
+
     domain_strategy: Strategy | None = None
     rules: tuple[RoutingRuleConfig, ...] = ()
     balancers: tuple[BalancerConfig, ...] = ()
     settings: RoutingSettingsConfig | None = None
+    path: str = "routing"
+
+    def with_paths(self, base: str) -> RoutingConfig:
+        """A copy whose rules know their JSON path under ``base`` (e.g. ``"routing"``)."""
+        rules = tuple(
+            r.model_copy(update={"path": f"{base}.rules[{i}]"}) for i, r in enumerate(self.rules)
+        )
+        settings = self.settings
+        if settings is not None:
+            settings = settings.model_copy(
+                update={
+                    "rules": tuple(
+                        r.model_copy(update={"path": f"{base}.settings.rules[{i}]"})
+                        for i, r in enumerate(settings.rules)
+                    )
+                }
+            )
+        return self.model_copy(update={"rules": rules, "settings": settings, "path": base})
 
     @property
     def strategy(self) -> DomainStrategy:
@@ -706,7 +726,18 @@ def _check_hosts(value: object) -> tuple[DnsHostConfig, ...]:
 class DnsConfig(ConfigModel):
     """``dns``: name servers, static ``hosts``, EDNS ``clientIp``, the queries' inbound ``tag``."""
 
+    INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
+
     servers: tuple[Annotated[DnsServerConfig, BeforeValidator(_check_server)], ...] = ()
     hosts: Annotated[tuple[DnsHostConfig, ...], BeforeValidator(_check_hosts)] = Field(default=())
     client_ip: IpText | None = None
     tag: Str = ""
+    path: str = "dns"
+
+    def with_paths(self, base: str) -> DnsConfig:
+        """A copy whose servers know their JSON path under ``base`` (e.g. ``"dns"``)."""
+        servers = tuple(
+            s.model_copy(update={"path": f"{base}.servers[{i}]"})
+            for i, s in enumerate(self.servers)
+        )
+        return self.model_copy(update={"servers": servers, "path": base})

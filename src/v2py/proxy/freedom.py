@@ -4,7 +4,9 @@ socks-sniffing-freedom.md section 3; v2ray-core 4.34 ``proxy/freedom/freedom.go`
 * ``redirect`` replaces the address (unless empty or 0.0.0.0) and/or the port
   (unless 0) of every destination.
 * ``domainStrategy`` UseIP/UseIPv4/UseIPv6 resolve a domain first and dial a random
-  result; a failed or empty lookup falls back to dialling the domain as is.
+  result; a failed or empty lookup falls back to dialling the domain as is. The
+  lookup goes to the built-in DNS when the config has a ``dns`` object (``resolver``),
+  else to the system resolver, as 4.34 (``proxy/freedom`` ``resolveIP``).
 * Dialling makes up to 5 attempts, waiting 0/100/200/300/400 ms before them (4.34's
   ``retry.ExponentialBackoff(5, 100)``).
 * TCP is relayed with the level's policy; UDP uses one connected socket per link,
@@ -20,18 +22,24 @@ import logging
 import random
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import ActivityTimer, relay
 from v2py.app.session import Session, session_logger
-from v2py.common.net import Destination, is_ip, normalize_address
+from v2py.common.net import Destination, ip_text, is_ip, normalize_address
 from v2py.errors import LocalProtocolError
 from v2py.transport.stream import Stream
 from v2py.transport.tcp import dial_tcp
 
-__all__ = ["DomainStrategy", "FreedomOutbound", "parse_domain_strategy", "parse_redirect"]
+__all__ = [
+    "DomainStrategy",
+    "FreedomOutbound",
+    "Resolver",
+    "parse_domain_strategy",
+    "parse_redirect",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,16 @@ DIAL_DELAYS_S = (0.0, 0.1, 0.2, 0.3, 0.4)
 DIAL_TIMEOUT_S = 16.0
 #: 4.34 reads UDP responses into a 2048-byte buffer; longer datagrams are truncated.
 UDP_RESPONSE_MAX_BYTES = 2048
+
+
+class Resolver(Protocol):
+    """The built-in DNS as freedom uses it (``v2py.app.dns.DnsClient``)."""
+
+    async def lookup_ip(
+        self, domain: str, *, ipv4: bool = True, ipv6: bool = True
+    ) -> tuple[bytes, ...]:
+        """Packed IPs of ``domain``; raises an Exception subclass when the lookup fails."""
+        ...
 
 
 class DomainStrategy(enum.Enum):
@@ -126,8 +144,10 @@ class FreedomOutbound:
         dial_delays: Sequence[float] = DIAL_DELAYS_S,
         dial_timeout: float = DIAL_TIMEOUT_S,
         rng: random.Random | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.tag = tag
+        self._resolver = resolver
         self._strategy = parse_domain_strategy(domain_strategy)
         self._redirect = parse_redirect(redirect) if redirect else (None, None)
         self._user_level = user_level
@@ -150,6 +170,17 @@ class FreedomOutbound:
     async def _resolve(self, host: str, port: int, kind: int) -> str:
         if self._strategy is DomainStrategy.AS_IS or is_ip(host):
             return host
+        if self._resolver is not None:
+            try:
+                found = await self._resolver.lookup_ip(
+                    host,
+                    ipv4=self._strategy is not DomainStrategy.USE_IPV6,
+                    ipv6=self._strategy is not DomainStrategy.USE_IPV4,
+                )
+            except Exception as exc:  # any failed lookup: dial the domain as is (4.34)
+                log.info("freedom: failed to get IP address for domain %s: %s", host, exc)
+                return host
+            return ip_text(self._rng.choice(found)) if found else host
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, family=_FAMILY[self._strategy], type=kind)

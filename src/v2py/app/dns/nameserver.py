@@ -1,0 +1,335 @@
+"""Name servers of the built-in DNS (v2ray-core 4.34 ``app/dns/nameserver_udp.go``,
+``nameserver_local.go``, ``dnscommon.go``).
+
+* :class:`UdpNameServer`: classic DNS over UDP. Messages are built and parsed
+  with dnspython. Queries go out through a :class:`PacketChannel`: in an
+  instance, a datagram link dispatched like any other UDP session (inbound tag
+  = ``dns.tag``), so routing rules decide which outbound carries them, as in
+  4.34; or straight from a local socket (:class:`DirectChannel`). A and AAAA are
+  asked separately; answers are cached per name and type for the smallest TTL
+  of the answer (TTL 0 and the upper bound are 600 s, as 4.34). ``clientIp``
+  adds the EDNS client-subnet option with 4.34's exact OPT record.
+* :class:`LocalNameServer`: the system resolver (``getaddrinfo``), which is
+  also what runs when there is no ``dns`` object at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from v2py.app.packet import PacketLink
+from v2py.app.session import Session
+from v2py.common.net import pack_ip, udp
+
+if TYPE_CHECKING:
+    import dns.message
+
+    from v2py.app.handler import Dispatch
+
+__all__ = [
+    "DirectChannel",
+    "DispatchedChannel",
+    "DnsLookupError",
+    "LocalNameServer",
+    "NameServer",
+    "PacketChannel",
+    "UdpNameServer",
+]
+
+log = logging.getLogger(__name__)
+
+#: Per-server query deadline (4.34 ``Client.QueryIP``: 4 s).
+QUERY_TIMEOUT_S = 4.0
+#: Cache lifetime for TTL 0 and the upper bound of any answer (4.34 ``parseResponse``).
+MAX_TTL_S = 600.0
+#: EDNS as 4.34 sends it: payload 1350, OPT TTL from ``SetEDNS0(1350, 0xfe00, true)``.
+EDNS_PAYLOAD = 1350
+EDNS_FLAGS = 0xE000_8000
+ECS_V4_BITS = 24
+ECS_V6_BITS = 96
+_RCODE_NOERROR = 0
+
+
+class DnsLookupError(Exception):
+    """A lookup failed. ``retry_next`` is True for timeouts and expectIPs mismatches,
+    the only failures after which 4.34 asks the next server."""
+
+    def __init__(self, message: str, *, retry_next: bool = False) -> None:
+        super().__init__(message)
+        self.retry_next = retry_next
+
+
+class NameServer(Protocol):
+    """One configured server."""
+
+    name: str
+
+    async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:
+        """Packed IPs for ``domain`` (no trailing dot). Raises DnsLookupError."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalNameServer:
+    """The system resolver."""
+
+    name = "localhost"
+
+    async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:
+        family = socket.AF_UNSPEC if ipv4 and ipv6 else socket.AF_INET if ipv4 else socket.AF_INET6
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(domain, None, family=family, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise DnsLookupError(f"system resolver: {exc}") from None
+        found: dict[bytes, None] = {}
+        for info in infos:
+            packed = pack_ip(str(info[4][0]).partition("%")[0])
+            if packed is not None:
+                found[packed] = None
+        if not found:
+            raise DnsLookupError("system resolver: empty response")
+        return tuple(found)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class PacketChannel(Protocol):
+    """A datagram path to one server: ``send`` a query; answers arrive at the
+    ``on_answer`` callback given when the channel was made."""
+
+    def send(self, data: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+ChannelFactory = Callable[[str, int, Callable[[bytes], None]], PacketChannel]
+
+
+class DirectChannel:
+    """Queries from a local UDP socket, connected to the server (made on first send)."""
+
+    def __init__(self, host: str, port: int, on_answer: Callable[[bytes], None]) -> None:
+        self._address = (host, port)
+        self._on_answer = on_answer
+        self._transport: asyncio.DatagramTransport | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._pending: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data)
+            return
+        self._pending.append(data)
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        on_answer = self._on_answer
+
+        class _Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+                on_answer(data)
+
+            def error_received(self, exc: Exception) -> None:
+                log.debug("dns: %s", exc)
+
+        try:
+            transport, _ = await loop.create_datagram_endpoint(_Proto, remote_addr=self._address)
+        except OSError as exc:
+            log.info("dns: cannot reach %s:%d: %s", *self._address, exc)
+            self._pending.clear()
+            self._opening = None
+            return
+        self._transport = transport
+        pending, self._pending = self._pending, []
+        for data in pending:
+            transport.sendto(data)
+
+    async def aclose(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._opening
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+class DispatchedChannel:
+    """Queries as one UDP session through the dispatcher (4.34 ``udp.Dispatcher``):
+    ``inbound_tag`` is ``dns.tag``, so routing rules can send DNS anywhere."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        on_answer: Callable[[bytes], None],
+        *,
+        dispatcher: Dispatch,
+        inbound_tag: str,
+    ) -> None:
+        self._destination = udp(host, port)
+        self._on_answer = on_answer
+        self._dispatcher = dispatcher
+        self._tag = inbound_tag
+        self._link: PacketLink | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def send(self, data: bytes) -> None:
+        link = self._link
+        if link is None or link.closed or self._task is None or self._task.done():
+            link = PacketLink(self._on_answer)
+            session = Session(inbound_tag=self._tag, source=None, destination=self._destination)
+            self._link = link
+            self._task = asyncio.get_running_loop().create_task(self._run(session, link))
+        link.push(data)
+
+    async def _run(self, session: Session, link: PacketLink) -> None:
+        try:
+            await self._dispatcher.dispatch_packets(session, link)
+        except (OSError, ValueError) as exc:
+            log.info("dns: query path to %s failed: %s", self._destination, exc)
+        except Exception:  # a broken outbound must not break DNS for everyone else
+            log.exception("dns: query path to %s failed", self._destination)
+        finally:
+            link.close()
+
+    async def aclose(self) -> None:
+        if self._link is not None:
+            self._link.close()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@dataclass(slots=True)
+class _Record:
+    expires: float
+    ips: tuple[bytes, ...]
+    rcode: int
+
+
+class UdpNameServer:
+    """Classic DNS to ``host:port`` with a TTL cache.
+
+    ``channel`` makes the datagram path (see :class:`PacketChannel`);
+    ``client_ip`` (text) adds EDNS client-subnet; ``clock`` is the loop's time.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        channel: ChannelFactory,
+        client_ip: str | None = None,
+        timeout: float = QUERY_TIMEOUT_S,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.name = f"UDP:{host}:{port}"
+        self._channel = channel(host, port, self._answer)
+        self._client_ip = client_ip
+        self._timeout = timeout
+        self._clock = clock
+        self._cache: dict[tuple[str, int], _Record] = {}
+        self._waiting: dict[int, tuple[str, int, asyncio.Future[_Record]]] = {}
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _make_query(self, fqdn: str, rdtype: int) -> dns.message.QueryMessage:
+        import dns.edns
+        import dns.message
+        import dns.rdatatype
+
+        kind = dns.rdatatype.RdataType.make(rdtype)
+        if self._client_ip is None:
+            return dns.message.make_query(fqdn, kind)
+        bits = ECS_V4_BITS if ":" not in self._client_ip else ECS_V6_BITS
+        option = dns.edns.ECSOption(self._client_ip, bits)
+        return dns.message.make_query(
+            fqdn, kind, use_edns=0, ednsflags=EDNS_FLAGS, payload=EDNS_PAYLOAD, options=[option]
+        )
+
+    async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:
+        """A then AAAA (as enabled) for ``domain``; cached answers are used until they expire."""
+        import dns.rdatatype
+
+        fqdn = domain if domain.endswith(".") else domain + "."
+        kinds = [t for t, on in ((dns.rdatatype.A, ipv4), (dns.rdatatype.AAAA, ipv6)) if on]
+        try:
+            async with asyncio.timeout(self._timeout):
+                records = await asyncio.gather(*(self._record(fqdn, int(k)) for k in kinds))
+        except TimeoutError:
+            raise DnsLookupError(f"{self.name}: timeout", retry_next=True) from None
+        ips = tuple(ip for record in records for ip in record.ips)
+        if ips:
+            return ips
+        failed = next((r.rcode for r in records if r.rcode != _RCODE_NOERROR), None)
+        if failed is not None:
+            raise DnsLookupError(f"{self.name}: rcode {failed}")
+        raise DnsLookupError(f"{self.name}: empty response")
+
+    async def _record(self, fqdn: str, rdtype: int) -> _Record:
+        cached = self._cache.get((fqdn, rdtype))
+        if cached is not None and cached.expires > self._now():
+            return cached
+        query = self._make_query(fqdn, rdtype)
+        future: asyncio.Future[_Record] = asyncio.get_running_loop().create_future()
+        query_id = query.id
+        while query_id in self._waiting:
+            query.id = query_id = (query_id + 1) & 0xFFFF
+        self._waiting[query_id] = (fqdn, rdtype, future)
+        try:
+            self._channel.send(query.to_wire())
+            return await future
+        finally:
+            self._waiting.pop(query_id, None)
+
+    def _answer(self, data: bytes) -> None:
+        import dns.exception
+        import dns.message
+        import dns.rdatatype
+
+        try:
+            message = dns.message.from_wire(data)
+        except (dns.exception.DNSException, ValueError) as exc:
+            log.debug("%s: bad answer: %s", self.name, exc)
+            return
+        waiting = self._waiting.get(message.id)
+        if waiting is None:
+            return
+        fqdn, rdtype, future = waiting
+        ttl = MAX_TTL_S
+        ips: list[bytes] = []
+        for rrset in message.answer:
+            # Every answer record (CNAMEs too) bounds the cache time, as in 4.34.
+            ttl = min(ttl, float(rrset.ttl) or MAX_TTL_S)
+            if rrset.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                continue
+            for rdata in rrset:
+                packed = pack_ip(rdata.address)
+                if packed is not None:
+                    ips.append(packed)
+        record = _Record(self._now() + ttl, tuple(ips), int(message.rcode()))
+        self._cache[(fqdn, rdtype)] = record
+        if not future.done():
+            future.set_result(record)
+
+    async def aclose(self) -> None:
+        for _, _, future in self._waiting.values():
+            if not future.done():
+                future.cancel()
+        await self._channel.aclose()
