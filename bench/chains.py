@@ -25,6 +25,8 @@ class ChainSpec:
     security: str | None = None
     alter_id: int = 0
     network: str = "tcp"
+    # the client's outbound "mux" concurrency; None: mux off
+    mux_concurrency: int | None = None
 
     @property
     def is_vmess(self) -> bool:
@@ -48,6 +50,8 @@ CHAINS: dict[str, ChainSpec] = {
                   security="aes-128-gcm", alter_id=4),
         ChainSpec("vmess-kcp", "as vmess-aead-gcm over mKCP (UDP)",
                   security="aes-128-gcm", network="kcp"),
+        ChainSpec("vmess-mux", "as vmess-aead-gcm with Mux.Cool on the client (concurrency 8)",
+                  security="aes-128-gcm", mux_concurrency=8),
     )
 }
 
@@ -99,6 +103,8 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
         },
         "streamSettings": _stream(spec),
     }
+    if spec.mux_concurrency is not None:
+        vmess_out["mux"] = {"enabled": True, "concurrency": spec.mux_concurrency}
     vmess_in = {
         "tag": "vmess-in",
         "listen": "127.0.0.1",
