@@ -195,7 +195,7 @@ class VmessInbound:
                         raise VmessError("connection ended before the request header")
         except VmessError as exc:
             self._log_reject(slog, session, exc)
-            drained = await self._drain(stream, core, deadline) if exc.drain else None
+            drained = await self._drain(stream, core, deadline, received) if exc.drain else None
             if received or exc.drain:  # 4.34 logs no rejection for a bare EOF
                 reason = vmess_rejection_reason(str(exc), drained, core.drain_budget)
                 log_access(session.source_text(), ACCESS_REJECTED, reason=reason)
@@ -245,17 +245,27 @@ class VmessInbound:
             reason = f"invalid user > {reason} > ErrTainted"
         slog.info("vmess: invalid request from %s: %s", session.source_text(), reason)
 
-    async def _drain(self, stream: Stream, core: VmessServerConnection, deadline: float) -> bool:
+    async def _drain(
+        self, stream: Stream, core: VmessServerConnection, deadline: float, received: int
+    ) -> bool:
         """Read and discard until the drain budget is consumed or the handshake deadline;
-        True if the whole budget was read."""
-        remaining = core.drain_remaining
+        True if the whole budget was read. ``received``: bytes read so far."""
+        remaining = core.drain_budget - received
         with contextlib.suppress(TimeoutError, OSError):
             async with asyncio.timeout_at(deadline):
                 while remaining > 0:
-                    data = await stream.read(min(remaining, READ_CHUNK_BYTES))
+                    data = await stream.read(READ_CHUNK_BYTES)
                     if not data:
                         return False  # the peer closed first: io.CopyN ends at EOF in 4.34 too
                     remaining -= len(data)
+        if remaining < 0:
+            # The peer sent more than the budget: 4.34 stops reading and closes with
+            # those bytes unread, so its kernel answers RST, not FIN (drainConnection,
+            # proxy/vmess/encoding/server.go). Close the same way, or one probe tells
+            # the two apart.
+            reset = getattr(stream, "reset", None)
+            if reset is not None:
+                reset()
         return remaining <= 0
 
     async def _handle_udp(

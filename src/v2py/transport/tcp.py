@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -22,6 +24,8 @@ READ_HIGH_WATER_BYTES = 512 * 1024
 #: Write-buffer limits of the transport (drain blocks above the high mark).
 WRITE_HIGH_WATER_BYTES = 512 * 1024
 WRITE_LOW_WATER_BYTES = 128 * 1024
+#: struct linger {l_onoff = 1, l_linger = 0}: close() sends RST instead of FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class TcpStream(asyncio.Protocol):
@@ -254,6 +258,18 @@ class TcpStream(asyncio.Protocol):
         """Close at once, dropping unsent data (RST where the kernel has unread input)."""
         if self._transport is not None:
             self._transport.abort()
+
+    def reset(self) -> None:
+        """Close at once with an RST whatever is buffered (SO_LINGER 0), as a kernel does
+        when a socket is closed with input unread; see the VMess inbound's drain."""
+        transport = self._transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed_fut)
