@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from v2py.app.dispatcher import Dispatcher, LinkStats, Router
 from v2py.app.geodata import GeoData
@@ -21,8 +22,13 @@ from v2py.app.mux_server import MuxServer
 from v2py.app.proxyman import CLOSE_TIMEOUT_S, InboundManager, OutboundManager
 from v2py.app.routing import build_routing
 from v2py.app.shared_state import WorkerContext
+from v2py.app.stats import StatsManager, StatsPolicy, TrafficStats
 from v2py.build import Builder
 from v2py.config.model import Config, OutboundConfig
+from v2py.errors import ConfigError
+
+if TYPE_CHECKING:
+    from v2py.app.commander.server import Commander
 
 __all__ = ["CLOSE_TIMEOUT_S", "Instance"]
 
@@ -48,11 +54,19 @@ class Instance:
         self.worker = worker
         self.inbounds = InboundManager()
         self.outbounds = OutboundManager()
+        # "stats": {} turns the counters on; the policy says which exist.
+        self.stats_manager = StatsManager() if config.stats is not None else None
+        self.traffic = (
+            TrafficStats(self.stats_manager, stats_policy(config))
+            if self.stats_manager is not None
+            else None
+        )
         self.builder = Builder(
             config,
             env=dict(os.environ if env is None else env),
             inbounds=self.inbounds,
             worker=worker,
+            stats=self.traffic,
         )
         self.policy = self.builder.policy
         # Routing and DNS (app/routing.py): geo lists load once, here; DNS queries are
@@ -69,11 +83,16 @@ class Instance:
             self.outbounds.add(FreedomOutbound(tag="", policy=self.policy))
         if router is None:
             router = self.routing.session_router(self.outbounds)
-        self.dispatcher = Dispatcher(self.outbounds, router=router, stats=stats)
+        self.dispatcher = Dispatcher(
+            self.outbounds, router=router, stats=stats if stats is not None else self.traffic
+        )
         # Every inbound serves Mux.Cool (v1.mux.cool requests) before routing (4.34).
         self.inbound_dispatcher = MuxServer(self.dispatcher, self.policy)
         for inbound_cfg in config.inbounds:
             self.inbounds.register(self.builder.inbound(inbound_cfg))
+        self.commander: Commander | None = None
+        if config.api is not None:
+            self.commander = self._commander(config)
 
     def _with_mux(self, handler: Outbound, cfg: OutboundConfig) -> Outbound:
         """``handler`` itself, or wrapped in a Mux.Cool client when ``mux`` is on."""
@@ -97,9 +116,35 @@ class Instance:
         """Build the instance of ``config`` (nothing listens before :meth:`start`)."""
         return cls(config, env=env, worker=worker)
 
+    def _commander(self, config: Config) -> Commander:
+        """The gRPC API behind the outbound tagged ``api.tag`` (replacing a configured
+        outbound with that tag, as 4.34's commander does)."""
+        from v2py.app.commander.host import InstanceHost, make_commander, reopen_log_files
+
+        api = config.api
+        assert api is not None
+        if self.worker is not None:
+            # Each worker would hold its own users and counters: an API call would
+            # reach one of them only.
+            raise ConfigError("api", "the gRPC API needs a single process; run without --workers")
+        host = InstanceHost(
+            inbounds=self.inbounds,
+            outbounds=self.outbounds,
+            build_inbound=self.builder.inbound,
+            build_outbound=self.builder.outbound,
+        )
+        commander = make_commander(
+            api, stats=self.stats_manager, host=host, restart_logger=reopen_log_files
+        )
+        self.outbounds.remove(api.tag)
+        self.outbounds.add(commander.outbound(self.policy.for_level(0)))
+        return commander
+
     async def start(self) -> None:
         """Open every inbound; on failure close what was opened and re-raise."""
         try:
+            if self.commander is not None:
+                await self.commander.start()
             await self.inbounds.start(self.inbound_dispatcher)
         except BaseException:
             await self.close()
@@ -114,7 +159,19 @@ class Instance:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await mux_client.aclose()
+        if self.commander is not None:
+            await self.commander.close()
         for transport in self.builder.transports:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await transport.aclose()
+
+
+def stats_policy(config: Config) -> StatsPolicy:
+    """Which counters ``config.policy`` asks for (levels and system switches)."""
+    policy = config.policy
+    return StatsPolicy.from_levels(
+        {n: (lp.stats_user_uplink, lp.stats_user_downlink) for n, lp in policy.levels.items()},
+        inbound=(policy.system.stats_inbound_uplink, policy.system.stats_inbound_downlink),
+        outbound=(policy.system.stats_outbound_uplink, policy.system.stats_outbound_downlink),
+    )
