@@ -109,25 +109,44 @@ _SERVICES: dict[str, dict[str, _Method]] = {
 }
 
 
+#: What Go's ``flag.FlagSet("api")`` prints for ``-h`` and before a flag error.
+FLAG_USAGE = f'Usage of api:\n  -server string\n    \tServer address (default "{DEFAULT_SERVER}")\n'
+
+
+class _FlagError(Exception):
+    """A command line Go's ``flag`` package refuses: the message it prints."""
+
+
+class _HelpRequested(Exception):
+    """``-h`` / ``-help`` (Go's ``flag.ErrHelp``)."""
+
+
 def _parse_args(args: Sequence[str]) -> tuple[str, list[str]]:
-    """Go ``flag`` parsing of ``--server``: ``-server=X``, ``--server=X``, ``-server X``;
-    flags end at the first non-flag argument or ``--``."""
+    """Go ``flag.FlagSet.Parse`` with the one flag ``-server``: ``-server=X``,
+    ``--server X``, ...; flags end at the first non-flag argument (``-`` is one)
+    or after ``--``. Raises _FlagError or _HelpRequested."""
     server = DEFAULT_SERVER
     rest = list(args)
     while rest:
         arg = rest[0]
+        if len(arg) < 2 or arg[0] != "-":
+            break
+        dashes = 2 if arg[1] == "-" else 1
         if arg == "--":
             rest.pop(0)
             break
-        if not arg.startswith("-") or arg == "-":
-            break
-        name, eq, value = arg.lstrip("-").partition("=")
-        if name != "server":
-            raise _Failure(f"flag provided but not defined: -{name}")
+        name = arg[dashes:]
+        if not name or name[0] in "-=":
+            raise _FlagError(f"bad flag syntax: {arg}")
         rest.pop(0)
+        name, eq, value = name.partition("=")
+        if name != "server":
+            if name in ("h", "help"):
+                raise _HelpRequested
+            raise _FlagError(f"flag provided but not defined: -{name}")
         if not eq:
             if not rest:
-                raise _Failure("flag needs an argument: -server")
+                raise _FlagError(f"flag needs an argument: -{name}")
             value = rest.pop(0)
         server = value
     return server, rest
@@ -197,7 +216,22 @@ def main(args: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     try:
-        server, rest = _parse_args(args)
+        try:
+            server, rest = _parse_args(args)
+        except _HelpRequested:
+            err.write(FLAG_USAGE)
+            err.flush()
+            out.write("".join(line + "\n" for line in USAGE))
+            out.flush()
+            return 0
+        except _FlagError as exc:
+            # Go's flag package prints the error and the flag set's usage, then v2ctl
+            # prints the (unprefixed) error again.
+            err.write(f"{exc}\n{FLAG_USAGE}{exc}\n\n")
+            err.flush()
+            out.write("".join(line + "\n" for line in USAGE))
+            out.flush()
+            return EXIT_FAILURE
         if len(rest) < 2:
             raise _Failure("service name or request not specified.")
         text = call(server, rest[0], rest[1])
