@@ -401,8 +401,9 @@ def _options(values: Mapping[str, object]) -> _Options:
     )
 
 
-def _load(options: _Options) -> Config:
-    """Choose, read and parse the config; print 4.34's notes. Raises ConfigError."""
+def _load(options: _Options, *, quiet: bool = False) -> Config:
+    """Choose, read and parse the config; print 4.34's notes (``quiet``: only those
+    on standard error). Raises ConfigError."""
     from v2py.config.load import DEFAULT_CONFIG_JSON, load_config
 
     choice = choose_config(
@@ -424,11 +425,15 @@ def _load(options: _Options) -> Config:
             )
         sources = []
         for name in choice.files:
-            _info(f"Reading config: {name}")
+            if not quiet:
+                _info(f"Reading config: {name}")
             sources.append((name, read_source(name, sys.stdin)))
     loaded = load_config(sources, os.environ)
     for warning in loaded.warnings:
-        _info(warning, "Warning")
+        if quiet:
+            _note(f"[Warning] {warning}")
+        else:
+            _info(warning, "Warning")
     return loaded.config
 
 
@@ -528,12 +533,132 @@ def _uuid_command(args: list[str]) -> int:
     return 0
 
 
+def _parse_subcommand(
+    name: str, args: Sequence[str], flags: Sequence[Flag]
+) -> dict[str, object] | int:
+    """Parse a subcommand's flags (Go style, as the rest); an int is the exit code."""
+    try:
+        values, rest = parse_flags(args, flags)
+    except _HelpRequested:
+        print(_usage(flags).replace("Usage of v2py:", f"Usage of v2py {name}:"), file=sys.stderr)
+        return 0
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        print(_usage(flags).replace("Usage of v2py:", f"Usage of v2py {name}:"), file=sys.stderr)
+        return EXIT_USAGE
+    if rest:
+        print(f"v2py {name}: unexpected arguments: {' '.join(rest)}", file=sys.stderr)
+        return EXIT_USAGE
+    return values
+
+
+LINK_FLAGS: tuple[Flag, ...] = (
+    Flag("config", "list", "Server config file (repeatable; as for running it)"),
+    Flag("c", "list", "Short alias of -config", dest="config"),
+    Flag("confdir", "string", "A dir with multiple json config"),
+    Flag("d", "string", "Short alias of -confdir", dest="confdir"),
+    Flag("format", "string", "Format of input file.", default="json"),
+    Flag("address", "string", "Server address the links carry (default: the listen address)"),
+    Flag("qr", "bool", "Also print each link as a QR code (needs the segno package)"),
+)
+
+CLIENT_FLAGS: tuple[Flag, ...] = (
+    Flag("link", "string", "A vmess:// share link (v2rayN format)"),
+    Flag("port", "int", "Local socks port of the client config (default 1080)"),
+    Flag("o", "string", "Write the config to this file (mode 0600) instead of stdout"),
+)
+
+
+@subcommand("link", "print vmess:// share links (v2rayN format) for a server config's users")
+def _link_command(args: list[str]) -> int:
+    from v2py.config.share import ShareLinkError, encode_vmess_link, server_links
+
+    values = _parse_subcommand("link", args, LINK_FLAGS)
+    if isinstance(values, int):
+        return values
+    options = _options({**values, "test": False, "version": False, "workers": None})
+    try:
+        config = _load(options, quiet=True)
+        links = server_links(config, str(values["address"] or "") or None)
+    except ConfigError as exc:
+        print(f"v2py: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ShareLinkError as exc:
+        print(f"v2py link: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not links:
+        print("v2py link: the config has no VMess users to share", file=sys.stderr)
+        return 1
+    qr = bool(values["qr"])
+    make_qr = None
+    if qr:
+        try:
+            import segno
+        except ImportError:
+            print(
+                "v2py link: -qr needs the segno package (pip install 'v2py[qr]')", file=sys.stderr
+            )
+            return 1
+        make_qr = segno.make
+    for link in links:
+        text = encode_vmess_link(link)
+        print(text)
+        if make_qr is not None:
+            make_qr(text, error="l").terminal(compact=True)
+    return 0
+
+
+@subcommand("client", "write a client config (socks 127.0.0.1:1080 -> a vmess:// link's server)")
+def _client_command(args: list[str]) -> int:
+    import json
+
+    from v2py.config.load import load_config
+    from v2py.config.share import ShareLinkError, client_config, decode_vmess_link
+
+    values = _parse_subcommand("client", args, CLIENT_FLAGS)
+    if isinstance(values, int):
+        return values
+    text = str(values["link"] or "")
+    if not text:
+        print("v2py client: give the server's link with -link 'vmess://...'", file=sys.stderr)
+        return EXIT_USAGE
+    port = values["port"]
+    try:
+        config = client_config(decode_vmess_link(text), port if isinstance(port, int) else 1080)
+        rendered = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+        load_config([("client.json", rendered)], {})  # v2py must be able to run it
+    except ShareLinkError as exc:
+        print(f"v2py client: bad link: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"v2py client: the link gives a config v2py cannot run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    out = str(values["o"] or "")
+    if not out:
+        sys.stdout.write(rendered)
+        return 0
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(rendered)
+    except OSError as exc:
+        print(f"v2py client: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"v2py client: wrote {out}; run it with: v2py -config {out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``v2py`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in SUBCOMMANDS:
-        return SUBCOMMANDS[args[0]].main(args[1:])
-    return _v2ray_main(args)
+    try:
+        if args and args[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[args[0]].main(args[1:])
+        return _v2ray_main(args)
+    except BrokenPipeError:  # e.g. `v2py link ... | head -1`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
