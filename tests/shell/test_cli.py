@@ -203,6 +203,11 @@ async def test_version_and_uuid() -> None:
         ),
         ('{"log": {"access": "/nonexistent-dir/a.log"}}', "log.access"),
         ('{"log": {"error": "/nonexistent-dir/e.log"}}', "log.error"),
+        (
+            '{"inbounds": [{"port": 12345, "protocol": "dokodemo-door", "settings": '
+            '{"network": "tcp,udp", "followRedirect": true}}]}',
+            "inbounds[0].settings.followRedirect",
+        ),
     ],
 )
 async def test_bad_config_is_one_line_and_exit_23(tmp_path: Path, text: str, path: str) -> None:
@@ -366,7 +371,7 @@ async def test_run_v2ray_style_and_sigterm(tmp_path: Path, echo_server: tuple[st
     cfg.write_text(json.dumps(_socks_config(port)))
     code, out, err = await _serve_and_stop(["-config", str(cfg)], port, echo_server)
     assert code == 0, err
-    assert "Traceback" not in out + err
+    assert "Traceback" not in out + err, out + err
     # the started line is a [Warning] on stdout, as 4.34's "V2Ray 4.34.0 started"
     assert re.search(
         r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[Warning\] V2Ray 4\.34\.0 started", out, re.M

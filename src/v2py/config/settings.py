@@ -165,6 +165,17 @@ class DokodemoSettings(ConfigModel):
     user_level: Uint32 = 0
     timeout: Uint32 = 0
 
+    @model_validator(mode="after")
+    def _no_transparent_proxy(self) -> DokodemoSettings:
+        # 4.34 takes each connection's original destination (iptables REDIRECT via
+        # SO_ORIGINAL_DST, or TPROXY); v2py would send everything to "address".
+        if self.follow_redirect:
+            raise fail(
+                "transparent proxying (followRedirect) is not supported by v2py yet; remove it",
+                "followRedirect",
+            )
+        return self
+
 
 class VmessClientConfig(ConfigModel):
     """One entry of VMess inbound ``clients``. ``security`` is read and ignored, as in 4.34."""
