@@ -71,6 +71,10 @@ RFC1929_VERSION = 1
 SOCKS4_FIELD_MAX_BYTES = 2047
 #: The UDP header is at least RSV(2) FRAG ATYP and one more byte.
 UDP_HEADER_MIN_BYTES = 5
+#: 4.34 receives each client datagram into one 2048-byte buffer (transport/internet/
+#: udp/hub.go): a longer one is cut there, header included, so an IPv4-addressed
+#: payload goes on with at most 2,038 bytes [verified against the binary].
+UDP_READ_MAX_BYTES = 2048
 _DOMAIN_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 
 
@@ -280,7 +284,9 @@ def decode_udp_datagram(data: bytes | bytearray | memoryview) -> UdpDatagram | N
 
     Dropped: shorter than 5 bytes, FRAG != 0 (fragmentation is unsupported, as in
     4.34), a truncated or malformed address. RSV is not checked. Never raises.
+    Bytes past :data:`UDP_READ_MAX_BYTES` are cut off, as 4.34 cuts them.
     """
+    data = data[:UDP_READ_MAX_BYTES]
     if len(data) < UDP_HEADER_MIN_BYTES or data[2] != 0:
         return None
     try:

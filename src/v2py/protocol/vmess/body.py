@@ -480,6 +480,22 @@ class BodyWriter(_LazyAead):
         self._counter = counter
         return out
 
+    def packet_fits(self, size: int) -> bool:
+        """Whether a ``size``-byte datagram fits 4.34's 2048-byte chunk buffer with the
+        padding the next chunk will draw (size field + sealed payload + padding).
+
+        4.34's ``AuthenticationWriter.seal`` refuses a larger chunk and ``writePacket``
+        silently skips that datagram (common/crypto/auth.go), so callers drop it too.
+        The padding is only peeked: 4.34 consumes that draw without the size mask,
+        which desynchronises the rest of its own session; v2py does not copy that.
+        """
+        if self._mode == _Mode.RAW:
+            return True
+        pad = 0
+        if self._padding and self._mask is not None:
+            pad = self._mask.peek(1)[0] % MAX_PADDING
+        return 2 + size + self._overhead + pad <= CHUNK_BUFFER_SIZE
+
     def seal_packet(self, datagram: bytes | bytearray | memoryview) -> bytes | bytearray:
         """Seal one UDP datagram as exactly one chunk (spec 8.9).
 

@@ -143,10 +143,12 @@ class VmessClientConnection:
         self._out.append(self._writer.seal(data))
 
     def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue one UDP datagram as one chunk (spec 8.9); flush afterwards."""
+        """Queue one UDP datagram as one chunk (spec 8.9), or drop it where 4.34 would
+        (:meth:`BodyWriter.packet_fits`); flush afterwards."""
         if not self._packet:
             raise LocalProtocolError("send_datagram on a stream connection")
-        self._out.append(self._writer.seal_packet(data))
+        if self._writer.packet_fits(len(data)):  # else dropped, as 4.34 drops it
+            self._out.append(self._writer.seal_packet(data))
 
     def send_eof(self) -> None:
         """Queue the end marker (spec 8.8); flush afterwards."""

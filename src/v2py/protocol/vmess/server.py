@@ -389,9 +389,11 @@ class VmessServerConnection:
         self._out.append(w.seal(data))
 
     def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue one UDP response datagram as one chunk (spec 8.9); flush afterwards."""
+        """Queue one UDP response datagram as one chunk (spec 8.9), or drop it where 4.34
+        would (:meth:`BodyWriter.packet_fits`); flush afterwards."""
         w = self._ensure_response()
-        self._out.append(w.seal_packet(data))
+        if w.packet_fits(len(data)):  # else dropped, as 4.34 drops it
+            self._out.append(w.seal_packet(data))
 
     def send_eof(self) -> None:
         """Queue the end marker (and the header if nothing was sent); flush afterwards."""
