@@ -101,11 +101,13 @@ def kcp_settings(stream: StreamConfig) -> KcpSettings:
 
 def build_transport(stream: StreamConfig) -> Transport:
     """The :class:`~v2py.transport.Transport` of one ``streamSettings``."""
+    from v2py.transport.stack import layered
+
     match stream.network:
-        case "tcp":
-            return TcpTransport()
+        case "tcp" | "ws":
+            return layered(stream, TcpTransport())
         case "kcp":
-            return KcpTransport(kcp_settings(stream))
+            return layered(stream, KcpTransport(kcp_settings(stream)))
         case other:
             _unreachable(other)
 

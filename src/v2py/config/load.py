@@ -156,6 +156,7 @@ def load_outbound(data: dict[str, Any], where: str) -> OutboundConfig:
     result: OutboundConfig = _copy(
         outbound, {"stream": _effective_stream(outbound.stream, None, outbound.path)}
     )
+    _refuse_undialable(result)
     return result
 
 
@@ -351,6 +352,8 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         _copy(o, {"stream": _effective_stream(o.stream, merged.transport, o.path)})
         for o in outbounds
     ]
+    for outbound in outbounds:
+        _refuse_undialable(outbound)
     for inbound in inbounds:
         _check_port(inbound)
     _check_unique_tags(inbounds)
@@ -381,26 +384,27 @@ def _effective_stream(
         "ws": (ws or WsConfig()) if stream.network == "ws" else None,
     }
     result: StreamConfig = _copy(stream, updates)
-    _refuse_unwired(result, path)
     return result
 
 
-def _refuse_unwired(stream: StreamConfig, at: str) -> None:
-    """Fail closed for stream layers whose runtime is not wired into the instance yet."""
+def _refuse_undialable(outbound: OutboundConfig) -> None:
+    """Fail closed: only the VMess outbound dials through its ``streamSettings`` in v2py
+    (4.34's freedom would dial through TLS or WebSocket too)."""
+    stream = outbound.stream
+    if outbound.protocol == "vmess":
+        return
     where: dict[str, str | None] = {
         "network": '"ws"' if stream.network == "ws" else None,
         "security": '"tls"' if stream.security == "tls" else None,
     }
     if stream.tcp is not None:
         where["tcpSettings.header.type"] = '"http"' if stream.tcp.header.type != "none" else None
-        where["tcpSettings.acceptProxyProtocol"] = (
-            "true" if stream.tcp.accept_proxy_protocol else None
-        )
     for path, value in where.items():
         if value is not None:
             raise ConfigError(
-                f"{at}.streamSettings.{path}",
-                f"{value} is not supported by v2py yet (transport not wired); remove it",
+                f"{outbound.path}.streamSettings.{path}",
+                f"{value} is not supported by v2py for a {outbound.protocol} outbound yet; "
+                "remove it",
             )
 
 

@@ -10,9 +10,15 @@ validation context; this module itself does no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
 
 from v2py.config.base import Bool, ConfigModel, Str, describe, fail, one_of
 
@@ -179,7 +185,7 @@ class WsConfig(ConfigModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _legacy_path(cls, data: object, handler: Callable[[object], WsConfig]) -> WsConfig:
+    def _legacy_path(cls, data: object, handler: ValidatorFunctionWrapHandler) -> Any:
         if isinstance(data, dict):
             exact = data.get("path")
             legacy = data.get("Path")

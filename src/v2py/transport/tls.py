@@ -744,7 +744,11 @@ class TlsTransport:
         http_reply = self._http_reply
 
         async def accept(below: Stream) -> None:
-            await handler(TlsStream.server(below, security, http_reply=http_reply))
+            stream = TlsStream.server(below, security, http_reply=http_reply)
+            try:
+                await handler(stream)
+            finally:
+                stream.close()
 
         return await self.inner.listen(host, port, accept, reuse_port=reuse_port)
 

@@ -516,7 +516,11 @@ class WsTransport:
                 return
             rest, forwarded = upgraded
             peer = (forwarded, 0) if forwarded is not None else None
-            await handler(WsStream(below, client=False, initial=rest, peer=peer))
+            stream = WsStream(below, client=False, initial=rest, peer=peer)
+            try:
+                await handler(stream)
+            finally:
+                stream.close()
 
         return await self.inner.listen(host, port, accept, reuse_port=reuse_port)
 

@@ -1,0 +1,288 @@
+"""VMess over TLS, WebSocket, WebSocket+TLS and the TCP HTTP header against the real
+V2Ray 4.34, both directions, AEAD and legacy headers: 8 MiB each way by hash through
+socks -> vmess client -> (transport) -> vmess server -> freedom -> echo. Also: a
+v2ray client through a forwarding proxy that adds X-Forwarded-For, the PROXY header
+from a v2ray-style sender, and probes at a v2py ws/tls server while a good client is
+served."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.configs import vmess_client_config, vmess_server_config
+from tests.support.socks import socks5_connect
+from tests.support.tls_certs import TestCA
+from tests.support.v2py import run_side, run_v2py
+from tests.support.v2ray import free_ports
+
+UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
+PAYLOAD = random.Random(14).randbytes(8 * 1024 * 1024)
+CA = TestCA()
+LEAF = CA.issue("v2py.test", "127.0.0.1")
+
+TRANSPORTS = ["tcp-tls", "ws", "ws-tls", "tcp-http"]
+
+
+def _streams(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(server streamSettings, client streamSettings) for ``kind``."""
+    server: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    if kind.startswith("ws"):
+        server["network"] = client["network"] = "ws"
+        server["wsSettings"] = {"path": "/ray"}
+        client["wsSettings"] = {"path": "ray", "headers": {"Host": "v2py.test"}}
+    if kind.endswith("tls"):
+        server["security"] = client["security"] = "tls"
+        server["tlsSettings"] = {"certificates": [LEAF.inline()]}
+        client["tlsSettings"] = {
+            "serverName": "v2py.test",
+            "certificates": [CA.pair.inline(usage="verify")],
+        }
+    if kind == "tcp-http":
+        header = {
+            "type": "http",
+            "request": {"path": ["/a", "/b"], "headers": {"Host": ["x.test", "y.test"]}},
+        }
+        server["tcpSettings"] = client["tcpSettings"] = {"header": header}
+    return server, client
+
+
+@pytest.fixture
+def access(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Access-log lines of in-process v2py instances, as they are written."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("v2py.access")
+    monkeypatch.setattr(logger, "handlers", [Collect(logging.INFO)])
+    monkeypatch.setattr(logger, "disabled", False)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.setLevel(level)
+
+
+def _with_stream(config: dict[str, Any], key: str, stream: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    config[key][0]["streamSettings"] = stream
+    return config
+
+
+async def _roundtrip(socks_port: int, echo: tuple[str, int], payload: bytes) -> None:
+    reader, writer = await socks5_connect(socks_port, *echo)
+
+    async def send() -> None:
+        view = memoryview(payload)
+        for i in range(0, len(view), 256 * 1024):
+            writer.write(view[i : i + 256 * 1024])
+            await writer.drain()
+
+    sender = asyncio.create_task(send())
+    received = await reader.readexactly(len(payload))
+    await sender
+    writer.close()
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for direction in ("v2py-v2ray", "v2ray-v2py"):
+        for kind in TRANSPORTS:
+            for alter_id in (0, 4):
+                header = "aead" if alter_id == 0 else "legacy"
+                cases.append(
+                    pytest.param(
+                        direction,
+                        kind,
+                        alter_id,
+                        marks=[pytest.mark.interop],
+                        id=f"{direction}-{kind}-{header}",
+                    )
+                )
+    cases.append(pytest.param("v2py-v2py", "ws-tls", 0, id="v2py-v2py-ws-tls-aead"))
+    cases.append(pytest.param("v2py-v2py", "tcp-http", 4, id="v2py-v2py-tcp-http-legacy"))
+    return cases
+
+
+@pytest.mark.parametrize(("direction", "kind", "alter_id"), _cases())
+async def test_vmess_over_transport(
+    direction: str, kind: str, alter_id: int, echo_server: tuple[str, int]
+) -> None:
+    client_kind, server_kind = direction.split("-")
+    socks_port, server_port = free_ports(2)
+    server_stream, client_stream = _streams(kind)
+    server_cfg = _with_stream(
+        vmess_server_config(server_port, UUID, alter_id), "inbounds", server_stream
+    )
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, server_port, UUID, alter_id, "aes-128-gcm"),
+        "outbounds",
+        client_stream,
+    )
+    async with asyncio.timeout(90):
+        async with (
+            run_side(server_kind, server_cfg, server_port),
+            run_side(client_kind, client_cfg, socks_port),
+        ):
+            await _roundtrip(socks_port, echo_server, PAYLOAD)
+
+
+class _Forwarder:
+    """A tiny reverse proxy: adds ``X-Forwarded-For`` to the first request head, then
+    pipes bytes both ways (what nginx in front of a ws server does)."""
+
+    def __init__(self, target: int, forwarded: str) -> None:
+        self.target = target
+        self.forwarded = forwarded
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        head = await reader.readuntil(b"\r\n\r\n")
+        head = head.replace(b"\r\n", f"\r\nX-Forwarded-For: {self.forwarded}\r\n".encode(), 1)
+        up_writer.write(head)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.mark.interop
+async def test_v2ray_client_through_forwarder_x_forwarded_for(
+    echo_server: tuple[str, int], access: list[str]
+) -> None:
+    socks_port, server_port, front_port = free_ports(3)
+    server_stream, client_stream = _streams("ws")
+    server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", server_stream)
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, front_port, UUID, 0, "aes-128-gcm"),
+        "outbounds",
+        client_stream,
+    )
+    forwarder = _Forwarder(server_port, "198.51.100.23, 10.0.0.1")
+    front = await asyncio.start_server(forwarder.handle, "127.0.0.1", front_port)
+    try:
+        async with asyncio.timeout(60):
+            async with (
+                run_v2py(server_cfg),
+                run_side("v2ray", client_cfg, socks_port),
+            ):
+                await _roundtrip(socks_port, echo_server, PAYLOAD[: 1 << 20])
+    finally:
+        front.close()
+    assert any(line.startswith("198.51.100.23:0 accepted") for line in access), access
+
+
+@pytest.mark.interop
+async def test_proxy_protocol_source_as_4_34(
+    access: list[str], echo_server: tuple[str, int]
+) -> None:
+    """A v1 and a v2 header in front of VMess over TCP (v2py server, v2ray client
+    through a forwarder that prepends the header); the access log shows the header's
+    source, and a connection without a header is closed."""
+    socks_port, server_port, front_port = free_ports(3)
+    server_cfg = _with_stream(
+        vmess_server_config(server_port, UUID, 0),
+        "inbounds",
+        {"tcpSettings": {"acceptProxyProtocol": True}},
+    )
+    client_cfg = vmess_client_config(socks_port, front_port, UUID, 0, "aes-128-gcm")
+
+    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", server_port)
+        up_writer.write(b"PROXY TCP4 192.0.2.9 127.0.0.1 4321 80\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(front, "127.0.0.1", front_port)
+    try:
+        async with asyncio.timeout(60):
+            async with run_v2py(server_cfg), run_side("v2ray", client_cfg, socks_port):
+                await _roundtrip(socks_port, echo_server, PAYLOAD[: 1 << 20])
+                reader, writer = await asyncio.open_connection("127.0.0.1", server_port)
+                writer.write(b"no header here\r\n")
+                assert await reader.read() == b""
+                writer.close()
+    finally:
+        server.close()
+    assert any(line.startswith("192.0.2.9:4321 accepted") for line in access), access
+
+
+PROBES = [
+    b"GET /ray HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"\x16\x03\x01\x02\x00" + bytes(200),
+    b"garbage\r\n\r\n",
+    b"",
+]
+
+
+@pytest.mark.parametrize("kind", ["ws", "ws-tls", "tcp-tls"])
+async def test_probes_while_a_client_is_served(kind: str, echo_server: tuple[str, int]) -> None:
+    """Many bad connections at a v2py server (plain HTTP, wrong path, garbage, bad TLS)
+    while a v2py client moves data through it; every probe is closed or answered and
+    the listener keeps serving."""
+    socks_port, server_port = free_ports(2)
+    server_stream, client_stream = _streams(kind)
+    server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", server_stream)
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, server_port, UUID, 0, "aes-128-gcm"),
+        "outbounds",
+        client_stream,
+    )
+    probes = int(json.loads('{"n": 300}')["n"])
+
+    async def probe(data: bytes) -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server_port)
+        except OSError:
+            return
+        writer.write(data)
+        writer.write_eof()
+        try:
+            async with asyncio.timeout(10):
+                await reader.read()
+        except (OSError, TimeoutError):
+            pass
+        writer.close()
+
+    async with asyncio.timeout(120):
+        async with run_v2py(server_cfg), run_v2py(client_cfg):
+            good = asyncio.create_task(_roundtrip(socks_port, echo_server, PAYLOAD[: 2 << 20]))
+            for start in range(0, probes, 50):
+                await asyncio.gather(
+                    *(probe(PROBES[i % len(PROBES)]) for i in range(start, start + 50))
+                )
+            await good
+            await _roundtrip(socks_port, echo_server, PAYLOAD[:4096])
