@@ -9,6 +9,15 @@ sniffing layers over TCP: :class:`~v2py.transport.stream.PushStream`), each arri
 is written on from the I/O callback itself (no task switch per read, so a
 request/response crosses the process in fewer loop iterations); otherwise (mKCP) a
 child task and the body each loop over ``read`` / ``write`` / ``drain``.
+
+Fairness of the push mode: a read callback that writes on at once never yields, and
+libuv (uvloop) reads a ready socket up to 32 times per event-loop iteration (asyncio's
+selector loop once). With 100 bulk downloads each iteration moved hundreds of MB
+before the loop looked at anything else, so a new connection's accept, handshake and
+first byte waited seconds per step (7-10 s to its first byte; Go's scheduler keeps
+V2Ray at 0.05-0.24 s). A pump therefore takes a *turn* of at most ``TURN_BYTES``: past
+it, its source pauses until the next loop iteration (``call_soon``), so every ready
+connection, old or new, gets about one socket read per iteration.
 """
 
 from __future__ import annotations
@@ -17,55 +26,34 @@ import asyncio
 import contextlib
 from typing import Any
 
+from v2py.app.idle import IdleTimer
 from v2py.app.policy import Timeouts
 from v2py.transport.stream import Stream
 
 #: Largest read per copy step: a whole uvloop read (256,000 bytes) passes unsplit.
 RELAY_READ_BYTES = 256 * 1024
+#: Bytes a push-mode direction relays before it yields to the rest of the loop (one
+#: full uvloop read; see the module docstring).
+TURN_BYTES = 256 * 1024
 
 
-class ActivityTimer:
-    """Cancels ``task`` after ``timeout`` seconds without ``update()``.
-
-    One ``call_at`` handle at a time; traffic only stamps a float, and the
-    handle re-arms itself lazily, so a busy relay costs no timer churn.
-    """
+class ActivityTimer(IdleTimer):
+    """Cancels ``task`` after ``timeout`` seconds without ``update()`` (an
+    :class:`~v2py.app.idle.IdleTimer` whose end is the relay task's cancellation)."""
 
     def __init__(self, task: asyncio.Task[object], timeout: float) -> None:
-        self._loop = task.get_loop()  # no get_running_loop(): a getpid() syscall on 3.11
         self._task = task
-        self._timeout = timeout
-        self._last = self._loop.time()
-        self._handle: asyncio.TimerHandle | None = None
         self._directions = 2  # copy directions still running (end_direction)
         self.expired = False
-        self._arm()
+        # task.get_loop(), not get_running_loop(): a getpid() syscall on 3.11
+        super().__init__(task.get_loop(), timeout, self._expire)
 
-    def _arm(self) -> None:
-        self._handle = self._loop.call_at(self._last + self._timeout, self._check)
-
-    def _check(self) -> None:
-        deadline = self._last + self._timeout
-        if self._loop.time() >= deadline - 1e-3:
-            self.expired = True
-            self._handle = None
-            self._task.cancel()
-        else:
-            self._handle = self._loop.call_at(deadline, self._check)
+    def _expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
 
     def update(self) -> None:
         self._last = self._loop.time()
-
-    def set_timeout(self, timeout: float) -> None:
-        """Change the idle allowance, counted from now (V2Ray's SetTimeout)."""
-        self._timeout = timeout
-        self._last = self._loop.time()
-        handle = self._handle
-        if handle is not None:
-            if handle.when() <= self._last + timeout:
-                return  # fires no later than the new deadline and re-arms itself
-            handle.cancel()
-        self._arm()
 
     def end_direction(self, then: float) -> None:
         """A copy direction ended: the other one gets ``then`` idle seconds; once both
@@ -73,11 +61,6 @@ class ActivityTimer:
         self._directions -= 1
         if self._directions > 0:
             self.set_timeout(then)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 async def _copy(src: Stream, dst: Stream, timer: ActivityTimer, then: float) -> None:
@@ -100,7 +83,7 @@ async def _copy(src: Stream, dst: Stream, timer: ActivityTimer, then: float) -> 
 class _Pump:
     """One direction of a push relay: ``src`` pushes into here, we write to ``dst``."""
 
-    __slots__ = ("_relay", "_src", "_dst", "_then", "_writable")
+    __slots__ = ("_relay", "_src", "_dst", "_then", "_writable", "_end_turn", "_turn", "_held")
 
     def __init__(self, relay: _PushRelay, src: Any, dst: Any, then: float) -> None:
         self._relay = relay
@@ -108,6 +91,9 @@ class _Pump:
         self._dst = dst
         self._then = then
         self._writable = self._on_writable  # one bound method per pump, not per pause
+        self._end_turn = self._on_next_turn
+        self._turn = 0  # bytes relayed in this turn
+        self._held = False  # src paused for a turn or until dst is writable
 
     def pushed_data(self, data: bytes | bytearray) -> None:
         relay = self._relay
@@ -121,13 +107,33 @@ class _Pump:
             relay.fail(exc)
             return
         if dst.write_paused:
+            self._turn = 0
+            self._held = True
             self._src.pause_push()
             dst.when_writable(self._writable)
+            return
+        turn = self._turn + len(data)
+        if turn < TURN_BYTES:
+            self._turn = turn
+        elif not self._held:
+            # Yield: the rest of the loop runs before this source is read again.
+            self._turn = 0
+            self._held = True
+            self._src.pause_push()
+            relay.loop.call_soon(self._end_turn)
+
+    def _on_next_turn(self) -> None:
+        if self._held and not self._relay.finished and not self._dst.write_paused:
+            self._held = False
+            self._src.resume_push()
+        elif self._held and not self._relay.finished:
+            self._dst.when_writable(self._writable)
 
     def _on_writable(self, exc: BaseException | None) -> None:
         if exc is not None:
             self._relay.fail(exc)
         elif not self._relay.finished:
+            self._held = False
             self._src.resume_push()
 
     def pushed_eof(self) -> None:
@@ -153,7 +159,8 @@ class _PushRelay:
         self.timer = timer
         self.finished = False
         self._left = 2
-        self.done: asyncio.Future[None] = task.get_loop().create_future()
+        self.loop = task.get_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
 
     def direction_done(self) -> None:
         self._left -= 1

@@ -14,9 +14,9 @@ import logging
 from v2py.app.handler import Dispatch
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SniffingSettings, session_logger
+from v2py.app.udp_flows import UDP_SOURCE_IDLE_S, UdpFlowServer, open_udp_flow_server
 from v2py.common.net import Destination, tcp, udp
 from v2py.errors import ProtocolError
-from v2py.proxy.socks_inbound import UDP_SOURCE_IDLE_S, UdpFlowServer, open_udp_flow_server
 from v2py.transport.stream import Stream
 
 __all__ = ["DokodemoInbound"]

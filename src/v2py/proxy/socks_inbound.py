@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, cast
 
 from v2py.app.dispatcher import PrefixedStream
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, AccessMessage, log_access
-from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SniffingSettings, session_logger
+from v2py.app.udp_flows import (
+    UDP_FLOW_IDLE_S,
+    UDP_SOURCE_IDLE_S,
+    UdpFlowServer,
+    UdpRelayStatistics,
+    open_udp_flow_server,
+)
 from v2py.common.net import Destination, is_ip, tcp, udp
 from v2py.errors import ProtocolError
 from v2py.protocol.socks5 import (
@@ -41,14 +44,10 @@ from v2py.protocol.socks5 import (
 )
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
-__all__ = ["SocksInbound", "UdpFlowServer", "UdpRelayStatistics", "open_udp_flow_server"]
+__all__ = ["SocksInbound"]
 
 log = logging.getLogger(__name__)
 
-#: A UDP client source silent this long loses its flows (4.34 udp worker: > 8 s).
-UDP_SOURCE_IDLE_S = 8.0
-#: A (source, destination) flow silent this long is torn down (4.34 udp dispatcher).
-UDP_FLOW_IDLE_S = 4.0
 #: Largest datagram read from the UDP listener.
 UDP_READ_MAX_BYTES = 64 * 1024
 
@@ -85,225 +84,6 @@ def socks_rejection_reason(message: str) -> str:
 def _log_rejected(session: Session, reason: str) -> None:
     """``tcp:IP:PORT rejected  REASON``, as 4.34's socks server records a failed handshake."""
     log_access(f"tcp:{session.source_text()}", ACCESS_REJECTED, reason=reason)
-
-
-class _IdleClock:
-    """Calls ``on_idle`` once ``idle`` seconds pass without ``touch()``.
-
-    One ``call_at`` handle, re-armed lazily: traffic only stamps a float.
-    """
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, idle: float, on_idle: Callable[[], None]
-    ) -> None:
-        self._loop = loop
-        self._idle = idle
-        self._on_idle = on_idle
-        self._last = loop.time()
-        self._handle: asyncio.TimerHandle | None = loop.call_at(self._last + idle, self._check)
-
-    def touch(self) -> None:
-        self._last = self._loop.time()
-
-    def _check(self) -> None:
-        deadline = self._last + self._idle
-        if self._loop.time() >= deadline - 1e-3:
-            self._handle = None
-            self._on_idle()
-        else:
-            self._handle = self._loop.call_at(deadline, self._check)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
-class _Flow:
-    def __init__(self, link: PacketLink, clock: _IdleClock, source: _Source) -> None:
-        self.link = link
-        self.clock = clock
-        self.source = source
-        self.task: asyncio.Task[None] | None = None
-
-
-class _Source:
-    def __init__(self) -> None:
-        self.flows: dict[Destination, _Flow] = {}
-        self.clock: _IdleClock | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UdpRelayStatistics:
-    """Snapshot of a :class:`UdpFlowServer`: live sources/flows, flows ever opened,
-    datagrams dropped as malformed."""
-
-    sources: int
-    flows: int
-    flows_opened: int
-    dropped: int
-
-
-class UdpFlowServer(asyncio.DatagramProtocol):
-    """A UDP listener that demultiplexes datagrams into per-(source, destination) flows.
-
-    Parameters:
-        make_session: builds the Session for a new flow from (source, destination).
-        dispatcher: receives each flow as ``dispatch_packets(session, link)``.
-        decode: datagram -> (destination, payload), or None to drop it.
-        encode: (flow destination, response payload) -> datagram for the client.
-        flow_idle / source_idle: idle teardown, seconds.
-
-    Shared by the SOCKS and dokodemo-door inbounds.
-    """
-
-    def __init__(
-        self,
-        *,
-        make_session: Callable[[Address, Destination], Session],
-        dispatcher: Dispatch,
-        decode: Callable[[bytes], tuple[Destination, bytes] | None],
-        encode: Callable[[Destination, bytes], bytes],
-        flow_idle: float = UDP_FLOW_IDLE_S,
-        source_idle: float = UDP_SOURCE_IDLE_S,
-    ) -> None:
-        self._make_session = make_session
-        self._dispatcher = dispatcher
-        self._decode = decode
-        self._encode = encode
-        self._flow_idle = flow_idle
-        self._source_idle = source_idle
-        self._transport: asyncio.DatagramTransport | None = None
-        self._loop = asyncio.get_running_loop()
-        self._sources: dict[Address, _Source] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._dropped = 0
-        self._flows_opened = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # CPython 3.11's selector datagram transport does not subclass DatagramTransport.
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        source: Address = (str(addr[0]), int(addr[1]))
-        decoded = self._decode(data)
-        if decoded is None:
-            self._dropped += 1
-            return
-        dest, payload = decoded
-        if not payload:
-            return
-        entry = self._sources.get(source)
-        if entry is None:
-            entry = self._sources[source] = _Source()
-            entry.clock = _IdleClock(
-                self._loop, self._source_idle, lambda: self._drop_source(source)
-            )
-        flow = entry.flows.get(dest)
-        if flow is None:
-            flow = self._open_flow(source, dest, entry)
-        assert entry.clock is not None
-        entry.clock.touch()
-        flow.clock.touch()
-        flow.link.push(payload)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp listener error: %s", exc)
-
-    def _open_flow(self, source: Address, dest: Destination, entry: _Source) -> _Flow:
-        def send_back(payload: bytes) -> None:
-            transport = self._transport
-            if transport is None or transport.is_closing():
-                return
-            flow.clock.touch()
-            if entry.clock is not None:
-                entry.clock.touch()
-            transport.sendto(self._encode(dest, payload), source)
-
-        link = PacketLink(send_back)
-        self._flows_opened += 1
-        clock = _IdleClock(self._loop, self._flow_idle, lambda: self._close_flow(source, dest))
-        flow = _Flow(link, clock, entry)
-        entry.flows[dest] = flow
-        session = self._make_session(source, dest)
-        task = self._loop.create_task(self._run_flow(session, flow, source, dest))
-        flow.task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return flow
-
-    async def _run_flow(
-        self, session: Session, flow: _Flow, source: Address, dest: Destination
-    ) -> None:
-        slog = session_logger(log, session)
-        try:
-            await self._dispatcher.dispatch_packets(session, flow.link)
-        except asyncio.CancelledError:
-            raise
-        except (ProtocolError, OSError) as exc:
-            slog.info("udp flow to %s failed: %s", dest, exc)
-        except Exception:  # one bad flow never stops the listener
-            slog.exception("udp flow to %s crashed", dest)
-        finally:
-            self._close_flow(source, dest, flow)
-
-    def _close_flow(self, source: Address, dest: Destination, only: _Flow | None = None) -> None:
-        entry = self._sources.get(source)
-        if entry is None:
-            return
-        flow = entry.flows.get(dest)
-        if flow is None or (only is not None and flow is not only):
-            return
-        del entry.flows[dest]
-        flow.clock.cancel()
-        flow.link.close()
-
-    def _drop_source(self, source: Address) -> None:
-        entry = self._sources.pop(source, None)
-        if entry is None:
-            return
-        for flow in entry.flows.values():
-            flow.clock.cancel()
-            flow.link.close()
-        entry.flows.clear()
-
-    def statistics(self) -> UdpRelayStatistics:
-        """Counters of this listener."""
-        return UdpRelayStatistics(
-            sources=len(self._sources),
-            flows=sum(len(s.flows) for s in self._sources.values()),
-            flows_opened=self._flows_opened,
-            dropped=self._dropped,
-        )
-
-    def close(self) -> None:
-        """Stop listening, close every flow and cancel their tasks."""
-        for source in list(self._sources):
-            entry = self._sources[source]
-            if entry.clock is not None:
-                entry.clock.cancel()
-            self._drop_source(source)
-        if self._transport is not None:
-            self._transport.close()
-        for task in list(self._tasks):
-            task.cancel()
-
-
-async def open_udp_flow_server(
-    host: str, port: int, *, reuse_port: bool = False, **kwargs: object
-) -> tuple[UdpFlowServer, int]:
-    """Bind a :class:`UdpFlowServer` on ``host:port``; return it and the bound port.
-
-    ``reuse_port`` sets SO_REUSEPORT (worker processes sharing the port).
-    """
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpFlowServer(**kwargs),  # type: ignore[arg-type]
-        local_addr=(host, port),
-        reuse_port=reuse_port or None,
-    )
-    sockname = transport.get_extra_info("sockname")
-    return protocol, int(sockname[1])
 
 
 class SocksInbound:
