@@ -20,7 +20,7 @@ from v2py.app.proxyman import OutboundManager
 from v2py.app.session import Session
 from v2py.common.net import Destination, Network
 from v2py.protocol.sniff import SniffStatus, sniff
-from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
+from v2py.transport.stream import PrefixedStream, Stream
 
 log = logging.getLogger(__name__)
 
@@ -28,56 +28,6 @@ log = logging.getLogger(__name__)
 SNIFF_ATTEMPTS = 2
 SNIFF_WAIT_S = 0.1
 SNIFF_MAX_BYTES = 2048
-
-
-class PrefixedStream(PushLayer):
-    """A stream that first returns ``prefix`` (bytes already read while sniffing)."""
-
-    def __init__(self, prefix: bytes, inner: Stream, *, eof: bool = False) -> None:
-        self._prefix = prefix
-        self._inner = inner
-        self._eof = eof
-        self._below = inner
-        self._push: PushTarget | None = None
-
-    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        if self._prefix:
-            data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            return data
-        if self._eof:
-            return b""
-        return await self._inner.read(max_bytes)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._inner.write(data)
-
-    async def drain(self) -> None:
-        await self._inner.drain()
-
-    def write_eof(self) -> None:
-        self._inner.write_eof()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    async def wait_closed(self) -> None:
-        await self._inner.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        return self._inner.peer
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        return self._inner.local
-
-    # -- push mode (PushLayer): the sniffed prefix first, then the inner stream --------
-    def _take_held(self) -> bytes:
-        held, self._prefix = self._prefix, b""
-        return held
-
-    def _held_end(self) -> bool:
-        return self._eof
 
 
 async def sniff_stream(session: Session, stream: Stream) -> Stream:

@@ -23,7 +23,6 @@ import asyncio
 import dataclasses
 import logging
 
-from v2py.app.dispatcher import PrefixedStream
 from v2py.app.handler import Dispatch
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SessionLogger, SniffingSettings, session_logger
@@ -55,7 +54,7 @@ from v2py.protocol.http_proxy import (
     plan_client_response,
     plan_forward_request,
 )
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, Stream
 
 __all__ = ["HttpInbound"]
 

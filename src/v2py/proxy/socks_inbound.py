@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from v2py.app.dispatcher import PrefixedStream
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, AccessMessage, log_access
 from v2py.app.policy import PolicyTable
@@ -42,7 +41,7 @@ from v2py.protocol.socks5 import (
     encode_udp_datagram,
     udp_associate_reply_host,
 )
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, Stream
 
 __all__ = ["SocksInbound"]
 
