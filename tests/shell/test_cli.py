@@ -463,4 +463,3 @@ def test_pure_python_switch_turns_the_accelerator_off() -> None:
     assert pure.body is not BodyImpl.C_BATCH and pure.kdf is KdfImpl.PYTHON
     default = Instance(config, env={}).builder.vmess_impl
     assert default == default.best()
-
