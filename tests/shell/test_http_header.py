@@ -1,5 +1,5 @@
 """The TCP ``http`` header layer over loopback: templates and defaults as 4.34, the
-server's path check and error heads (docs/transports.md section 7)."""
+server's path check and error heads (docs/spec/transports.md section 7)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The TLS layer over loopback TCP: verification, SNI/ALPN rules and certificate choice as
-4.34 (docs/transports.md section 3), tickets, bad input at the server."""
+4.34 (docs/spec/transports.md section 3), tickets, bad input at the server."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The WebSocket layer over loopback TCP: upgrade answers as 4.34's Go server
-(docs/transports.md section 2.3), gorilla's client request, data framing, ping/close,
+(docs/spec/transports.md section 2.3), gorilla's client request, data framing, ping/close,
 X-Forwarded-For, and a listener that keeps serving through bad requests."""
 
 from __future__ import annotations

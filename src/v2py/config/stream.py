@@ -1,6 +1,6 @@
 """Config models of the stream layers: ``tlsSettings``, ``wsSettings`` and the TCP
 ``header`` of type ``http`` (v2ray-core 4.34 ``infra/conf/transport_internet.go``,
-``infra/conf/transport_authenticators.go``; docs/transports.md in this project).
+``infra/conf/transport_authenticators.go``; docs/spec/transports.md in this project).
 
 Certificate files are read while loading (as 4.34 does when it builds its config, so
 ``v2py test`` reports a missing file) through a ``read_file`` callable passed in the
@@ -136,7 +136,7 @@ def _read(reader: FileReader, name: str, lines: tuple[str, ...], key: str) -> by
 class TlsConfig(ConfigModel):
     """``tlsSettings`` (read only when ``security`` is ``"tls"``, as in 4.34).
 
-    ``alpn`` empty means the transport's default (docs/transports.md section 3.3).
+    ``alpn`` empty means the transport's default (docs/spec/transports.md section 3.3).
     """
 
     IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(

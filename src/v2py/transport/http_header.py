@@ -1,5 +1,5 @@
 """The TCP ``http`` header (v2ray-core 4.34 ``transport/internet/headers/http``): an
-HTTP-looking request and response in front of the stream, as docs/transports.md
+HTTP-looking request and response in front of the stream, as docs/spec/transports.md
 section 7 describes.
 
 * Client: the request head (method, a path picked at random, version, headers with a

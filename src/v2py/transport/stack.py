@@ -1,5 +1,5 @@
 """Stacking the stream layers of one ``streamSettings`` on its base transport, in 4.34's
-order (docs/transports.md "How the layers nest"):
+order (docs/spec/transports.md "How the layers nest"):
 
 * tcp: TCP, PROXY header (inbound), TLS, HTTP header;
 * ws: TCP, PROXY header (inbound), TLS, WebSocket;

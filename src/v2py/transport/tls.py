@@ -5,7 +5,7 @@ any :class:`~v2py.transport.stream.Stream` (TCP, mKCP), so TLS composes under
 WebSocket and the TCP HTTP header the way 4.34 stacks ``tls.Conn`` on a
 ``net.Conn``. :class:`TlsTransport` wraps another transport's ``dial``/``listen``.
 
-What is matched to the 4.34 reference build (Go 1.19), per docs/transports.md:
+What is matched to the 4.34 reference build (Go 1.19), per docs/spec/transports.md:
 
 * ALPN: per-transport defaults (:data:`ALPN_DEFAULTS`); a server refuses an offer
   sharing nothing with its list with alert 120, except that an ``h2`` server lets an

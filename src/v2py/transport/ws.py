@@ -3,7 +3,7 @@
 Framing is ``websockets``' sans-I/O :class:`websockets.protocol.Protocol` (its C
 masking speedups included); the HTTP upgrade around it is our own, because the
 answers must be those of Go's ``net/http`` server and gorilla's ``Upgrader`` byte for
-byte (docs/transports.md section 2; ``protocol/http_head.py``):
+byte (docs/spec/transports.md section 2; ``protocol/http_head.py``):
 
 * server: the URL path must equal the configured path after percent-decoding
   (query ignored), else ``404`` with ``Date`` and ``Content-Length: 0``; then
