@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,8 +25,11 @@ import pytest
 from tests.support.geodat import write_assets
 from tests.support.servers import client_hello
 from tests.support.v2py import run_v2py
-from tests.support.v2ray import free_ports, run_v2ray
+from tests.support.v2ray import free_ports, require_v2ray, run_v2ray
 from v2py.app.geodata import PRIVATE_CIDRS
+from v2py.config.jsonc import parse_json
+from v2py.config.load import load_config
+from v2py.instance import Instance
 
 pytestmark = pytest.mark.interop
 
@@ -322,3 +326,180 @@ async def test_routing_matrix(kind: str, tmp_path: Path) -> None:
     got = await run_matrix(kind, assets)
     expected = {case[0]: case[-1] for case in CASES}
     assert got == expected
+
+
+# --------------------------------------------------------------------------
+# real-world templates (tests/vectors/configs/routing-*.json)
+
+CONFIGS = Path(__file__).resolve().parent.parent / "vectors" / "configs"
+SERVER_TEMPLATE = "routing-server-block-private.json"
+CLIENT_TEMPLATE = "routing-client-china-direct.json"
+USER_ID = "c9087962-37fd-4fbb-a1de-55afcb4edcad"
+TEMPLATE_SITES = {
+    "CN": ["domain:cn", "domain:baidu.com", "full:www.qq.com"],
+    "CATEGORY-ADS-ALL": ["domain:doubleclick.net", "domain:ads.example"],
+}
+TEMPLATE_IPS = {"CN": ["36.0.0.0/8", "240e::/20"], "PRIVATE": list(PRIVATE_CIDRS)}
+
+
+def template(name: str) -> dict[str, Any]:
+    data = parse_json((CONFIGS / name).read_text(encoding="utf-8"), name)
+    assert isinstance(data, dict)
+    return data
+
+
+async def test_templates_pass_v2ray_test_and_v2py_build(tmp_path: Path) -> None:
+    assets = write_assets(tmp_path / "assets", geosite=TEMPLATE_SITES, geoip=TEMPLATE_IPS)
+    env = {"V2RAY_LOCATION_ASSET": str(assets)}
+    binary = require_v2ray()
+    for name in (SERVER_TEMPLATE, CLIENT_TEMPLATE):
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-test",
+            "-config",
+            str(CONFIGS / name),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+        async with asyncio.timeout(TIMEOUT_S):
+            out, _ = await proc.communicate()
+        assert proc.returncode == 0, out
+        loaded = load_config([(name, (CONFIGS / name).read_text())], {})
+        Instance(loaded.config, env=env)
+    # The server template needs no data file in v2py (geoip:private is built in).
+    loaded = load_config([(SERVER_TEMPLATE, (CONFIGS / SERVER_TEMPLATE).read_text())], {})
+    Instance(loaded.config, env={"V2RAY_LOCATION_ASSET": str(tmp_path / "empty")})
+
+
+def _server(port: int, *, routed: bool) -> dict[str, Any]:
+    cfg = template(SERVER_TEMPLATE)
+    cfg["inbounds"][0]["port"] = port
+    cfg["inbounds"][0]["listen"] = "127.0.0.1"
+    if not routed:
+        del cfg["routing"]
+    return cfg
+
+
+def _client(socks_port: int, server_port: int) -> dict[str, Any]:
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": socks_port,
+                "protocol": "socks",
+                "settings": {"auth": "noauth"},
+            }
+        ],
+        "outbounds": [
+            {
+                "protocol": "vmess",
+                "settings": {
+                    "vnext": [
+                        {
+                            "address": "127.0.0.1",
+                            "port": server_port,
+                            "users": [{"id": USER_ID, "alterId": 0}],
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+
+
+@contextlib.asynccontextmanager
+async def _side(
+    kind: str, cfg: dict[str, Any], port: int, env: dict[str, str]
+) -> AsyncIterator[None]:
+    if kind == "v2ray":
+        async with run_v2ray(cfg, wait_tcp=[port], env=env):
+            yield
+    else:
+        async with run_v2py(cfg, env=env):
+            yield
+
+
+@pytest.mark.parametrize("server_kind", ["v2py", "v2ray"])
+@pytest.mark.parametrize("routed", [True, False])
+async def test_server_template_refuses_private_targets(
+    server_kind: str, routed: bool, tmp_path: Path
+) -> None:
+    """A client reaching 127.0.0.1 (or "localhost", resolved by IPOnDemand) through a
+    server with the block rule is refused; without the rule the same chain connects."""
+    client_kind = "v2ray" if server_kind == "v2py" else "v2py"
+    if server_kind == "v2ray":
+        assets = write_assets(tmp_path / "assets", geoip={"PRIVATE": list(PRIVATE_CIDRS)})
+    else:
+        assets = tmp_path / "no-assets"  # v2py: geoip:private without any file
+    server_port, socks_port = free_ports(2)
+    async with sinks(["echo-target"]) as sink_ports:
+        target = sink_ports["echo-target"]
+        env = {"V2RAY_LOCATION_ASSET": str(assets)}
+        server = _side(server_kind, _server(server_port, routed=routed), server_port, env)
+        client = _side(client_kind, _client(socks_port, server_port), socks_port, {})
+        async with server, client, asyncio.timeout(TIMEOUT_S * 2):
+            got = await asyncio.gather(
+                through(socks_port, None, "127.0.0.1", target, RAW),
+                through(socks_port, None, "localhost", target, RAW),
+            )
+    expected = BLOCKED if routed else "echo-target"
+    assert got == [expected, expected]
+
+
+CHINA_HOSTS = {"www.google.com": "142.250.1.1", "cnip.example": "36.1.1.1"}
+HTTP_403 = (
+    "HTTP/1.1 403 Forbidden\nConnection: close\nCache-Control: max-age=3600, public\n"
+    "Content-Length: 0\n\n\n"
+)
+CHINA_CASES = [
+    ("cn-site", "www.baidu.com", 80, "raw", "direct"),
+    ("cn-tld", "a.b.cn", 80, "raw", "direct"),
+    ("cn-full", "www.qq.com", 80, "raw", "direct"),
+    ("listed-direct", "x.example-direct.com", 80, "raw", "direct"),
+    ("ads", "ad.doubleclick.net", 80, "raw", HTTP_403),
+    ("foreign-domain", "www.google.com", 80, "raw", "proxy"),
+    # The catch-all network rule matches in the first pass: IPIfNonMatch never resolves.
+    ("cn-ip-not-resolved", "cnip.example", 80, "raw", "proxy"),
+    ("cn-ipv4", "36.2.2.2", 80, "raw", "direct"),
+    ("cn-ipv6", "240e::1", 80, "raw", "direct"),
+    ("foreign-ipv4", "8.8.8.8", 80, "raw", "proxy"),
+    ("foreign-ipv6", "2001:4860::1", 80, "raw", "proxy"),
+    ("private", "192.168.1.1", 80, "raw", "direct"),
+    ("loopback", "127.0.0.1", 80, "raw", "direct"),
+    ("sniffed-cn", "8.8.8.8", 443, "tls:www.baidu.com", "direct"),
+    ("sniffed-foreign", "36.1.1.1", 80, "http:www.google.com", "proxy"),
+]
+
+
+def _china_client(socks_port: int, sink_ports: dict[str, int]) -> dict[str, Any]:
+    cfg = template(CLIENT_TEMPLATE)
+    cfg["inbounds"][0]["port"] = socks_port
+    for outbound in cfg["outbounds"]:
+        if outbound["tag"] in ("proxy", "direct"):
+            # Each route ends at a local sink named after it.
+            port = sink_ports[outbound["tag"]]
+            outbound["protocol"] = "freedom"
+            outbound["settings"] = {"redirect": f"127.0.0.1:{port}"}
+    cfg["dns"]["hosts"] = CHINA_HOSTS
+    return cfg
+
+
+@pytest.mark.parametrize("kind", ["v2ray", "v2py"])
+async def test_client_template_china_direct(kind: str, tmp_path: Path) -> None:
+    assets = write_assets(tmp_path / "assets", geosite=TEMPLATE_SITES, geoip=TEMPLATE_IPS)
+    (socks_port,) = free_ports(1)
+    async with sinks(["proxy", "direct"]) as sink_ports:
+        cfg = _china_client(socks_port, sink_ports)
+        async with _side(kind, cfg, socks_port, {"V2RAY_LOCATION_ASSET": str(assets)}):
+            async with asyncio.timeout(TIMEOUT_S * 2):
+                got = await asyncio.gather(
+                    *(
+                        through(socks_port, None, host, port, payload(body))
+                        for _, host, port, body, _ in CHINA_CASES
+                    )
+                )
+    assert dict(zip((c[0] for c in CHINA_CASES), got, strict=True)) == {
+        c[0]: c[-1] for c in CHINA_CASES
+    }
