@@ -187,6 +187,8 @@ class _Exchange:
     client as 4.34 re-writes it; bytes after the response are dropped.
     """
 
+    can_push = False  # parsed request by request: read by the relay's tasks
+
     def __init__(
         self,
         client: Stream,

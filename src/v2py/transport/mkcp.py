@@ -95,6 +95,9 @@ class KcpStream:
     terminated and everything it sent was read.
     """
 
+    #: mKCP streams are read by tasks (the relay's task mode), not pushed.
+    can_push = False
+
     def __init__(
         self,
         conn: KcpConnection,

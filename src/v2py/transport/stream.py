@@ -43,6 +43,12 @@ class Stream(Protocol):
     @property
     def local(self) -> tuple[str, int] | None: ...
 
+    @property
+    def can_push(self) -> bool:
+        """True when this stream is a :class:`PushStream` whose push mode is available
+        (a typed capability: callers test it instead of probing attributes)."""
+        ...
+
 
 class PushTarget(Protocol):
     """Receives a stream's input as it arrives (push mode, see :class:`PushStream`).
@@ -62,8 +68,8 @@ class PushStream(Stream, Protocol):
     """A stream that can hand its input to a :class:`PushTarget` as it arrives,
     instead of waiting for ``read`` (the relay's fast path: no task switch per read).
 
-    * ``can_push`` says whether push mode is available (a wrapper over a stream that
-      cannot push cannot either).
+    * ``can_push`` (declared on :class:`Stream`) is true: push mode is available (a
+      wrapper over a stream that cannot push cannot either).
     * ``start_push(target)`` first pushes what is already buffered (and the end, if
       seen), then each arrival; ``stop_push()`` returns to ``read`` mode.
     * ``pause_push()`` / ``resume_push()``: backpressure (reading from the socket stops).
@@ -112,7 +118,7 @@ class PushLayer:
 
     @property
     def can_push(self) -> bool:
-        return bool(getattr(self._below, "can_push", False))
+        return bool(self._below.can_push)
 
     def start_push(self, target: PushTarget) -> None:
         self._push = target
