@@ -207,7 +207,7 @@ async def test_port_in_use_exits_255_as_4_34(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("server", ["v2ray", "v2py"])
 async def test_access_log_lines_match_4_34(server: str, echo_server: tuple[str, int]) -> None:
-    *ports, client_socks = free_ports(5)
+    *ports, client_socks = free_ports(6)
     echo_port = echo_server[1]
     config = access_log.server_config(ports, echo_port)
     async with run_v2py(access_log.client_config(client_socks, ports[0])):

@@ -55,7 +55,7 @@ async def test_access_and_rejected_lines_as_4_34(echo_server: tuple[str, int]) -
     those 4.34 writes, times and ports aside."""
     buf = io.StringIO()
     configure_logging("warning", "", "", console=buf)
-    *ports, client_socks = free_ports(5)
+    *ports, client_socks = free_ports(6)
     echo_port = echo_server[1]
     async with (
         run_v2py(access_log.server_config(ports, echo_port)),

@@ -1,11 +1,12 @@
 """One access-log scenario run against v2py and the real V2Ray 4.34 alike.
 
 A server config with a VMess inbound (one user with an email), a socks inbound
-with a password, a socks inbound without one and a dokodemo-door inbound, all
-going out through a freedom outbound tagged ``direct``; :func:`probe` makes one
-connection of each kind (two failed VMess handshakes, two failed socks
-handshakes, three accepted connections) and :data:`EXPECTED` is what 4.34
-writes for them, times and ports aside (:func:`normalize`).
+with a password, a socks inbound without one, a dokodemo-door and an HTTP
+inbound, all going out through a freedom outbound tagged ``direct``;
+:func:`probe` makes one connection of each kind (two failed VMess handshakes,
+two failed socks handshakes, three accepted connections, an HTTP CONNECT and an
+HTTP GET) and :data:`EXPECTED` is what 4.34 writes for them, times and ports
+aside (:func:`normalize`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ EXPECTED = sorted(
         "tcp:127.0.0.1:PORT accepted tcp:127.0.0.1:PORT [direct]",
         "127.0.0.1:PORT accepted tcp:127.0.0.1:PORT [direct]",
         f"127.0.0.1:PORT accepted tcp:127.0.0.1:PORT [direct] email: {EMAIL}",
+        "127.0.0.1:PORT accepted //127.0.0.1:PORT [direct]",
+        "127.0.0.1:PORT accepted http://127.0.0.1:PORT/x?y=1 [direct]",
     ]
 )
 
@@ -70,8 +73,8 @@ def normalize(line: str) -> str:
 
 
 def server_config(ports: list[int], echo_port: int) -> dict[str, Any]:
-    """The scenario's server on ``ports`` = [vmess, socks+password, socks, dokodemo]."""
-    vmess, socks_auth, socks, doko = ports
+    """The scenario's server on ``ports`` = [vmess, socks+password, socks, dokodemo, http]."""
+    vmess, socks_auth, socks, doko, http = ports
     return {
         "log": {"loglevel": "warning"},
         "inbounds": [
@@ -94,6 +97,7 @@ def server_config(ports: list[int], echo_port: int) -> dict[str, Any]:
                 "protocol": "dokodemo-door",
                 "settings": {"address": "127.0.0.1", "port": echo_port, "network": "tcp"},
             },
+            {"listen": "127.0.0.1", "port": http, "protocol": "http"},
         ],
         "outbounds": [{"protocol": "freedom", "tag": "direct"}],
     }
@@ -108,9 +112,7 @@ def client_config(socks_port: int, vmess_port: int) -> dict[str, Any]:
                 "tag": "to-server",
                 "protocol": "vmess",
                 "settings": {
-                    "vnext": [
-                        {"address": "127.0.0.1", "port": vmess_port, "users": [{"id": UUID}]}
-                    ]
+                    "vnext": [{"address": "127.0.0.1", "port": vmess_port, "users": [{"id": UUID}]}]
                 },
             }
         ],
@@ -147,7 +149,7 @@ async def _echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 
 async def probe(ports: list[int], echo_port: int, client_socks_port: int) -> None:
     """One connection of each kind against the server on ``ports`` (see EXPECTED)."""
-    vmess, socks_auth, socks, doko = ports
+    vmess, socks_auth, socks, doko, http = ports
     await _send_and_close(vmess, bytes(range(100)))  # unknown user: drained, then closed
     await _send_and_close(vmess, b"x" * 10, linger=0.05)  # less than an auth id
     assert await _send_and_close(socks_auth, b"\x05\x01\x00") == b"\x05\xff"
@@ -155,6 +157,14 @@ async def probe(ports: list[int], echo_port: int, client_socks_port: int) -> Non
     await _echo_once(*await socks5_connect(socks, "127.0.0.1", echo_port))
     await _echo_once(*await asyncio.open_connection("127.0.0.1", doko))
     await _echo_once(*await socks5_connect(client_socks_port, "127.0.0.1", echo_port))
+    target = f"127.0.0.1:{echo_port}"
+    reader, writer = await asyncio.open_connection("127.0.0.1", http)
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    await _echo_once(reader, writer)
+    get = f"GET http://{target}/x?y=1 HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    await _send_and_close(http, get.encode())
 
 
 async def wait_for_lines(read: Any, count: int, timeout: float = STEP_TIMEOUT_S) -> list[str]:

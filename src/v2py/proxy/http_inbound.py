@@ -24,6 +24,7 @@ import dataclasses
 import logging
 
 from v2py.app.handler import Dispatch
+from v2py.app.log import AccessMessage
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SessionLogger, SniffingSettings, session_logger
 from v2py.common.net import tcp
@@ -140,6 +141,8 @@ class HttpInbound:
         if request.is_connect:
             stream.write(RESPONSE_CONNECT_OK)
             session.destination = tcp(*request.destination())
+            # 4.34's access line names the request URL (Go prints CONNECT's as //host:port)
+            session.access = AccessMessage(session.source_text(), "//" + request.target)
             await dispatcher.dispatch(session, PrefixedStream(reader.take_trailing(), stream))
             return False
         if not request.url_host and not self._allow_transparent:
@@ -152,7 +155,11 @@ class HttpInbound:
         plan = plan_forward_request(request, chunked=head.chunked, length=head.length)
         exchange = _Exchange(stream, reader, plan, request, slog)
         # One session per request, sharing the connection's id (as 4.34's context does).
-        sub = dataclasses.replace(session, destination=tcp(host, port))
+        sub = dataclasses.replace(
+            session,
+            destination=tcp(host, port),
+            access=AccessMessage(session.source_text(), request.target),
+        )
         await exchange.run(dispatcher, sub)
         await stream.drain()
         return exchange.keep_alive
