@@ -35,6 +35,8 @@ typedef int (*fn_ctrl)(void *, int, int, void *);
 typedef int (*fn_sha_init)(void *);
 typedef int (*fn_sha_update)(void *, const void *, size_t);
 typedef int (*fn_sha_final)(unsigned char *, void *);
+typedef int (*fn_set_padding)(void *, int);
+typedef unsigned long (*fn_crc32)(unsigned long, const unsigned char *, unsigned int);
 
 static struct {
     int loaded;
@@ -52,6 +54,9 @@ static struct {
     fn_sha_init sha_init;
     fn_sha_update sha_update;
     fn_sha_final sha_final;
+    fn_cipher aes_128_ecb;
+    fn_set_padding set_padding;
+    fn_crc32 crc32; /* zlib's, for AuthTable; NULL when libz is missing */
 } evp;
 
 static const char *LIBCRYPTO_NAMES[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so", NULL};
@@ -85,7 +90,13 @@ load_libcrypto(void)
     SYM(sha_init, "SHA256_Init");
     SYM(sha_update, "SHA256_Update");
     SYM(sha_final, "SHA256_Final");
+    SYM(aes_128_ecb, "EVP_aes_128_ecb");
+    SYM(set_padding, "EVP_CIPHER_CTX_set_padding");
 #undef SYM
+    /* zlib's crc32 (the AuthID checksum): Python's own zlib module links the same library. */
+    void *z = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (z == NULL) z = dlopen("libz.so", RTLD_NOW | RTLD_LOCAL);
+    if (z != NULL) *(void **)(&evp.crc32) = dlsym(z, "crc32");
     evp.loaded = 1;
     return 1;
 }
@@ -426,6 +437,288 @@ static PyTypeObject AeadType = {
 };
 
 
+/* ------------------------------------------------------------------ AuthTable (docs/spec/vmess.md 5.3) */
+
+/* The AEAD AuthID lookup of a VMess server: each user's AuthID key, and one scan
+ * per connection that decrypts the AuthID under every key in a C loop. With AES-NI
+ * (checked at run time) a key is 11 expanded decryption round keys and a block costs
+ * ~10 instructions, constant-time like Go's crypto/aes that 4.34 uses; without it
+ * every key gets its own libcrypto AES-128-ECB context. A removed user keeps its
+ * slot (dead) so that indexes stay stable. */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <emmintrin.h>
+#include <wmmintrin.h>
+#define AUTH_HAVE_AESNI_CODE 1
+
+#define AUTH_EXPAND(k, rcon) auth_expand_step((k), _mm_aeskeygenassist_si128((k), (rcon)))
+
+__attribute__((target("aes,sse2"))) static inline __m128i
+auth_expand_step(__m128i key, __m128i gen)
+{
+    gen = _mm_shuffle_epi32(gen, 0xff);
+    key = _mm_xor_si128(key, _mm_slli_si128(key, 4));
+    key = _mm_xor_si128(key, _mm_slli_si128(key, 4));
+    key = _mm_xor_si128(key, _mm_slli_si128(key, 4));
+    return _mm_xor_si128(key, gen);
+}
+
+/* AES-128 decryption round keys (the equivalent inverse cipher: InvMixColumns on the
+ * middle encryption round keys, in reverse order), 11 x 16 bytes into out. */
+__attribute__((target("aes,sse2"))) static void
+auth_aesni_keys(const unsigned char *key, unsigned char *out)
+{
+    __m128i ek[11];
+    ek[0] = _mm_loadu_si128((const __m128i *)key);
+    ek[1] = AUTH_EXPAND(ek[0], 0x01);
+    ek[2] = AUTH_EXPAND(ek[1], 0x02);
+    ek[3] = AUTH_EXPAND(ek[2], 0x04);
+    ek[4] = AUTH_EXPAND(ek[3], 0x08);
+    ek[5] = AUTH_EXPAND(ek[4], 0x10);
+    ek[6] = AUTH_EXPAND(ek[5], 0x20);
+    ek[7] = AUTH_EXPAND(ek[6], 0x40);
+    ek[8] = AUTH_EXPAND(ek[7], 0x80);
+    ek[9] = AUTH_EXPAND(ek[8], 0x1b);
+    ek[10] = AUTH_EXPAND(ek[9], 0x36);
+    _mm_storeu_si128((__m128i *)out, ek[10]);
+    for (int i = 1; i < 10; i++) {
+        _mm_storeu_si128((__m128i *)(out + 16 * i), _mm_aesimc_si128(ek[10 - i]));
+    }
+    _mm_storeu_si128((__m128i *)(out + 160), ek[0]);
+}
+
+__attribute__((target("aes,sse2"))) static inline void
+auth_aesni_decrypt(const unsigned char *rk, const unsigned char *in, unsigned char *out)
+{
+    __m128i m = _mm_xor_si128(_mm_loadu_si128((const __m128i *)in),
+                              _mm_loadu_si128((const __m128i *)rk));
+    for (int i = 1; i < 10; i++) {
+        m = _mm_aesdec_si128(m, _mm_loadu_si128((const __m128i *)(rk + 16 * i)));
+    }
+    m = _mm_aesdeclast_si128(m, _mm_loadu_si128((const __m128i *)(rk + 160)));
+    _mm_storeu_si128((__m128i *)out, m);
+}
+#endif
+
+#define AUTH_RK_BYTES 176
+
+static int auth_use_aesni = -1; /* -1: not checked yet */
+
+static int
+auth_aesni(void)
+{
+    if (auth_use_aesni < 0) {
+#ifdef AUTH_HAVE_AESNI_CODE
+        __builtin_cpu_init();
+        auth_use_aesni = __builtin_cpu_supports("aes") && __builtin_cpu_supports("sse2");
+#else
+        auth_use_aesni = 0;
+#endif
+    }
+    return auth_use_aesni;
+}
+
+typedef struct {
+    PyObject_HEAD
+    unsigned char *rk;   /* AES-NI: AUTH_RK_BYTES per slot */
+    void **ctx;          /* no AES-NI: one ECB context per slot */
+    unsigned char *live; /* 1 while the slot's user is registered */
+    Py_ssize_t len, cap;
+    int aesni;
+} AuthTableObject;
+
+static void
+AuthTable_dealloc(AuthTableObject *self)
+{
+    if (self->ctx != NULL) {
+        for (Py_ssize_t i = 0; i < self->len; i++) {
+            if (self->ctx[i] != NULL) evp.ctx_free(self->ctx[i]);
+        }
+    }
+    PyMem_Free(self->ctx);
+    PyMem_Free(self->rk);
+    PyMem_Free(self->live);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+AuthTable_init(AuthTableObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"aesni", NULL};
+    int want_aesni = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p", kwlist, &want_aesni)) return -1;
+    if (evp.crc32 == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "libz crc32 unavailable");
+        return -1;
+    }
+    self->aesni = want_aesni && auth_aesni();
+    return 0;
+}
+
+static int
+auth_grow(AuthTableObject *self)
+{
+    Py_ssize_t cap = self->cap ? self->cap * 2 : 16;
+    unsigned char *live = PyMem_Realloc(self->live, (size_t)cap);
+    if (live == NULL) return -1;
+    self->live = live;
+    if (self->aesni) {
+        unsigned char *rk = PyMem_Realloc(self->rk, (size_t)cap * AUTH_RK_BYTES);
+        if (rk == NULL) return -1;
+        self->rk = rk;
+    } else {
+        void **ctx = PyMem_Realloc(self->ctx, (size_t)cap * sizeof(void *));
+        if (ctx == NULL) return -1;
+        self->ctx = ctx;
+    }
+    self->cap = cap;
+    return 0;
+}
+
+static PyObject *
+AuthTable_add(AuthTableObject *self, PyObject *args)
+{
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "y*", &key)) return NULL;
+    if (key.len != 16) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "key must be 16 bytes");
+        return NULL;
+    }
+    if (self->len == self->cap && auth_grow(self) < 0) {
+        PyBuffer_Release(&key);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t i = self->len;
+    if (self->aesni) {
+#ifdef AUTH_HAVE_AESNI_CODE
+        auth_aesni_keys(key.buf, self->rk + i * AUTH_RK_BYTES);
+#endif
+    } else {
+        void *ctx = evp.ctx_new();
+        int ok = ctx != NULL
+                 && evp.decrypt_init(ctx, evp.aes_128_ecb(), NULL, key.buf, NULL) == 1
+                 && evp.set_padding(ctx, 0) == 1;
+        if (!ok) {
+            if (ctx != NULL) evp.ctx_free(ctx);
+            PyBuffer_Release(&key);
+            PyErr_SetString(PyExc_RuntimeError, "AES-128-ECB context failed");
+            return NULL;
+        }
+        self->ctx[i] = ctx;
+    }
+    PyBuffer_Release(&key);
+    self->live[i] = 1;
+    self->len++;
+    return PyLong_FromSsize_t(i);
+}
+
+static PyObject *
+AuthTable_remove(AuthTableObject *self, PyObject *args)
+{
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "n", &i)) return NULL;
+    if (i < 0 || i >= self->len) {
+        PyErr_SetString(PyExc_IndexError, "no such slot");
+        return NULL;
+    }
+    self->live[i] = 0;
+    if (!self->aesni && self->ctx[i] != NULL) {
+        evp.ctx_free(self->ctx[i]);
+        self->ctx[i] = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* 1 when slot i opens auth into a block whose time is within window seconds of now
+ * (and not negative) and whose CRC32 fits: the checks of the Python loop (the time
+ * first, as it is the cheaper of the two; both must hold either way). */
+static int
+auth_fits(AuthTableObject *self, Py_ssize_t i, const unsigned char *auth, long long now,
+          long long window)
+{
+    unsigned char plain[32];
+    if (!self->live[i]) return 0;
+    if (self->aesni) {
+#ifdef AUTH_HAVE_AESNI_CODE
+        auth_aesni_decrypt(self->rk + i * AUTH_RK_BYTES, auth, plain);
+#endif
+    } else {
+        int outl = 0;
+        if (evp.decrypt_update(self->ctx[i], plain, &outl, auth, 16) != 1 || outl != 16) {
+            return 0;
+        }
+    }
+    unsigned long long u = 0;
+    for (int k = 0; k < 8; k++) u = (u << 8) | plain[k];
+    long long t = (long long)u;
+    if (t < 0) return 0;
+    long long d = t - now;
+    if (d < 0) d = -d;
+    if (d > window) return 0;
+    unsigned long crc = evp.crc32(0, plain, 12);
+    unsigned long want = ((unsigned long)plain[12] << 24) | ((unsigned long)plain[13] << 16)
+                         | ((unsigned long)plain[14] << 8) | (unsigned long)plain[15];
+    return (crc & 0xFFFFFFFFUL) == want;
+}
+
+PyDoc_STRVAR(auth_match_doc,
+"match(auth16, now, window, first) -> int: the first slot whose key opens auth16 into\n"
+"a block with a valid CRC32 and a time within window seconds of now, trying slot\n"
+"first (if >= 0) before all others in order; -1 when none fits.");
+
+static PyObject *
+AuthTable_match(AuthTableObject *self, PyObject *args)
+{
+    Py_buffer auth;
+    long long now, window;
+    Py_ssize_t first;
+    if (!PyArg_ParseTuple(args, "y*LLn", &auth, &now, &window, &first)) return NULL;
+    if (auth.len != 16) {
+        PyBuffer_Release(&auth);
+        PyErr_SetString(PyExc_ValueError, "auth must be 16 bytes");
+        return NULL;
+    }
+    unsigned char block[16];
+    memcpy(block, auth.buf, 16);
+    PyBuffer_Release(&auth);
+    Py_ssize_t found = -1;
+    Py_BEGIN_ALLOW_THREADS
+    if (first >= 0 && first < self->len && auth_fits(self, first, block, now, window)) {
+        found = first;
+    } else {
+        for (Py_ssize_t i = 0; i < self->len; i++) {
+            if (i == first) continue;
+            if (auth_fits(self, i, block, now, window)) {
+                found = i;
+                break;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromSsize_t(found);
+}
+
+static PyMethodDef AuthTable_methods[] = {
+    {"add", (PyCFunction)AuthTable_add, METH_VARARGS, "add(key16) -> slot"},
+    {"remove", (PyCFunction)AuthTable_remove, METH_VARARGS, "remove(slot)"},
+    {"match", (PyCFunction)AuthTable_match, METH_VARARGS, auth_match_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject AuthTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "v2py._chunkcrypt.AuthTable",
+    .tp_basicsize = sizeof(AuthTableObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "AuthTable(): AEAD AuthID keys of a VMess server's users, scanned in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)AuthTable_init,
+    .tp_dealloc = (destructor)AuthTable_dealloc,
+    .tp_methods = AuthTable_methods,
+};
+
+
 /* ------------------------------------------------------------------ KDF (docs/spec/vmess.md 5.1) */
 
 /* SHA256_CTX is a plain struct of 112 bytes in OpenSSL 1.1 and 3.x; it is treated as
@@ -570,11 +863,18 @@ PyInit__chunkcrypt(void)
         return NULL;
     }
     if (PyType_Ready(&AeadType) < 0) return NULL;
+    if (PyType_Ready(&AuthTableType) < 0) return NULL;
     PyObject *m = PyModule_Create(&chunkcrypt_module);
     if (m == NULL) return NULL;
     Py_INCREF(&AeadType);
     if (PyModule_AddObject(m, "Aead", (PyObject *)&AeadType) < 0) {
         Py_DECREF(&AeadType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&AuthTableType);
+    if (PyModule_AddObject(m, "AuthTable", (PyObject *)&AuthTableType) < 0) {
+        Py_DECREF(&AuthTableType);
         Py_DECREF(m);
         return NULL;
     }

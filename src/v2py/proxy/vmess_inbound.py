@@ -121,7 +121,9 @@ class VmessInbound:
         self._clock = clock
         self._user_ids = user_ids
         self._anon_derived: VmessUser | None = None  # the empty email's user, with user_ids
-        self.validator = UserValidator(clock(), rng, shared_store=shared_store)
+        self.validator = UserValidator(
+            clock(), rng, shared_store=shared_store, accelerated=impl.accelerated_auth
+        )
         for user in users:
             self.validator.add_user(user)
         self._updater: asyncio.Task[None] | None = None
@@ -179,6 +181,7 @@ class VmessInbound:
             rng=self._rng,
             disable_insecure=self.disable_insecure,
             impl=self._impl,
+            hint=session.source[0] if session.source is not None else None,
         )
         request: RequestReceived | None = None
         received = 0

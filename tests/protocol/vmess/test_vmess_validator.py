@@ -397,3 +397,101 @@ def _check(v: UserValidator, model: Model, auth: bytes, *, warm: bool = False) -
         assert want is None or not warm
     else:
         assert want is not None and (got.user, got.ts) == want
+
+
+# -- the C AuthID scan and the returning-client hint (issue: 10,000 users) --------
+
+from hypothesis import HealthCheck as _HC  # noqa: E402
+from hypothesis import given as _given  # noqa: E402
+from hypothesis import settings as _settings  # noqa: E402
+from hypothesis import strategies as _st  # noqa: E402
+
+from v2py.protocol.vmess.account import VmessUser as _User  # noqa: E402
+from v2py.protocol.vmess.header import create_auth_id as _create_auth_id  # noqa: E402
+from v2py.protocol.vmess.validator import _AuthTable  # noqa: E402
+
+
+def _validators(users: list[_User]) -> tuple[UserValidator, UserValidator]:
+    fast = UserValidator(float(NOW), lambda n: bytes(n), accelerated=True)
+    slow = UserValidator(float(NOW), lambda n: bytes(n), accelerated=False)
+    for u in users:
+        fast.add_user(u)
+        slow.add_user(u)
+    return fast, slow
+
+
+@pytest.mark.skipif(_AuthTable is None, reason="v2py._chunkcrypt is not built here")
+@_settings(max_examples=60, deadline=None, suppress_health_check=[_HC.too_slow])
+@_given(
+    ids=_st.lists(_st.binary(min_size=16, max_size=16), min_size=1, max_size=12, unique=True),
+    pick=_st.integers(min_value=0, max_value=11),
+    dt=_st.integers(min_value=-200, max_value=200),
+    junk=_st.binary(min_size=16, max_size=16),
+    removed=_st.sets(_st.integers(min_value=0, max_value=11), max_size=4),
+    hint=_st.sampled_from([None, "10.0.0.1", "10.0.0.2"]),
+)
+def test_accelerated_and_python_auth_lookup_agree(
+    ids: list[bytes], pick: int, dt: int, junk: bytes, removed: set[int], hint: str | None
+) -> None:
+    users = [_User(id=i, alter_id=0, level=0, email=f"u{n}") for n, i in enumerate(ids)]
+    fast, slow = _validators(users)
+    for n in sorted(removed):
+        if n < len(users):
+            fast.remove_user(f"u{n}")
+            slow.remove_user(f"u{n}")
+    user = users[pick % len(users)]
+    auth = _create_auth_id(user.cmd_key, NOW + dt, b"\x01\x02\x03\x04")
+    for candidate in (auth, junk):
+        got_fast = fast.match_aead(candidate, float(NOW), hint=hint)
+        got_slow = slow.match_aead(candidate, float(NOW), hint=hint)
+        assert got_fast is got_slow
+
+
+def test_hint_tries_the_last_match_first_and_never_changes_the_answer() -> None:
+    users = [_User(id=bytes([n]) * 16, alter_id=0, level=0, email=f"u{n}") for n in range(50)]
+    for accelerated in (True, False):
+        v = UserValidator(float(NOW), lambda n: bytes(n), accelerated=accelerated)
+        for u in users:
+            v.add_user(u)
+        a1 = _create_auth_id(users[40].cmd_key, NOW, b"\x00\x00\x00\x01")
+        assert v.match_aead(a1, float(NOW), hint="1.2.3.4") is users[40]
+        # the same source with another user's AuthID still finds that user
+        a2 = _create_auth_id(users[3].cmd_key, NOW, b"\x00\x00\x00\x02")
+        assert v.match_aead(a2, float(NOW), hint="1.2.3.4") is users[3]
+        # an AuthID no key opens is refused, hint or not
+        assert v.match_aead(bytes(16), float(NOW), hint="1.2.3.4") is None
+        v.remove_user("u3")
+        a3 = _create_auth_id(users[3].cmd_key, NOW, b"\x00\x00\x00\x03")
+        assert v.match_aead(a3, float(NOW), hint="1.2.3.4") is None
+
+
+@pytest.mark.skipif(_AuthTable is None, reason="v2py._chunkcrypt is not built here")
+@_settings(max_examples=100, deadline=None)
+@_given(
+    keys=_st.lists(_st.binary(min_size=16, max_size=16), min_size=1, max_size=20),
+    pick=_st.integers(min_value=0, max_value=19),
+    ts=_st.integers(min_value=0, max_value=2**40),
+    rand4=_st.binary(min_size=4, max_size=4),
+    junk=_st.binary(min_size=16, max_size=16),
+)
+def test_auth_table_aesni_and_libcrypto_paths_agree_with_cryptography(
+    keys: list[bytes], pick: int, ts: int, rand4: bytes, junk: bytes
+) -> None:
+    """AuthIDs sealed by ``cryptography`` (create_auth_id) are found by both C paths
+    (AES-NI round keys and libcrypto ECB contexts); junk is refused by both alike."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    tables = [_AuthTable(aesni=True), _AuthTable(aesni=False)]
+    for table in tables:
+        for key in keys:
+            table.add(key)
+    slot = pick % len(keys)
+    plain = ts.to_bytes(8, "big") + rand4
+    import zlib
+
+    plain += zlib.crc32(plain).to_bytes(4, "big")
+    auth = Cipher(algorithms.AES(keys[slot]), modes.ECB()).encryptor().update(plain)
+    found = [t.match(auth, ts, 120, -1) for t in tables]
+    assert found[0] == found[1]
+    assert keys[found[0]] == keys[slot]  # the first slot holding that key
+    assert tables[0].match(junk, ts, 120, -1) == tables[1].match(junk, ts, 120, -1)

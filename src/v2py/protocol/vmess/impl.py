@@ -17,10 +17,12 @@ __all__ = ["DEFAULT_IMPL", "VmessImpl"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VmessImpl:
-    """How the body is sealed/opened and how the header KDF is computed."""
+    """How the body is sealed/opened, how the header KDF is computed, and whether a
+    server scans AEAD AuthIDs in the C accelerator (when it is built)."""
 
     body: BodyImpl = DEFAULT_BODY_IMPL
     kdf: KdfImpl = DEFAULT_KDF_IMPL
+    accelerated_auth: bool = True
 
     @classmethod
     def best(cls, *, accelerated: bool = True) -> VmessImpl:
@@ -28,6 +30,7 @@ class VmessImpl:
         return cls(
             body=best_body_impl(accelerated=accelerated),
             kdf=best_kdf_impl(accelerated=accelerated),
+            accelerated_auth=accelerated,
         )
 
 

@@ -89,7 +89,9 @@ class VmessServerConnection:
 
     Parameters: ``validator`` (the shared user table), ``now`` (Unix
     seconds), ``rng``, ``disable_insecure`` (spec 10
-    ``disableInsecureEncryption``).
+    ``disableInsecureEncryption``), ``impl`` (implementation choices),
+    ``hint`` (the client's address: its last matched AEAD user is tried first,
+    see :meth:`UserValidator.match_aead`).
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class VmessServerConnection:
         rng: Rng,
         disable_insecure: bool = False,
         impl: VmessImpl = DEFAULT_IMPL,
+        hint: object = None,
     ) -> None:
         self._validator = validator
+        self._hint = hint
         self._impl = impl
         self._now = now
         self._rng = rng
@@ -213,7 +217,7 @@ class VmessServerConnection:
                 auth = self._take(_AUTH_LEN)
                 self._auth = auth
                 try:
-                    user = v.match_aead(auth, self._now)
+                    user = v.match_aead(auth, self._now, hint=self._hint)
                 except VmessError as exc:
                     raise self._fail(str(exc), drain=True) from None
                 if user is not None:
