@@ -108,6 +108,11 @@ def build_transport(stream: StreamConfig) -> Transport:
             return layered(stream, TcpTransport())
         case "kcp":
             return layered(stream, KcpTransport(kcp_settings(stream)))
+        case "ds":
+            from v2py.transport.ds import DsTransport
+
+            assert stream.ds is not None  # the loader sets it for network "ds"
+            return layered(stream, DsTransport(stream.ds))
         case other:
             _unreachable(other)
 
@@ -161,12 +166,12 @@ class Builder:
         self.worker = worker
         self.inbounds = inbounds
         self.policy = policy_table(config)
-        # The built-in DNS (``dns`` object) for freedom's UseIP*; None: the system resolver.
-        self.resolver: Resolver | None = None
         # V2PY_PURE_PYTHON=1 (to compare, see bench/README.md): no C accelerator.
         from v2py.protocol.vmess.impl import VmessImpl
 
         self.vmess_impl = VmessImpl.best(accelerated=env.get(PURE_PYTHON_ENV, "") in ("", "0"))
+        # The built-in DNS (``dns`` object) for freedom's UseIP*; None: the system resolver.
+        self.resolver: Resolver | None = None
         self.transports: list[Transport] = []
         self._detour_emails = self._collect_detour_emails() if worker is not None else {}
 

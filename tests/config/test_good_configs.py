@@ -389,7 +389,7 @@ def test_unknown_keys_warn_with_their_path() -> None:
         socks_in(
             foo=1,
             settings={"auth": "noauth", "bar": True},
-            streamSettings={"httpSettings": {}, "kcpSettings": {"zzz": 1}},
+            streamSettings={"httpSettings": {"method": "PUT"}, "kcpSettings": {"zzz": 1}},
         ),
         outbounds=[
             {
@@ -402,7 +402,10 @@ def test_unknown_keys_warn_with_their_path() -> None:
     warnings = load(data).warnings
     assert "inbounds[0].foo: unknown key, ignored" in warnings
     assert "inbounds[0].settings.bar: unknown key, ignored" in warnings
-    assert "inbounds[0].streamSettings.httpSettings: not used by v2py, ignored" in warnings
+    assert (
+        "inbounds[0].streamSettings.httpSettings.method: not in V2Ray 4.34 (ignored there too), "
+        "ignored" in warnings
+    )
     assert "inbounds[0].streamSettings.kcpSettings.zzz: unknown key, ignored" in warnings
     assert "outbounds[0].settings.nope: unknown key, ignored" in warnings
     assert "fakeDns: unknown key, ignored" in warnings

@@ -43,6 +43,7 @@ from v2py.config.registry import INBOUND_SETTINGS, OUTBOUND_SETTINGS
 from v2py.config.routing import DnsConfig, RoutingConfig
 from v2py.config.settings import VmessInboundSettings
 from v2py.config.stream import WsConfig
+from v2py.config.transport_extra import QUIC_ABSENT_SECURITY, HttpConfig, QuicConfig
 from v2py.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_JSON", "LoadedConfig", "load_config", "load_inbound", "load_outbound"]
@@ -378,10 +379,21 @@ def _effective_stream(
     tcp = stream.tcp or (transport.tcp if transport else None)
     kcp = stream.kcp or (transport.kcp if transport else None)
     ws = stream.ws or (transport.ws if transport else None)
+    http = stream.http or (transport.http if transport else None)
+    ds = stream.ds or (transport.ds if transport else None)
+    quic = stream.quic or (transport.quic if transport else None)
+    if stream.network == "ds" and ds is None:
+        # 4.34 fails every listen/dial of a domain socket without a path.
+        raise ConfigError(f"{path}.streamSettings.dsSettings.path", "empty domain socket path")
     updates: dict[str, Any] = {
         "tcp": (tcp or TcpConfig()) if stream.network == "tcp" else None,
         "kcp": (kcp or KcpConfig()) if stream.network == "kcp" else None,
         "ws": (ws or WsConfig()) if stream.network == "ws" else None,
+        "http": (http or HttpConfig()) if stream.network == "h2" else None,
+        "ds": ds if stream.network == "ds" else None,
+        "quic": (quic or QuicConfig(security=QUIC_ABSENT_SECURITY))
+        if stream.network == "quic"
+        else None,
     }
     result: StreamConfig = _copy(stream, updates)
     return result
@@ -394,7 +406,7 @@ def _refuse_undialable(outbound: OutboundConfig) -> None:
     if outbound.protocol == "vmess":
         return
     where: dict[str, str | None] = {
-        "network": '"ws"' if stream.network == "ws" else None,
+        "network": f'"{stream.network}"' if stream.network in ("ws", "h2", "quic", "ds") else None,
         "security": '"tls"' if stream.security == "tls" else None,
     }
     if stream.tcp is not None:

@@ -38,6 +38,7 @@ from v2py.config.registry import (
 from v2py.config.routing import DnsConfig, RoutingConfig
 from v2py.config.settings import InboundSettings, OutboundSettings
 from v2py.config.stream import HttpRequestConfig, HttpResponseConfig, TlsConfig, WsConfig
+from v2py.config.transport_extra import DsConfig, HttpConfig, QuicConfig
 
 __all__ = [
     "AllocateConfig",
@@ -306,10 +307,16 @@ class KcpConfig(ConfigModel):
         return self.header.type
 
 
-_NETWORKS = {"tcp": "tcp", "kcp": "kcp", "mkcp": "kcp", "ws": "ws", "websocket": "ws"}
-_UNSUPPORTED_NETWORKS = dict.fromkeys(
-    ("h2", "http", "quic", "ds", "domainsocket"), "not supported by v2py"
-)
+_NETWORKS = {
+    "tcp": "tcp",
+    "kcp": "kcp",
+    "mkcp": "kcp",
+    "ws": "ws",
+    "websocket": "ws",
+    "ds": "ds",
+    "domainsocket": "ds",
+}
+_UNSUPPORTED_NETWORKS = dict.fromkeys(("h2", "http", "quic"), "not supported by v2py")
 # 4.34 treats any other string (even "xtls" or a typo) as no TLS; v2py refuses it.
 _SECURITIES = {"": "none", "none": "none", "tls": "tls"}
 _NOT_USED = "not used by v2py, ignored"
@@ -342,26 +349,25 @@ class StreamConfig(ConfigModel):
 
     After loading, ``kcp`` is set exactly when ``network == "kcp"`` (from
     ``kcpSettings``, else top-level ``transport.kcpSettings``, else defaults),
-    ``tcp`` exactly when ``network == "tcp"`` and ``ws`` exactly when
-    ``network == "ws"``. ``tls`` is set exactly when ``security == "tls"``
-    (``tlsSettings``, else an empty one, as 4.34 reads it).
+    ``tcp``, ``ws``, ``http``, ``ds`` and ``quic`` exactly when ``network`` is theirs
+    (``quic`` absent altogether: 4.34's AES-128-GCM with key ""). ``tls`` is set
+    exactly when ``security == "tls"`` (``tlsSettings``, else an empty one, as 4.34
+    reads it).
     """
-
-    IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
-        ("httpsettings", "dssettings", "quicsettings"),
-        _NOT_USED,
-    )
 
     network: Annotated[
         str,
         BeforeValidator(
-            one_of(_NETWORKS, shown=("tcp", "kcp", "ws"), refused=_UNSUPPORTED_NETWORKS)
+            one_of(_NETWORKS, shown=("tcp", "kcp", "ws", "ds"), refused=_UNSUPPORTED_NETWORKS)
         ),
     ] = "tcp"
     security: Annotated[str, BeforeValidator(one_of(_SECURITIES, shown=("none", "tls")))] = "none"
     tcp: TcpConfig | None = Field(default=None, alias="tcpSettings")
     kcp: KcpConfig | None = Field(default=None, alias="kcpSettings")
     ws: WsConfig | None = Field(default=None, alias="wsSettings")
+    http: HttpConfig | None = Field(default=None, alias="httpSettings")
+    ds: DsConfig | None = Field(default=None, alias="dsSettings")
+    quic: QuicConfig | None = Field(default=None, alias="quicSettings")
     tls: TlsConfig | None = Field(default=None, alias="tlsSettings")
     sockopt: SocketConfig | None = None
 
@@ -379,13 +385,12 @@ class StreamConfig(ConfigModel):
 class TransportConfig(ConfigModel):
     """Top-level ``transport``: defaults for every ``streamSettings`` lacking them."""
 
-    IGNORED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(
-        ("httpsettings", "dssettings", "quicsettings"), _NOT_USED
-    )
-
     tcp: TcpConfig | None = Field(default=None, alias="tcpSettings")
     kcp: KcpConfig | None = Field(default=None, alias="kcpSettings")
     ws: WsConfig | None = Field(default=None, alias="wsSettings")
+    http: HttpConfig | None = Field(default=None, alias="httpSettings")
+    ds: DsConfig | None = Field(default=None, alias="dsSettings")
+    quic: QuicConfig | None = Field(default=None, alias="quicSettings")
 
 
 # --------------------------------------------------------------------------
