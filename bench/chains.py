@@ -27,6 +27,8 @@ class ChainSpec:
     network: str = "tcp"
     # the client's outbound "mux" concurrency; None: mux off
     mux_concurrency: int | None = None
+    # streamSettings.security "tls" on both vmess sides (self-signed; client allowInsecure)
+    tls: bool = False
 
     @property
     def is_vmess(self) -> bool:
@@ -52,6 +54,12 @@ CHAINS: dict[str, ChainSpec] = {
                   security="aes-128-gcm", network="kcp"),
         ChainSpec("vmess-mux", "as vmess-aead-gcm with Mux.Cool on the client (concurrency 8)",
                   security="aes-128-gcm", mux_concurrency=8),
+        ChainSpec("vmess-tls", "as vmess-aead-gcm over TLS (tcp)",
+                  security="aes-128-gcm", tls=True),
+        ChainSpec("vmess-ws", "as vmess-aead-gcm over WebSocket",
+                  security="aes-128-gcm", network="ws"),
+        ChainSpec("vmess-ws-tls", "as vmess-aead-gcm over WebSocket over TLS",
+                  security="aes-128-gcm", network="ws", tls=True),
     )
 }
 
@@ -74,8 +82,51 @@ class ProcPlan:
         return json.dumps(self.config, indent=2, sort_keys=True) + "\n"
 
 
-def _stream(spec: ChainSpec) -> dict[str, Any]:
-    return {"network": spec.network}
+_CERT: tuple[list[str], list[str]] | None = None
+
+
+def _self_signed() -> tuple[list[str], list[str]]:
+    """A self-signed P-256 certificate for "bench.test" (made once per bench run)."""
+    global _CERT
+    if _CERT is None:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench.test")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("bench.test")]),
+                           critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        _CERT = (cert_pem.strip().splitlines(), key_pem.strip().splitlines())
+    return _CERT
+
+
+def _stream(spec: ChainSpec, *, server: bool = False) -> dict[str, Any]:
+    stream: dict[str, Any] = {"network": spec.network}
+    if spec.network == "ws":
+        stream["wsSettings"] = {"path": "/bench"}
+    if spec.tls:
+        stream["security"] = "tls"
+        if server:
+            cert, key = _self_signed()
+            stream["tlsSettings"] = {"certificates": [{"certificate": cert, "key": key}]}
+        else:
+            stream["tlsSettings"] = {"serverName": "bench.test", "allowInsecure": True}
+    return stream
 
 
 def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
@@ -111,7 +162,7 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
         "port": ports.vmess,
         "protocol": "vmess",
         "settings": {"clients": [{"id": BENCH_UUID, "alterId": spec.alter_id}]},
-        "streamSettings": _stream(spec),
+        "streamSettings": _stream(spec, server=True),
     }
     client = ProcPlan("client", {"log": LOG, "inbounds": [socks_in], "outbounds": [vmess_out]},
                       tcp_ports=[ports.socks])

@@ -43,17 +43,30 @@ def _undate(data: bytes) -> bytes:
     return re.sub(rb"Date: [^\r]+", b"Date: D", data)
 
 
-async def _exchange(port: int, data: bytes, wait: float = 0.3) -> tuple[bytes, bool]:
-    """Send ``data``; return what came back within ``wait`` s and whether it closed."""
+async def _exchange(
+    port: int, data: bytes, wait: float = 0.3, expect: int | None = None
+) -> tuple[bytes, bool]:
+    """Send ``data``; return what came back and whether the server closed. With
+    ``expect``, wait (up to 5 s) for that many bytes, then ``wait`` s more for a close."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(data)
     got = b""
     closed = False
     try:
+        if expect is not None:
+            async with asyncio.timeout(5):
+                while len(got) < expect:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        closed = True
+                        break
+                    got += chunk
         async with asyncio.timeout(wait):
-            while chunk := await reader.read(65536):
+            while not closed:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    closed = True
                 got += chunk
-            closed = True
     except TimeoutError:
         pass
     writer.close()
@@ -91,7 +104,7 @@ async def _exchange(port: int, data: bytes, wait: float = 0.3) -> tuple[bytes, b
 )  # fmt: skip
 async def test_server_answers_as_go(request_bytes: bytes, answer: bytes, closes: bool) -> None:
     async with listening(WsTransport(TcpBase(), ws(path="ray"))) as port:
-        got, closed = await _exchange(port, request_bytes)
+        got, closed = await _exchange(port, request_bytes, wait=0.2, expect=len(answer))
         assert got == answer
         assert closed is closes
 
@@ -99,7 +112,9 @@ async def test_server_answers_as_go(request_bytes: bytes, answer: bytes, closes:
 async def test_keep_alive_then_upgrade_on_the_same_connection() -> None:
     async with listening(WsTransport(TcpBase(), ws(path="/ray"))) as port:
         got, closed = await _exchange(
-            port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" + UPGRADE.format(path="/ray").encode()
+            port,
+            b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" + UPGRADE.format(path="/ray").encode(),
+            expect=len(ACCEPTED) + 60,
         )
         assert got.endswith(ACCEPTED) and got.startswith(b"HTTP/1.1 404")
         assert not closed

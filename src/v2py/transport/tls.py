@@ -52,7 +52,7 @@ from v2py.protocol.tls_hello import (
     decode_client_hello_alpn,
 )
 from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ ISSUED_GRACE = datetime.timedelta(minutes=1)
 HTTP_TO_HTTPS_REPLY = (
     b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 )
+#: Largest batch of plaintext decrypted per arrival in push mode.
+PUSH_BATCH_BYTES = 1 << 20
 _HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
@@ -176,7 +178,11 @@ class TlsSecurity:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         listed = b"\n".join(block for _, pem, _ in self._pems for block in _PEM_CERT.findall(pem))
-        if not self.config.disable_system_root:
+        if self.config.allow_insecure:
+            # Nothing is verified; a loaded trust store would still cost ~0.3 ms of
+            # OpenSSL time per handshake.
+            listed = b""
+        elif not self.config.disable_system_root:
             ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if listed:
             # Every listed certificate is a root, whatever its usage (4.34 getCertPool).
@@ -442,15 +448,15 @@ def _issue(ca: _IssuingCA, name: str, now: datetime.datetime) -> tuple[bytes, by
 # the stream
 
 
-class TlsStream:
-    """TLS over another stream. Pull mode only (``can_push`` is False).
+class TlsStream(PushLayer):
+    """TLS over another stream.
 
     Build with :meth:`client` (then ``await handshake()``) or :meth:`server` (the
     handshake then runs on the first ``read``/``drain``). Raises ``ssl.SSLError``
-    (an OSError) or ConnectionError from I/O when the peer breaks TLS.
+    (an OSError) or ConnectionError from I/O when the peer breaks TLS. Once the
+    handshake is done it can push (when the stream below can): each arrival is
+    decrypted in one batch and handed on.
     """
-
-    can_push = False
 
     def __init__(
         self,
@@ -478,6 +484,7 @@ class TlsStream:
         self._eof_in = False
         self._write_closed = False
         self._closed = False
+        self._push: PushTarget | None = None
 
     @classmethod
     def client(cls, below: Stream, security: TlsSecurity, host: str, port: int) -> TlsStream:
@@ -503,7 +510,10 @@ class TlsStream:
             obj,
             incoming,
             outgoing,
-            on_session=lambda session: security.keep_session(key, session),
+            # Reading SSLObject.session costs ~0.3 ms: only when sessions are kept.
+            on_session=(lambda session: security.keep_session(key, session))
+            if security.config.enable_session_resumption
+            else None,
         )
 
     @classmethod
@@ -656,6 +666,54 @@ class TlsStream:
             await self.handshake()
         await self._below.drain()
 
+    # -- push mode (PushLayer) ----------------------------------------------------
+    @property
+    def can_push(self) -> bool:
+        return self._handshaken and bool(getattr(self._below, "can_push", False))
+
+    def _take_held(self) -> bytes:
+        return self._decrypt(PUSH_BATCH_BYTES)
+
+    def _held_end(self) -> bool:
+        return self._eof_in
+
+    def _below_target(self, target: PushTarget) -> PushTarget:
+        return self
+
+    def pushed_data(self, data: bytes | bytearray) -> None:
+        self._in.write(data)
+        self._push_plain()
+
+    def pushed_eof(self) -> None:
+        self._in.write_eof()
+        self._push_plain()
+        target = self._push
+        if target is not None:
+            self._push = None
+            target.pushed_eof()
+
+    def pushed_error(self, exc: BaseException) -> None:
+        target = self._push
+        if target is not None:
+            self._push = None
+            target.pushed_error(exc)
+
+    def _push_plain(self) -> None:
+        target = self._push
+        if target is None:
+            return
+        try:
+            plain = self._decrypt(PUSH_BATCH_BYTES)
+        except (ssl.SSLError, ConnectionError) as exc:
+            self.stop_push()
+            target.pushed_error(exc)
+            return
+        if plain:
+            target.pushed_data(plain)
+        if self._eof_in and self._push is target:
+            self.stop_push()
+            target.pushed_eof()
+
     def write_eof(self) -> None:
         """Send close_notify (Go ``CloseWrite``); reading goes on."""
         if self._write_closed or self._closed:
@@ -694,11 +752,13 @@ class TlsStream:
 
     @property
     def peer(self) -> tuple[str, int] | None:
-        return self._below.peer
+        below: Stream = self._below
+        return below.peer
 
     @property
     def local(self) -> tuple[str, int] | None:
-        return self._below.local
+        below: Stream = self._below
+        return below.local
 
 
 # --------------------------------------------------------------------------

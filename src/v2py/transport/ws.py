@@ -47,7 +47,7 @@ from v2py.protocol.http_head import (
     ws_accept,
 )
 from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 log = logging.getLogger(__name__)
 
@@ -330,13 +330,11 @@ async def client_handshake(below: Stream, request: bytes, key: str) -> bytes:
 # the stream
 
 
-class WsStream:
-    """A byte stream over WebSocket messages (pull mode only).
+class WsStream(PushLayer):
+    """A byte stream over WebSocket messages; pushes when the stream below can.
 
     ``peer`` is the X-Forwarded-For address when the server got one.
     """
-
-    can_push = False
 
     def __init__(
         self,
@@ -354,6 +352,7 @@ class WsStream:
         self._eof = False
         self._closed = False
         self._held: list[bytes] = []
+        self._push: PushTarget | None = None
         if initial:
             self._feed(initial)
 
@@ -429,6 +428,51 @@ class WsStream:
     async def drain(self) -> None:
         await self._below.drain()
 
+    # -- push mode (PushLayer) ----------------------------------------------------
+    def _take_held(self) -> bytes:
+        held = self._held
+        if not held:
+            return b""
+        data = held[0] if len(held) == 1 else b"".join(held)
+        held.clear()
+        return data
+
+    def _held_end(self) -> bool:
+        return self._eof and not self._held
+
+    def _below_target(self, target: PushTarget) -> PushTarget:
+        return self
+
+    def pushed_data(self, data: bytes | bytearray) -> None:
+        target = self._push
+        if target is None:
+            return
+        try:
+            self._feed(bytes(data))
+        except Exception as exc:  # a library error on bad framing
+            self.stop_push()
+            target.pushed_error(exc)
+            return
+        held = self._take_held()
+        if held:
+            target.pushed_data(held)
+        if self._eof and self._push is target:
+            self.stop_push()
+            target.pushed_eof()
+
+    def pushed_eof(self) -> None:
+        self._eof = True
+        target = self._push
+        if target is not None:
+            self._push = None
+            target.pushed_eof()
+
+    def pushed_error(self, exc: BaseException) -> None:
+        target = self._push
+        if target is not None:
+            self._push = None
+            target.pushed_error(exc)
+
     def write_eof(self) -> None:
         """4.34's WebSocket connection has no half-close: nothing is sent."""
 
@@ -459,11 +503,13 @@ class WsStream:
 
     @property
     def peer(self) -> tuple[str, int] | None:
-        return self._peer if self._peer is not None else self._below.peer
+        below: Stream = self._below
+        return self._peer if self._peer is not None else below.peer
 
     @property
     def local(self) -> tuple[str, int] | None:
-        return self._below.local
+        below: Stream = self._below
+        return below.local
 
 
 # --------------------------------------------------------------------------
