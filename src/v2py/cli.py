@@ -401,6 +401,13 @@ def _options(values: Mapping[str, object]) -> _Options:
     )
 
 
+def _read_bytes(name: str) -> bytes:
+    """Read a file the config names (TLS certificates), as 4.34 does while loading, so
+    that ``-test`` reports a missing one. Raises OSError."""
+    with open(name, "rb") as fh:
+        return fh.read()
+
+
 def _load(options: _Options, *, quiet: bool = False) -> Config:
     """Choose, read and parse the config; print 4.34's notes (``quiet``: only those
     on standard error). Raises ConfigError."""
@@ -428,7 +435,7 @@ def _load(options: _Options, *, quiet: bool = False) -> Config:
             if not quiet:
                 _info(f"Reading config: {name}")
             sources.append((name, read_source(name, sys.stdin)))
-    loaded = load_config(sources, os.environ)
+    loaded = load_config(sources, os.environ, read_file=_read_bytes)
     for warning in loaded.warnings:
         if quiet:
             _note(f"[Warning] {warning}")
