@@ -193,3 +193,18 @@ def test_router_from_files_and_only_named_lists_decoded(
     assert r.route(RoutingContext(target_domain="other.test")) == Route("o", 0)
     assert r.route(RoutingContext(target_ip=packed("3.1.1.1"))) == Route("p", 1)
     assert r.route(RoutingContext(target_ip=packed("10.0.0.1"))) == Route("p", 1)
+
+
+def test_rule_whose_lists_are_empty_is_refused(assets: Path) -> None:
+    # 4.34 would drop the condition (the rule then matches more); v2py refuses.
+    cfg = RoutingConfig.model_validate(
+        {
+            "rules": [
+                {"type": "field", "domain": ["geosite:ads@nope"], "port": 80, "outboundTag": "b"}
+            ]
+        },
+        context={},
+    ).with_paths("routing")
+    with pytest.raises(ConfigError) as info:
+        build_router(cfg, GeoData(env_for(assets)))
+    assert info.value.path == "routing.rules[0].domain"

@@ -27,7 +27,7 @@ import ipaddress
 import mmap
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from v2py.app.router import DomainSet, IpSet
@@ -35,7 +35,6 @@ from v2py.config.routing import (
     GEOIP_FILE,
     Cidr,
     DomainKind,
-    DomainRule,
     GeoIpRef,
     GeoSiteRef,
     check_regexp,
@@ -73,6 +72,11 @@ PRIVATE_CIDRS = (
     "fe80::/10",
     "ff00::/8",
 )
+
+#: Lists with at least this many entries hand the decoding's freed heap back to the
+#: OS (glibc ``malloc_trim``): the transient protobuf objects would otherwise stay in
+#: the process (measured: 100,000 domains + 10,000 CIDRs, RSS +31 MiB -> +14 MiB).
+TRIM_AFTER_ENTRIES = 10_000
 
 _WIRE_VARINT = 0
 _WIRE_I64 = 1
@@ -251,25 +255,23 @@ class GeoData:
             site.ParseFromString(raw)
         except Exception as exc:  # protobuf's DecodeError has no stable base class
             raise ConfigError(path, f"{ref.file}: list {ref.code} is broken: {exc}") from None
-        rules = []
-        for domain in site.domain:
-            if ref.attrs and not _has_attrs(domain, ref.attrs):
-                continue
-            try:
-                kind = DomainKind(domain.type)
-            except ValueError:
-                raise ConfigError(
-                    path, f"{ref.file}: list {ref.code} has unknown domain type {domain.type}"
-                ) from None
-            if kind is DomainKind.REGEX:
+        entries: Sequence[geodata_pb2.Domain] = site.domain
+        if ref.attrs:
+            entries = [d for d in entries if _has_attrs(d, ref.attrs)]
+        for domain in entries:
+            if domain.type == DomainKind.REGEX:
                 problem = check_regexp(domain.value)
                 if problem is not None:
                     raise ConfigError(
                         path, f"{ref.file}: list {ref.code}: {domain.value!r}: {problem}"
                     )
-            rules.append(DomainRule(kind, domain.value))
-        del site
-        built = DomainSet(rules)
+        try:
+            built = DomainSet.from_values((d.type, d.value) for d in entries)
+        except ValueError as exc:
+            raise ConfigError(path, f"{ref.file}: list {ref.code}: {exc}") from None
+        del site, entries
+        if built.size >= TRIM_AFTER_ENTRIES:
+            _release_heap()
         _SITE_CACHE[cache_key] = built
         return built
 
@@ -305,8 +307,24 @@ class GeoData:
             cidrs.append(Cidr(ip, cidr.prefix))
         del geoip
         built = IpSet(cidrs)
+        del cidrs
+        if built.size >= TRIM_AFTER_ENTRIES:
+            _release_heap()
         _IP_CACHE[cache_key] = built
         return built
+
+
+def _release_heap() -> None:
+    """Return freed heap pages to the OS (glibc only; a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _has_attrs(domain: object, wanted: tuple[str, ...]) -> bool:

@@ -45,6 +45,7 @@ from v2py.config.routing import (
     RoutingConfig,
     RoutingRuleConfig,
 )
+from v2py.errors import ConfigError
 
 __all__ = [
     "DomainSet",
@@ -119,21 +120,29 @@ class DomainSet:
     __slots__ = ("_full", "_keyword", "_keywords", "_patterns", "_regexes", "_suffixes", "size")
 
     def __init__(self, rules: Iterable[DomainRule]) -> None:
-        full: set[str] = set()
-        suffixes: set[str] = set()
-        keywords: set[str] = set()
-        regexes: list[str] = []
+        parts: tuple[set[str], set[str], set[str], list[str]] = (set(), set(), set(), [])
         count = 0
         for rule in rules:
             count += 1
-            if rule.kind is DomainKind.FULL:
-                full.add(rule.value)
-            elif rule.kind is DomainKind.DOMAIN:
-                suffixes.add(rule.value)
-            elif rule.kind is DomainKind.PLAIN:
-                keywords.add(rule.value)
-            else:
-                regexes.append(rule.value)
+            _add_part(parts, rule.kind, rule.value)
+        self._setup(count, *parts)
+
+    @classmethod
+    def from_values(cls, items: Iterable[tuple[int, str]]) -> DomainSet:
+        """Build from ``(Domain.Type wire value, value)`` pairs without a DomainRule per
+        entry (geo lists: 100,000s of entries). Raises ValueError for an unknown type."""
+        parts: tuple[set[str], set[str], set[str], list[str]] = (set(), set(), set(), [])
+        count = 0
+        for kind, value in items:
+            count += 1
+            _add_part(parts, DomainKind(kind), value)
+        built = cls.__new__(cls)
+        built._setup(count, *parts)
+        return built
+
+    def _setup(
+        self, count: int, full: set[str], suffixes: set[str], keywords: set[str], regexes: list[str]
+    ) -> None:
         self.size = count
         self._full = frozenset(full)
         self._suffixes = frozenset(suffixes)
@@ -191,6 +200,20 @@ class DomainSet:
         return any(r.search(domain) is not None for r in self._regexes)
 
 
+def _add_part(
+    parts: tuple[set[str], set[str], set[str], list[str]], kind: DomainKind, value: str
+) -> None:
+    full, suffixes, keywords, regexes = parts
+    if kind is DomainKind.FULL:
+        full.add(value)
+    elif kind is DomainKind.DOMAIN:
+        suffixes.add(value)
+    elif kind is DomainKind.PLAIN:
+        keywords.add(value)
+    else:
+        regexes.append(value)
+
+
 def _compile_regexes(patterns: Sequence[str]) -> tuple[re.Pattern[str], ...]:
     """One combined pattern when Python accepts the join, else one per pattern.
 
@@ -213,6 +236,11 @@ class DomainMatcher:
 
     def __init__(self, sets: Sequence[DomainSet]) -> None:
         self._sets = tuple(s for s in sets if s.size)
+
+    @property
+    def empty(self) -> bool:
+        """True when no entry is left (e.g. a geosite list filtered to nothing)."""
+        return not self._sets
 
     def matches(self, domain: str) -> bool:
         if not domain:
@@ -410,6 +438,14 @@ class _Rule:
         self.balancer = config.targets_balancer
         entries = config.all_domains
         self.domains = build_domain_matcher(entries, geo, path) if entries else None
+        if self.domains is not None and self.domains.empty:
+            # 4.34 flattens the lists and, finding no domain, drops the condition (the
+            # rule then matches more, or has no effective field): refused instead.
+            raise ConfigError(
+                f"{path}.domain",
+                "the domain lists of this rule have no entries (V2Ray 4.34 would drop the "
+                "condition); check the list names and @attributes",
+            )
         # 4.34 drops empty strings from these lists but keeps the condition.
         self.users = _non_empty(config.user)
         self.inbound_tags = _non_empty(config.inbound_tag)
