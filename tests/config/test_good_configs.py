@@ -433,7 +433,8 @@ def test_warnings_of_several_files_name_the_file() -> None:
 
 def test_defaults() -> None:
     cfg = load(config()).config
-    assert (cfg.log.loglevel, cfg.log.access, cfg.log.error) == ("warning", "", "")
+    # no "log" object: access log off, error log on the console at warning (4.34)
+    assert (cfg.log.loglevel, cfg.log.access, cfg.log.error) == ("warning", "none", "")
     level = cfg.policy.level(0)
     assert (
         level.handshake,

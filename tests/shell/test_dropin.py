@@ -116,6 +116,16 @@ def test_loglevel_none_opens_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_access_log_off_without_a_log_object() -> None:
+    """4.34: no "log" object keeps the access log off; "log": {} sends it to stdout."""
+    from v2py.config.load import load_config
+
+    absent = load_config([("c.json", "{}")], {}).config.log
+    empty = load_config([("c.json", '{"log": {}}')], {}).config.log
+    assert (absent.access, absent.error, absent.loglevel) == ("none", "", "warning")
+    assert (empty.access, empty.error) == ("", "")
+
+
 def test_console_is_stdout_for_both_logs(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("info")
     log_access("1.2.3.4:5", "accepted", "tcp:x:80")

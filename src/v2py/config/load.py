@@ -361,7 +361,8 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
     _check_unique_tags(outbounds)
     _check_detours(inbounds)
     return Config(
-        log=merged.log or LogConfig(),
+        # No "log" object: 4.34's DefaultLogConfig keeps the access log off.
+        log=merged.log or LogConfig(access="none"),
         policy=merged.policy or PolicyConfig(),
         inbounds=tuple(inbounds),
         outbounds=tuple(outbounds),
