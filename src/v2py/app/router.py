@@ -518,6 +518,11 @@ class Router:
     def rule_count(self) -> int:
         return len(self._rules)
 
+    @property
+    def has_balancers(self) -> bool:
+        """True when some rule targets a balancer (only then are outbound tags needed)."""
+        return any(rule.balancer for rule in self._rules)
+
     def route(
         self,
         ctx: RoutingContext,

@@ -81,12 +81,13 @@ class SessionRouter:
         self.router = router
         self.dns = dns
         self._outbound_tags = outbound_tags
+        self._balancers = router.has_balancers
         self._rng = rng
 
     async def pick_route(self, session: Session) -> str | None:
         """The outbound tag for ``session``, or None for the default outbound."""
         ctx = routing_context(session)
-        tags = list(self._outbound_tags())
+        tags = list(self._outbound_tags()) if self._balancers else []
         result = self.router.route(ctx, outbound_tags=tags, rng=self._rng)
         if isinstance(result, NeedIps):
             try:
