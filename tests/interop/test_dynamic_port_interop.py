@@ -99,7 +99,7 @@ async def run_v2py_cli(
     with err.open("wb") as err_file:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "v2py", "run", "-c", str(cfg),
-            stdout=asyncio.subprocess.DEVNULL, stderr=err_file, cwd=workdir,
+            stdout=err_file, stderr=asyncio.subprocess.STDOUT, cwd=workdir,
         )  # fmt: skip
     handle = V2pyProcess(proc, err, access)
     try:
@@ -167,9 +167,9 @@ async def test_a_v2ray_client_to_v2py_server(
     # After the first (main-port) connection, later ones arrive on range ports.
     assert len(accepted) == CONNECTIONS - MAIN_CONNECTIONS, log
     assert set(accepted) <= gen0
+    # 4.34's access line names no inbound: the dynamic-port ones are counted above
     lines = [line for line in access.splitlines() if " accepted " in line]
     assert len(lines) == CONNECTIONS, access
-    assert sum(f"[{DYNAMIC_TAG} -> " in line for line in lines) == CONNECTIONS - MAIN_CONNECTIONS
 
 
 # -- Scenario B: v2py client -> real v2ray server ---------------------------------------
