@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream
@@ -35,7 +36,7 @@ from v2py.app.session import Session, session_logger
 from v2py.common.net import Destination, Network, tcp
 from v2py.errors import LocalProtocolError, ProtocolError
 from v2py.protocol.mux import MAX_SESSIONS_PER_CONNECTION, MUX_COOL_HOST, MUX_COOL_PORT, MuxRole
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +64,49 @@ class Carrier(Protocol):
 class MuxLink:
     """The worker's frame stream as the carrying outbound sees it: ``read`` returns the
     frames the sessions send, ``write`` feeds the server's frames in, and ``drain``
-    waits while a session's reader is behind (the mux buffers are full)."""
+    waits while a session's reader is behind (the mux buffers are full).
+
+    It is a push stream too: frames go straight to the carrier's push target, and
+    sessions see the carrier's backpressure through :attr:`out_paused`."""
 
     def __init__(self) -> None:
         self.endpoint: MuxEndpoint | None = None
         self._out: collections.deque[bytes] = collections.deque()
         self._out_bytes = 0
         self._eof = False
+        self._eof_pushed = False
         self._reader: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
+        self._room_callbacks: list[Callable[[BaseException | None], None]] = []
+        self._push: PushTarget | None = None
+        self._push_paused = False
 
     # -- the sessions' side -------------------------------------------------------------
     def push_out(self, data: bytes) -> None:
         if self._eof:
             raise ConnectionResetError("mux connection closed")
+        push = self._push
+        if push is not None and not self._push_paused and not self._out:
+            push.pushed_data(data)
+            return
         self._out.append(data)
         self._out_bytes += len(data)
-        self._wake_reader()
+        if push is not None:
+            self._push_flush()
+        else:
+            self._wake_reader()
+
+    def out_paused(self) -> bool:
+        """True while the carrier has not taken more than the high-water mark."""
+        return self._out_bytes > LINK_HIGH_WATER_BYTES
+
+    def when_out_room(self, callback: Callable[[BaseException | None], None]) -> None:
+        if self._eof:
+            callback(ConnectionResetError("mux connection closed"))
+        elif not self.out_paused():
+            callback(None)
+        else:
+            self._room_callbacks.append(callback)
 
     async def wait_out_room(self) -> None:
         while self._out_bytes > LINK_HIGH_WATER_BYTES and not self._eof:
@@ -94,6 +121,8 @@ class MuxLink:
         self._eof = True
         self._wake_reader()
         self._wake_room()
+        if self._push is not None:
+            self._push_flush()
 
     def _wake_reader(self) -> None:
         fut = self._reader
@@ -108,6 +137,59 @@ class MuxLink:
             self._room = None
             if not fut.done():
                 fut.set_result(None)
+        if self._room_callbacks:
+            callbacks, self._room_callbacks = self._room_callbacks, []
+            error = ConnectionResetError("mux connection closed") if self._eof else None
+            for callback in callbacks:
+                callback(error)
+
+    # -- push mode (the carrier's relay takes frames as they are made) --------------------
+    @property
+    def can_push(self) -> bool:
+        return True
+
+    def start_push(self, target: PushTarget) -> None:
+        self._push = target
+        self._push_paused = False
+        self._push_flush()
+
+    def stop_push(self) -> None:
+        self._push = None
+
+    def pause_push(self) -> None:
+        self._push_paused = True
+
+    def resume_push(self) -> None:
+        self._push_paused = False
+        self._push_flush()
+
+    @property
+    def write_paused(self) -> bool:
+        """The server's frames wait while a session's reader is behind."""
+        return self.endpoint is not None and self.endpoint.paused
+
+    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
+        if self.endpoint is None:
+            callback(None)
+        else:
+            self.endpoint.when_room(lambda: callback(None))
+
+    def _push_flush(self) -> None:
+        target = self._push
+        if target is None or self._push_paused:
+            return
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self._out_bytes = 0
+            target.pushed_data(data)
+            self._wake_room()
+            if self._push is not target or self._push_paused:
+                return
+        if self._eof and not self._out and not self._eof_pushed:
+            self._eof_pushed = True
+            self._push = None
+            target.pushed_eof()
 
     # -- Stream (the carrying outbound's side) ----------------------------------------------
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
@@ -167,7 +249,11 @@ class MuxWorker:
         self.concurrency = concurrency
         self.link = MuxLink()
         self.endpoint = MuxEndpoint(
-            MuxRole.CLIENT, emit=self.link.push_out, drain=self.link.wait_out_room
+            MuxRole.CLIENT,
+            emit=self.link.push_out,
+            drain=self.link.wait_out_room,
+            write_paused=self.link.out_paused,
+            when_writable=self.link.when_out_room,
         )
         self.link.endpoint = self.endpoint
         self._idle_tick = idle_tick

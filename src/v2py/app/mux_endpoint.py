@@ -47,7 +47,10 @@ from v2py.protocol.mux import (
     SessionEnded,
     SessionOpened,
 )
-from v2py.transport.stream import READ_CHUNK_BYTES
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget
+
+#: ``when_writable(callback)`` of the underlying connection (see PushStream).
+WhenWritable = Callable[[Callable[[BaseException | None], None]], None]
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +81,87 @@ class MuxSubStream:
         self.end_sent = False
         self._first_timer: asyncio.TimerHandle | None = None
         self.dropped_datagrams = 0
+        self._push: PushTarget | None = None
+        self._push_paused = False
 
     # -- fed by the endpoint --------------------------------------------------------
     def _deliver(self, data: bytes) -> None:
         if self._read_eof or self._abort is not None:
             return
+        push = self._push
+        if push is not None and not self._push_paused and not self._inbox:
+            push.pushed_data(data)
+            return
         self._inbox.append(data)
         self.buffered += len(data)
-        self._wake()
+        if push is not None:
+            self._push_flush()
+        else:
+            self._wake()
 
     def _end_input(self) -> None:
         self._read_eof = True
-        self._wake()
+        if self._push is not None:
+            self._push_flush()
+        else:
+            self._wake()
 
     def _aborted(self, exc: BaseException) -> None:
         if self._abort is None:
             self._abort = exc
         self._drop_inbox()
         self._cancel_first_timer()
-        self._wake()
+        if self._push is not None:
+            self._push_flush()
+        else:
+            self._wake()
+
+    # -- push mode (PushStream): session data handed on as frames arrive ---------------
+    @property
+    def can_push(self) -> bool:
+        return self._endpoint.can_push
+
+    def start_push(self, target: PushTarget) -> None:
+        self._push = target
+        self._push_paused = False
+        self._push_flush()
+
+    def stop_push(self) -> None:
+        self._push = None
+
+    def pause_push(self) -> None:
+        self._push_paused = True
+
+    def resume_push(self) -> None:
+        self._push_paused = False
+        self._push_flush()
+
+    @property
+    def write_paused(self) -> bool:
+        return self._endpoint.write_paused()
+
+    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
+        self._endpoint.when_writable(callback)
+
+    def _push_flush(self) -> None:
+        """Hand what is held to the push target: data, then the end or the abort."""
+        target = self._push
+        if target is None or self._push_paused:
+            return
+        if self._inbox:
+            data = b"".join(self._inbox)
+            self._inbox.clear()
+            self.buffered = 0
+            self._endpoint._consumed()
+            target.pushed_data(data)
+            if self._push is not target or self._push_paused:
+                return
+        if self._abort is not None:
+            self._push = None
+            target.pushed_error(self._abort)
+        elif self._read_eof:
+            self._push = None
+            target.pushed_eof()
 
     def _drop_inbox(self) -> None:
         if self.buffered:
@@ -245,6 +310,9 @@ class MuxEndpoint:
     * ``on_open(sub)`` (server) is called for each New frame.
     * ``session_buffer`` / ``connection_buffer`` bound the input held for readers.
     * ``peer`` / ``local``: the underlying connection's addresses, for sub-streams.
+    * ``write_paused()`` / ``when_writable(cb)``: the underlying connection's write
+      state as a :class:`~v2py.transport.stream.PushStream` has it; with both given,
+      sub-streams can push (the relay's fast path).
     """
 
     def __init__(
@@ -259,8 +327,14 @@ class MuxEndpoint:
         first_payload_wait: float = FIRST_PAYLOAD_WAIT_S,
         peer: tuple[str, int] | None = None,
         local: tuple[str, int] | None = None,
+        write_paused: Callable[[], bool] | None = None,
+        when_writable: WhenWritable | None = None,
     ) -> None:
         self.role = role
+        self._write_paused = write_paused
+        self._when_writable = when_writable
+        self._room_callbacks: list[Callable[[], None]] = []
+        self._writable_callbacks: list[Callable[[BaseException | None], None]] = []
         self.core = MuxConnection(role)
         self._emit = emit
         self._drain = drain
@@ -277,6 +351,31 @@ class MuxEndpoint:
         self.closed = False
 
     # -- state ------------------------------------------------------------------------
+    @property
+    def can_push(self) -> bool:
+        """Whether sub-streams offer push mode (the underlying write state is known)."""
+        return self._write_paused is not None and self._when_writable is not None
+
+    def write_paused(self) -> bool:
+        """True while the underlying connection is above its write high-water mark."""
+        return self._write_paused is not None and self._write_paused()
+
+    def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call ``callback(None)`` once the underlying connection takes writes again
+        (``callback(exc)`` if it is lost first). Any number of sub-streams may wait: the
+        underlying stream holds one callback, which calls them all."""
+        if self._when_writable is None:
+            callback(None)
+            return
+        self._writable_callbacks.append(callback)
+        if len(self._writable_callbacks) == 1:
+            self._when_writable(self._on_writable)
+
+    def _on_writable(self, exc: BaseException | None) -> None:
+        callbacks, self._writable_callbacks = self._writable_callbacks, []
+        for callback in callbacks:
+            callback(exc)
+
     @property
     def active_sessions(self) -> int:
         """Sessions still receiving (4.34's session map size)."""
@@ -440,6 +539,17 @@ class MuxEndpoint:
             self._room = None
             if not room.done():
                 room.set_result(None)
+        if self._room_callbacks:
+            callbacks, self._room_callbacks = self._room_callbacks, []
+            for callback in callbacks:
+                callback()
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the buffers have room (at once when not paused)."""
+        if self._paused:
+            self._room_callbacks.append(callback)
+        else:
+            callback()
 
     async def wait_room(self) -> None:
         """Return once the buffers have room again (at once when not paused)."""

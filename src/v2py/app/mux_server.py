@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream
 from v2py.app.packet import PacketLink
@@ -83,6 +83,10 @@ class MuxServerConnection:
         self._slog = session_logger(log, outer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: ActivityTimer | None = None
+        # A stream that can push (VMess over TCP) is read from its I/O callbacks, and
+        # sessions then push too: no task switch per frame.
+        push: Any = stream if getattr(stream, "can_push", False) else None
+        self._push_stream = push
         self.endpoint = MuxEndpoint(
             MuxRole.SERVER,
             emit=self._emit,
@@ -91,6 +95,8 @@ class MuxServerConnection:
             session_buffer=timeouts.buffer_size,
             peer=stream.peer,
             local=stream.local,
+            write_paused=(lambda: bool(push.write_paused)) if push is not None else None,
+            when_writable=push.when_writable if push is not None else None,
         )
 
     def _emit(self, data: bytes) -> None:
@@ -107,21 +113,25 @@ class MuxServerConnection:
         endpoint = self.endpoint
         stream = self.stream
         try:
-            while True:
-                if endpoint.paused:
-                    await endpoint.wait_room()
-                data = await stream.read(READ_CHUNK_BYTES)
-                timer.update()
-                try:
-                    endpoint.feed(data)
-                except MuxError as exc:
-                    self._slog.info("mux: %s; all sessions aborted", exc)
-                    # 4.34 stops reading; the connection ends with the client's next
-                    # write (or EOF) or the idle timer.
-                    await stream.read(1)
+            if self._push_stream is not None:
+                if not await self._pushed_input(timer):
                     return
-                if not data:
-                    break
+            else:
+                while True:
+                    if endpoint.paused:
+                        await endpoint.wait_room()
+                    data = await stream.read(READ_CHUNK_BYTES)
+                    timer.update()
+                    try:
+                        endpoint.feed(data)
+                    except MuxError as exc:
+                        self._slog.info("mux: %s; all sessions aborted", exc)
+                        # 4.34 stops reading; the connection ends with the client's next
+                        # write (or EOF) or the idle timer.
+                        await stream.read(1)
+                        return
+                    if not data:
+                        break
             # The client finished sending: responses may still be on their way.
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
@@ -137,6 +147,56 @@ class MuxServerConnection:
             timer.cancel()
             endpoint.abort(ConnectionResetError("mux connection closed"))
             await self._teardown()
+
+    async def _pushed_input(self, timer: ActivityTimer) -> bool:
+        """Feed the pushed input until its end (True) or a protocol error (False: the
+        connection is over once anything more arrives)."""
+        stream = self._push_stream
+        endpoint = self.endpoint
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        slog = self._slog
+
+        def resume() -> None:
+            if not done.done():
+                stream.resume_push()
+
+        class Feeder:
+            def pushed_data(self, data: bytes | bytearray) -> None:
+                if done.done():
+                    return
+                timer.update()
+                try:
+                    endpoint.feed(data)
+                except MuxError as exc:
+                    slog.info("mux: %s; all sessions aborted", exc)
+                    done.set_result(False)
+                    return
+                except Exception as exc:  # never raise into the I/O callback
+                    done.set_exception(exc)
+                    return
+                if endpoint.paused:
+                    stream.pause_push()
+                    endpoint.when_room(resume)
+
+            def pushed_eof(self) -> None:
+                if not done.done():
+                    endpoint.feed(b"")
+                    done.set_result(True)
+
+            def pushed_error(self, exc: BaseException) -> None:
+                if not done.done():
+                    done.set_exception(exc)
+
+        stream.start_push(Feeder())
+        try:
+            ok = await done
+        finally:
+            stream.stop_push()
+        if not ok:
+            # 4.34 stops reading; the connection ends with the client's next write (or
+            # EOF) or the idle timer.
+            await self.stream.read(1)
+        return ok
 
     async def _teardown(self) -> None:
         tasks = set(self._tasks)
