@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import json
 import logging
 import random
 from collections.abc import Iterator
@@ -19,10 +18,11 @@ from typing import Any
 import pytest
 
 from tests.support.configs import vmess_client_config, vmess_server_config
+from tests.support.ports import free_port_range
 from tests.support.socks import socks5_connect
 from tests.support.tls_certs import TestCA
 from tests.support.v2py import run_side, run_v2py
-from tests.support.v2ray import free_ports
+from tests.support.v2ray import free_ports, run_v2ray
 
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 PAYLOAD = random.Random(14).randbytes(8 * 1024 * 1024)
@@ -30,12 +30,16 @@ CA = TestCA()
 LEAF = CA.issue("v2py.test", "127.0.0.1")
 
 TRANSPORTS = ["tcp-tls", "ws", "ws-tls", "tcp-http"]
+#: mKCP is slow on v2ray's default capacities: a smaller payload.
+KCP_PAYLOAD = PAYLOAD[: 2 << 20]
 
 
 def _streams(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(server streamSettings, client streamSettings) for ``kind``."""
     server: dict[str, Any] = {}
     client: dict[str, Any] = {}
+    if kind.startswith("kcp"):
+        server["network"] = client["network"] = "kcp"
     if kind.startswith("ws"):
         server["network"] = client["network"] = "ws"
         server["wsSettings"] = {"path": "/ray"}
@@ -92,9 +96,12 @@ async def _roundtrip(socks_port: int, echo: tuple[str, int], payload: bytes) -> 
             await writer.drain()
 
     sender = asyncio.create_task(send())
-    received = await reader.readexactly(len(payload))
-    await sender
-    writer.close()
+    try:
+        received = await reader.readexactly(len(payload))
+        await sender
+    finally:
+        sender.cancel()
+        writer.close()
     assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
 
 
@@ -113,6 +120,12 @@ def _cases() -> list[Any]:
                         id=f"{direction}-{kind}-{header}",
                     )
                 )
+    for direction in ("v2py-v2ray", "v2ray-v2py"):
+        cases.append(
+            pytest.param(
+                direction, "kcp-tls", 0, marks=[pytest.mark.interop], id=f"{direction}-kcp-tls"
+            )
+        )
     cases.append(pytest.param("v2py-v2py", "ws-tls", 0, id="v2py-v2py-ws-tls-aead"))
     cases.append(pytest.param("v2py-v2py", "tcp-http", 4, id="v2py-v2py-tcp-http-legacy"))
     return cases
@@ -133,12 +146,100 @@ async def test_vmess_over_transport(
         "outbounds",
         client_stream,
     )
+    if server_kind == "v2ray" and kind.startswith("kcp"):
+        # A UDP listener: nothing to wait for on TCP (v2ray prints "started" first).
+        server_side = run_v2ray(server_cfg, settle=1.0)
+    else:
+        server_side = run_side(server_kind, server_cfg, server_port)
     async with asyncio.timeout(90):
-        async with (
-            run_side(server_kind, server_cfg, server_port),
-            run_side(client_kind, client_cfg, socks_port),
-        ):
-            await _roundtrip(socks_port, echo_server, PAYLOAD)
+        async with server_side, run_side(client_kind, client_cfg, socks_port):
+            await _roundtrip(socks_port, echo_server, KCP_PAYLOAD if "kcp" in kind else PAYLOAD)
+
+
+@pytest.mark.interop
+async def test_alpn_mismatch_refused_by_v2ray_server(echo_server: tuple[str, int]) -> None:
+    """A v2py client offering only "foo" to a 4.34 tcp+tls server (h2 only) gets alert
+    120 and no connection; offering "http/1.1" is let in without ALPN (Go's rule)."""
+    socks_port, server_port = free_ports(2)
+    server_stream, client_stream = _streams("tcp-tls")
+    server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", server_stream)
+    for offer, works in ((["foo"], False), (["http/1.1"], True)):
+        client_stream["tlsSettings"]["alpn"] = offer
+        client_cfg = _with_stream(
+            vmess_client_config(socks_port, server_port, UUID, 0, "aes-128-gcm"),
+            "outbounds",
+            client_stream,
+        )
+        async with asyncio.timeout(30):
+            async with run_side("v2ray", server_cfg, server_port), run_v2py(client_cfg):
+                if works:
+                    await _roundtrip(socks_port, echo_server, PAYLOAD[:4096])
+                else:
+                    with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                        await _roundtrip(socks_port, echo_server, PAYLOAD[:4096])
+
+
+@pytest.mark.interop
+async def test_dynamic_port_over_ws_tls(echo_server: tuple[str, int]) -> None:
+    """A v2ray client follows SwitchAccount to v2py's dynamic ports over ws+tls: the
+    detour inbound listens with its own streamSettings, as 4.34's does."""
+    socks_port, main_port = free_ports(2)
+    first, last = free_port_range(8)
+    server_stream, client_stream = _streams("ws-tls")
+    server_cfg = {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": main_port,
+                "protocol": "vmess",
+                "settings": {"clients": [{"id": UUID, "alterId": 0}], "detour": {"to": "dyn"}},
+                "streamSettings": server_stream,
+            },
+            {
+                "tag": "dyn",
+                "listen": "127.0.0.1",
+                "port": f"{first}-{last}",
+                "protocol": "vmess",
+                "settings": {"default": {"alterId": 0}},
+                "allocate": {"strategy": "random", "concurrency": 2, "refresh": 5},
+                "streamSettings": server_stream,
+            },
+        ],
+        "outbounds": [{"protocol": "freedom", "settings": {}}],
+    }
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, main_port, UUID, 0, "aes-128-gcm"),
+        "outbounds",
+        client_stream,
+    )
+    async with asyncio.timeout(60):
+        async with run_v2py(server_cfg) as instance, run_side("v2ray", client_cfg, socks_port):
+            for _ in range(6):  # main, main, D1, D2, main, D1 (dynamic-port.md 5.2)
+                await _roundtrip(socks_port, echo_server, PAYLOAD[: 64 * 1024])
+            assert instance is not None
+
+
+@pytest.mark.interop
+async def test_sniffing_on_a_ws_inbound(echo_server: tuple[str, int]) -> None:
+    """Sniffing composes with VMess over WebSocket: an HTTP request sent to an
+    unreachable IP is routed by its Host (port kept) to the echo server."""
+    socks_port, server_port = free_ports(2)
+    server_stream, client_stream = _streams("ws")
+    server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", server_stream)
+    server_cfg["inbounds"][0]["sniffing"] = {"enabled": True, "destOverride": ["http"]}
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, server_port, UUID, 0, "aes-128-gcm"),
+        "outbounds",
+        client_stream,
+    )
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    async with asyncio.timeout(30):
+        async with run_v2py(server_cfg), run_side("v2ray", client_cfg, socks_port):
+            reader, writer = await socks5_connect(socks_port, "192.0.2.1", echo_server[1])
+            writer.write(request)
+            assert await reader.readexactly(len(request)) == request
+            writer.close()
 
 
 class _Forwarder:
@@ -248,11 +349,23 @@ PROBES = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["ws", "ws-tls", "tcp-tls"])
+@pytest.mark.parametrize("kind", ["ws", "ws-tls", "tcp-tls", "tcp-http"])
 async def test_probes_while_a_client_is_served(kind: str, echo_server: tuple[str, int]) -> None:
-    """Many bad connections at a v2py server (plain HTTP, wrong path, garbage, bad TLS)
+    """Bad connections at a v2py server (plain HTTP, wrong path, garbage, bad TLS)
     while a v2py client moves data through it; every probe is closed or answered and
     the listener keeps serving."""
+    await _probes_while_serving(kind, echo_server, probes=300)
+
+
+@pytest.mark.slow
+async def test_ten_thousand_probes_at_ws_tls(echo_server: tuple[str, int]) -> None:
+    """The issue's acceptance: 10,000 probes at a ws+tls server, a good client served."""
+    await _probes_while_serving("ws-tls", echo_server, probes=10_000, payload_mib=8)
+
+
+async def _probes_while_serving(
+    kind: str, echo_server: tuple[str, int], *, probes: int, payload_mib: int = 2
+) -> None:
     socks_port, server_port = free_ports(2)
     server_stream, client_stream = _streams(kind)
     server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", server_stream)
@@ -261,7 +374,6 @@ async def test_probes_while_a_client_is_served(kind: str, echo_server: tuple[str
         "outbounds",
         client_stream,
     )
-    probes = int(json.loads('{"n": 300}')["n"])
 
     async def probe(data: bytes) -> None:
         try:
@@ -277,9 +389,11 @@ async def test_probes_while_a_client_is_served(kind: str, echo_server: tuple[str
             pass
         writer.close()
 
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(60 + probes // 50):
         async with run_v2py(server_cfg), run_v2py(client_cfg):
-            good = asyncio.create_task(_roundtrip(socks_port, echo_server, PAYLOAD[: 2 << 20]))
+            good = asyncio.create_task(
+                _roundtrip(socks_port, echo_server, PAYLOAD[: payload_mib << 20])
+            )
             for start in range(0, probes, 50):
                 await asyncio.gather(
                     *(probe(PROBES[i % len(PROBES)]) for i in range(start, start + 50))
