@@ -103,6 +103,10 @@ _MIN_NEW_METADATA_BYTES = 8
 _MAX_DOMAIN_BYTES = 255
 _U16 = 2
 _DOMAIN_RE = re.compile(rb"[0-9A-Za-z._-]+")
+# Plain ints of the wire values for the per-frame path (enum operations cost more).
+_NEW, _KEEP, _END, _KEEP_ALIVE = 0x01, 0x02, 0x03, 0x04
+_OPT_DATA, _OPT_ERROR = 0x01, 0x02
+_FAST_STATUSES = frozenset((_KEEP, _END, _KEEP_ALIVE))
 _V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
@@ -372,7 +376,7 @@ class MuxConnection:
         self.role = role
         self._buf = bytearray()
         self._events: collections.deque[MuxEvent] = collections.deque()
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._error: MuxError | None = None
         self._eof = False
         # live sessions: id -> network (4.34's session map)
@@ -478,21 +482,20 @@ class MuxConnection:
             out.append(encode_frame(self._meta(session_id, new_dest), data))
             self._frames_sent += 1
             return
+        if not isinstance(data, bytes):
+            data = bytes(data)  # the caller may reuse its buffer; queued views must not move
         view = memoryview(data)
-        keep_head: bytes | None = None
-        for start in range(0, len(view), STREAM_CHUNK_BYTES):
+        keep_head = bytes((0, 4, session_id >> 8 & 0xFF, session_id & 0xFF, _KEEP, _OPT_DATA))
+        total = len(view)
+        for start in range(0, total, STREAM_CHUNK_BYTES):
             piece = view[start : start + STREAM_CHUNK_BYTES]
             if new_dest is not None:
                 out.append(encode_frame(self._meta(session_id, new_dest), piece))
                 new_dest = None
             else:
-                if keep_head is None:
-                    keep_head = encode_metadata(
-                        FrameMetadata(
-                            session_id=session_id, status=MuxStatus.KEEP, option=MuxOption.DATA
-                        )
-                    )
-                out.append(keep_head + len(piece).to_bytes(2, "big") + piece.tobytes())
+                # header and a view of the data: data_to_send joins them in one copy
+                out.append(keep_head + len(piece).to_bytes(2, "big"))
+                out.append(piece)
             self._frames_sent += 1
 
     def _meta(self, session_id: int, new_dest: Destination | None) -> FrameMetadata:
@@ -517,9 +520,10 @@ class MuxConnection:
         self._queue_end(session_id, error)
 
     def _queue_end(self, session_id: int, error: bool) -> None:
-        option = MuxOption.ERROR if error else MuxOption.NONE
         self._out.append(
-            encode_frame(FrameMetadata(session_id=session_id, status=MuxStatus.END, option=option))
+            bytes(
+                (0, 4, session_id >> 8 & 0xFF, session_id & 0xFF, _END, _OPT_ERROR if error else 0)
+            )
         )
         self._frames_sent += 1
 
@@ -580,10 +584,20 @@ class MuxConnection:
                         raise MuxError(f"mux: metadata length {meta_len}")
                     if end - pos < _U16 + meta_len:
                         break
-                    meta = decode_metadata(buf[pos + _U16 : pos + _U16 + meta_len])
-                    pos += _U16 + meta_len
+                    start = pos + _U16
+                    status = buf[start + 2] if meta_len >= _MIN_METADATA_BYTES else 0
+                    if status in _FAST_STATUSES:
+                        # Keep / End / KeepAlive: no enum or dataclass on the bulk path.
+                        self._on_frame(
+                            buf[start] << 8 | buf[start + 1], status, buf[start + 3], None
+                        )
+                    else:
+                        meta = decode_metadata(buf[start : start + meta_len])
+                        self._on_frame(
+                            meta.session_id, int(meta.status), int(meta.option), meta.destination
+                        )
+                    pos = start + meta_len
                     self._frames_received += 1
-                    self._on_metadata(meta)
                     continue
                 left = self._block_left
                 if left < 0:
@@ -625,12 +639,10 @@ class MuxConnection:
         finally:
             del buf[:pos]
 
-    def _on_metadata(self, meta: FrameMetadata) -> None:
-        has_data = bool(meta.option & MuxOption.DATA)
-        sid = meta.session_id
+    def _on_frame(self, sid: int, status: int, option: int, dest: Destination | None) -> None:
+        has_data = bool(option & _OPT_DATA)
         block = _Block.DISCARD
-        status = meta.status
-        if status is MuxStatus.KEEP:
+        if status == _KEEP:
             network = self._live.get(sid)
             if network is not None:
                 block = _Block.PACKET if network is Network.UDP else _Block.STREAM
@@ -639,10 +651,8 @@ class MuxConnection:
                 # Keep without data, so two peers cannot ping-pong Ends.
                 self._unknown_frames += 1
                 self._queue_end(sid, False)
-        elif status is MuxStatus.NEW:
-            if self.role is MuxRole.SERVER:
-                dest = meta.destination
-                assert dest is not None  # decode_metadata sets it on every New
+        elif status == _NEW:
+            if self.role is MuxRole.SERVER and dest is not None:  # set on every New
                 if sid in self._live:
                     # 4.34 replaces the map entry; the old session is orphaned. v2py
                     # ends it for its owner so that nothing keeps running unseen.
@@ -653,11 +663,9 @@ class MuxConnection:
                 self._send_network[sid] = dest.network
                 self._events.append(SessionOpened(session_id=sid, destination=dest))
                 block = _Block.PACKET if dest.network is Network.UDP else _Block.STREAM
-        elif status is MuxStatus.END and sid in self._live:
+        elif status == _END and sid in self._live:
             del self._live[sid]
-            self._events.append(
-                SessionEnded(session_id=sid, error=bool(meta.option & MuxOption.ERROR))
-            )
+            self._events.append(SessionEnded(session_id=sid, error=bool(option & _OPT_ERROR)))
         # KEEP_ALIVE: ignored, data discarded
         if has_data:
             self._block = block
