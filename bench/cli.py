@@ -76,6 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="KiB each of those connections sends and gets echoed back")
     p.add_argument("--many-deadline", type=float, default=120,
                    help="seconds for the whole many-connections phase; later ones fail")
+    p.add_argument("--load-conns", type=int, default=100,
+                   help="bulk downloads running while new connections' first byte is timed "
+                        "(0: skip that phase)")
+    p.add_argument("--load-probes", type=int, default=10,
+                   help="new connections timed, one after another, under that load")
     p.add_argument("--loss", type=float, default=0.0, metavar="PCT",
                    help="kcp chains: drop PCT%% of UDP packets each way in a relay")
     p.add_argument("--seed", type=int, default=1, help="seed of the relay's drop decisions")
@@ -94,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         for name, value in (("bulk_mib", 4), ("kcp_bulk_mib", 2), ("rate_seconds", 1),
                             ("idle_conns", 20), ("idle_wait", 0.5), ("many_conns", 200),
-                            ("kcp_many_conns", 50)):
+                            ("kcp_many_conns", 50), ("load_conns", 20), ("load_probes", 3)):
             if getattr(args, name) == p.get_default(name):
                 setattr(args, name, value)
     names: list[str] = []
@@ -168,6 +173,7 @@ async def _main(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
         start_timeout=args.start_timeout, loss_pct=args.loss, seed=args.seed,
         verbose=args.verbose, many_conns=args.many_conns, kcp_many_conns=args.kcp_many_conns,
         many_bytes=int(args.many_kib * 1024), many_deadline=args.many_deadline,
+        load_conns=args.load_conns, load_probes=args.load_probes,
     )
     templates = {"v2py": args.v2py_cmd, "v2ray": args.v2ray_cmd}
     summary: dict[str, Any] = {
@@ -178,6 +184,7 @@ async def _main(args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
             "rate_workers": args.rate_workers, "idle_conns": args.idle_conns,
             "many_conns": args.many_conns, "kcp_many_conns": args.kcp_many_conns,
             "many_kib": args.many_kib, "many_deadline": args.many_deadline,
+            "load_conns": args.load_conns, "load_probes": args.load_probes,
             "loss_pct": args.loss, "seed": args.seed, "quick": args.quick,
             "commands": {i: templates[i] for i in args.impls},
             "versions": {i: _version(templates[i]) for i in args.impls},

@@ -573,6 +573,106 @@ async def many_conns(socks_port: int, sink: SinkServer, count: int, size: int,
                       max(0.0, t_done - t_go) if completed else 0.0, wall, errors, first_error)
 
 
+@dataclass
+class LoadLatencyResult:
+    bulk: int  # bulk downloads asked for
+    bulk_started: int  # of those, streaming when the probes began
+    bulk_lost: int  # started ones that ended (EOF/reset) before the phase stopped them
+    bulk_mb_s: float  # their combined rate during the probes
+    first_byte: list[float]  # per probe: connect start -> first reply byte (seconds)
+    connect: list[float]  # per probe: connect start -> SOCKS CONNECT answered
+    probe_errors: int
+    loop_lag_max: float  # the bench's own loop: largest lateness of a 20 ms tick
+    first_error: str | None = None
+
+
+async def first_byte_under_load(socks_port: int, sink: SinkServer, bulk: int, probes: int,
+                                interval: float = 0.25, warmup: float = 1.5,
+                                probe_timeout: float = 20.0,
+                                parallel: int = 32) -> LoadLatencyResult:
+    """``bulk`` endless downloads through the chain (``parallel`` opened at a time), then
+    ``probes`` new connections one after another (``interval`` apart), each timed from its
+    TCP connect to the first byte of its 64-byte ping reply; also counts the downloads the
+    chain dropped meanwhile.
+
+    The downloads only count bytes (no copying) and the bench loop's own lateness is
+    sampled, so a slow probe can be told apart from a busy load generator.
+    """
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(parallel)
+    peers: list[_Peer] = []
+    first_error: str | None = None
+    probe_errors = 0
+    lag_max = 0.0
+    stop = asyncio.Event()
+
+    def note(exc: BaseException | str, timeout: float) -> None:
+        nonlocal first_error
+        if first_error is None:
+            first_error = exc if isinstance(exc, str) else _describe(exc, timeout)
+
+    async def start_one() -> None:
+        async with sem:
+            try:
+                async with asyncio.timeout(probe_timeout):
+                    peer = await socks_connect(socks_port, sink.port)
+                peer.counting = True
+                await peer.write(_header(b"D", next(_ids), 1 << 50))
+                peers.append(peer)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                note(exc, probe_timeout)
+
+    async def lag_monitor() -> None:
+        nonlocal lag_max
+        tick = 0.02
+        while not stop.is_set():
+            t = loop.time()
+            await asyncio.sleep(tick)
+            lag_max = max(lag_max, loop.time() - t - tick)
+
+    first_byte: list[float] = []
+    connect: list[float] = []
+    monitor = asyncio.ensure_future(lag_monitor())
+    try:
+        await asyncio.gather(*(start_one() for _ in range(bulk)))
+        await asyncio.sleep(warmup)
+        lag_max = 0.0
+        started = [p for p in peers if not p.eof]
+        counted0 = sum(p.count for p in started)
+        t_probes = loop.time()
+        for _ in range(probes):
+            t0 = time.perf_counter()
+            peer = None
+            try:
+                async with asyncio.timeout(probe_timeout):
+                    peer = await socks_connect(socks_port, sink.port)
+                    t1 = time.perf_counter()
+                    req = _header(b"P", next(_ids), 0)
+                    await peer.write(req + bytes(PING_SIZE - len(req)))
+                    await peer.read_exactly(1)
+                first_byte.append(time.perf_counter() - t0)
+                connect.append(t1 - t0)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                probe_errors += 1
+                note(exc, probe_timeout)
+            finally:
+                if peer is not None:
+                    peer.abort()
+            await asyncio.sleep(interval)
+        took = loop.time() - t_probes
+        counted = sum(p.count for p in started) - counted0
+        lost = sum(1 for p in started if p.eof)
+        if lost:
+            note(f"{lost} of {len(started)} downloads ended early", 0)
+        return LoadLatencyResult(bulk, len(started), lost, counted / took / 1e6 if took else 0.0,
+                                 first_byte, connect, probe_errors, lag_max, first_error)
+    finally:
+        stop.set()
+        monitor.cancel()
+        for p in peers:
+            p.abort()
+
+
 def _describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no reply within {timeout:g}s"

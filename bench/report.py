@@ -30,6 +30,14 @@ METRICS: list[tuple[str, str, str]] = [
     ("rss_peak_mib:server", "RSS peak MiB server", "{:.1f}"),
     ("rss_after_mib:client", "RSS after load MiB client", "{:.1f}"),
     ("rss_after_mib:server", "RSS after load MiB server", "{:.1f}"),
+    ("load_first_byte_p50_ms", "loaded: first byte p50 ms", "{:.1f}"),
+    ("load_first_byte_max_ms", "loaded: first byte max ms", "{:.1f}"),
+    ("load_connect_p50_ms", "loaded: SOCKS CONNECT p50 ms", "{:.1f}"),
+    ("load_probe_errors", "loaded: probes failed", "{:.0f}"),
+    ("load_bulk_started", "loaded: downloads running", "{:.0f}"),
+    ("load_bulk_lost", "loaded: downloads dropped", "{:.0f}"),
+    ("load_bulk_mb_s", "loaded: downloads MB/s", "{:.1f}"),
+    ("load_bench_lag_max_ms", "loaded: (bench loop lag max ms)", "{:.1f}"),
     ("many_total", "many: connections", "{:.0f}"),
     ("many_completed", "many: completed", "{:.0f}"),
     ("many_verified_mib", "many: MiB echoed + verified", "{:.1f}"),
@@ -47,7 +55,8 @@ METRICS: list[tuple[str, str, str]] = [
 ]
 LABELS = {k: label for k, label, _ in METRICS}
 # differences around zero: a ratio of two of them means nothing
-NO_RATIO = {"many_fd_delta:client", "many_fd_delta:server", "many_fd_delta:bench"}
+NO_RATIO = {"many_fd_delta:client", "many_fd_delta:server", "many_fd_delta:bench",
+            "load_bulk_lost", "load_probe_errors"}
 # panels spanning orders of magnitude (mKCP next to plain TCP)
 LOG_PANELS = {"upload_mb_s", "download_mb_s", "conn_per_s", "conn_p99_ms", "cpu_s_per_gb:server"}
 

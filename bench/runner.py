@@ -43,6 +43,8 @@ class Options:
     kcp_many_conns: int = 0
     many_bytes: int = 64 * 1024
     many_deadline: float = 120.0
+    load_conns: int = 0
+    load_probes: int = 10
 
 
 #: fds a chain process may hold above its pre-phase count once the phase has drained
@@ -150,6 +152,32 @@ async def _many_phase(procs: list[ChainProcess], count: int, socks_port: int,
                      + ", ".join(leaks))
     _log(opts, f"many: {res.completed}/{res.total} in {res.wall_s:.1f}s, fds "
                f"{fds_before} -> {fds_after}")
+
+
+async def _load_phase(procs: list[ChainProcess], socks_port: int, sink: loadgen.SinkServer,
+                      opts: Options, metrics: dict[str, Any], notes: list[str]) -> None:
+    """New connections' first-byte latency while ``load_conns`` downloads run."""
+    async with asyncio.timeout(60 + opts.load_probes * 25):
+        res = await loadgen.first_byte_under_load(socks_port, sink, opts.load_conns,
+                                                  opts.load_probes, parallel=opts.load_conns)
+    _check_alive(procs, "first byte under load")
+    for name, values in (("first_byte", res.first_byte), ("connect", res.connect)):
+        v = loadgen.percentile(values, 50)
+        if v is not None:
+            metrics[f"load_{name}_p50_ms"] = v * 1000
+    if res.first_byte:
+        metrics["load_first_byte_max_ms"] = max(res.first_byte) * 1000
+    metrics["load_probe_errors"] = res.probe_errors
+    metrics["load_bulk_started"] = res.bulk_started
+    metrics["load_bulk_lost"] = res.bulk_lost
+    metrics["load_bulk_mb_s"] = res.bulk_mb_s
+    metrics["load_bench_lag_max_ms"] = res.loop_lag_max * 1000
+    if res.first_error:
+        notes.append(f"loaded: {res.probe_errors} probe(s) failed, "
+                     f"{res.bulk_lost} download(s) dropped; first: {res.first_error}")
+    _log(opts, f"loaded: first byte {[round(x * 1000) for x in res.first_byte]} ms, "
+               f"{res.bulk_started}/{res.bulk} downloads, {res.bulk_lost} dropped")
+    await asyncio.sleep(0.5)
 
 
 def _check_alive(procs: list[ChainProcess], phase: str) -> None:
@@ -270,6 +298,10 @@ async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPl
         await asyncio.sleep(1.0)
         _put_roles(metrics, "rss_after_mib", _rss(procs))
         _put_roles(metrics, "rss_peak_mib", _rss(procs, "VmHWM"))
+
+        # -- first byte of new connections while bulk downloads saturate the chain --------
+        if opts.load_conns > 0:
+            await _load_phase(procs, socks_port, sink, opts, metrics, result["notes"])
 
         # -- many concurrent bulk connections (last: it sets the lifetime RSS peak) -------
         many = opts.kcp_many_conns if spec.is_kcp else opts.many_conns

@@ -49,4 +49,6 @@ def test_bench_quick_socks_freedom(tmp_path: Path) -> None:
         assert med["many_total"] == med["many_completed"] == 50
         assert med["many_verified_mib"] == 50 * 64 / 1024
         assert "many_fd_delta:client" in med and "many_fd_delta:bench" in med
+        assert med["load_bulk_started"] == 20 and med["load_bulk_lost"] == 0
+        assert med["load_probe_errors"] == 0 and med["load_first_byte_p50_ms"] > 0
     assert summary["ratios"]["socks-freedom"]["upload_mb_s"] > 0
