@@ -1,4 +1,5 @@
-"""Mux.Cool on an outbound (v2ray-core common/mux/client.go, app/proxyman/outbound).
+"""Mux.Cool on an outbound (v2ray-core common/mux/client.go, app/proxyman/outbound;
+``docs/spec/transports.md`` sections 1.1 and 1.3).
 
 With ``mux.enabled``, an outbound carries every connection (TCP and UDP) as a
 session of a mux connection. A mux connection ("worker") is one ordinary connection

@@ -1,4 +1,5 @@
-"""Serving Mux.Cool on every inbound (v2ray-core common/mux/server.go).
+"""Serving Mux.Cool on every inbound (v2ray-core common/mux/server.go;
+``docs/spec/transports.md`` sections 1.4-1.6).
 
 4.34 wraps the dispatcher of every inbound in a mux server: a request whose
 destination address is the domain ``v1.mux.cool`` (any port, any inbound protocol:

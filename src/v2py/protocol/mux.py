@@ -1,8 +1,7 @@
 """Mux.Cool: many sub-connections over one stream, sans I/O.
 
-Matches v2ray-core 4.34 ``common/mux/{frame,reader,writer,session,client,server}.go``
-(the Mux.Cool page of the v2fly.org developer guide describes the format). Every
-frame is::
+Spec: ``docs/spec/transports.md`` section 1. Matches v2ray-core 4.34
+``common/mux/{frame,reader,writer,session,client,server}.go``. Every frame is::
 
     MetaLen u16 | SessionID u16 | Status u8 | Option u8 | [New: Network u8 | Port u16 |
     AddrType u8 | Address] | [Option & DATA: DataLen u16 | Data]
