@@ -108,7 +108,7 @@ async def test_over_budget_arrivals_wait_for_later_iterations_in_order() -> None
     assert sum(delivered) == per_tick  # the rest is held, its sources paused
     held = [a for (a, b) in streams if not b.written]
     assert all(a.paused for a in held)
-    order: list[int] = []
+    order = [i for i, (_, b) in enumerate(streams) if b.written]
     for _ in range(10):
         await asyncio.sleep(0)
         before = len(order)
