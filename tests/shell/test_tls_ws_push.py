@@ -1,6 +1,6 @@
-"""TLS and WebSocket streams in the relay's push mode: a server-side TLS / ws / ws+tls
-stream relayed to a TCP echo (both push-capable), 4 MiB each way, half-close and
-close both ways."""
+"""TLS, WebSocket and TCP http-header streams in the relay's push mode: a server-side
+TLS / ws / ws+tls / http-header stream relayed to a TCP echo (both push-capable),
+4 MiB each way."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from tests.support.layers import TcpBase, listening, read_all
 from tests.support.tls_certs import TestCA
 from v2py.app.policy import Timeouts
 from v2py.app.relay import relay
+from v2py.config.model import TcpHeaderConfig
 from v2py.config.stream import TlsConfig, WsConfig
+from v2py.transport.http_header import HttpHeaderTransport
 from v2py.transport.stream import Stream
 from v2py.transport.tcp import dial_tcp
 from v2py.transport.tls import TlsSecurity, TlsTransport
@@ -37,12 +39,15 @@ def _stack(kind: str, server: bool) -> Any:
         network = "ws" if "ws" in kind else "tcp"
         security = TlsSecurity(TlsConfig.model_validate(settings), network=network)
         transport = TlsTransport(transport, security, http_reply=server and network == "ws")
+    if "http" in kind:
+        header = TcpHeaderConfig.model_validate({"type": "http"}, context={})
+        transport = HttpHeaderTransport(transport, header.request, header.response)
     if "ws" in kind:
         transport = WsTransport(transport, WsConfig(path="/p"), tls="tls" in kind)
     return transport
 
 
-@pytest.mark.parametrize("kind", ["tls", "ws", "ws-tls"])
+@pytest.mark.parametrize("kind", ["tls", "ws", "ws-tls", "http", "tls-http"])
 async def test_push_relay_through_layer(kind: str, echo_server: tuple[str, int]) -> None:
     modes: list[bool] = []
 

@@ -32,7 +32,7 @@ from v2py.protocol.http_head import (
     request_path,
 )
 from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,9 @@ def _error_head(status: tuple[str, str], date: str) -> bytes:
     return response_head("1.1", status, _ERROR_HEADERS, lambda n: 0, date)
 
 
-class HttpHeaderStream:
-    """A stream behind the header (pull mode only)."""
-
-    can_push = False
+class HttpHeaderStream(PushLayer):
+    """A stream behind the header; pushes (as the stream below) once the peer's head
+    has been read."""
 
     def __init__(
         self,
@@ -111,6 +110,15 @@ class HttpHeaderStream:
         self._rest = b""
         self._failure: tuple[str, str] | None = None
         self._clock = clock
+        self._push: PushTarget | None = None
+
+    @property
+    def can_push(self) -> bool:
+        return self._in_done and bool(getattr(self._below, "can_push", False))
+
+    def _take_held(self) -> bytes:
+        rest, self._rest = self._rest, b""
+        return rest
 
     async def _read_head(self) -> None:
         buffer = bytearray()
@@ -157,7 +165,8 @@ class HttpHeaderStream:
         if rest:
             self._rest = rest[max_bytes:]
             return rest[:max_bytes]
-        return await self._below.read(max_bytes)
+        below: Stream = self._below
+        return await below.read(max_bytes)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         head = self._out_head
@@ -197,11 +206,13 @@ class HttpHeaderStream:
 
     @property
     def peer(self) -> tuple[str, int] | None:
-        return self._below.peer
+        below: Stream = self._below
+        return below.peer
 
     @property
     def local(self) -> tuple[str, int] | None:
-        return self._below.local
+        below: Stream = self._below
+        return below.local
 
 
 class HttpHeaderTransport:

@@ -15,7 +15,7 @@ import logging
 from v2py.errors import RemoteProtocolError
 from v2py.protocol.proxy_header import decode_proxy_header
 from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +42,27 @@ async def read_proxy_header(below: Stream) -> tuple[tuple[str, int] | None, byte
         buffer += data
 
 
-class ProxyProtocolStream:
+class ProxyProtocolStream(PushLayer):
     """The accepted stream, with the header's source as ``peer`` and the bytes read
-    past the header handed out first."""
-
-    can_push = False
+    past the header handed out first (pushes as the stream below does)."""
 
     def __init__(self, below: Stream, source: tuple[str, int] | None, rest: bytes) -> None:
         self._below = below
         self._source = source
         self._rest = rest
+        self._push: PushTarget | None = None
+
+    def _take_held(self) -> bytes:
+        rest, self._rest = self._rest, b""
+        return rest
 
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
         rest = self._rest
         if rest:
             self._rest = rest[max_bytes:]
             return rest[:max_bytes]
-        return await self._below.read(max_bytes)
+        below: Stream = self._below
+        return await below.read(max_bytes)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._below.write(data)
@@ -85,11 +89,13 @@ class ProxyProtocolStream:
 
     @property
     def peer(self) -> tuple[str, int] | None:
-        return self._source if self._source is not None else self._below.peer
+        below: Stream = self._below
+        return self._source if self._source is not None else below.peer
 
     @property
     def local(self) -> tuple[str, int] | None:
-        return self._below.local
+        below: Stream = self._below
+        return below.local
 
 
 class ProxyProtocolTransport:
