@@ -108,6 +108,13 @@ def build_transport(stream: StreamConfig) -> Transport:
             return layered(stream, TcpTransport())
         case "kcp":
             return layered(stream, KcpTransport(kcp_settings(stream)))
+        case "h2":
+            from v2py.transport.h2 import H2Transport
+
+            assert stream.http is not None  # the loader sets it for network "h2"
+            return H2Transport(
+                layered(stream, TcpTransport()), stream.http, tls=stream.tls is not None
+            )
         case "ds":
             from v2py.transport.ds import DsTransport
 

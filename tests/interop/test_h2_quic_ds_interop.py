@@ -10,7 +10,9 @@ import copy
 import hashlib
 import os
 import random
+import re
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 
 from tests.support.configs import vmess_client_config, vmess_server_config
 from tests.support.socks import socks5_connect
+from tests.support.tls_certs import TestCA
 from tests.support.v2py import run_v2py
 from tests.support.v2ray import free_ports, run_v2ray
 
@@ -152,3 +155,158 @@ async def test_stale_socket_file_fails_start_as_4_34(tmp_path: Any) -> None:
         assert proc.returncode == 255, text
         assert f"listen unix {path}: bind: address already in use".lower() in text.lower(), text
         assert path.is_socket()
+
+
+# --------------------------------------------------------------------------
+# HTTP/2 over TLS
+
+CA = TestCA()
+LEAF = CA.issue("h2.test", "127.0.0.1")
+
+
+def _h2_streams() -> tuple[dict[str, Any], dict[str, Any]]:
+    server = {
+        "network": "h2",
+        "security": "tls",
+        "httpSettings": {"host": ["h2.test", "alt.test"], "path": "/h2p"},
+        "tlsSettings": {"certificates": [LEAF.inline()]},
+    }
+    client = {
+        "network": "http",
+        "security": "tls",
+        "httpSettings": {"host": ["alt.test", "h2.test"], "path": "h2p/sub"},
+        "tlsSettings": {"serverName": "h2.test", "certificates": [CA.pair.inline(usage="verify")]},
+    }
+    return server, client
+
+
+def _h2_configs(socks_port: int, server_port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    server_stream, client_stream = _h2_streams()
+    server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", server_stream)
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, server_port, UUID, 0, "aes-128-gcm"),
+        "outbounds",
+        client_stream,
+    )
+    return server_cfg, client_cfg
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("direction", ["v2py-v2ray", "v2ray-v2py"])
+async def test_vmess_over_h2_tls(direction: str, echo_server: tuple[str, int]) -> None:
+    client_kind, server_kind = direction.split("-")
+    socks_port, server_port = free_ports(2)
+    server_cfg, client_cfg = _h2_configs(socks_port, server_port)
+    async with asyncio.timeout(120):
+        async with (
+            _side(server_kind, server_cfg, tcp=server_port),
+            _side(client_kind, client_cfg, tcp=socks_port),
+        ):
+            await _roundtrip(socks_port, echo_server, PAYLOAD)
+            # 20 concurrent proxied connections, which 4.34's client puts on one
+            # HTTP/2 connection as 20 streams.
+            sizes = [64 * 1024 + 4099 * i for i in range(20)]
+            await asyncio.gather(
+                *(_roundtrip(socks_port, echo_server, PAYLOAD[:size]) for size in sizes)
+            )
+
+
+def _tls_socket(port: int, alpn: list[str] | None) -> ssl.SSLSocket:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return ctx.wrap_socket(raw, server_hostname="h2.test")
+
+
+def _read_for(sock: socket.socket, seconds: float) -> bytes:
+    sock.settimeout(seconds)
+    out = b""
+    with contextlib.suppress(OSError):
+        while data := sock.recv(65536):
+            out += data
+    return out
+
+
+_DATE = re.compile(rb"(?i)date: [^\r\n]*")
+
+
+def _http1_probes(port: int) -> list[bytes]:
+    answers = []
+    with _tls_socket(port, ["http/1.1"]) as sock:
+        # Two requests on one connection: a miss keeps it open.
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: h2.test\r\n\r\n")
+        answers.append(_read_for(sock, 0.5))
+        sock.sendall(b"GET /h2p HTTP/1.1\r\nHost: h2.test:443\r\n\r\n")
+        answers.append(_read_for(sock, 0.5))
+    with _tls_socket(port, ["http/1.1"]) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answers.append(_read_for(sock, 2))  # closed by the server: returns at once
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h2.test\r\n\r\n")
+        answers.append(_read_for(sock, 2))
+    return [_DATE.sub(b"date: *", a) for a in answers]
+
+
+def _h2_probes(port: int) -> list[list[str]]:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    results = []
+    for path, authority, method in [
+        (b"/x", b"h2.test", b"PUT"),
+        (b"/h2p", b"h2.test:443", b"PUT"),
+        (b"/h2pXYZ?q=1", b"alt.test", b"GET"),
+    ]:
+        with _tls_socket(port, ["h2"]) as sock:
+            conn = h2.connection.H2Connection(
+                h2.config.H2Configuration(client_side=True, header_encoding=None)
+            )
+            conn.initiate_connection()
+            headers = [
+                (b":method", method),
+                (b":authority", authority),
+                (b":scheme", b"https"),
+                (b":path", path),
+            ]
+            conn.send_headers(1, headers)
+            sock.sendall(conn.data_to_send())
+            seen = []
+            sock.settimeout(0.7)
+            with contextlib.suppress(OSError):
+                while data := sock.recv(65536):
+                    for event in conn.receive_data(data):
+                        if isinstance(event, h2.events.ResponseReceived):
+                            names = [(n, v) for n, v in event.headers if n != b"date"]
+                            seen.append(f"response {names}")
+                        elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                            seen.append(
+                                f"{type(event).__name__} {getattr(event, 'error_code', '')}"
+                            )
+                    sock.sendall(conn.data_to_send())
+            results.append(seen)
+    return results
+
+
+@pytest.mark.interop
+async def test_bad_requests_at_h2_port_answered_as_4_34(echo_server: tuple[str, int]) -> None:
+    """HTTP/1.x, wrong host/path, plain HTTP: v2py answers as v2ray does (dates aside) and
+    then still serves a v2ray client."""
+    v2ray_port, v2py_port, socks_port = free_ports(3)
+    server_ray, _ = _h2_configs(socks_port, v2ray_port)
+    server_py, client_cfg = _h2_configs(socks_port, v2py_port)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(90):
+        async with _side("v2ray", server_ray, tcp=v2ray_port), _side("v2py", server_py):
+            expected = await loop.run_in_executor(None, _http1_probes, v2ray_port)
+            got = await loop.run_in_executor(None, _http1_probes, v2py_port)
+            assert got == expected
+            assert expected[0].startswith(b"HTTP/1.1 404 Not Found\r\n")
+            expected_h2 = await loop.run_in_executor(None, _h2_probes, v2ray_port)
+            got_h2 = await loop.run_in_executor(None, _h2_probes, v2py_port)
+            assert got_h2 == expected_h2
+            async with _side("v2ray", client_cfg, tcp=socks_port):
+                await _roundtrip(socks_port, echo_server, PAYLOAD[: 1 << 20])

@@ -315,8 +315,10 @@ _NETWORKS = {
     "websocket": "ws",
     "ds": "ds",
     "domainsocket": "ds",
+    "h2": "h2",
+    "http": "h2",
 }
-_UNSUPPORTED_NETWORKS = dict.fromkeys(("h2", "http", "quic"), "not supported by v2py")
+_UNSUPPORTED_NETWORKS = dict.fromkeys(("quic",), "not supported by v2py")
 # 4.34 treats any other string (even "xtls" or a typo) as no TLS; v2py refuses it.
 _SECURITIES = {"": "none", "none": "none", "tls": "tls"}
 _NOT_USED = "not used by v2py, ignored"
@@ -358,7 +360,7 @@ class StreamConfig(ConfigModel):
     network: Annotated[
         str,
         BeforeValidator(
-            one_of(_NETWORKS, shown=("tcp", "kcp", "ws", "ds"), refused=_UNSUPPORTED_NETWORKS)
+            one_of(_NETWORKS, shown=("tcp", "kcp", "ws", "h2", "ds"), refused=_UNSUPPORTED_NETWORKS)
         ),
     ] = "tcp"
     security: Annotated[str, BeforeValidator(one_of(_SECURITIES, shown=("none", "tls")))] = "none"

@@ -3,7 +3,9 @@ order (docs/spec/transports.md "How the layers nest"):
 
 * tcp: TCP, PROXY header (inbound), TLS, HTTP header;
 * ws: TCP, PROXY header (inbound), TLS, WebSocket;
-* kcp: mKCP, TLS.
+* kcp: mKCP, TLS;
+* h2: TCP, TLS (then the HTTP/2 transport on top, ``transport/h2.py``);
+* ds: Unix socket, TLS.
 
 The layer modules (and ``ssl``, ``websockets``) are imported only when a config uses them.
 """
@@ -40,7 +42,9 @@ def layered(stream: StreamConfig, base: Transport) -> Transport:
         from v2py.transport.tls import TlsSecurity, TlsTransport
 
         security = TlsSecurity(stream.tls, network=stream.network)
-        transport = TlsTransport(transport, security, http_reply=stream.network == "ws")
+        # Go's HTTP server (ws, h2) answers plain HTTP at its TLS port.
+        http_reply = stream.network in ("ws", "h2")
+        transport = TlsTransport(transport, security, http_reply=http_reply)
     if stream.network == "tcp" and tcp is not None and tcp.header.type == "http":
         from v2py.transport.http_header import HttpHeaderTransport
 
