@@ -45,6 +45,8 @@ SOCKET_NAME = "api.sock"
 #: Bound on closing the gRPC server (open calls are cancelled after it).
 STOP_GRACE_S = 1.0
 _PREFIXES = ("v2ray.core.", "xray.")
+#: grpc-go's status details for a request it cannot decode (the cause is Go-specific).
+_UNMARSHAL_ERROR = "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +62,48 @@ def _rpc_handler(
     handler: Callable[[Any], Awaitable[Any]], request_type: type[Any]
 ) -> grpc.RpcMethodHandler[Any, Any]:
     import grpc
+    from google.protobuf.message import DecodeError
 
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def call(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # Parsed here, not by grpcio, so that malformed bytes get grpc-go's status
+        # (INTERNAL, "grpc: error unmarshalling request: ...") as from 4.34.
+        try:
+            request = request_type.FromString(data)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INTERNAL, _UNMARSHAL_ERROR)
         try:
             return await handler(request)
         except ApiError as exc:
             await context.abort(grpc.StatusCode.UNKNOWN, exc.details)
 
-    def deserialize(data: bytes) -> Any:
-        return request_type.FromString(data)
-
     return grpc.unary_unary_rpc_method_handler(
-        call,
-        request_deserializer=deserialize,
-        response_serializer=lambda m: m.SerializeToString(),
+        call, response_serializer=lambda m: m.SerializeToString()
     )
+
+
+def _unknown_handler(services: set[str]) -> grpc.GenericRpcHandler:
+    """Last in line: grpc-go's UNIMPLEMENTED texts for an unknown service or method
+    (grpcio's own are "Method not found!")."""
+    import grpc
+
+    class Unknown(grpc.GenericRpcHandler):
+        def service(
+            self, handler_call_details: grpc.HandlerCallDetails
+        ) -> grpc.RpcMethodHandler[Any, Any]:
+            path = str(handler_call_details.method).lstrip("/")
+            service, _, method = path.rpartition("/")
+            text = (
+                f"unknown method {method} for service {service}"
+                if service in services
+                else f"unknown service {service}"
+            )
+
+            async def call(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, text)
+
+            return grpc.unary_unary_rpc_method_handler(call)
+
+    return Unknown()
 
 
 class Commander:
@@ -103,6 +132,8 @@ class Commander:
                 server.add_generic_rpc_handlers(
                     (grpc.method_handlers_generic_handler(prefix + spec.name, handlers),)
                 )
+        known = {prefix + spec.name for spec in self._services for prefix in _PREFIXES}
+        server.add_generic_rpc_handlers((_unknown_handler(known),))
         server.add_insecure_port(f"unix:{self.socket_path}")
         await server.start()
         self._server = server
