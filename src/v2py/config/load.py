@@ -123,7 +123,11 @@ def load_config(
     warnings: list[str] = []
     for name, text in sources:
         prefix = f"{name}: " if multi else ""
-        parsed = _read_file(name, text, prefix, env, read_file)
+        try:
+            parsed = _read_file(name, text, prefix, env, read_file)
+        except (RecursionError, UnicodeError, OverflowError) as exc:
+            # Backstop for hostile input no check above foresaw: still one line, exit 23.
+            raise ConfigError(name, f"cannot be checked ({type(exc).__name__})") from None
         files.append(parsed)
         warnings.extend(_prefixed(prefix, unknown_key_warnings(parsed.root, "")))
     merged = _merge(files)
