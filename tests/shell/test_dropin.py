@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -70,6 +71,33 @@ async def test_access_and_rejected_lines_as_4_34(echo_server: tuple[str, int]) -
     assert sorted(access_log.normalize(line) for line in lines) == access_log.EXPECTED
     banned = [m["host"] for line in lines if (m := access_log.FAIL2BAN_REJECTED.match(line))]
     assert banned == ["127.0.0.1", "127.0.0.1"], lines  # the bad VMess id and socks password
+
+
+async def test_insecure_encryption_rejection_names_the_user(
+    echo_server: tuple[str, int],
+) -> None:
+    """disableInsecureEncryption: 4.34 logs ``FROM rejected  Insecure encryption email: E``."""
+    buf = io.StringIO()
+    configure_logging("warning", "", "", console=buf)
+    server_port, socks_port = free_ports(2)
+    server = vmess_server(server_port)
+    server["inbounds"][0]["settings"]["disableInsecureEncryption"] = True  # type: ignore[index]
+    client = access_log.client_config(socks_port, server_port)
+    client["outbounds"][0]["settings"]["vnext"][0]["users"][0]["security"] = "none"
+    async with run_v2py(server), run_v2py(client):
+        reader, writer = await socks5_connect(socks_port, *echo_server)
+        writer.write(b"x")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            async with asyncio.timeout(5):
+                await reader.readexactly(1)
+        writer.close()
+        lines = await access_log.wait_for_lines(
+            lambda: "\n".join(x for x in buf.getvalue().splitlines() if " rejected " in x), 1
+        )
+    assert access_log.normalize(lines[0]) == (
+        "127.0.0.1:PORT rejected  Insecure encryption email: alice@example"
+    )
 
 
 # -- log files ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ VALIDATOR_UPDATE_INTERVAL_S = 10.0
 PREFILL_HASHES_PER_STEP = 8_192
 PREFILL_STEP_S = 0.0
 _ENCODING = "v2ray.com/core/proxy/vmess/encoding: "
+_INSECURE = "insecure encryption disabled"  # the server core's message
 #: v2py's header errors in 4.34's words (proxy/vmess/encoding/server.go), for the
 #: access log's ``rejected`` lines that log watchers (fail2ban) match.
 _VMESS_REASONS = (
@@ -199,7 +200,15 @@ class VmessInbound:
         except VmessError as exc:
             self._log_reject(slog, session, exc)
             drained = await self._drain(stream, core, deadline, received) if exc.drain else None
-            if received or exc.drain:  # 4.34 logs no rejection for a bare EOF
+            if str(exc).startswith(_INSECURE):  # 4.34 names the user here
+                user = core.user
+                log_access(
+                    session.source_text(),
+                    ACCESS_REJECTED,
+                    reason="Insecure encryption",
+                    email=user.email if user is not None else "",
+                )
+            elif received or exc.drain:  # 4.34 logs no rejection for a bare EOF
                 reason = vmess_rejection_reason(str(exc), drained, core.drain_budget)
                 log_access(session.source_text(), ACCESS_REJECTED, reason=reason)
             return
