@@ -160,3 +160,16 @@ def test_real_config_runs_in_full_or_is_refused_by_test_and_run_alike(name: str)
         return
     assert expected is None, f"{name} loaded but was expected to be refused at {expected}"
     assert _cli("test", "-c", str(path)).returncode == 0
+
+
+def test_the_assembly_is_typed_without_any() -> None:
+    """instance.py and build.py hand typed values around: no ``Any`` anywhere in them."""
+    import ast
+
+    src = Path(__file__).resolve().parent.parent / "src" / "v2py"
+    for name in ("instance.py", "build.py"):
+        tree = ast.parse((src / name).read_text())
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "Any"} | {
+            n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "Any"
+        }
+        assert not used, f"{name} uses Any"
