@@ -264,3 +264,40 @@ async def test_link_client_reaches_a_4_34_server(
         async with asyncio.timeout(10):
             assert await reader.readexactly(15) == b"to 4.34 by link"
         writer.close()
+
+
+@pytest.mark.parametrize("server", ["v2ray", "v2py"])
+async def test_mux_access_line_matches_4_34(server: str, echo_server: tuple[str, int]) -> None:
+    """A Mux.Cool sub-connection is logged with the inbound's source as ``tcp:IP:PORT``
+    and the user's email (4.34 common/mux/server.go)."""
+    vmess_port, socks_port = free_ports(2)
+    config = {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": vmess_port,
+                "protocol": "vmess",
+                "settings": {"clients": [{"id": access_log.UUID, "email": access_log.EMAIL}]},
+            }
+        ],
+        "outbounds": [{"protocol": "freedom", "tag": "direct"}],
+    }
+    client = access_log.client_config(socks_port, vmess_port)
+    client["outbounds"][0]["mux"] = {"enabled": True, "concurrency": 8}
+    async with run_v2ray(client, wait_tcp=[socks_port]):
+        if server == "v2ray":
+            async with run_v2ray(config, wait_tcp=[vmess_port]) as proc:
+                await access_log.echo_once(
+                    *await socks5_connect(socks_port, "127.0.0.1", echo_server[1])
+                )
+                lines = await access_log.wait_for_lines(proc.log, 1)
+        else:
+            async with run_v2py_process(config, wait_tcp=vmess_port) as proc:
+                await access_log.echo_once(
+                    *await socks5_connect(socks_port, "127.0.0.1", echo_server[1])
+                )
+                lines = await access_log.wait_for_lines(proc.log, 1)
+    assert [access_log.normalize(line) for line in lines] == [
+        f"tcp:127.0.0.1:PORT accepted tcp:127.0.0.1:PORT [direct] email: {access_log.EMAIL}"
+    ], lines

@@ -135,7 +135,8 @@ async def _send_and_close(port: int, data: bytes, linger: float = 0.2) -> bytes:
             await writer.wait_closed()
 
 
-async def _echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send 4 bytes through an opened tunnel, read them back, close."""
     try:
         writer.write(b"ping")
         await writer.drain()
@@ -154,15 +155,15 @@ async def probe(ports: list[int], echo_port: int, client_socks_port: int) -> Non
     await _send_and_close(vmess, b"x" * 10, linger=0.05)  # less than an auth id
     assert await _send_and_close(socks_auth, b"\x05\x01\x00") == b"\x05\xff"
     await _send_and_close(socks_auth, b"\x05\x01\x02\x01\x01u\x01x")  # wrong password
-    await _echo_once(*await socks5_connect(socks, "127.0.0.1", echo_port))
-    await _echo_once(*await asyncio.open_connection("127.0.0.1", doko))
-    await _echo_once(*await socks5_connect(client_socks_port, "127.0.0.1", echo_port))
+    await echo_once(*await socks5_connect(socks, "127.0.0.1", echo_port))
+    await echo_once(*await asyncio.open_connection("127.0.0.1", doko))
+    await echo_once(*await socks5_connect(client_socks_port, "127.0.0.1", echo_port))
     target = f"127.0.0.1:{echo_port}"
     reader, writer = await asyncio.open_connection("127.0.0.1", http)
     writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
     async with asyncio.timeout(STEP_TIMEOUT_S):
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
-    await _echo_once(reader, writer)
+    await echo_once(reader, writer)
     get = f"GET http://{target}/x?y=1 HTTP/1.1\r\nHost: {target}\r\n\r\n"
     await _send_and_close(http, get.encode())
 

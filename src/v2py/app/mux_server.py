@@ -22,6 +22,7 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
+from v2py.app.log import AccessMessage
 from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
@@ -219,6 +220,11 @@ class MuxServerConnection:
             user_email=outer.user_email,
             level=outer.level,
             sniffing=outer.sniffing,
+        )
+        # 4.34's mux server logs its sub-connections with the inbound's source as a
+        # destination (common/mux/server.go); over mKCP 4.34 would print udp: here.
+        session.access = AccessMessage(
+            f"tcp:{session.source_text()}", str(sub.destination or ""), outer.user_email
         )
         task = asyncio.get_running_loop().create_task(self._serve_session(session, sub))
         self._tasks.add(task)
