@@ -1,6 +1,7 @@
-"""Smoke run of ``python -m bench.stats`` (stats off vs on, v2py and v2ray): it runs
-both implementations in both variants and the user counters of the ``on`` passes
-match the bytes moved. Not a benchmark (tiny transfers)."""
+"""Smoke runs of the API benches, v2py and v2ray: ``python -m bench.stats`` (stats off vs
+on; the user counters of the ``on`` passes match the bytes moved) and ``python -m
+bench.api_users`` (users added through AlterInbound, then handshakes). Not benchmarks
+(tiny sizes)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,16 @@ def test_bench_stats_quick(tmp_path: Path) -> None:
             counted = p["counted"]
             user = sum(v for k, v in counted.items() if k.startswith("user>>>"))
             assert user == p["moved"] + BENCH_OVERHEAD, (p["impl"], counted)
+
+
+def test_bench_api_users_quick() -> None:
+    v2ray = require_v2ray()
+    cmd = [
+        sys.executable, "-m", "bench.api_users", "--users", "50", "--samples", "2",
+        "--v2ray-cmd", f"{v2ray} -config {{config}}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    rows = [line.split()[0] for line in proc.stdout.splitlines()[2:]]
+    assert rows == ["v2py", "v2ray"], output[-4000:]
