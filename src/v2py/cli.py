@@ -9,8 +9,9 @@ Argument parsing only; serving is :mod:`v2py.run`. Two forms:
   that is not a flag. v2py adds ``-workers N`` (``-w``) and ``-d`` (= ``-confdir``).
 * ``v2py SUBCOMMAND ...``: ``run`` and ``test`` are the flag form (``test`` adds
   ``-test``), ``version`` is ``-version``, ``api`` is ``v2ctl api``
-  (:mod:`v2py.api_cli`); ``uuid``, ``link`` and ``client`` are v2py's own.
-  :data:`SUBCOMMANDS` is the table; :func:`subcommand` adds an entry.
+  (:mod:`v2py.api_cli`), ``stats`` shows its counters as a table; ``uuid``,
+  ``link`` and ``client`` are v2py's own. :data:`SUBCOMMANDS` is the table;
+  :func:`subcommand` adds an entry.
 
 Which config is used, as 4.34 (``main/main.go`` ``getConfigFilePath``): the
 ``-config`` files, then the ``*.json`` files of ``-confdir`` (or of
@@ -530,6 +531,13 @@ def _api_command(args: list[str]) -> int:
     from v2py.api_cli import main as api_main
 
     return api_main(args)
+
+
+@subcommand("stats", "a running server's traffic counters as a table (v2py stats -h)")
+def _stats_command(args: list[str]) -> int:
+    from v2py.stats_cli import main as stats_main
+
+    return stats_main(args)
 
 
 @subcommand("uuid", "print a random UUID for a VMess user id")
