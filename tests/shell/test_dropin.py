@@ -136,6 +136,20 @@ def test_log_files_0600_and_reopened_after_rotation(tmp_path: Path) -> None:
     assert access.read_text().count("\n") == 1
 
 
+def test_unwritable_reopened_log_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access = tmp_path / "access.log"
+    configure_logging("warning", str(access), "none")
+    log_access("1.2.3.4:5", "accepted", "tcp:x:80")
+    access.rename(tmp_path / "access.log.1")
+    access.mkdir()  # the path can no longer be opened as a file
+    log_access("1.2.3.4:6", "accepted", "tcp:y:80")
+    log_access("1.2.3.4:7", "accepted", "tcp:z:80")
+    err = capsys.readouterr().err
+    assert err.count("cannot write log file") == 1 and "Traceback" not in err, err
+
+
 def test_loglevel_none_opens_no_file(tmp_path: Path) -> None:
     access, error = tmp_path / "access.log", tmp_path / "error.log"
     configure_logging("none", str(access), str(error))

@@ -107,6 +107,28 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
     def __init__(self, path: str) -> None:
         super().__init__(path, mode="a", encoding="utf-8")
 
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        """A line that cannot be written (the reopened path is not writable, disk
+        full) is reported once per kind of error on standard error, not as a traceback."""
+        exc = sys.exc_info()[1]
+        text = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
+        if text != self._last_error:
+            self._last_error = text
+            print(f"v2py: cannot write log file {self.baseFilename}: {text}", file=sys.stderr)
+
+    _last_error = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # WatchedFileHandler lets a failed reopen raise into the caller (a connection).
+        try:
+            self.reopenIfNeeded()
+            if self.stream is None:
+                self.stream = self._open()
+        except OSError:
+            self.handleError(record)
+            return
+        logging.FileHandler.emit(self, record)
+
     def _open(self) -> io.TextIOWrapper:
         fd = os.open(
             self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_FILE_MODE
