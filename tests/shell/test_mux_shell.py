@@ -17,7 +17,7 @@ import pytest
 
 from v2py.app.mux_client import MuxClientOutbound, MuxLink
 from v2py.app.mux_endpoint import MuxEndpoint
-from v2py.app.mux_server import MuxServer, MuxServerConnection
+from v2py.app.mux_server import MuxServer
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.session import Session
@@ -395,7 +395,7 @@ async def test_stalled_reader_does_not_stall_others_and_memory_is_bounded() -> N
         await fast_task
         # now flood the stalled session: the mux connection pauses, memory stays bounded
         worker = client.workers[0]
-        server_conn = _server_connections[-1]
+        (server_conn,) = carrier.server.connections
         for _ in range(64):
             slow_app.write(b"s" * 65536)
         await asyncio.sleep(0.2)
@@ -408,20 +408,6 @@ async def test_stalled_reader_does_not_stall_others_and_memory_is_bounded() -> N
         await slow_task
         assert not worker.closed
     await client.aclose()
-
-
-_server_connections: list[MuxServerConnection] = []
-
-
-@pytest.fixture(autouse=True)
-def _track_server_connections(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = MuxServerConnection.__init__
-
-    def init(self: MuxServerConnection, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
-        _server_connections.append(self)
-
-    monkeypatch.setattr(MuxServerConnection, "__init__", init)
 
 
 async def test_udp_over_mux() -> None:

@@ -59,14 +59,21 @@ class MuxServer:
     def __init__(self, inner: Dispatch, policy: PolicyTable) -> None:
         self.inner = inner
         self.policy = policy
+        #: The mux connections being served now.
+        self.connections: set[MuxServerConnection] = set()
 
     async def dispatch(self, session: Session, stream: Stream) -> None:
         if not is_mux_request(session):
             await self.inner.dispatch(session, stream)
             return
-        await MuxServerConnection(
+        connection = MuxServerConnection(
             session, stream, self.inner, self.policy.for_level(session.level)
-        ).serve()
+        )
+        self.connections.add(connection)
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
 
     async def dispatch_packets(self, session: Session, link: PacketLink) -> None:
         await self.inner.dispatch_packets(session, link)
