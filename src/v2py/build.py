@@ -115,6 +115,11 @@ def build_transport(stream: StreamConfig) -> Transport:
             return H2Transport(
                 layered(stream, TcpTransport()), stream.http, tls=stream.tls is not None
             )
+        case "quic":
+            from v2py.transport.quic import QuicTransport
+
+            assert stream.quic is not None  # the loader sets it for network "quic"
+            return QuicTransport(stream.quic, stream.tls)
         case "ds":
             from v2py.transport.ds import DsTransport
 

@@ -310,3 +310,101 @@ async def test_bad_requests_at_h2_port_answered_as_4_34(echo_server: tuple[str, 
             assert got_h2 == expected_h2
             async with _side("v2ray", client_cfg, tcp=socks_port):
                 await _roundtrip(socks_port, echo_server, PAYLOAD[: 1 << 20])
+
+
+# --------------------------------------------------------------------------
+# QUIC
+
+
+def _quic_cases() -> list[Any]:
+    cases = []
+    for direction in ("v2py-v2ray", "v2ray-v2py"):
+        for security in ("none", "aes-128-gcm", "chacha20-poly1305"):
+            for header in ("none", "wechat-video"):
+                cases.append(
+                    pytest.param(
+                        direction,
+                        {"security": security, "key": "k3y", "header": {"type": header}},
+                        marks=[pytest.mark.interop],
+                        id=f"{direction}-{security}-{header}",
+                    )
+                )
+        # quicSettings absent altogether: AES-128-GCM with key "" on both.
+        cases.append(
+            pytest.param(direction, None, marks=[pytest.mark.interop], id=f"{direction}-absent")
+        )
+    return cases
+
+
+@pytest.mark.parametrize(("direction", "settings"), _quic_cases())
+async def test_vmess_over_quic(
+    direction: str, settings: dict[str, Any] | None, echo_server: tuple[str, int]
+) -> None:
+    client_kind, server_kind = direction.split("-")
+    socks_port, server_port = free_ports(2)
+    stream: dict[str, Any] = {"network": "quic"}
+    if settings is not None:
+        stream["quicSettings"] = settings
+    server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", stream)
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, server_port, UUID, 0, "aes-128-gcm"), "outbounds", stream
+    )
+    async with asyncio.timeout(120):
+        async with (
+            _side(server_kind, server_cfg, settle=0.5),
+            _side(client_kind, client_cfg, tcp=socks_port),
+        ):
+            await _roundtrip(socks_port, echo_server, PAYLOAD)
+
+
+class _Collect(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.got.append(data)
+
+
+def _garbage() -> list[bytes]:
+    rnd = random.Random(5)
+    quic_like = b"\xc0\x00\x00\x00\x01\x08" + rnd.randbytes(8) + b"\x00" + rnd.randbytes(1200)
+    return [b"", b"\x00", rnd.randbytes(12), rnd.randbytes(40), rnd.randbytes(1400), quic_like]
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("server_kind", ["v2ray", "v2py"])
+async def test_garbage_datagrams_at_quic_port(
+    server_kind: str, echo_server: tuple[str, int]
+) -> None:
+    """Undecryptable datagrams get no answer (4.34 drops them) and the listener keeps
+    serving a v2ray client while they arrive."""
+    socks_port, server_port = free_ports(2)
+    stream = {"network": "quic", "quicSettings": {"security": "aes-128-gcm", "key": "k"}}
+    server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", stream)
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, server_port, UUID, 0, "aes-128-gcm"), "outbounds", stream
+    )
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(60):
+        async with (
+            _side(server_kind, server_cfg, settle=0.5),
+            _side("v2ray", client_cfg, tcp=socks_port),
+        ):
+            transport, collector = await loop.create_datagram_endpoint(
+                _Collect, remote_addr=("127.0.0.1", server_port)
+            )
+            try:
+
+                async def spray() -> None:
+                    for _ in range(50):
+                        for datagram in _garbage():
+                            transport.sendto(datagram)
+                        await asyncio.sleep(0.01)
+
+                await asyncio.gather(
+                    spray(), _roundtrip(socks_port, echo_server, PAYLOAD[: 2 << 20])
+                )
+                await asyncio.sleep(0.3)
+                assert collector.got == []
+            finally:
+                transport.close()

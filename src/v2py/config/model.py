@@ -317,8 +317,8 @@ _NETWORKS = {
     "domainsocket": "ds",
     "h2": "h2",
     "http": "h2",
+    "quic": "quic",
 }
-_UNSUPPORTED_NETWORKS = dict.fromkeys(("quic",), "not supported by v2py")
 # 4.34 treats any other string (even "xtls" or a typo) as no TLS; v2py refuses it.
 _SECURITIES = {"": "none", "none": "none", "tls": "tls"}
 _NOT_USED = "not used by v2py, ignored"
@@ -359,9 +359,7 @@ class StreamConfig(ConfigModel):
 
     network: Annotated[
         str,
-        BeforeValidator(
-            one_of(_NETWORKS, shown=("tcp", "kcp", "ws", "h2", "ds"), refused=_UNSUPPORTED_NETWORKS)
-        ),
+        BeforeValidator(one_of(_NETWORKS, shown=("tcp", "kcp", "ws", "h2", "quic", "ds"))),
     ] = "tcp"
     security: Annotated[str, BeforeValidator(one_of(_SECURITIES, shown=("none", "tls")))] = "none"
     tcp: TcpConfig | None = Field(default=None, alias="tcpSettings")

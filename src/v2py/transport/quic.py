@@ -1,0 +1,678 @@
+"""QUIC (``network: "quic"``) as v2ray-core 4.34 ``transport/internet/quic``
+(docs/spec/transports.md section 5), on ``aioquic``.
+
+* Every UDP datagram is wrapped by :class:`~v2py.protocol.quic_packet.QuicPacketCodec`
+  (``quicSettings`` security, key and mKCP header); undecryptable datagrams are
+  dropped before aioquic sees them. With neither security nor header the datagrams
+  are plain QUIC.
+* Each proxied connection is one bidirectional stream. The client keeps its QUIC
+  connections per destination for the transport's lifetime, puts a new stream on the
+  first live one with fewer than :data:`MAX_STREAMS_PER_CONNECTION` open streams (the
+  limit 4.34's server grants, where 4.34's client gets an error and dials anew), else
+  dials a new connection from a fresh UDP socket (0.0.0.0:0, as 4.34).
+* TLS 1.3 runs inside QUIC. Without ``tlsSettings`` the server makes a self-signed
+  certificate for ``quic.internal.v2ray.com`` (valid an hour, made when listening)
+  and the client sends that name and does not verify. With ``tlsSettings``: its first
+  ``encipherment`` certificate (no SNI-based choice; ``issue`` CAs are refused), its
+  ALPN (default h2, http/1.1 both sides), ``allowInsecure``, the listed certificates
+  as extra roots. The client never sends the destination as SNI: 4.34 resolves the
+  destination to an IP before building the TLS settings, so only ``serverName``
+  counts, and without it the client must be ``allowInsecure``.
+* quic-go settings of 4.34: connection-ID length 12, handshake timeout 8 s, idle
+  timeout 30 s (client) / 45 s (server).
+
+QUIC versions: aioquic speaks QUIC v1 (RFC 9000) and v2 (RFC 9369). Debian's 4.34 is
+built with quic-go 0.29, which speaks v1, draft-29 and a draft v2 number
+(0x709a50c4); its client starts with v1, so v1 is what both sides use. An upstream
+v4.34.0 binary vendors quic-go v0.19.3, which predates RFC 9000 (v0.21.0 added v1) and
+speaks only drafts 29/32/34: no version in common with aioquic, so v2py cannot reach
+or serve such a binary over QUIC.
+
+Differences: the server lets more than 32 streams be open at once (aioquic's stream
+credit); received stream data is buffered without a bound (aioquic grants flow-control
+credit as packets arrive, not as the application reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from v2py.config.stream import TlsConfig
+from v2py.config.transport_extra import QuicConfig
+from v2py.errors import ConfigError
+from v2py.protocol.quic_packet import QuicPacketCodec
+from v2py.transport.layer import LayerHandler
+from v2py.transport.stream import READ_CHUNK_BYTES
+
+if TYPE_CHECKING:
+    from aioquic.asyncio.protocol import QuicConnectionProtocol
+    from aioquic.asyncio.server import QuicServer
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.events import QuicEvent
+
+__all__ = ["INTERNAL_DOMAIN", "QuicListener", "QuicStream", "QuicTransport"]
+
+log = logging.getLogger(__name__)
+
+#: The name of the generated certificate and of the client's default SNI (quic.go).
+INTERNAL_DOMAIN = "quic.internal.v2ray.com"
+DEFAULT_ALPN = ("h2", "http/1.1")
+CONNECTION_ID_BYTES = 12
+HANDSHAKE_TIMEOUT_S = 8.0
+CLIENT_IDLE_TIMEOUT_S = 30.0
+SERVER_IDLE_TIMEOUT_S = 45.0
+#: 4.34's server ``MaxIncomingStreams``.
+MAX_STREAMS_PER_CONNECTION = 32
+#: Validity of the generated certificate.
+GENERATED_CERT_VALIDITY = datetime.timedelta(hours=1)
+#: Unsent bytes of one stream above which ``drain`` waits.
+WRITE_HIGH_WATER_BYTES = 512 * 1024
+
+
+def _read_file(name: str) -> bytes:
+    with open(name, "rb") as fh:
+        return fh.read()
+
+
+# --------------------------------------------------------------------------
+# the stream
+
+
+class QuicStream:
+    """One bidirectional QUIC stream as a :class:`~v2py.transport.stream.Stream`."""
+
+    can_push = False
+
+    def __init__(self, owner: _Connection, stream_id: int) -> None:
+        self._owner = owner
+        self.stream_id = stream_id
+        self._chunks: list[bytes] = []
+        self._eof = False
+        self._error: BaseException | None = None
+        self._readable = asyncio.Event()
+        self._written = 0
+        self._ended = False
+        self._closed = False
+        self._writable = asyncio.Event()
+        self._closed_event = asyncio.Event()
+
+    def _feed(self, data: bytes, end: bool) -> None:
+        if data:
+            self._chunks.append(data)
+        if end:
+            self._eof = True
+        self._readable.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._readable.set()
+        self._writable.set()
+        self._closed_event.set()
+
+    def _unsent(self) -> int:
+        return self._written - self._owner.sent_offset(self.stream_id)
+
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._readable.clear()
+            await self._readable.wait()
+        data = self._chunks[0]
+        if len(data) > max_bytes:
+            self._chunks[0] = data[max_bytes:]
+            return data[:max_bytes]
+        self._chunks.pop(0)
+        return data
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            raise ConnectionResetError(f"write on a reset QUIC stream: {self._error}")
+        if self._closed or self._ended:
+            raise ConnectionResetError("write on a closed QUIC stream")
+        if data:
+            self._written += len(data)
+            self._owner.send(self.stream_id, bytes(data), end=False)
+
+    async def drain(self) -> None:
+        while self._unsent() > WRITE_HIGH_WATER_BYTES:
+            if self._error is not None:
+                raise ConnectionResetError(str(self._error))
+            self._writable.clear()
+            self._owner.want_writable(self)
+            await self._writable.wait()
+        if self._error is not None and self._unsent() > 0:
+            raise ConnectionResetError(str(self._error))
+
+    def write_eof(self) -> None:
+        if self._ended or self._closed or self._error is not None:
+            return
+        self._ended = True
+        self._owner.send(self.stream_id, b"", end=True)
+
+    def close(self) -> None:
+        """Send FIN if not sent (quic-go ``Stream.Close`` closes the sending side) and
+        stop reading."""
+        if self._closed:
+            return
+        self.write_eof()
+        self._closed = True
+        self._owner.forget(self)
+        self._closed_event.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self._owner.peer
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        return self._owner.local
+
+
+# --------------------------------------------------------------------------
+# UDP wrapping
+
+
+class _SealingTransport:
+    """What aioquic writes to: seals each datagram, then sends it."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, codec: QuicPacketCodec) -> None:
+        self._transport = transport
+        self._codec = codec
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self._transport.sendto(self._codec.seal(data), addr)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+
+class _OpeningProtocol(asyncio.DatagramProtocol):
+    """The UDP socket's protocol: opens each datagram, hands the QUIC packet on."""
+
+    def __init__(self, inner: asyncio.DatagramProtocol, codec: QuicPacketCodec) -> None:
+        self._inner = inner
+        self._codec = codec
+        self.dropped = 0
+        self.transport: asyncio.DatagramTransport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        wrapped = (
+            transport if self._codec.transparent else _SealingTransport(self.transport, self._codec)
+        )
+        self._inner.connection_made(cast(asyncio.DatagramTransport, wrapped))
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        packet = self._codec.open(data)
+        if packet is None:
+            self.dropped += 1
+            return
+        try:
+            self._inner.datagram_received(packet, addr)
+        except Exception:  # garbage never stops the socket
+            log.debug("quic: datagram from %s dropped", addr, exc_info=True)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("quic: UDP error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+# --------------------------------------------------------------------------
+# connections
+
+
+def _protocol_class() -> type[QuicConnectionProtocol]:
+    """The aioquic protocol subclass (built on first use: aioquic is imported lazily)."""
+    global _PROTOCOL_CLASS
+    if _PROTOCOL_CLASS is None:
+        from aioquic.asyncio.protocol import QuicConnectionProtocol
+
+        class _Protocol(QuicConnectionProtocol):
+            owner: _Connection
+
+            def quic_event_received(self, event: QuicEvent) -> None:
+                self.owner.event(event)
+
+            def datagram_received(self, data: bytes | str, addr: Any) -> None:
+                if self.owner.peer is None and isinstance(addr, tuple):
+                    self.owner.peer = (str(addr[0]), int(addr[1]))
+                super().datagram_received(data, addr)
+
+            def transmit(self) -> None:
+                super().transmit()
+                self.owner.transmitted()
+
+        _PROTOCOL_CLASS = _Protocol
+    return _PROTOCOL_CLASS
+
+
+_PROTOCOL_CLASS: type[QuicConnectionProtocol] | None = None
+
+
+class _Connection:
+    """One QUIC connection (either side) and its streams."""
+
+    def __init__(
+        self,
+        quic: Any,
+        *,
+        client: bool,
+        on_stream: Callable[[QuicStream], None] | None = None,
+    ) -> None:
+        self.protocol = _protocol_class()(quic)
+        self.protocol.owner = self  # type: ignore[attr-defined]
+        self.quic = quic
+        self.client = client
+        self.streams: dict[int, QuicStream] = {}
+        self.closed = False
+        self.peer: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self._on_stream = on_stream
+        self._blocked: set[QuicStream] = set()
+        self._error: BaseException | None = None
+        self.terminated = asyncio.get_running_loop().create_future()
+
+    # -- output -------------------------------------------------------------
+    def send(self, stream_id: int, data: bytes, *, end: bool) -> None:
+        if self.closed:
+            raise ConnectionResetError(str(self._error or "QUIC connection closed"))
+        self.quic.send_stream_data(stream_id, data, end_stream=end)
+        self.protocol._transmit_soon()
+
+    def sent_offset(self, stream_id: int) -> int:
+        """How far the stream's data has gone out (aioquic keeps it on its stream)."""
+        streams = getattr(self.quic, "_streams", None)
+        stream = streams.get(stream_id) if streams is not None else None
+        if stream is None:
+            return 1 << 62
+        return int(stream.sender.highest_offset)
+
+    def want_writable(self, stream: QuicStream) -> None:
+        self._blocked.add(stream)
+
+    def transmitted(self) -> None:
+        if not self._blocked:
+            return
+        for stream in list(self._blocked):
+            if stream._unsent() <= WRITE_HIGH_WATER_BYTES or stream._error is not None:
+                self._blocked.discard(stream)
+                stream._writable.set()
+
+    def forget(self, stream: QuicStream) -> None:
+        self.streams.pop(stream.stream_id, None)
+        self._blocked.discard(stream)
+
+    # -- client -------------------------------------------------------------
+    def can_open(self) -> bool:
+        return not self.closed and len(self.streams) < MAX_STREAMS_PER_CONNECTION
+
+    def open_stream(self) -> QuicStream:
+        stream = QuicStream(self, self.quic.get_next_available_stream_id())
+        self.streams[stream.stream_id] = stream
+        return stream
+
+    # -- input --------------------------------------------------------------
+    def event(self, event: QuicEvent) -> None:
+        from aioquic.quic import events
+
+        if isinstance(event, events.StreamDataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                # Only the peer's bidirectional streams are proxied connections.
+                if self.client or event.stream_id % 4 != 0 or self._on_stream is None:
+                    return
+                if event.stream_id < self._highest_seen:
+                    return  # a late packet of a stream we have already closed
+                self._highest_seen = event.stream_id + 1
+                stream = QuicStream(self, event.stream_id)
+                self.streams[event.stream_id] = stream
+                stream._feed(event.data, event.end_stream)
+                self._on_stream(stream)
+                return
+            stream._feed(event.data, event.end_stream)
+        elif isinstance(event, events.StreamReset):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream._fail(ConnectionResetError(f"QUIC stream reset ({event.error_code})"))
+        elif isinstance(event, events.ConnectionTerminated):
+            reason = event.reason_phrase or f"code {event.error_code}"
+            self.terminate(ConnectionResetError(f"QUIC connection closed: {reason}"))
+
+    _highest_seen = 0
+
+    def terminate(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self.closed = True
+        for stream in list(self.streams.values()):
+            stream._fail(exc)
+        self._blocked.clear()
+        if not self.terminated.done():
+            self.terminated.set_result(None)
+
+
+# --------------------------------------------------------------------------
+# TLS settings -> aioquic configuration
+
+
+def _generated_pair() -> tuple[Any, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, INTERNAL_DOMAIN)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - GENERATED_CERT_VALIDITY)
+        .not_valid_after(now + GENERATED_CERT_VALIDITY)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(INTERNAL_DOMAIN)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+class QuicTransport:
+    """``network: "quic"``: streams over QUIC connections wrapped per ``quicSettings``.
+
+    Raises:
+        ConfigError: a certificate in ``tlsSettings`` cannot be used on QUIC.
+    """
+
+    name = "quic"
+    listener_ends_sessions = True
+
+    def __init__(
+        self,
+        config: QuicConfig,
+        tls: TlsConfig | None,
+        *,
+        path: str = "streamSettings.tlsSettings",
+        rng: Callable[[int], bytes] = os.urandom,
+        read_file: Callable[[str], bytes] = _read_file,
+    ) -> None:
+        self.config = config
+        self.tls = tls
+        self._rng = rng
+        self._path = path
+        self._read_file = read_file
+        self._pool: dict[tuple[str, int], list[_Connection]] = {}
+        self._dialing: dict[tuple[str, int], asyncio.Lock] = {}
+        self._sockets: set[asyncio.DatagramTransport] = set()
+        if tls is not None:
+            for index, cert in enumerate(tls.certificates):
+                if cert.usage == "issue":
+                    raise ConfigError(
+                        f"{path}.certificates[{index}].usage",
+                        '"issue" is not supported by v2py on QUIC; use "encipherment"',
+                    )
+
+    def _codec(self) -> QuicPacketCodec:
+        return QuicPacketCodec(
+            security=self.config.security,
+            key=self.config.key,
+            header=self.config.header_type,
+            rng=self._rng,
+        )
+
+    def _configuration(self, *, client: bool) -> QuicConfiguration:
+        from aioquic.quic.configuration import QuicConfiguration
+
+        tls = self.tls
+        alpn = list(tls.alpn) if tls is not None and tls.alpn else list(DEFAULT_ALPN)
+        configuration = QuicConfiguration(
+            is_client=client,
+            alpn_protocols=alpn,
+            connection_id_length=CONNECTION_ID_BYTES,
+            idle_timeout=CLIENT_IDLE_TIMEOUT_S if client else SERVER_IDLE_TIMEOUT_S,
+        )
+        if client:
+            if tls is None:
+                configuration.server_name = INTERNAL_DOMAIN
+                configuration.verify_mode = ssl.CERT_NONE
+            else:
+                name = tls.server_name.removeprefix("experiment:8357")
+                configuration.server_name = name or None
+                if tls.allow_insecure:
+                    configuration.verify_mode = ssl.CERT_NONE
+                else:
+                    self._client_roots(configuration, tls)
+        else:
+            self._server_certificate(configuration)
+        return configuration
+
+    def _pems(self, tls: TlsConfig) -> list[tuple[str, bytes, bytes | None]]:
+        pems = []
+        for index, cert in enumerate(tls.certificates):
+            try:
+                cert_pem, key_pem = cert.load_pem(self._read_file)
+            except OSError as exc:
+                raise ConfigError(
+                    f"{self._path}.certificates[{index}]", f"cannot read it: {exc}"
+                ) from None
+            pems.append((cert.usage, cert_pem, key_pem))
+        return pems
+
+    def _client_roots(self, configuration: QuicConfiguration, tls: TlsConfig) -> None:
+        import certifi
+
+        listed = b"\n".join(pem for _, pem, _ in self._pems(tls))
+        if listed:
+            configuration.cadata = listed
+        if not tls.disable_system_root:
+            configuration.cafile = certifi.where()
+
+    def _server_certificate(self, configuration: QuicConfiguration) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        tls = self.tls
+        if tls is None:
+            configuration.certificate, configuration.private_key = _generated_pair()
+            return
+        for usage, cert_pem, key_pem in self._pems(tls):
+            if usage != "encipherment" or key_pem is None:
+                continue
+            try:
+                chain = x509.load_pem_x509_certificates(cert_pem)
+                key = load_pem_private_key(key_pem, password=None)
+            except ValueError:
+                log.warning("quic: ignoring an invalid X509 key pair")
+                continue
+            configuration.certificate = chain[0]
+            configuration.certificate_chain = chain[1:]
+            configuration.private_key = key
+            return
+        log.warning("quic: no usable server certificate; every handshake will fail")
+
+    # -- dial -----------------------------------------------------------------
+    async def dial(self, host: str, port: int, *, timeout: float | None = None) -> QuicStream:
+        async with asyncio.timeout(timeout):
+            conn = await self._connection(host, port)
+            return conn.open_stream()
+
+    async def _connection(self, host: str, port: int) -> _Connection:
+        key = (host, port)
+        lock = self._dialing.setdefault(key, asyncio.Lock())
+        async with lock:
+            conns = [c for c in self._pool.get(key, ()) if not c.closed]
+            self._pool[key] = conns
+            for conn in conns:
+                if conn.can_open():
+                    return conn
+            conn = await self._connect(host, port)
+            conns.append(conn)
+            return conn
+
+    async def _connect(self, host: str, port: int) -> _Connection:
+        from aioquic.quic.connection import QuicConnection
+
+        loop = asyncio.get_running_loop()
+        # 4.34 resolves the destination first and dials its address.
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, address = infos[0]
+        quic = QuicConnection(configuration=self._configuration(client=True))
+        conn = _Connection(quic, client=True)
+        codec = self._codec()
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+        transport, udp = await loop.create_datagram_endpoint(
+            lambda: _OpeningProtocol(conn.protocol, codec), local_addr=local
+        )
+        self._sockets.add(transport)
+        conn.peer = (str(address[0]), int(address[1]))
+        sockname = transport.get_extra_info("sockname")
+        conn.local = (str(sockname[0]), int(sockname[1])) if sockname else None
+
+        def finished(_: object) -> None:
+            transport.close()
+            self._sockets.discard(transport)
+
+        conn.terminated.add_done_callback(finished)
+        try:
+            conn.protocol.connect(address)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                await conn.protocol.wait_connected()
+        except BaseException as exc:
+            conn.terminate(ConnectionResetError(f"QUIC handshake failed: {exc!r}"))
+            conn.protocol.close()
+            transport.close()
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                raise ConnectionRefusedError(f"failed to dial QUIC {host}:{port}") from exc
+            raise
+        return conn
+
+    # -- listen ---------------------------------------------------------------
+    async def listen(
+        self, host: str, port: int, handler: LayerHandler, *, reuse_port: bool = False
+    ) -> QuicListener:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise OSError(f"domain address is not allowed for listening quic: {host}") from None
+        listener = QuicListener(self._configuration(client=False), handler)
+        await listener.start(host, port, self._codec(), reuse_port=reuse_port)
+        return listener
+
+    async def aclose(self) -> None:
+        for conns in self._pool.values():
+            for conn in conns:
+                with contextlib.suppress(Exception):
+                    conn.protocol.close()
+                conn.terminate(ConnectionResetError("QUIC transport closed"))
+        self._pool.clear()
+        for transport in list(self._sockets):
+            transport.close()
+        self._sockets.clear()
+
+
+class QuicListener:
+    """One UDP socket serving QUIC connections; each peer stream runs ``handler``."""
+
+    def __init__(self, configuration: QuicConfiguration, handler: LayerHandler) -> None:
+        self._configuration = configuration
+        self._handler = handler
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: QuicServer | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._udp: _OpeningProtocol | None = None
+        self._connections: list[_Connection] = []
+
+    async def start(
+        self, host: str, port: int, codec: QuicPacketCodec, *, reuse_port: bool = False
+    ) -> None:
+        from aioquic.asyncio.server import QuicServer
+
+        loop = asyncio.get_running_loop()
+        server = QuicServer(configuration=self._configuration, create_protocol=self._protocol)
+        self._server = server
+        transport, udp = await loop.create_datagram_endpoint(
+            lambda: _OpeningProtocol(server, codec),
+            local_addr=(host, port),
+            reuse_port=reuse_port or None,
+        )
+        self._transport = transport
+        self._udp = udp
+
+    def _protocol(self, quic: Any, **_: Any) -> QuicConnectionProtocol:
+        conn = _Connection(quic, client=False, on_stream=self._spawn)
+        self._connections = [c for c in self._connections if not c.closed]
+        self._connections.append(conn)
+        return conn.protocol
+
+    def _spawn(self, stream: QuicStream) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, stream: QuicStream) -> None:
+        try:
+            await self._handler(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one bad stream never stops the listener
+            log.exception("quic: stream handler failed")
+        finally:
+            stream.close()
+
+    @property
+    def port(self) -> int:
+        assert self._transport is not None
+        return int(self._transport.get_extra_info("sockname")[1])
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped because they did not open (short or undecryptable)."""
+        return self._udp.dropped if self._udp is not None else 0
+
+    def stop_accepting(self) -> None:
+        # The UDP socket carries the established connections: closing it ends them.
+        self.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                self._server.close()
+            self._server = None
+        for conn in self._connections:
+            conn.terminate(ConnectionResetError("QUIC listener closed"))
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def wait_closed(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
