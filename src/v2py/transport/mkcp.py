@@ -367,7 +367,8 @@ class KcpDialer:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> KcpStream:
-        """Open an mKCP connection to ``host:port`` on a fresh UDP socket (docs/spec/mkcp.md section 5).
+        """Open an mKCP connection to ``host:port`` on a fresh UDP socket
+        (docs/spec/mkcp.md section 5).
 
         There is no handshake: this returns at once and the first write opens the
         session. Raises ``ValueError`` for invalid settings, ``ConnectionError``
@@ -541,7 +542,8 @@ class _ListenerEndpoint:
 
 
 class KcpListener(asyncio.DatagramProtocol):
-    """One UDP socket serving many mKCP sessions keyed by (IP, port, conv) (docs/spec/mkcp.md section 5).
+    """One UDP socket serving many mKCP sessions keyed by (IP, port, conv)
+    (docs/spec/mkcp.md section 5).
 
     A new key creates a session unless its first segment is TERMINATE (as in 4.34).
     The table is bounded (``max_sessions``), which 4.34's is not; the bound must not
@@ -606,6 +608,8 @@ class KcpListener(asyncio.DatagramProtocol):
         self._closed_fut: asyncio.Future[None] = loop.create_future()
         self.dropped = 0
         self.refused = 0
+        #: Refused because every session in a full table had carried data.
+        self.refused_full = 0
         self.evicted = 0
         self.evicted_half_open = 0
 
@@ -652,12 +656,12 @@ class KcpListener(asyncio.DatagramProtocol):
         key = (addr[0], addr[1], conv)
         stream = self._sessions.get(key)
         if stream is None:
-            if (
-                not self._accepting
-                or payload[_CMD_OFFSET] == KcpCommand.TERMINATE
-                or not self._make_room()
-            ):
+            if not self._accepting or payload[_CMD_OFFSET] == KcpCommand.TERMINATE:
                 self.refused += 1
+                return
+            if not self._make_room():
+                self.refused += 1
+                self.refused_full += 1
                 return
             stream = self._new_session(key, (addr[0], addr[1]))
             self._half_open[key] = self._loop.time()

@@ -71,7 +71,8 @@ class NoneHeader:
 
 
 class SrtpHeader:
-    """``srtp``: ``B5 E8`` + u16 counter, incremented before each write (docs/spec/mkcp.md section 2)."""
+    """``srtp``: ``B5 E8`` + u16 counter, incremented before each write
+    (docs/spec/mkcp.md section 2)."""
 
     size = 4
 
@@ -217,7 +218,8 @@ def seed_key(seed: str) -> bytes:
 
 
 class AeadAuthenticator:
-    """The ``seed`` security layer: random 12-byte nonce || AES-128-GCM(S) (docs/spec/mkcp.md section 3.2)."""
+    """The ``seed`` security layer: random 12-byte nonce || AES-128-GCM(S)
+    (docs/spec/mkcp.md section 3.2)."""
 
     overhead = GCM_TAG_BYTES
 
@@ -241,7 +243,8 @@ class AeadAuthenticator:
 
 
 class PacketCodec:
-    """Header + security layer for one dialed connection or one listener (docs/spec/mkcp.md sections 1-3)."""
+    """Header + security layer for one dialed connection or one listener
+    (docs/spec/mkcp.md sections 1-3)."""
 
     def __init__(self, settings: KcpSettings, rng: Rng) -> None:
         self.header = make_header(settings.header_type, rng)

@@ -1,4 +1,5 @@
-"""mKCP segment codec (docs/spec/mkcp.md section 4; v2ray-core ``transport/internet/kcp/segment.go``).
+"""mKCP segment codec (docs/spec/mkcp.md section 4; v2ray-core
+``transport/internet/kcp/segment.go``).
 
 Three shapes share a 4-byte prefix ``conv u16 | cmd u8 | option u8``: DATA,
 ACK and command-only (TERMINATE, PING and any unknown command). All integers

@@ -52,7 +52,8 @@ class OutgoingSegment:
 
 
 class SendingWindow:
-    """Sender state (docs/spec/mkcp.md section 7): numbering, una, remote window, retransmission timers."""
+    """Sender state (docs/spec/mkcp.md section 7): numbering, una, remote window,
+    retransmission timers."""
 
     def __init__(self, *, mss: int, in_flight: int, buffer_segments: int, congestion: bool) -> None:
         self.mss = mss
@@ -330,7 +331,8 @@ class _AckEntry:
 
 @dataclass(slots=True)
 class AckList:
-    """Numbers to acknowledge, each re-acked every ``max(RTO/2, 20)`` ms (docs/spec/mkcp.md section 8)."""
+    """Numbers to acknowledge, each re-acked every ``max(RTO/2, 20)`` ms
+    (docs/spec/mkcp.md section 8)."""
 
     entries: dict[int, _AckEntry] = field(default_factory=dict)
     dirty: bool = False
@@ -394,7 +396,8 @@ def _newer(a: int | None, b: int) -> int:
 
 
 class ReceivingWindow:
-    """Receiver state (docs/spec/mkcp.md section 8): ``nextNumber`` advances only as the application reads."""
+    """Receiver state (docs/spec/mkcp.md section 8): ``nextNumber`` advances only as the
+    application reads."""
 
     def __init__(self, window_size: int) -> None:
         self.window_size = window_size
