@@ -1,4 +1,5 @@
-"""Two KcpConnections over a seeded LossyLink with explicit time (docs/spec/mkcp.md sections 7-11)."""
+"""Two KcpConnections over a seeded LossyLink with explicit time
+(docs/spec/mkcp.md sections 7-11)."""
 
 from __future__ import annotations
 
