@@ -1,0 +1,135 @@
+"""The QUIC transport on loopback, v2py to v2py: streams share a connection up to 32
+open, a second connection past that, tlsSettings certificates and serverName, a wrong
+key never connecting, and garbage datagrams leaving the listener serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.support.layers import read_all
+from tests.support.tls_certs import TestCA
+from v2py.config.stream import TlsConfig
+from v2py.config.transport_extra import QuicConfig
+from v2py.errors import ConfigError
+from v2py.transport.quic import QuicListener, QuicTransport
+from v2py.transport.stream import Stream
+
+CA = TestCA()
+LEAF = CA.issue("quic.test")
+
+
+def quic(**settings: Any) -> QuicConfig:
+    return QuicConfig.model_validate(settings, context={})
+
+
+def tls(**settings: Any) -> TlsConfig:
+    return TlsConfig.model_validate(settings, context={})
+
+
+class Echo:
+    """Echo handler that remembers each stream's peer."""
+
+    def __init__(self) -> None:
+        self.peers: list[Any] = []
+
+    async def __call__(self, stream: Stream) -> None:
+        self.peers.append(stream.peer)
+        with contextlib.suppress(OSError):
+            while data := await stream.read():
+                stream.write(data)
+                await stream.drain()
+            stream.write_eof()
+
+
+@contextlib.asynccontextmanager
+async def serving(transport: QuicTransport, handler: Any) -> AsyncIterator[QuicListener]:
+    listener = await transport.listen("127.0.0.1", 0, handler)
+    try:
+        yield listener
+    finally:
+        listener.close()
+        async with asyncio.timeout(5):
+            await listener.wait_closed()
+
+
+async def exchange(client: QuicTransport, port: int, payload: bytes) -> bytes:
+    stream = await client.dial("127.0.0.1", port, timeout=5)
+    try:
+        stream.write(payload)
+        await stream.drain()
+        stream.write_eof()
+        return await read_all(stream, len(payload))
+    finally:
+        stream.close()
+
+
+SETTINGS = {"security": "chacha20-poly1305", "key": "secret", "header": {"type": "dtls"}}
+
+
+@pytest.mark.parametrize(("streams", "connections"), [(20, 1), (40, 2)])
+async def test_streams_share_connections(streams: int, connections: int) -> None:
+    server, client = QuicTransport(quic(**SETTINGS), None), QuicTransport(quic(**SETTINGS), None)
+    echo = Echo()
+    async with serving(server, echo) as listener:
+        payloads = [os.urandom(20_000 + 997 * i) for i in range(streams)]
+        async with asyncio.timeout(30):
+            got = await asyncio.gather(*(exchange(client, listener.port, p) for p in payloads))
+        assert got == payloads
+        # Every connection dials from its own UDP socket: one peer per connection.
+        assert len(set(echo.peers)) == connections
+    await client.aclose()
+
+
+async def test_large_transfer_with_tls_settings() -> None:
+    server = QuicTransport(quic(), tls(certificates=[LEAF.inline()]))
+    client = QuicTransport(
+        quic(),
+        tls(serverName="quic.test", certificates=[CA.pair.inline(usage="verify")]),
+    )
+    async with serving(server, Echo()) as listener:
+        payload = os.urandom(2 << 20)
+        async with asyncio.timeout(60):
+            assert await exchange(client, listener.port, payload) == payload
+    await client.aclose()
+
+
+async def test_wrong_key_never_connects_and_is_dropped() -> None:
+    server = QuicTransport(quic(security="aes-128-gcm", key="right"), None)
+    client = QuicTransport(quic(security="aes-128-gcm", key="wrong"), None)
+    async with serving(server, Echo()) as listener:
+        with pytest.raises(TimeoutError):
+            await client.dial("127.0.0.1", listener.port, timeout=0.5)
+        assert listener.dropped > 0
+    await client.aclose()
+
+
+async def test_garbage_then_good_client() -> None:
+    server, client = QuicTransport(quic(**SETTINGS), None), QuicTransport(quic(**SETTINGS), None)
+    async with serving(server, Echo()) as listener:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=("127.0.0.1", listener.port)
+        )
+        for size in (0, 1, 13, 25, 1300):
+            transport.sendto(os.urandom(size))
+        transport.close()
+        async with asyncio.timeout(10):
+            assert await exchange(client, listener.port, b"still serving") == b"still serving"
+        assert listener.dropped >= 4  # asyncio does not send the empty one
+    await client.aclose()
+
+
+def test_issue_certificates_are_refused() -> None:
+    with pytest.raises(ConfigError, match="issue"):
+        QuicTransport(quic(), tls(certificates=[CA.pair.inline(usage="issue")]))
+
+
+async def test_listen_on_a_domain_is_refused() -> None:
+    with pytest.raises(OSError, match="domain address"):
+        await QuicTransport(quic(), None).listen("localhost", 0, Echo())
