@@ -35,6 +35,9 @@ PAIRS = [
     ("v2py", "v2py", 8),
 ]
 PAIR_IDS = [f"{c}-client-{s}-server-c{n}" for c, s, n in PAIRS]
+# half-close checks also run the reference pair: what they assert is 4.34's behaviour
+HALF_CLOSE_PAIRS = [("v2ray", "v2ray", 8), *PAIRS[1:]]
+HALF_CLOSE_IDS = ["v2ray-client-v2ray-server-c8", *PAIR_IDS[1:]]
 
 
 def client_config(socks_port: int, server_port: int, concurrency: int) -> dict[str, Any]:
@@ -116,7 +119,7 @@ async def half_close_observation(socks_port: int, echo_port: int) -> tuple[bytes
         writer.close()
 
 
-@pytest.mark.parametrize(("client", "server", "concurrency"), PAIRS[1:], ids=PAIR_IDS[1:])
+@pytest.mark.parametrize(("client", "server", "concurrency"), HALF_CLOSE_PAIRS, ids=HALF_CLOSE_IDS)
 async def test_half_close_as_4_34(client: str, server: str, concurrency: int) -> None:
     """The app's half-close ends the mux session: the echo is done, then EOF at once."""
     async with TcpEchoServer() as echo, mux_chain(client, server, concurrency) as socks_port:
@@ -138,7 +141,7 @@ async def delayed_reply_after_half_close(socks_port: int, port: int) -> bytes:
         writer.close()
 
 
-@pytest.mark.parametrize(("client", "server", "concurrency"), PAIRS[1:], ids=PAIR_IDS[1:])
+@pytest.mark.parametrize(("client", "server", "concurrency"), HALF_CLOSE_PAIRS, ids=HALF_CLOSE_IDS)
 async def test_reply_after_half_close_is_dropped(
     client: str, server: str, concurrency: int
 ) -> None:
@@ -155,5 +158,43 @@ async def test_reply_after_half_close_is_dropped(
         async with mux_chain(client, server, concurrency) as socks_port:
             async with asyncio.timeout(30):
                 assert await delayed_reply_after_half_close(socks_port, port) == b""
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize(("client", "server", "concurrency"), HALF_CLOSE_PAIRS, ids=HALF_CLOSE_IDS)
+async def test_target_half_close_as_4_34(client: str, server: str, concurrency: int) -> None:
+    """The target shuts down writing: the app reads the rest and EOF; the session is then
+    over both ways, so the app's later bytes never reach the target (4.34, the reference
+    pair included)."""
+    target_got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def says_bye(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(5)
+        writer.write(b"bye")
+        await writer.drain()
+        writer.write_eof()
+        try:
+            rest = await reader.read()
+        except OSError:
+            rest = b"<reset>"
+        if not target_got.done():
+            target_got.set_result(rest)
+        writer.close()
+
+    target = await asyncio.start_server(says_bye, "127.0.0.1", 0)
+    port = target.sockets[0].getsockname()[1]
+    try:
+        async with mux_chain(client, server, concurrency) as socks_port:
+            async with asyncio.timeout(30):
+                reader, writer = await socks5_connect(socks_port, "127.0.0.1", port)
+                writer.write(b"hello")
+                await writer.drain()
+                assert await reader.read() == b"bye"  # then EOF
+                with contextlib.suppress(OSError):
+                    writer.write(b"late")
+                    await writer.drain()
+                assert await target_got == b""
+                writer.close()
     finally:
         target.close()
