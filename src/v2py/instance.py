@@ -124,9 +124,9 @@ class Instance:
         api = config.api
         assert api is not None
         if self.worker is not None:
-            # Each worker would hold its own users and counters: an API call would
-            # reach one of them only.
-            raise ConfigError("api", "the gRPC API needs a single process; run without --workers")
+            from v2py.app.commander import SINGLE_PROCESS_ONLY
+
+            raise ConfigError("api", SINGLE_PROCESS_ONLY)
         host = InstanceHost(
             inbounds=self.inbounds,
             outbounds=self.outbounds,

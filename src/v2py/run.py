@@ -203,6 +203,10 @@ def _run_workers(config: Config, count: int) -> int:
 
     try:
         check_config(config)
+        if config.api is not None:
+            from v2py.app.commander import SINGLE_PROCESS_ONLY
+
+            raise ConfigError("api", SINGLE_PROCESS_ONLY)
     except ConfigError as exc:
         _report(config_error_line(exc))
         return EXIT_CONFIG
