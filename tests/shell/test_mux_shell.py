@@ -539,3 +539,26 @@ async def test_each_session_is_sniffed_routed_and_logged_like_a_connection() -> 
         "alice@x",
         ("10.0.0.1", 5000),
     )
+
+
+async def test_datagrams_dropped_while_paused_or_oversized() -> None:
+    frames: list[bytes] = []
+    paused = [False]
+    endpoint = MuxEndpoint(
+        MuxRole.CLIENT,
+        emit=frames.append,
+        drain=_nothing,
+        write_paused=lambda: paused[0],
+        when_writable=lambda cb: cb(None),
+    )
+    sub = endpoint.open(udp("127.0.0.1", 53))
+    sub.write_datagram(b"a")
+    sub.write_datagram(bytes(2049))
+    paused[0] = True
+    sub.write_datagram(b"b")
+    paused[0] = False
+    sub.write_datagram(b"c")
+    assert sub.dropped_datagrams == 2
+    wire = b"".join(frames)
+    assert wire.endswith(bytes.fromhex("0004 0001 02 01 0001") + b"c")
+    assert wire.count(b"\x00\x01b") == 0

@@ -236,10 +236,11 @@ class MuxSubStream:
         self._endpoint._send(self.session_id, data)
 
     def write_datagram(self, data: bytes) -> None:
-        """Send one datagram of a UDP session (one frame). A datagram above 2048 bytes
-        is dropped: a 4.34 peer would end the session over it (its UDP reads never
-        exceed that size, so it never sends one either)."""
-        if len(data) > MAX_PACKET_BYTES:
+        """Send one datagram of a UDP session (one frame). Dropped when above 2048 bytes
+        (a 4.34 peer would end the session over it; its UDP reads never exceed that
+        size, so it never sends one either) or while the connection is write-paused."""
+        if len(data) > MAX_PACKET_BYTES or self._endpoint.write_paused():
+            # UDP may drop; a flood must not queue without bound behind a slow connection
             self.dropped_datagrams += 1
             return
         self.write(data)
