@@ -1,4 +1,5 @@
-"""Protocol sniffers: HTTP Host, TLS SNI, BitTorrent (docs/spec/socks-sniffing-freedom.md section 2).
+"""Protocol sniffers: HTTP Host, TLS SNI, BitTorrent
+(docs/spec/socks-sniffing-freedom.md section 2).
 
 Matches v2ray-core 4.34 ``common/protocol/http/sniff.go``, ``common/protocol/tls/sniff.go``,
 ``common/protocol/bittorrent`` and the ordering of ``app/dispatcher/sniffer.go``: the first
