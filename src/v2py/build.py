@@ -201,12 +201,12 @@ class Builder:
         stats = self.stats
         match cfg.settings:
             case FreedomSettings() as s:
-                from v2py.proxy.freedom import FreedomOutbound
+                from v2py.proxy.freedom import DomainStrategy, FreedomOutbound
 
                 freedom = FreedomOutbound(
                     tag=tag,
-                    domain_strategy=s.domain_strategy,
-                    redirect=s.redirect or None,
+                    domain_strategy=DomainStrategy(s.domain_strategy),
+                    redirect=s.redirect_override,
                     user_level=s.user_level,
                     policy=self.policy,
                     resolver=self.resolver,

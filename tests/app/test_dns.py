@@ -26,7 +26,7 @@ from v2py.app.session import Session
 from v2py.common.net import tcp
 from v2py.config.load import load_config
 from v2py.config.routing import DnsConfig, GeoIpRef, GeoSiteRef
-from v2py.proxy.freedom import FreedomOutbound
+from v2py.proxy.freedom import DomainStrategy, FreedomOutbound
 
 TIMEOUT_S = 5.0
 
@@ -332,7 +332,10 @@ async def test_freedom_use_ip_asks_the_built_in_dns() -> None:
     try:
         resolver = client({"hosts": {"svc.test": "127.0.0.1"}})
         freedom = FreedomOutbound(
-            tag="f", domain_strategy="UseIPv4", policy=PolicyTable(), resolver=resolver
+            tag="f",
+            domain_strategy=DomainStrategy.USE_IPV4,
+            policy=PolicyTable(),
+            resolver=resolver,
         )
 
         class Pipe:
@@ -364,7 +367,7 @@ async def test_freedom_use_ip_asks_the_built_in_dns() -> None:
         assert await freedom._resolve("svc.test", port, 1) == "127.0.0.1"
         nowhere = client({"hosts": {"svc.test": "2001:db8::1"}})
         freedom4 = FreedomOutbound(
-            tag="f", domain_strategy="UseIPv4", policy=PolicyTable(), resolver=nowhere
+            tag="f", domain_strategy=DomainStrategy.USE_IPV4, policy=PolicyTable(), resolver=nowhere
         )
         # Nothing for IPv4: the domain is dialled as is (4.34).
         assert await freedom4._resolve("svc.test", port, 1) == "svc.test"

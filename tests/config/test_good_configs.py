@@ -766,3 +766,41 @@ def test_default_config_json() -> None:
 def test_env_switches(env: dict[str, str], aead_disabled: bool, padding: bool) -> None:
     switches = load(config(), env).config.switches
     assert (switches.vmess_aead_disabled, switches.vmess_padding) == (aead_disabled, padding)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("AsIs", "AsIs"),
+        ("asis", "AsIs"),
+        ("UseIP", "UseIP"),
+        ("use_ip", "UseIP"),
+        ("UseIPv4", "UseIPv4"),
+        ("useip4", "UseIPv4"),
+        ("use_ip_v4", "UseIPv4"),
+        ("UseIPv6", "UseIPv6"),
+        ("use_ip6", "UseIPv6"),
+    ],
+)
+def test_freedom_domain_strategy_spellings(name: str, expected: str) -> None:
+    data = config(outbounds=[{"protocol": "freedom", "settings": {"domainStrategy": name}}])
+    (out,) = load(data).config.outbounds
+    assert isinstance(out.settings, FreedomSettings)
+    assert out.settings.domain_strategy == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:80", ("127.0.0.1", 80)),
+        (":8080", (None, 8080)),
+        ("example.test:0", ("example.test", None)),
+        ("0.0.0.0:53", (None, 53)),
+        ("[::1]:443", ("::1", 443)),
+    ],
+)
+def test_freedom_redirect_override(text: str, expected: tuple[str | None, int | None]) -> None:
+    data = config(outbounds=[{"protocol": "freedom", "settings": {"redirect": text}}])
+    (out,) = load(data).config.outbounds
+    assert isinstance(out.settings, FreedomSettings)
+    assert out.settings.redirect_override == expected

@@ -17,59 +17,14 @@ from v2py.proxy.blackhole import HTTP_403_RESPONSE, BlackholeOutbound
 from v2py.proxy.freedom import (
     DomainStrategy,
     FreedomOutbound,
-    parse_domain_strategy,
-    parse_redirect,
 )
 from v2py.transport.tcp import TcpStream, listen_tcp
 
 
-@pytest.mark.parametrize(
-    "name,expected",
-    [
-        ("AsIs", DomainStrategy.AS_IS),
-        ("asis", DomainStrategy.AS_IS),
-        ("UseIP", DomainStrategy.USE_IP),
-        ("use_ip", DomainStrategy.USE_IP),
-        ("UseIPv4", DomainStrategy.USE_IPV4),
-        ("useip4", DomainStrategy.USE_IPV4),
-        ("use_ip_v4", DomainStrategy.USE_IPV4),
-        ("UseIPv6", DomainStrategy.USE_IPV6),
-        ("use_ip6", DomainStrategy.USE_IPV6),
-    ],
-)
-def test_domain_strategy_names(name: str, expected: DomainStrategy) -> None:
-    assert parse_domain_strategy(name) is expected
-
-
-def test_unknown_domain_strategy_is_an_error() -> None:
-    with pytest.raises(ValueError):
-        FreedomOutbound(tag="x", domain_strategy="UseDNS", policy=PolicyTable())
-
-
-@pytest.mark.parametrize(
-    "text,expected",
-    [
-        ("127.0.0.1:80", ("127.0.0.1", 80)),
-        (":8080", (None, 8080)),
-        ("example.test:0", ("example.test", None)),
-        ("0.0.0.0:53", (None, 53)),
-        ("[::1]:443", ("::1", 443)),
-    ],
-)
-def test_parse_redirect(text: str, expected: tuple[str | None, int | None]) -> None:
-    assert parse_redirect(text) == expected
-
-
-@pytest.mark.parametrize("text", ["nocolon", "a:b", "a:99999", "[::1]443", "::1:80"])
-def test_bad_redirect(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_redirect(text)
-
-
 def test_redirect_target() -> None:
-    out = FreedomOutbound(tag="x", redirect=":9", policy=PolicyTable())
+    out = FreedomOutbound(tag="x", redirect=(None, 9), policy=PolicyTable())
     assert out.target(tcp("example.test", 80)) == tcp("example.test", 9)
-    out = FreedomOutbound(tag="x", redirect="10.0.0.2:0", policy=PolicyTable())
+    out = FreedomOutbound(tag="x", redirect=("10.0.0.2", None), policy=PolicyTable())
     assert out.target(udp("example.test", 53)) == udp("10.0.0.2", 53)
 
 
@@ -122,7 +77,7 @@ def _session(dest: object) -> Session:
 
 @pytest.mark.parametrize("strategy", ["AsIs", "UseIP", "UseIPv4"])
 async def test_tcp_relay_with_domain_strategy(strategy: str, echo_server: tuple[str, int]) -> None:
-    out = FreedomOutbound(tag="d", domain_strategy=strategy, policy=PolicyTable())
+    out = FreedomOutbound(tag="d", domain_strategy=DomainStrategy(strategy), policy=PolicyTable())
     client = _PipeEnd(b"hello freedom")
     async with asyncio.timeout(TIMEOUT_S):
         await out.handle(_session(tcp("localhost", echo_server[1])), client)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from v2py.common.net import normalize_address
 from v2py.config.base import (
     Bool,
     Byte,
@@ -366,6 +367,18 @@ class FreedomSettings(ConfigModel):
     def redirect_target(self) -> tuple[str, int] | None:
         """``(host, port)`` of ``redirect``; host ``""`` or port 0 means "keep"."""
         return _split_host_port(self.redirect) if self.redirect else None
+
+    @property
+    def redirect_override(self) -> tuple[str | None, int | None]:
+        """What ``redirect`` replaces in every destination: (address, port), None for
+        "keep" — an empty address or 4.34's IPv4 any-address 0.0.0.0, and port 0
+        (proxy/freedom/freedom.go)."""
+        target = self.redirect_target
+        if target is None:
+            return None, None
+        host, port = target
+        address = normalize_address(host) if host else None
+        return (None if address == "0.0.0.0" else address), (port or None)
 
 
 class BlackholeResponseConfig(ConfigModel):

@@ -28,7 +28,7 @@ from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import ActivityTimer, relay
 from v2py.app.session import Session, session_logger
-from v2py.common.net import Destination, ip_text, is_ip, normalize_address
+from v2py.common.net import Destination, ip_text, is_ip
 from v2py.errors import LocalProtocolError
 from v2py.transport.stream import Stream
 from v2py.transport.tcp import dial_tcp
@@ -37,8 +37,6 @@ __all__ = [
     "DomainStrategy",
     "FreedomOutbound",
     "Resolver",
-    "parse_domain_strategy",
-    "parse_redirect",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,22 +68,6 @@ class DomainStrategy(enum.Enum):
     USE_IPV6 = "UseIPv6"
 
 
-_STRATEGY_NAMES = {
-    "asis": DomainStrategy.AS_IS,
-    "useip": DomainStrategy.USE_IP,
-    "use_ip": DomainStrategy.USE_IP,
-    "useipv4": DomainStrategy.USE_IPV4,
-    "useip4": DomainStrategy.USE_IPV4,
-    "use_ipv4": DomainStrategy.USE_IPV4,
-    "use_ip_v4": DomainStrategy.USE_IPV4,
-    "use_ip4": DomainStrategy.USE_IPV4,
-    "useipv6": DomainStrategy.USE_IPV6,
-    "useip6": DomainStrategy.USE_IPV6,
-    "use_ipv6": DomainStrategy.USE_IPV6,
-    "use_ip_v6": DomainStrategy.USE_IPV6,
-    "use_ip6": DomainStrategy.USE_IPV6,
-}
-
 _FAMILY = {
     DomainStrategy.USE_IP: socket.AF_UNSPEC,
     DomainStrategy.USE_IPV4: socket.AF_INET,
@@ -93,52 +75,17 @@ _FAMILY = {
 }
 
 
-def parse_domain_strategy(name: str) -> DomainStrategy:
-    """Map a JSON ``domainStrategy`` (case-insensitive, 4.34's aliases) to the enum.
-
-    Raises ValueError for an unknown name (4.34 would silently use AsIs; the config
-    layer is strict instead, STYLE section 5).
-    """
-    try:
-        return _STRATEGY_NAMES[name.strip().lower()]
-    except KeyError:
-        raise ValueError(f"unknown domainStrategy: {name!r}") from None
-
-
-def parse_redirect(text: str) -> tuple[str | None, int | None]:
-    """``host:port`` / ``:port`` / ``[v6]:port`` -> (address or None, port or None).
-
-    The address is None when empty or 0.0.0.0, the port None when 0 (those parts do
-    not override). Raises ValueError for a malformed value.
-    """
-    text = text.strip()
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0 or text[close + 1 : close + 2] != ":":
-            raise ValueError(f"invalid redirect address: {text!r}")
-        host, port_text = text[1:close], text[close + 2 :]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError(f"invalid redirect address: {text!r}")
-    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 0xFFFF:
-        raise ValueError(f"invalid redirect port: {text!r}")
-    port = int(port_text)
-    address = normalize_address(host) if host else None
-    if address == "0.0.0.0":  # 4.34 treats only the IPv4 any-address as "keep"
-        address = None
-    return address, (port or None)
-
-
 class FreedomOutbound:
-    """Direct connections. ``dial_delays`` and ``rng`` exist for tests."""
+    """Direct connections. ``redirect`` is (address, port) with None for "keep" (the
+    config's ``FreedomSettings.redirect_override``). ``dial_delays`` and ``rng`` exist
+    for tests."""
 
     def __init__(
         self,
         *,
         tag: str,
-        domain_strategy: str = "AsIs",
-        redirect: str | None = None,
+        domain_strategy: DomainStrategy = DomainStrategy.AS_IS,
+        redirect: tuple[str | None, int | None] = (None, None),
         user_level: int = 0,
         policy: PolicyTable,
         dial_delays: Sequence[float] = DIAL_DELAYS_S,
@@ -148,8 +95,8 @@ class FreedomOutbound:
     ) -> None:
         self.tag = tag
         self._resolver = resolver
-        self._strategy = parse_domain_strategy(domain_strategy)
-        self._redirect = parse_redirect(redirect) if redirect else (None, None)
+        self._strategy = domain_strategy
+        self._redirect = redirect
         self._user_level = user_level
         self._policy = policy
         self._dial_delays = tuple(dial_delays)
