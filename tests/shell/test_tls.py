@@ -199,6 +199,8 @@ async def test_bad_input_closes_and_listener_keeps_serving(probe: bytes) -> None
             writer.write(probe)
             async with asyncio.timeout(5):
                 rest = await reader.read()
+            if probe[:1] != b"\x16":
+                assert rest == b""  # Go: not a TLS record, closed without an alert
             assert b"HTTP" not in rest  # tcp+tls answers no HTTP (ws+tls does)
             writer.close()
         await roundtrip(client(serverName="example.test"), port, size=1000)

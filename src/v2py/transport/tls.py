@@ -586,13 +586,16 @@ class TlsStream(PushLayer):
         """Server: True once the ClientHello may go to OpenSSL; raises to refuse it."""
         hello = self._hello
         assert hello is not None
-        if self._http_reply and hello[:1] != b"\x16":
-            if len(hello) < len(_HTTP_STARTS[0]):
-                return False
-            if bytes(hello[:5]) in _HTTP_STARTS:
-                with contextlib.suppress(ConnectionError):
-                    self._below.write(HTTP_TO_HTTPS_REPLY)
-                raise ssl.SSLError("plain HTTP sent to a TLS port")
+        if hello[:1] != b"\x16":
+            # Go: "first record does not look like a TLS handshake" ends it without an
+            # alert; its HTTP server first answers what looks like plain HTTP.
+            if self._http_reply:
+                if len(hello) < len(_HTTP_STARTS[0]):
+                    return False
+                if bytes(hello[:5]) in _HTTP_STARTS:
+                    with contextlib.suppress(ConnectionError):
+                        self._below.write(HTTP_TO_HTTPS_REPLY)
+            raise ssl.SSLError("first record does not look like a TLS handshake")
         found = decode_client_hello_alpn(hello)
         if found is None:
             return False
