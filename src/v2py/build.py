@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 #: Environment switch: run the VMess cores without the optional C accelerator.
 PURE_PYTHON_ENV = "V2PY_PURE_PYTHON"
+#: Environment switch: socks inbounds with ``udp: true`` serve UDP only from the IP of a
+#: live ASSOCIATE (proxy/socks_inbound.py). Not a JSON key: 4.34 would ignore the key and
+#: run the same config open to anyone.
+SOCKS_STRICT_UDP_ENV = "V2PY_SOCKS_STRICT_UDP"
 
 #: Bytes of a VMess user id.
 _USER_ID_BYTES = 16
@@ -187,6 +191,20 @@ class Builder:
         self.transports: list[Transport] = []
         self._detour_emails = self._collect_detour_emails() if worker is not None else {}
 
+    def _socks_strict_udp(self, cfg: InboundConfig, udp: bool) -> bool:
+        """Whether :data:`SOCKS_STRICT_UDP_ENV` asks for strict UDP. With ``--workers``
+        the ASSOCIATE connection and the UDP datagrams may reach different workers, so
+        strict mode is refused there rather than dropping every datagram."""
+        strict = udp and self.env.get(SOCKS_STRICT_UDP_ENV, "") not in ("", "0")
+        if strict and self.worker is not None:
+            from v2py.errors import ConfigError
+
+            raise ConfigError(
+                f"{cfg.path}.settings.udp",
+                f"{SOCKS_STRICT_UDP_ENV} needs a single process (not --workers)",
+            )
+        return strict
+
     def transport(self, stream: StreamConfig) -> Transport:
         """Build and keep the transport of ``stream``."""
         transport = build_transport(stream)
@@ -311,6 +329,7 @@ class Builder:
                     policy=self.policy,
                     sniffing=sniffing,
                     reuse_port=reuse_port,
+                    strict_udp=self._socks_strict_udp(cfg, s.udp),
                 )
             case HttpInboundSettings() as s:
                 from v2py.proxy.http_inbound import HttpInbound

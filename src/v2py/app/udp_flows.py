@@ -57,12 +57,13 @@ class _Source:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UdpRelayStatistics:
     """Snapshot of a :class:`UdpFlowServer`: live sources/flows, flows ever opened,
-    datagrams dropped as malformed."""
+    datagrams dropped as malformed, datagrams refused by the ``admit`` filter."""
 
     sources: int
     flows: int
     flows_opened: int
     dropped: int
+    refused: int = 0
 
 
 class UdpFlowServer(asyncio.DatagramProtocol):
@@ -74,6 +75,9 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         decode: datagram -> (destination, payload), or None to drop it.
         encode: (flow destination, response payload) -> datagram for the client.
         flow_idle / source_idle: idle teardown, seconds.
+        admit: when given, a datagram is served only if ``admit(source)`` is true
+            (checked before decoding; refused ones are only counted). None: every
+            source is served, as in 4.34.
 
     Shared by the SOCKS and dokodemo-door inbounds.
     """
@@ -87,8 +91,11 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         encode: Callable[[Destination, bytes], bytes],
         flow_idle: float = UDP_FLOW_IDLE_S,
         source_idle: float = UDP_SOURCE_IDLE_S,
+        admit: Callable[[Address], bool] | None = None,
     ) -> None:
         self._make_session = make_session
+        self._admit = admit
+        self._refused = 0
         self._dispatcher = dispatcher
         self._decode = decode
         self._encode = encode
@@ -107,6 +114,9 @@ class UdpFlowServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         source: Address = (str(addr[0]), int(addr[1]))
+        if self._admit is not None and not self._admit(source):
+            self._refused += 1
+            return
         decoded = self._decode(data)
         if decoded is None:
             self._dropped += 1
@@ -188,6 +198,14 @@ class UdpFlowServer(asyncio.DatagramProtocol):
             flow.link.close()
         entry.flows.clear()
 
+    def drop_sources(self, matches: Callable[[Address], bool]) -> None:
+        """End every source for which ``matches(source)`` holds, with its flows."""
+        for source in [s for s in self._sources if matches(s)]:
+            entry = self._sources[source]
+            if entry.clock is not None:
+                entry.clock.cancel()
+            self._drop_source(source)
+
     def statistics(self) -> UdpRelayStatistics:
         """Counters of this listener."""
         return UdpRelayStatistics(
@@ -195,6 +213,7 @@ class UdpFlowServer(asyncio.DatagramProtocol):
             flows=sum(len(s.flows) for s in self._sources.values()),
             flows_opened=self._flows_opened,
             dropped=self._dropped,
+            refused=self._refused,
         )
 
     def close(self) -> None:

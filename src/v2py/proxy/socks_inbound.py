@@ -10,6 +10,13 @@ by (client source, requested destination); each flow is one ``PacketLink`` hande
 ``dispatch_packets`` and is torn down after 4 s without traffic; a client source
 silent for 8 s loses all its flows (spec section 1.4). Replies carry the
 destination the client asked for, not the responder's address.
+
+Like 4.34, the UDP socket serves any source, with or without an ASSOCIATE and
+whatever ``auth`` says. ``strict_udp`` (the ``V2PY_SOCKS_STRICT_UDP`` environment
+switch, see ``build.py``) serves only sources whose IP holds a live ASSOCIATE
+control connection (authenticated when ``auth`` is "password"), and ends that IP's
+flows when its last one closes (RFC 1928 section 7). It is an environment switch, not
+a JSON key, because 4.34 would ignore an unknown key and run the same file wide open.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from v2py.app.udp_flows import (
     UdpRelayStatistics,
     open_udp_flow_server,
 )
-from v2py.common.net import Destination, is_ip, tcp, udp
+from v2py.common.net import Destination, canonical_ip, is_ip, tcp, udp
 from v2py.errors import ProtocolError
 from v2py.protocol.socks5 import (
     AuthMethod,
@@ -51,6 +58,18 @@ log = logging.getLogger(__name__)
 UDP_READ_MAX_BYTES = 64 * 1024
 
 Address = tuple[str, int]
+
+_V4_MAPPED_PREFIX = "::ffff:"
+
+
+def _host_key(host: str) -> str:
+    """One spelling per IP (an IPv4-mapped IPv6 source is its IPv4 address), so the
+    TCP peer of an ASSOCIATE and a UDP source compare equal on a dual-stack socket."""
+    text = canonical_ip(host) or host
+    if text.startswith(_V4_MAPPED_PREFIX) and "." in text:
+        return text[len(_V4_MAPPED_PREFIX) :]
+    return text
+
 
 #: v2py's handshake errors in 4.34's words (proxy/socks/protocol.go), for the
 #: access log's rejected lines that log watchers (fail2ban) match.
@@ -92,7 +111,8 @@ class SocksInbound:
     4.34) or anything else for noauth; ``accounts`` user -> password; ``udp`` enables
     UDP ASSOCIATE and the UDP listener; ``ip`` is announced in UDP ASSOCIATE replies.
     ``udp_flow_idle`` / ``udp_source_idle`` exist for tests. ``reuse_port`` binds
-    the UDP socket with SO_REUSEPORT (``--workers``).
+    the UDP socket with SO_REUSEPORT (``--workers``). ``strict_udp`` serves UDP only
+    from the IP of a live ASSOCIATE (see the module docstring; 4.34 has no such mode).
     """
 
     def __init__(
@@ -111,8 +131,12 @@ class SocksInbound:
         udp_flow_idle: float = UDP_FLOW_IDLE_S,
         udp_source_idle: float = UDP_SOURCE_IDLE_S,
         reuse_port: bool = False,
+        strict_udp: bool = False,
     ) -> None:
         self.tag = tag
+        self._strict_udp = strict_udp
+        # strict_udp: IP (see _host_key) -> live ASSOCIATE control connections from it
+        self._associations: dict[str, int] = {}
         self._reuse_port = reuse_port
         self._listen = listen
         self._listen_is_ip = bool(listen) and is_ip(listen)
@@ -163,6 +187,9 @@ class SocksInbound:
         def encode(dest: Destination, payload: bytes) -> bytes:
             return encode_udp_datagram(dest.address, dest.port, payload)
 
+        def admit(source: Address) -> bool:
+            return _host_key(source[0]) in self._associations
+
         self._udp_server, self._udp_port = await open_udp_flow_server(
             self._listen or "0.0.0.0",
             self._port,
@@ -173,6 +200,7 @@ class SocksInbound:
             encode=encode,
             flow_idle=self._udp_flow_idle,
             source_idle=self._udp_source_idle,
+            admit=admit if self._strict_udp else None,
         )
 
     def close(self) -> None:
@@ -268,11 +296,28 @@ class SocksInbound:
             configured_ip=self._ip, client_host=peer[0] if peer else "", listen_host=listen_host
         )
         port = self._udp_port if self._udp_server is not None else self._reply_address(stream)[1]
-        core.accept(host, port)
-        stream.write(core.data_to_send())
-        await stream.drain()
-        # The TCP side only keeps the association visible; 4.34 reads and discards until
-        # the client closes, and closing does not tear UDP state down.
-        while not ended:
-            if not await stream.read(READ_CHUNK_BYTES):
-                break
+        key = _host_key(peer[0]) if peer else ""
+        if self._strict_udp:
+            self._associations[key] = self._associations.get(key, 0) + 1
+        try:
+            core.accept(host, port)
+            stream.write(core.data_to_send())
+            await stream.drain()
+            # The TCP side only keeps the association visible; 4.34 reads and discards
+            # until the client closes, and closing does not tear UDP state down (strict
+            # mode: the last association of an IP ends its flows).
+            while not ended:
+                if not await stream.read(READ_CHUNK_BYTES):
+                    break
+        finally:
+            if self._strict_udp:
+                self._end_association(key)
+
+    def _end_association(self, key: str) -> None:
+        left = self._associations.get(key, 0) - 1
+        if left > 0:
+            self._associations[key] = left
+            return
+        self._associations.pop(key, None)
+        if self._udp_server is not None:
+            self._udp_server.drop_sources(lambda source: _host_key(source[0]) == key)
