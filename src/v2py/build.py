@@ -33,6 +33,7 @@ from v2py.config.settings import (
     VmessOutboundSettings,
     VmessServerConfig,
 )
+from v2py.errors import ConfigError
 from v2py.transport import KcpTransport, TcpTransport, Transport
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from v2py.proxy.vmess_inbound import DetourLookup, VmessInbound
     from v2py.proxy.vmess_outbound import ServerEntry
 
-__all__ = ["Builder", "build_transport", "policy_table"]
+__all__ = ["Builder", "build_transport", "check_single_process_switches", "policy_table"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,27 @@ def kcp_settings(stream: StreamConfig) -> KcpSettings:
         header_type=kcp.header_type,
         seed=kcp.seed,
     )
+
+
+def _strict_udp_requested(env: Mapping[str, str]) -> bool:
+    return env.get(SOCKS_STRICT_UDP_ENV, "") not in ("", "0")
+
+
+def _strict_udp_workers_error(cfg: InboundConfig) -> ConfigError:
+    return ConfigError(
+        f"{cfg.path}.settings.udp", f"{SOCKS_STRICT_UDP_ENV} needs a single process (not --workers)"
+    )
+
+
+def check_single_process_switches(config: Config, env: Mapping[str, str]) -> None:
+    """Raise ConfigError for an environment switch ``--workers`` cannot honour (run by
+    the parent before it forks): strict socks UDP, whose ASSOCIATE connection and
+    datagrams may reach different workers."""
+    if not _strict_udp_requested(env):
+        return
+    for cfg in config.inbounds:
+        if isinstance(cfg.settings, SocksInboundSettings) and cfg.settings.udp:
+            raise _strict_udp_workers_error(cfg)
 
 
 def build_transport(stream: StreamConfig) -> Transport:
@@ -192,17 +214,11 @@ class Builder:
         self._detour_emails = self._collect_detour_emails() if worker is not None else {}
 
     def _socks_strict_udp(self, cfg: InboundConfig, udp: bool) -> bool:
-        """Whether :data:`SOCKS_STRICT_UDP_ENV` asks for strict UDP. With ``--workers``
-        the ASSOCIATE connection and the UDP datagrams may reach different workers, so
-        strict mode is refused there rather than dropping every datagram."""
-        strict = udp and self.env.get(SOCKS_STRICT_UDP_ENV, "") not in ("", "0")
+        """Whether :data:`SOCKS_STRICT_UDP_ENV` asks for strict UDP (refused in a
+        worker: see :func:`check_single_process_switches`)."""
+        strict = udp and _strict_udp_requested(self.env)
         if strict and self.worker is not None:
-            from v2py.errors import ConfigError
-
-            raise ConfigError(
-                f"{cfg.path}.settings.udp",
-                f"{SOCKS_STRICT_UDP_ENV} needs a single process (not --workers)",
-            )
+            raise _strict_udp_workers_error(cfg)
         return strict
 
     def transport(self, stream: StreamConfig) -> Transport:

@@ -207,6 +207,9 @@ def _run_workers(config: Config, count: int) -> int:
             from v2py.app.commander import SINGLE_PROCESS_ONLY
 
             raise ConfigError("api", SINGLE_PROCESS_ONLY)
+        from v2py.build import check_single_process_switches
+
+        check_single_process_switches(config, os.environ)
     except ConfigError as exc:
         _report(config_error_line(exc))
         return EXIT_CONFIG

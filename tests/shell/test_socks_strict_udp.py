@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -202,7 +207,7 @@ async def test_environment_switch_end_to_end(strict: bool) -> None:
 
 
 def test_strict_mode_refused_with_workers() -> None:
-    loaded = load_config([("test.json", __import__("json").dumps(_config(1080)))], {})
+    loaded = load_config([("test.json", json.dumps(_config(1080)))], {})
     worker = WorkerContext(
         index=0, count=2, store=SharedKeyTable(1024), seed=bytes(32), start_monotonic=0.0
     )
@@ -210,3 +215,22 @@ def test_strict_mode_refused_with_workers() -> None:
         Instance.from_config(loaded.config, env={SOCKS_STRICT_UDP_ENV: "1"}, worker=worker)
     assert "inbounds[0].settings.udp" in str(info.value)
     assert SOCKS_STRICT_UDP_ENV in str(info.value)
+
+
+def test_strict_mode_refused_before_workers_fork(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_config(free_port())))
+    env = {**os.environ, SOCKS_STRICT_UDP_ENV: "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "v2py", "run", "-c", str(path), "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 23
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "config error" in line]
+    assert errors == [
+        "v2py: config error: inbounds[0].settings.udp: "
+        f"{SOCKS_STRICT_UDP_ENV} needs a single process (not --workers)"
+    ]
