@@ -37,6 +37,9 @@ typedef int (*fn_sha_update)(void *, const void *, size_t);
 typedef int (*fn_sha_final)(unsigned char *, void *);
 typedef int (*fn_set_padding)(void *, int);
 typedef unsigned long (*fn_crc32)(unsigned long, const unsigned char *, unsigned int);
+typedef int (*fn_md5_init)(void *);
+typedef int (*fn_md5_update)(void *, const void *, size_t);
+typedef int (*fn_md5_final)(unsigned char *, void *);
 
 static struct {
     int loaded;
@@ -57,7 +60,14 @@ static struct {
     fn_cipher aes_128_ecb;
     fn_set_padding set_padding;
     fn_crc32 crc32; /* zlib's, for AuthTable; NULL when libz is missing */
+    /* MD5_Init/Update/Final for LegacyTable; NULL when missing or when MD5_CTX does
+     * not fit MD5_STATE_BYTES (see md5_state_fits) */
+    fn_md5_init md5_init;
+    fn_md5_update md5_update;
+    fn_md5_final md5_final;
 } evp;
+
+static int md5_state_fits(void);
 
 static const char *LIBCRYPTO_NAMES[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so", NULL};
 
@@ -97,6 +107,14 @@ load_libcrypto(void)
     void *z = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
     if (z == NULL) z = dlopen("libz.so", RTLD_NOW | RTLD_LOCAL);
     if (z != NULL) *(void **)(&evp.crc32) = dlsym(z, "crc32");
+    /* Legacy VMess auths (HMAC-MD5): optional, LegacyTable refuses to build without. */
+    *(void **)(&evp.md5_init) = dlsym(h, "MD5_Init");
+    *(void **)(&evp.md5_update) = dlsym(h, "MD5_Update");
+    *(void **)(&evp.md5_final) = dlsym(h, "MD5_Final");
+    if (evp.md5_init == NULL || evp.md5_update == NULL || evp.md5_final == NULL
+        || !md5_state_fits()) {
+        evp.md5_init = NULL;
+    }
     evp.loaded = 1;
     return 1;
 }
@@ -719,6 +737,348 @@ static PyTypeObject AuthTableType = {
 };
 
 
+/* ------------------------------------------------------------------ LegacyTable (docs/spec/vmess.md 4.2) */
+
+/* The legacy (alterId) auth index of a VMess server, built in C: an auth is
+ * HMAC-MD5(key = a 16-byte ID, message = the Unix second as 8 bytes big-endian), and the
+ * table keeps every ID's inner and outer MD5 states after the key pads, so one auth
+ * costs two MD5 blocks. ``emit`` appends the index records of many (ID, second) pairs to
+ * the bucket bytearrays of v2py/protocol/vmess/validator.py, which owns the index layout
+ * (record = auth[0:4] || big-endian u32 (slot << 8 | second & gen_mask), bucket =
+ * auth[0:2] >> bucket_shift) and stays the reference and the fallback.
+ *
+ * MD5_CTX is used as opaque storage (92 bytes in OpenSSL 1.1 and 3.x) and copied with
+ * memcpy. MD5_Init zeroes the whole struct before it sets the four chaining words, so
+ * on a marker-filled buffer the last changed byte gives its size; a library whose
+ * context is larger than MD5_STATE_BYTES is not used. The MD5 calls only ever run on a
+ * MD5_WORK_BYTES stack buffer, so even a wrong guess could not write out of bounds. */
+
+#define MD5_STATE_BYTES 96
+#define MD5_WORK_BYTES 256
+#define LEGACY_ID 16
+#define LEGACY_PAD 64
+#define LEGACY_RECORD 8
+
+static int
+md5_state_fits(void)
+{
+    _Alignas(16) unsigned char probe[MD5_WORK_BYTES];
+    memset(probe, 0xA5, sizeof probe);
+    if (evp.md5_init(probe) != 1) return 0;
+    int last = -1;
+    for (int i = 0; i < MD5_WORK_BYTES; i++) {
+        if (probe[i] != 0xA5) last = i;
+    }
+    return last >= 16 && last < MD5_STATE_BYTES;
+}
+
+typedef struct {
+    PyObject_HEAD
+    unsigned char *pads; /* 2 * MD5_STATE_BYTES per slot: inner state, outer state */
+    Py_ssize_t len, cap;
+} LegacyTableObject;
+
+static void
+LegacyTable_dealloc(LegacyTableObject *self)
+{
+    PyMem_Free(self->pads);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+LegacyTable_init(LegacyTableObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist)) return -1;
+    if (evp.md5_init == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto MD5 unavailable");
+        return -1;
+    }
+    return 0;
+}
+
+/* out = HMAC-MD5 with the absorbed pads of one slot over msg. */
+static inline void
+legacy_hmac(const unsigned char *pads, const unsigned char *msg, size_t len, unsigned char *out)
+{
+    _Alignas(16) unsigned char work[MD5_WORK_BYTES];
+    unsigned char inner[16];
+    memcpy(work, pads, MD5_STATE_BYTES);
+    evp.md5_update(work, msg, len);
+    evp.md5_final(inner, work);
+    memcpy(work, pads + MD5_STATE_BYTES, MD5_STATE_BYTES);
+    evp.md5_update(work, inner, 16);
+    evp.md5_final(out, work);
+}
+
+static inline void
+legacy_msg(long long t, unsigned char *msg)
+{
+    /* Go's uint64(int64): a negative second wraps as two's complement */
+    unsigned long long u = (unsigned long long)t;
+    for (int i = 7; i >= 0; i--) {
+        msg[i] = (unsigned char)(u & 0xFF);
+        u >>= 8;
+    }
+}
+
+PyDoc_STRVAR(legacy_add_doc,
+"add(ids) -> int: register the concatenated 16-byte IDs in ``ids`` as new slots;\n"
+"returns the first new slot (slots are numbered in order from 0).");
+
+static PyObject *
+LegacyTable_add(LegacyTableObject *self, PyObject *args)
+{
+    Py_buffer ids;
+    if (!PyArg_ParseTuple(args, "y*", &ids)) return NULL;
+    if (ids.len % LEGACY_ID != 0) {
+        PyBuffer_Release(&ids);
+        PyErr_SetString(PyExc_ValueError, "ids must be a multiple of 16 bytes");
+        return NULL;
+    }
+    Py_ssize_t n = ids.len / LEGACY_ID;
+    if (self->len + n > self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap : 16;
+        while (cap < self->len + n) cap *= 2;
+        unsigned char *pads = PyMem_Realloc(self->pads, (size_t)cap * 2 * MD5_STATE_BYTES);
+        if (pads == NULL) {
+            PyBuffer_Release(&ids);
+            return PyErr_NoMemory();
+        }
+        self->pads = pads;
+        self->cap = cap;
+    }
+    Py_ssize_t first = self->len;
+    const unsigned char *id = ids.buf;
+    for (Py_ssize_t s = 0; s < n; s++, id += LEGACY_ID) {
+        unsigned char ipad[LEGACY_PAD], opad[LEGACY_PAD];
+        memset(ipad, 0x36, sizeof ipad);
+        memset(opad, 0x5C, sizeof opad);
+        for (int i = 0; i < LEGACY_ID; i++) {
+            ipad[i] ^= id[i];
+            opad[i] ^= id[i];
+        }
+        unsigned char *dst = self->pads + (first + s) * 2 * MD5_STATE_BYTES;
+        _Alignas(16) unsigned char work[MD5_WORK_BYTES];
+        evp.md5_init(work);
+        evp.md5_update(work, ipad, LEGACY_PAD);
+        memcpy(dst, work, MD5_STATE_BYTES);
+        evp.md5_init(work);
+        evp.md5_update(work, opad, LEGACY_PAD);
+        memcpy(dst + MD5_STATE_BYTES, work, MD5_STATE_BYTES);
+    }
+    self->len += n;
+    PyBuffer_Release(&ids);
+    return PyLong_FromSsize_t(first);
+}
+
+static PyObject *
+LegacyTable_auth(LegacyTableObject *self, PyObject *args)
+{
+    Py_ssize_t slot;
+    long long t;
+    if (!PyArg_ParseTuple(args, "nL", &slot, &t)) return NULL;
+    if (slot < 0 || slot >= self->len) {
+        PyErr_SetString(PyExc_IndexError, "no such slot");
+        return NULL;
+    }
+    unsigned char msg[8], out[16];
+    legacy_msg(t, msg);
+    legacy_hmac(self->pads + slot * 2 * MD5_STATE_BYTES, msg, 8, out);
+    return PyBytes_FromStringAndSize((const char *)out, 16);
+}
+
+/* Append ``count`` 8-byte records to bucket k of gen (a list of bytearray-or-None). */
+static inline int
+legacy_append(PyObject *gen, Py_ssize_t k, const unsigned char *recs, Py_ssize_t count)
+{
+    Py_ssize_t bytes = count * LEGACY_RECORD;
+    PyObject *bucket = PyList_GET_ITEM(gen, k);
+    if (bucket == Py_None) {
+        bucket = PyByteArray_FromStringAndSize((const char *)recs, bytes);
+        if (bucket == NULL) return -1;
+        PyList_SET_ITEM(gen, k, bucket); /* steals; the old item was None */
+        Py_DECREF(Py_None);
+        return 0;
+    }
+    if (!PyByteArray_CheckExact(bucket)) {
+        PyErr_SetString(PyExc_TypeError, "buckets must be bytearray or None");
+        return -1;
+    }
+    Py_ssize_t size = PyByteArray_GET_SIZE(bucket);
+    if (PyByteArray_Resize(bucket, size + bytes) < 0) return -1;
+    memcpy(PyByteArray_AS_STRING(bucket) + size, recs, (size_t)bytes);
+    return 0;
+}
+
+PyDoc_STRVAR(legacy_emit_doc,
+"emit(lo, hi, seconds, gens, skip, bucket_shift, gen_mask) -> int\n\n"
+"For each slot in [lo, hi) not in the set ``skip`` (or None) and each second t in\n"
+"``seconds`` (in that order: slots outer), append the record auth[0:4] || u32be(slot << 8\n"
+"| t & gen_mask) of auth = HMAC-MD5(slot's ID, t) to bucket auth[0:2] >> bucket_shift\n"
+"of the list ``gens[i]`` (the i-th second's generation: a list of bytearray or None, a\n"
+"None bucket becomes a new bytearray). Each bucket grows once per call and gets its\n"
+"records in the order above. Returns the number of slots indexed.");
+
+static PyObject *
+LegacyTable_emit(LegacyTableObject *self, PyObject *args)
+{
+    Py_ssize_t lo, hi;
+    PyObject *seconds, *gens, *skip;
+    int shift;
+    long long gen_mask;
+    if (!PyArg_ParseTuple(args, "nnO!O!OiL", &lo, &hi, &PyList_Type, &seconds, &PyList_Type,
+                          &gens, &skip, &shift, &gen_mask)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(seconds);
+    if (lo < 0 || hi > self->len || lo > hi || hi > (1 << 24) || PyList_GET_SIZE(gens) != n
+        || shift < 0 || shift > 16 || gen_mask < 0 || gen_mask > 0xFF) {
+        PyErr_SetString(PyExc_ValueError, "bad slot range, seconds/gens or layout");
+        return NULL;
+    }
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set or None");
+        return NULL;
+    }
+    int use_skip = skip != Py_None && PySet_GET_SIZE(skip) > 0;
+    Py_ssize_t buckets = (Py_ssize_t)1 << (16 - shift);
+    Py_ssize_t total = (hi - lo) * n;
+    if (n > 0 && total / n != hi - lo) return PyErr_NoMemory();
+    /* per second: message (8) and record tag (1); its distinct generation index */
+    unsigned char *msgs = PyMem_Malloc((size_t)(n ? n : 1) * 9);
+    Py_ssize_t *gidx = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    PyObject **distinct = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(PyObject *));
+    unsigned char *recs = NULL, *sorted = NULL;
+    unsigned int *keys = NULL;
+    Py_ssize_t *counts = NULL;
+    PyObject *result = NULL;
+    Py_ssize_t ngen = 0;
+    if (msgs == NULL || gidx == NULL || distinct == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        long long t = PyLong_AsLongLong(PyList_GET_ITEM(seconds, j));
+        if (t == -1 && PyErr_Occurred()) goto done;
+        PyObject *gen = PyList_GET_ITEM(gens, j);
+        if (!PyList_CheckExact(gen) || PyList_GET_SIZE(gen) != buckets) {
+            PyErr_SetString(PyExc_ValueError,
+                            "each generation must be a list of 2**(16-shift) buckets");
+            goto done;
+        }
+        legacy_msg(t, msgs + 9 * j);
+        msgs[9 * j + 8] = (unsigned char)(t & gen_mask);
+        Py_ssize_t g = 0;
+        while (g < ngen && distinct[g] != gen) g++;
+        if (g == ngen) distinct[ngen++] = gen;
+        gidx[j] = g;
+    }
+    if ((size_t)ngen * (size_t)buckets > 0xFFFFFFFFu) {
+        PyErr_SetString(PyExc_ValueError, "too many generations in one call");
+        goto done;
+    }
+    recs = PyMem_Malloc((size_t)(total ? total : 1) * LEGACY_RECORD);
+    sorted = PyMem_Malloc((size_t)(total ? total : 1) * LEGACY_RECORD);
+    keys = PyMem_Malloc((size_t)(total ? total : 1) * sizeof(unsigned int));
+    counts = PyMem_Calloc((size_t)(ngen ? ngen : 1) * (size_t)buckets + 1, sizeof(Py_ssize_t));
+    if (recs == NULL || sorted == NULL || keys == NULL || counts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* pass 1: every record and its (generation, bucket) key, in slot-major order */
+    Py_ssize_t made = 0, slots = 0;
+    for (Py_ssize_t slot = lo; slot < hi; slot++) {
+        if (use_skip) {
+            PyObject *key = PyLong_FromSsize_t(slot);
+            if (key == NULL) goto done;
+            int in = PySet_Contains(skip, key);
+            Py_DECREF(key);
+            if (in < 0) goto done;
+            if (in) continue;
+        }
+        const unsigned char *pads = self->pads + slot * 2 * MD5_STATE_BYTES;
+        unsigned long tag = (unsigned long)slot << 8;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            unsigned char a[16];
+            unsigned char *rec = recs + made * LEGACY_RECORD;
+            legacy_hmac(pads, msgs + 9 * j, 8, a);
+            unsigned long v = tag | msgs[9 * j + 8];
+            memcpy(rec, a, 4);
+            rec[4] = (unsigned char)(v >> 24);
+            rec[5] = (unsigned char)(v >> 16);
+            rec[6] = (unsigned char)(v >> 8);
+            rec[7] = (unsigned char)v;
+            unsigned int key = (unsigned int)(gidx[j] * buckets
+                                              + ((((Py_ssize_t)a[0] << 8) | a[1]) >> shift));
+            keys[made] = key;
+            counts[key + 1]++;
+            made++;
+        }
+        slots++;
+    }
+    /* pass 2: a stable counting sort by key, then one append per non-empty bucket */
+    Py_ssize_t nkeys = ngen * buckets;
+    for (Py_ssize_t k = 0; k < nkeys; k++) counts[k + 1] += counts[k];
+    for (Py_ssize_t i = 0; i < made; i++) {
+        memcpy(sorted + (counts[keys[i]]++) * LEGACY_RECORD, recs + i * LEGACY_RECORD,
+               LEGACY_RECORD);
+    }
+    /* counts[k] is now the end of key k's run, its start the previous end */
+    Py_ssize_t begin = 0;
+    for (Py_ssize_t k = 0; k < nkeys; k++) {
+        Py_ssize_t end = counts[k];
+        if (end > begin
+            && legacy_append(distinct[k / buckets], k % buckets,
+                             sorted + begin * LEGACY_RECORD, end - begin) < 0) {
+            goto done;
+        }
+        begin = end;
+    }
+    result = PyLong_FromSsize_t(slots);
+done:
+    PyMem_Free(msgs);
+    PyMem_Free(gidx);
+    PyMem_Free(distinct);
+    PyMem_Free(recs);
+    PyMem_Free(sorted);
+    PyMem_Free(keys);
+    PyMem_Free(counts);
+    return result;
+}
+
+static Py_ssize_t
+LegacyTable_len(LegacyTableObject *self)
+{
+    return self->len;
+}
+
+static PySequenceMethods LegacyTable_as_sequence = {
+    .sq_length = (lenfunc)LegacyTable_len,
+};
+
+static PyMethodDef LegacyTable_methods[] = {
+    {"add", (PyCFunction)LegacyTable_add, METH_VARARGS, legacy_add_doc},
+    {"auth", (PyCFunction)LegacyTable_auth, METH_VARARGS,
+     "auth(slot, t) -> bytes: HMAC-MD5(slot's ID, t as 8 bytes big-endian)"},
+    {"emit", (PyCFunction)LegacyTable_emit, METH_VARARGS, legacy_emit_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LegacyTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "v2py._chunkcrypt.LegacyTable",
+    .tp_basicsize = sizeof(LegacyTableObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "LegacyTable(): HMAC-MD5 pads of a VMess server's legacy IDs; builds index records in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)LegacyTable_init,
+    .tp_dealloc = (destructor)LegacyTable_dealloc,
+    .tp_as_sequence = &LegacyTable_as_sequence,
+    .tp_methods = LegacyTable_methods,
+};
+
+
 /* ------------------------------------------------------------------ KDF (docs/spec/vmess.md 5.1) */
 
 /* SHA256_CTX is a plain struct of 112 bytes in OpenSSL 1.1 and 3.x; it is treated as
@@ -864,6 +1224,7 @@ PyInit__chunkcrypt(void)
     }
     if (PyType_Ready(&AeadType) < 0) return NULL;
     if (PyType_Ready(&AuthTableType) < 0) return NULL;
+    if (PyType_Ready(&LegacyTableType) < 0) return NULL;
     PyObject *m = PyModule_Create(&chunkcrypt_module);
     if (m == NULL) return NULL;
     Py_INCREF(&AeadType);
@@ -875,6 +1236,12 @@ PyInit__chunkcrypt(void)
     Py_INCREF(&AuthTableType);
     if (PyModule_AddObject(m, "AuthTable", (PyObject *)&AuthTableType) < 0) {
         Py_DECREF(&AuthTableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LegacyTableType);
+    if (PyModule_AddObject(m, "LegacyTable", (PyObject *)&LegacyTableType) < 0) {
+        Py_DECREF(&LegacyTableType);
         Py_DECREF(m);
         return NULL;
     }

@@ -125,8 +125,7 @@ class VmessInbound:
         self.validator = UserValidator(
             clock(), rng, shared_store=shared_store, accelerated=impl.accelerated_auth
         )
-        for user in users:
-            self.validator.add_user(user)
+        self.validator.add_users(users)  # one legacy band build for all of them
         self._updater: asyncio.Task[None] | None = None
 
     # -- detour support: the dynamic-port users of this instance ----------

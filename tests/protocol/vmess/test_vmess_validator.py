@@ -495,3 +495,159 @@ def test_auth_table_aesni_and_libcrypto_paths_agree_with_cryptography(
     assert found[0] == found[1]
     assert keys[found[0]] == keys[slot]  # the first slot holding that key
     assert tables[0].match(junk, ts, 120, -1) == tables[1].match(junk, ts, 120, -1)
+
+
+# -- the C legacy index (LegacyTable) against the Python reference ----------------
+
+from v2py.protocol.vmess.validator import _LegacyTable  # noqa: E402
+
+
+def _index(v: UserValidator) -> dict[int, list[bytes | None]]:
+    """The legacy index as plain bytes, generation by generation."""
+    return {g: [None if b is None else bytes(b) for b in gen] for g, gen in sorted(v._gens.items())}
+
+
+def _same_index(fast: UserValidator, slow: UserValidator) -> None:
+    assert _index(fast) == _index(slow)
+    assert fast._gen_records == slow._gen_records
+    assert fast._progress == slow._progress and fast._extra == slow._extra
+    assert fast.statistics() == slow.statistics()
+
+
+@pytest.mark.skipif(_LegacyTable is None, reason="v2py._chunkcrypt is not built here")
+@_settings(max_examples=80, deadline=None, suppress_health_check=[_HC.too_slow])
+@_given(ops=_OPS, inline=_st.integers(0, 6), band=_st.integers(0, 4), seed=_st.integers(0, 99))
+def test_accelerated_and_python_legacy_index_agree(
+    ops: list[tuple[str, int]], inline: int, band: int, seed: int
+) -> None:
+    """After every operation the C and the Python validators hold byte-identical
+    index records (same buckets, same order) and answer every lookup alike."""
+    window = 6
+    gen = rng(seed)
+    fast, slow = (
+        UserValidator(
+            float(NOW),
+            rng(1).randbytes,
+            legacy_window_s=window,
+            legacy_band_s=band,
+            lookup_inline_hashes=inline,
+            accelerated=accelerated,
+        )
+        for accelerated in (True, False)
+    )
+    assert fast._legacy is not None and slow._legacy is None
+    users: list[VmessUser] = []
+    now = NOW
+    serial = 0
+    for op, arg in ops:
+        if op == "add":
+            serial += 1
+            batch = [make_user(gen, arg, f"u{serial}-{k}") for k in range(1 + arg % 2)]
+            fast.add_users(batch)
+            slow.add_users(batch)
+            users += batch
+        elif op == "remove" and users:
+            u = users.pop(arg % len(users))
+            assert fast.remove_user(u.email) is slow.remove_user(u.email) is u
+        elif op == "update":
+            now += arg
+            fast.update(float(now))
+            slow.update(float(now))
+        elif op == "prefill":
+            assert fast.prefill_budget(arg) == slow.prefill_budget(arg)
+        elif op in ("lookup", "junk"):
+            if op == "lookup" and users:
+                u = users[arg % len(users)]
+                auth = legacy_auth(u.all_ids[arg % len(u.all_ids)], now + arg)
+            else:
+                auth = gen.randbytes(16)
+            a, b = fast.lookup_legacy(auth), slow.lookup_legacy(auth)
+            assert (a is None) == (b is None)
+            if a is not None and b is not None:
+                assert (a.user, a.ts, a.tainted) == (b.user, b.ts, b.tainted)
+        _same_index(fast, slow)
+    fast.prefill_budget(ALL)
+    slow.prefill_budget(ALL)
+    _same_index(fast, slow)
+
+
+@pytest.mark.skipif(_LegacyTable is None, reason="v2py._chunkcrypt is not built here")
+@_settings(max_examples=100, deadline=None)
+@_given(
+    ids=_st.lists(_st.binary(min_size=16, max_size=16), min_size=1, max_size=8),
+    ts=_st.integers(min_value=-(2**63), max_value=2**63 - 1),
+)
+def test_legacy_table_auth_is_hmac_md5(ids: list[bytes], ts: int) -> None:
+    t = _LegacyTable()
+    assert t.add(b"".join(ids)) == 0 and len(t) == len(ids)
+    for slot, id16 in enumerate(ids):
+        if ts >= 0:
+            assert t.auth(slot, ts) == legacy_auth(id16, ts)
+        assert t.auth(slot, ts) == hmac.digest(id16, ts.to_bytes(8, "big", signed=True), "md5")
+
+
+@pytest.mark.skipif(_LegacyTable is None, reason="v2py._chunkcrypt is not built here")
+def test_legacy_table_refuses_bad_arguments() -> None:
+    t = _LegacyTable()
+    t.add(bytes(32))
+    gen: list[bytearray | None] = [None] * 4096
+    with pytest.raises(ValueError):
+        t.add(bytes(15))
+    with pytest.raises(IndexError):
+        t.auth(2, 0)
+    with pytest.raises(ValueError):
+        t.emit(0, 3, [NOW], [gen], None, 4, 15)  # past the last slot
+    with pytest.raises(ValueError):
+        t.emit(0, 2, [NOW], [[None] * 10], None, 4, 15)  # wrong bucket count
+    with pytest.raises(TypeError):
+        t.emit(0, 2, [NOW], [gen], [1], 4, 15)  # skip not a set
+    assert t.emit(0, 2, [NOW, NOW + 1], [gen, gen], {1}, 4, 15) == 1
+    assert sum(len(b) for b in gen if b is not None) == 2 * 8
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_add_users_is_add_user_in_order(accelerated: bool) -> None:
+    gen = rng(5)
+    users = [make_user(gen, n % 3, f"e{n}") for n in range(12)] + [make_user(gen, 1, "")]
+    one = UserValidator(float(NOW), rng(1).randbytes, accelerated=accelerated)
+    for u in users:
+        one.add_user(u)
+    batch = UserValidator(float(NOW), rng(1).randbytes, accelerated=accelerated)
+    batch.add_users(users)
+    assert _index(one) == _index(batch)  # slot-major in both: the same bytes
+    assert one.statistics() == batch.statistics()
+    assert list(one.users()) == list(batch.users())
+    # the drain seed folds every user added before the first drain, in order
+    assert one.drain_size(rng(3).randbytes) == batch.drain_size(rng(3).randbytes)
+    for u in users:
+        m = batch.lookup_legacy(auth_at(u, NOW + 7, len(u.all_ids) - 1))
+        assert m is not None and m.user is u
+
+
+def test_add_users_is_all_or_nothing() -> None:
+    gen = rng(6)
+    v = UserValidator(float(NOW), rng(1).randbytes)
+    v.add_user(make_user(gen, 0, "Taken"))
+    before = v.statistics()
+    for batch in (
+        [make_user(gen, 0, "new"), make_user(gen, 0, "taken")],
+        [make_user(gen, 0, "twice"), make_user(gen, 0, "TWICE")],
+    ):
+        with pytest.raises(ValueError, match="duplicate user email"):
+            v.add_users(batch)
+        assert v.statistics() == before and len(v) == 1
+        assert v.get_user("new") is None and v.get_user("twice") is None
+
+
+def test_drain_seed_is_frozen_at_first_drain() -> None:
+    gen = rng(8)
+    a, b = make_user(gen, 0, "a"), make_user(gen, 0, "b")
+    v = UserValidator(float(NOW), rng(1).randbytes)
+    v.add_user(a)
+    size = v.drain_size(lambda n: bytes(n))
+    v.add_user(b)  # after the freeze: no effect on the seed
+    assert v.drain_size(lambda n: bytes(n)) == size
+    w = UserValidator(float(NOW), rng(1).randbytes)
+    w.add_user(a)
+    w.prefill_budget(64)  # the warm-up folds pending ids: same seed
+    assert w.drain_size(lambda n: bytes(n)) == size

@@ -27,12 +27,15 @@ Theory of operation
     bucket per generation (~17), then recomputes the one HMAC of each
     candidate, so only exact 16-byte matches count (as 4.34's map).
 
-  Building the table costs one HMAC per (slot, second), so it is spread out:
+  Building the table costs one HMAC per (slot, second); with the C accelerator
+  (``_chunkcrypt.LegacyTable``: each ID's absorbed HMAC pads, records appended to
+  the same buckets, each bucket grown once per call) ~0.25 us each, in Python ~1 us.
+  It is spread out:
 
-  - ``add_user`` builds the new IDs for the client band only (now +/-
-    ``LEGACY_CLIENT_BAND_S``: 4.34 clients jitter their timestamp by
+  - ``add_user`` / ``add_users`` build the new IDs for the client band only (now
+    +/- ``LEGACY_CLIENT_BAND_S``: 4.34 clients jitter their timestamp by
     [-30, +29] s, spec 4.1), so a fresh server accepts legacy clients at once
-    and each call costs O(IDs x band);
+    and each call costs O(IDs x band) (``add_users``: one batch for all);
   - the rest is built nearest-second-first by a *scanner*: ``prefill`` /
     ``prefill_budget`` (the shell's warm-up, bounded by an HMAC count per
     call) and, while the table is not complete, a refused lookup (at most
@@ -85,6 +88,11 @@ try:  # optional C accelerator: the AuthID scan in one C loop (see match_aead)
     from v2py._chunkcrypt import AuthTable as _AuthTable
 except ImportError:  # not built, or no system libcrypto / libz
     _AuthTable = None  # type: ignore[assignment,misc]
+
+try:  # optional C accelerator: legacy HMAC-MD5 records built in C (see _emit)
+    from v2py._chunkcrypt import LegacyTable as _LegacyTable
+except ImportError:  # pragma: no cover - not built, or an old build without it
+    _LegacyTable = None  # type: ignore[assignment,misc]
 
 try:  # the built-in HACL* MD5 is ~2x faster than OpenSSL's for tiny inputs
     from _md5 import md5 as _fast_md5  # type: ignore[import-not-found]
@@ -329,10 +337,12 @@ class UserValidator:
         # Hint -> the slot it matched last (see match_aead): tried first next time.
         self._recent: collections.OrderedDict[object, int] = collections.OrderedDict()
         # Legacy ID slots, as parallel lists (the HMAC loops are hot): owner
-        # (None once removed) and HMAC-MD5 inner / outer pad states.
+        # (None once removed) and HMAC-MD5 inner / outer pad states (in the C
+        # LegacyTable instead when it is built and ``accelerated``).
         self._slot_user: list[VmessUser | None] = []
         self._inner: list[Any] = []
         self._outer: list[Any] = []
+        self._legacy = _LegacyTable() if accelerated and _LegacyTable is not None else None
         self._user_slots: dict[int, range] = {}  # id(user) -> slot indexes
         # Legacy index (see the module docstring).
         self._gens: dict[int, list[bytearray | None]] = {}
@@ -350,6 +360,9 @@ class UserValidator:
         self._crc_table: list[int] | None = None
         self._bs_seed = 0
         self._seed_frozen = False
+        # ids of users added before the seed froze, not yet folded into it (the fold,
+        # ~10 us per user in Python, runs at the warm-up or the first drain instead)
+        self._seed_pending: list[bytes] = []
         self._drain_base: int | None = None
         self._drain_rand_max = 1
 
@@ -365,31 +378,53 @@ class UserValidator:
         exists (emails compare case-insensitively, spec 10) or the legacy
         table would exceed ``LEGACY_MAX_IDS`` IDs.
         """
-        email = user.email.lower()
-        if email and email in self._users:
-            raise ValueError(f"duplicate user email {user.email!r}")
-        ids = user.all_ids
+        self.add_users((user,))
+
+    def add_users(self, users: Iterable[VmessUser]) -> None:
+        """Register several users at once, as ``add_user`` each in order, with
+        one band build for all of them (a config's 10,000 users).
+
+        All or nothing: if one would be refused (a duplicate email, also within
+        ``users``, or too many legacy IDs), ValueError and none is added.
+        """
+        batch = list(users)
+        seen: set[str] = set()
+        n_ids = 0
+        for user in batch:
+            email = user.email.lower()
+            if email and (email in self._users or email in seen):
+                raise ValueError(f"duplicate user email {user.email!r}")
+            if email:
+                seen.add(email)
+            n_ids += 1 + user.alter_id
         old = len(self._slot_user)
-        if old + len(ids) > LEGACY_MAX_IDS:
+        if old + n_ids > LEGACY_MAX_IDS:
             raise ValueError(f"too many legacy IDs (max {LEGACY_MAX_IDS})")
-        if email:
-            self._users[email] = user
-        else:
-            self._anon.append(user)
-        self._add_aead(user)
-        for id16 in ids:
-            inner, outer = _hmac_pads(id16)
-            self._slot_user.append(user)
-            self._inner.append(inner)
-            self._outer.append(outer)
-        new = range(old, len(self._slot_user))
-        self._user_slots[id(user)] = new
-        self._add_legacy_slots(old, new)
-        if not self._seed_frozen:
-            if self._crc_table is None:
-                self._crc_table = _crc64_table()
-            digest = hmac.digest(_BS_KDF_KEY, user.id, hashlib.sha256)
-            self._bs_seed = _crc64_update(self._bs_seed, digest, self._crc_table)
+        packed: list[bytes] = []
+        for user in batch:
+            email = user.email.lower()
+            if email:
+                self._users[email] = user
+            else:
+                self._anon.append(user)
+            self._add_aead(user)
+            ids = user.all_ids
+            first = len(self._slot_user)
+            self._slot_user.extend([user] * len(ids))
+            if self._legacy is not None:
+                packed.extend(ids)
+            else:
+                for id16 in ids:
+                    inner, outer = _hmac_pads(id16)
+                    self._inner.append(inner)
+                    self._outer.append(outer)
+            self._user_slots[id(user)] = range(first, len(self._slot_user))
+            if not self._seed_frozen:
+                self._seed_pending.append(user.id)
+        if self._legacy is not None and packed:
+            self._legacy.add(b"".join(packed))
+        if len(self._slot_user) > old:
+            self._add_legacy_slots(old, range(old, len(self._slot_user)))
 
     def _add_legacy_slots(self, old: int, new: range) -> None:
         # Only the band real clients use is built now (ahead of the scanner if
@@ -474,6 +509,10 @@ class UserValidator:
     def _emit(self, t: int, lo: int, hi: int, skip: set[int] | None) -> None:
         """Index the auths of second ``t`` for slots [lo, hi) not in ``skip``."""
         msg, gen, toff = self._context(t)
+        if self._legacy is not None:
+            count = self._legacy.emit(lo, hi, [t], [gen], skip, _BUCKET_SHIFT, _GEN_MASK)
+            self._gen_records[t >> _GEN_BITS] += count
+            return
         pack = _RECORD.pack
         shift = _BUCKET_SHIFT
         count = 0
@@ -499,6 +538,15 @@ class UserValidator:
     def _emit_slots(self, seconds: list[int], slots: range) -> None:
         """Index the auths of a few new slots for many seconds."""
         contexts = [self._context(t) for t in seconds]
+        if self._legacy is not None:
+            gens = [gen for _, gen, _ in contexts]
+            self._legacy.emit(
+                slots.start, slots.stop, list(seconds), gens, None, _BUCKET_SHIFT, _GEN_MASK
+            )
+            records = self._gen_records
+            for t in seconds:
+                records[t >> _GEN_BITS] += len(slots)
+            return
         pack = _RECORD.pack
         shift = _BUCKET_SHIFT
         lo, hi = slots.start, slots.stop
@@ -593,11 +641,14 @@ class UserValidator:
 
         Returns an upper bound on the auths still missing (0 = fully warm).
         """
+        self._fold_seed(max_hashes // 64)
         if max_hashes > 0:
             self._advance(max_hashes, len(self._order))
         return self._missing_records()
 
     def _auth(self, idx: int, t: int) -> bytes:
+        if self._legacy is not None:
+            return self._legacy.auth(idx, t)
         i = self._inner[idx].copy()
         i.update(_ts_bytes(t))
         o = self._outer[idx].copy()
@@ -761,6 +812,21 @@ class UserValidator:
 
     # ------------------------------------------------------------ drain
 
+    def _fold_seed(self, limit: int | None = None) -> None:
+        """Fold (at most ``limit``) pending user ids into the drain seed, in the
+        order they were added: 4.34's crc64(HMAC-SHA256("VMESSBSKDF", id)) chain."""
+        pending = self._seed_pending
+        if not pending:
+            return
+        take = len(pending) if limit is None else max(1, limit)
+        if self._crc_table is None:
+            self._crc_table = _crc64_table()
+        seed, table = self._bs_seed, self._crc_table
+        for uid in pending[:take]:
+            seed = _crc64_update(seed, hmac.digest(_BS_KDF_KEY, uid, hashlib.sha256), table)
+        self._bs_seed = seed
+        del pending[:take]
+
     def drain_size(self, rng: Rng) -> int:
         """Bytes to consume in total before closing a failed connection (spec 7).
 
@@ -769,6 +835,7 @@ class UserValidator:
         ``rng``.
         """
         if self._drain_base is None:
+            self._fold_seed()
             self._seed_frozen = True
             seed = self._bs_seed or int.from_bytes(self._rng(8), "big")
             mix = hashlib.sha256(seed.to_bytes(8, "big")).digest()
