@@ -102,3 +102,45 @@ def test_transport_ws_settings_apply_to_streams_without_their_own() -> None:
     loaded = load_config([("t.json", json.dumps(data))], {})
     ws = loaded.config.inbounds[0].stream.ws
     assert ws is not None and ws.normalized_path == "/global"
+
+
+@pytest.mark.parametrize(
+    ("stream", "path", "fragment"),
+    [
+        ({"security": "tls", "tlsSettings": {"alpn": "h2,"}}, "tlsSettings.alpn", '""'),
+        ({"security": "xtls"}, "security", '"xtls" is not allowed'),
+        ({"security": "tls", "tlsSettings": {"certificates": [{"certificate": "x"}]}},
+         "tlsSettings.certificates[0].certificate", "not a list of PEM lines"),
+        ({"network": "ws", "wsSettings": {"headers": {"Host": 1}}}, "wsSettings.headers.Host",
+         "not a string"),
+        ({"tcpSettings": {"header": {"type": "srtp"}}}, "tcpSettings.header.type",
+         '"srtp" is not allowed'),
+    ],
+)  # fmt: skip
+def test_bad_stream_settings(stream: dict[str, Any], path: str, fragment: str) -> None:
+    from v2py.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config([("t.json", json.dumps(_inbound(stream)))], {})
+    assert info.value.path == f"inbounds[0].streamSettings.{path}"
+    assert fragment in info.value.message
+
+
+def test_unknown_434_keys_warn() -> None:
+    stream = {
+        "network": "ws",
+        "security": "tls",
+        "wsSettings": {"maxEarlyData": 2048},
+        "tlsSettings": {"pinnedPeerCertificateChainSha256": ["x"], "fingerprint": "chrome"},
+    }
+    warnings = load_config([("t.json", json.dumps(_inbound(stream)))], {}).warnings
+    assert any("wsSettings.maxEarlyData" in w for w in warnings)
+    assert any("tlsSettings.pinnedPeerCertificateChainSha256" in w for w in warnings)
+    assert any("tlsSettings.fingerprint" in w for w in warnings)
+
+
+def test_legacy_ws_path_key() -> None:
+    loaded = load_config([("t.json", json.dumps(_inbound({"network": "ws", "wsSettings": {
+        "Path": "legacy"}})))], {})  # fmt: skip
+    ws = loaded.config.inbounds[0].stream.ws
+    assert ws is not None and ws.normalized_path == "/legacy"

@@ -133,6 +133,19 @@ def _read(reader: FileReader, name: str, lines: tuple[str, ...], key: str) -> by
         raise fail(f"cannot read {describe(name)}: {reason}", key) from None
 
 
+#: RFC 7301: a protocol name is 1 to 255 bytes.
+MAX_ALPN_NAME_BYTES = 255
+
+
+def _alpn_list(value: object) -> tuple[str, ...]:
+    names = go_string_list(value)
+    for name in names:
+        if not 1 <= len(name.encode()) <= MAX_ALPN_NAME_BYTES:
+            # Go would fail every handshake ("tls: invalid NextProtos value").
+            raise fail(f"{describe(name)} is not an ALPN protocol name (1-255 bytes)")
+    return names
+
+
 class TlsConfig(ConfigModel):
     """``tlsSettings`` (read only when ``security`` is ``"tls"``, as in 4.34).
 
@@ -155,7 +168,7 @@ class TlsConfig(ConfigModel):
 
     server_name: Str = ""
     allow_insecure: Bool = False
-    alpn: GoStringList = ()
+    alpn: Annotated[tuple[str, ...], BeforeValidator(_alpn_list)] = ()
     certificates: tuple[TlsCertificateConfig, ...] = ()
     enable_session_resumption: Bool = False
     disable_system_root: Bool = False
