@@ -485,6 +485,7 @@ class TlsStream(PushLayer):
         self._write_closed = False
         self._closed = False
         self._push: PushTarget | None = None
+        self._push_paused = False
 
     @classmethod
     def client(cls, below: Stream, security: TlsSecurity, host: str, port: int) -> TlsStream:
@@ -688,12 +689,10 @@ class TlsStream(PushLayer):
         self._push_plain()
 
     def pushed_eof(self) -> None:
+        # OpenSSL reports the end (close_notify or not) after what it still holds;
+        # _push_plain hands both on, now or on resume.
         self._in.write_eof()
         self._push_plain()
-        target = self._push
-        if target is not None:
-            self._push = None
-            target.pushed_eof()
 
     def pushed_error(self, exc: BaseException) -> None:
         target = self._push
@@ -701,21 +700,34 @@ class TlsStream(PushLayer):
             self._push = None
             target.pushed_error(exc)
 
+    def pause_push(self) -> None:
+        self._push_paused = True
+        self._below.pause_push()
+
+    def resume_push(self) -> None:
+        self._push_paused = False
+        self._below.resume_push()
+        self._push_plain()  # what OpenSSL still holds from before the pause
+
     def _push_plain(self) -> None:
         target = self._push
-        if target is None:
-            return
-        try:
-            plain = self._decrypt(PUSH_BATCH_BYTES)
-        except (ssl.SSLError, ConnectionError) as exc:
-            self.stop_push()
-            target.pushed_error(exc)
-            return
-        if plain:
-            target.pushed_data(plain)
-        if self._eof_in and self._push is target:
-            self.stop_push()
-            target.pushed_eof()
+        while target is not None and not self._push_paused:
+            try:
+                plain = self._decrypt(PUSH_BATCH_BYTES)
+            except (ssl.SSLError, ConnectionError) as exc:
+                self.stop_push()
+                target.pushed_error(exc)
+                return
+            if plain:
+                target.pushed_data(plain)
+            if self._push is not target:
+                return
+            if self._eof_in:
+                self.stop_push()
+                target.pushed_eof()
+                return
+            if not plain:
+                return
 
     def write_eof(self) -> None:
         """Send close_notify (Go ``CloseWrite``); reading goes on."""
