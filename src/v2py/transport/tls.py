@@ -700,6 +700,10 @@ class TlsStream(PushLayer):
             self._push = None
             target.pushed_error(exc)
 
+    def start_push(self, target: PushTarget) -> None:
+        self._push_paused = False  # the stream below starts unpaused too
+        super().start_push(target)
+
     def pause_push(self) -> None:
         self._push_paused = True
         self._below.pause_push()

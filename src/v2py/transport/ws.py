@@ -353,6 +353,7 @@ class WsStream(PushLayer):
         self._closed = False
         self._held: list[bytes] = []
         self._push: PushTarget | None = None
+        self._push_paused = False
         if initial:
             self._feed(initial)
 
@@ -453,19 +454,36 @@ class WsStream(PushLayer):
             self.stop_push()
             target.pushed_error(exc)
             return
-        held = self._take_held()
-        if held:
-            target.pushed_data(held)
-        if self._eof and self._push is target:
-            self.stop_push()
-            target.pushed_eof()
+        self._deliver()
 
     def pushed_eof(self) -> None:
         self._eof = True
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand on what is held, then the end, unless the target paused us."""
         target = self._push
-        if target is not None:
-            self._push = None
+        if target is None or self._push_paused:
+            return
+        held = self._take_held()
+        if held:
+            target.pushed_data(held)
+        if self._eof and self._push is target and not self._push_paused:
+            self.stop_push()
             target.pushed_eof()
+
+    def start_push(self, target: PushTarget) -> None:
+        self._push_paused = False  # the stream below starts unpaused too
+        super().start_push(target)
+
+    def pause_push(self) -> None:
+        self._push_paused = True
+        self._below.pause_push()
+
+    def resume_push(self) -> None:
+        self._push_paused = False
+        self._below.resume_push()
+        self._deliver()
 
     def pushed_error(self, exc: BaseException) -> None:
         target = self._push
