@@ -50,6 +50,8 @@ from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
 from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
 log = logging.getLogger(__name__)
+#: Given to every websockets Protocol (saves a getLogger lookup per connection).
+_WS_LOGGER = logging.getLogger("websockets.protocol")
 
 __all__ = ["WsStream", "WsTransport", "WsHandshakeError"]
 
@@ -347,7 +349,9 @@ class WsStream(PushLayer):
         from websockets.protocol import Protocol, Side
 
         self._below = below
-        self._ws = Protocol(Side.CLIENT if client else Side.SERVER, max_size=None)
+        self._ws = Protocol(
+            Side.CLIENT if client else Side.SERVER, max_size=None, logger=_WS_LOGGER
+        )
         self._peer = peer
         self._eof = False
         self._closed = False
