@@ -400,3 +400,92 @@ async def _probes_while_serving(
                 )
             await good
             await _roundtrip(socks_port, echo_server, PAYLOAD[:4096])
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("direction", ["v2py-v2ray", "v2ray-v2py"])
+@pytest.mark.parametrize("resumption", [False, True], ids=["tickets-off", "resumption"])
+async def test_issued_certificates_and_resumption(
+    direction: str, resumption: bool, echo_server: tuple[str, int]
+) -> None:
+    """``usage: "issue"``: the server mints a leaf for the client's SNI from the CA and
+    the client verifies it against that CA; with ``enableSessionResumption`` on both
+    sides, repeated connections still work."""
+    client_kind, server_kind = direction.split("-")
+    socks_port, server_port = free_ports(2)
+    server_stream = {
+        "security": "tls",
+        "tlsSettings": {
+            "certificates": [CA.pair.inline(usage="issue")],
+            "enableSessionResumption": resumption,
+        },
+    }
+    client_stream = {
+        "security": "tls",
+        "tlsSettings": {
+            "serverName": "minted.example.test",
+            "certificates": [CA.pair.inline(usage="verify")],
+            "enableSessionResumption": resumption,
+        },
+    }
+    server_cfg = _with_stream(vmess_server_config(server_port, UUID, 0), "inbounds", server_stream)
+    client_cfg = _with_stream(
+        vmess_client_config(socks_port, server_port, UUID, 0, "aes-128-gcm"),
+        "outbounds",
+        client_stream,
+    )
+    async with asyncio.timeout(60):
+        async with (
+            run_side(server_kind, server_cfg, server_port),
+            run_side(client_kind, client_cfg, socks_port),
+        ):
+            for _ in range(3):
+                await _roundtrip(socks_port, echo_server, PAYLOAD[: 256 * 1024])
+
+
+@pytest.mark.interop
+async def test_v2py_client_resumes_a_v2ray_session(echo_server: tuple[str, int]) -> None:
+    """With ``enableSessionResumption`` on both sides a v2py TLS client resumes 4.34's
+    tickets; without it on the server there is nothing to resume."""
+    from tests.support.layers import TcpBase, read_all
+    from v2py.config.stream import TlsConfig
+    from v2py.transport.tls import TlsSecurity, TlsTransport
+
+    for server_resumption in (True, False):
+        (port,) = free_ports(1)
+        config = {
+            "log": {"loglevel": "warning"},
+            "inbounds": [
+                {
+                    "listen": "127.0.0.1",
+                    "port": port,
+                    "protocol": "dokodemo-door",
+                    "settings": {"address": "127.0.0.1", "port": echo_server[1], "network": "tcp"},
+                    "streamSettings": {
+                        "security": "tls",
+                        "tlsSettings": {
+                            "certificates": [LEAF.inline()],
+                            "enableSessionResumption": server_resumption,
+                        },
+                    },
+                }
+            ],
+            "outbounds": [{"protocol": "freedom"}],
+        }
+        settings = {
+            "serverName": "v2py.test",
+            "certificates": [CA.pair.inline(usage="verify")],
+            "enableSessionResumption": True,
+        }
+        dialer = TlsTransport(
+            TcpBase(), TlsSecurity(TlsConfig.model_validate(settings), network="tcp")
+        )
+        resumed = []
+        async with asyncio.timeout(30), run_v2ray(config, wait_tcp=[port]):
+            for _ in range(3):
+                stream = await dialer.dial("127.0.0.1", port, timeout=5)
+                stream.write(b"ping")
+                assert await read_all(stream, 4) == b"ping"
+                resumed.append(stream.resumed)  # type: ignore[attr-defined]
+                stream.close()
+        assert resumed == [False, server_resumption, server_resumption]

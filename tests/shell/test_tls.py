@@ -224,3 +224,14 @@ def test_missing_certificate_file_is_a_config_error(tmp_path: Path) -> None:
     config = tls(certificates=[{"certificateFile": str(tmp_path / "nope.crt")}])
     with pytest.raises(ConfigError, match="certificates\\[0\\]"):
         TlsSecurity(config, network="tcp")
+
+
+@pytest.mark.parametrize("resumption", [False, True])
+async def test_client_resumes_only_with_session_resumption(resumption: bool) -> None:
+    async with listening(server(enableSessionResumption=resumption)) as port:
+        dialer = client(serverName="example.test", enableSessionResumption=resumption)
+        resumed = []
+        for _ in range(3):
+            stream = await roundtrip(dialer, port, size=1000)
+            resumed.append(stream.resumed)
+    assert resumed == [False, resumption, resumption]

@@ -538,6 +538,11 @@ class TlsStream(PushLayer):
         return self._obj.selected_alpn_protocol()
 
     @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session."""
+        return self._obj.session_reused
+
+    @property
     def server_name(self) -> str | None:
         """The SNI the client sent (server side, after the handshake)."""
         return getattr(self._obj, "server_hostname", None)
