@@ -42,7 +42,7 @@ def _streams(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
         server["network"] = client["network"] = "kcp"
     if kind.startswith("ws"):
         server["network"] = client["network"] = "ws"
-        server["wsSettings"] = {"path": "/ray"}
+        server["wsSettings"] = {"path": "/ray", "acceptProxyProtocol": kind == "ws-proxy"}
         client["wsSettings"] = {"path": "ray", "headers": {"Host": "v2py.test"}}
     if kind.endswith("tls"):
         server["security"] = client["security"] = "tls"
@@ -517,6 +517,11 @@ SERVER_PROBES = {
     ],
     "tcp-tls": [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"garbage\r\n\r\n"],
     "ws-tls": [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"],
+    "ws-proxy": [
+        b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1111\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
 }
 
 

@@ -258,3 +258,25 @@ def test_head_parsing_edges() -> None:
     assert not partial_head_ok(b"gar")
     assert partial_head_ok(b"GET /a HTTP/1.1\r\nHost: x\r\nUser-Agent: Mo")
     assert not partial_head_ok(b"GET /a HTTP/1.1\r\nbad header")
+
+
+async def test_proxy_header_under_ws_and_x_forwarded_for_over_it() -> None:
+    from v2py.transport.proxy_protocol import ProxyProtocolTransport
+
+    seen: list[Any] = []
+
+    async def handler(stream: Stream) -> None:
+        seen.append(stream.peer)
+        stream.close()
+
+    transport = WsTransport(ProxyProtocolTransport(TcpBase(), timeout=4), ws())
+    proxy = b"PROXY TCP4 192.0.2.5 127.0.0.1 5555 80\r\n"
+    async with listening(transport, handler) as port:
+        await _exchange(port, proxy + UPGRADE.format(path="/").encode())
+        forwarded = UPGRADE.format(path="/").replace(
+            "Host: a\r\n", "Host: a\r\nX-Forwarded-For: 198.51.100.1\r\n"
+        )
+        await _exchange(port, proxy + forwarded.encode())
+        got, closed = await _exchange(port, UPGRADE.format(path="/").encode())
+        assert got == b"" and closed  # no PROXY header: closed (REQUIRE; TCP transport)
+    assert seen == [("192.0.2.5", 5555), ("198.51.100.1", 0)]

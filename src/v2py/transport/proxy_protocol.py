@@ -10,10 +10,11 @@ here it is read when the connection is accepted, within ``timeout`` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from v2py.errors import RemoteProtocolError
-from v2py.protocol.proxy_header import decode_proxy_header
+from v2py.protocol.proxy_header import ProxyHeaderError, decode_proxy_header
 from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
 from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
 
@@ -101,9 +102,16 @@ class ProxyProtocolStream(PushLayer):
 class ProxyProtocolTransport:
     """Requires a PROXY header on every accepted connection of ``inner`` (TCP)."""
 
-    def __init__(self, inner: InnerTransport, *, timeout: float = PROXY_HEADER_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        inner: InnerTransport,
+        *,
+        timeout: float = PROXY_HEADER_TIMEOUT_S,
+        error_reply: bytes = b"",
+    ) -> None:
         self.inner = inner
         self.timeout = timeout
+        self.error_reply = error_reply
 
     @property
     def name(self) -> str:
@@ -120,11 +128,19 @@ class ProxyProtocolTransport:
         self, host: str, port: int, handler: LayerHandler, *, reuse_port: bool = False
     ) -> LayerListener:
         timeout = self.timeout
+        error_reply = self.error_reply
 
         async def accept(below: Stream) -> None:
             try:
                 async with asyncio.timeout(timeout):
                     source, rest = await read_proxy_header(below)
+            except ProxyHeaderError as exc:
+                # Under plain WebSocket, Go's HTTP server answers the failed read.
+                if error_reply:
+                    with contextlib.suppress(ConnectionError):
+                        below.write(error_reply)
+                log.debug("proxy protocol: %s from %s", exc, below.peer)
+                return
             except (RemoteProtocolError, OSError, TimeoutError) as exc:
                 log.debug("proxy protocol: %s from %s", exc, below.peer)
                 return

@@ -36,8 +36,13 @@ def layered(stream: StreamConfig, base: Transport) -> Transport:
     if proxy_header and stream.network in ("tcp", "ws"):
         from v2py.transport.proxy_protocol import PROXY_HEADER_TIMEOUT_S, ProxyProtocolTransport
 
+        reply = b""
+        if stream.network == "ws" and stream.tls is None:
+            from v2py.protocol.http_head import go_error_reply
+
+            reply = go_error_reply("400 Bad Request")
         timeout = WS_PROXY_HEADER_TIMEOUT_S if stream.network == "ws" else PROXY_HEADER_TIMEOUT_S
-        transport = ProxyProtocolTransport(transport, timeout=timeout)
+        transport = ProxyProtocolTransport(transport, timeout=timeout, error_reply=reply)
     if stream.tls is not None:
         from v2py.transport.tls import TlsSecurity, TlsTransport
 
