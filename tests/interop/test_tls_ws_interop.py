@@ -51,6 +51,8 @@ def _streams(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
             "serverName": "v2py.test",
             "certificates": [CA.pair.inline(usage="verify")],
         }
+    if kind == "tcp-proxy":
+        server["tcpSettings"] = {"acceptProxyProtocol": True}
     if kind == "tcp-http":
         header = {
             "type": "http",
@@ -517,6 +519,14 @@ SERVER_PROBES = {
     ],
     "tcp-tls": [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"garbage\r\n\r\n"],
     "ws-tls": [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"],
+    "tcp-proxy": [
+        b"hello",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1111 2222\r\nhello",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1111\r\nhello",
+        b"PROXY UNKNOWN\r\nhello",
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes(range(1, 9)) + b"\x04\x57\x08\xaehello",
+        b"\r\n\r\n\x00\r\nQUIT\n\x22\x11\x00\x0c" + bytes(12) + b"hello",
+    ],
     "ws-proxy": [
         b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
         b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
