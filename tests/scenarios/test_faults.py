@@ -22,12 +22,12 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from tests.app.test_dns import dns_server
+from tests.support.census import Census, back_to
 from tests.support.configs import vmess_client_config, vmess_server_config
 from tests.support.servers import (
     freedom,
@@ -49,44 +49,6 @@ DIAL_TIMEOUT_TEST_S = 0.5
 #: connIdle / handshake of the configs here: a silent peer is given up on after this.
 CONN_IDLE_S = 1
 BULK = os.urandom(4 << 20)
-
-
-# -- census ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Census:
-    tasks: int
-    sockets: int
-    fds: int
-
-    @classmethod
-    def take(cls) -> Census:
-        fds = os.listdir("/proc/self/fd")
-        sockets = 0
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        return cls(tasks=len(asyncio.all_tasks()), sockets=sockets, fds=len(fds))
-
-    def within(self, baseline: Census) -> bool:
-        return (
-            self.tasks <= baseline.tasks
-            and self.sockets <= baseline.sockets
-            and self.fds <= baseline.fds
-        )
-
-
-async def back_to(baseline: Census, what: str, timeout: float = SETTLE_S) -> float:
-    """Wait until the census is back at ``baseline``; return how long it took."""
-    start = time.monotonic()
-    while True:
-        now = Census.take()
-        if now.within(baseline):
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: {now} not back to {baseline} after {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 # -- targets --------------------------------------------------------------------------
