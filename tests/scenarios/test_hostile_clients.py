@@ -218,10 +218,17 @@ async def _half_open(
 
 
 async def _good_client(
-    socks_port: int, echo_port: int, stop: asyncio.Event, latencies: list[float]
+    socks_port: int,
+    echo_port: int,
+    stop: asyncio.Event,
+    latencies: list[float],
+    *,
+    at_least_once: bool = False,
 ) -> None:
+    """Socks round trips of 1 KiB through v2py to the echo server until ``stop``."""
     payload = os.urandom(1024)
-    while not stop.is_set():
+    while at_least_once or not stop.is_set():
+        at_least_once = False
         started = time.monotonic()
         async with asyncio.timeout(STEP_TIMEOUT_S):
             reader, writer = await socks5_connect(socks_port, "127.0.0.1", echo_port)
