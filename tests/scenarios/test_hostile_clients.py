@@ -240,7 +240,7 @@ async def _good_client(
 
 
 async def test_half_open_handshakes_while_good_clients_are_served() -> None:
-    raise_fd_limit(2 * HALF_OPEN + 1024, f"{HALF_OPEN} half-open connections")
+    raise_fd_limit(HALF_OPEN + 1024, f"{HALF_OPEN} half-open connections")
     ports = dict(zip(("socks", "http", "dokodemo", "vmess", "mkcp"), free_ports(5), strict=True))
     async with (
         TcpEchoServer() as echo,
