@@ -10,6 +10,7 @@ JSON or the environment: the config hands over parsed values.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from v2py.protocol.mkcp.settings import KcpSettings
     from v2py.protocol.vmess.account import VmessUser
     from v2py.protocol.vmess.constants import SecurityType
+    from v2py.protocol.vmess.impl import VmessImpl
     from v2py.proxy.freedom import Resolver
     from v2py.proxy.vmess_inbound import DetourLookup, VmessInbound
     from v2py.proxy.vmess_outbound import ServerEntry
@@ -204,14 +206,19 @@ class Builder:
         self.worker = worker
         self.inbounds = inbounds
         self.policy = policy_table(config)
-        # V2PY_PURE_PYTHON=1 (to compare, see bench/README.md): no C accelerator.
-        from v2py.protocol.vmess.impl import VmessImpl
-
-        self.vmess_impl = VmessImpl.best(accelerated=env.get(PURE_PYTHON_ENV, "") in ("", "0"))
         # The built-in DNS (``dns`` object) for freedom's UseIP*; None: the system resolver.
         self.resolver: Resolver | None = None
         self.transports: list[Transport] = []
         self._detour_emails = self._collect_detour_emails() if worker is not None else {}
+
+    @functools.cached_property
+    def vmess_impl(self) -> VmessImpl:
+        """The VMess cores' implementation; V2PY_PURE_PYTHON=1 (to compare, see
+        bench/README.md): no C accelerator. Imported on first use, so a config
+        without VMess never loads the VMess package (nor ``cryptography``)."""
+        from v2py.protocol.vmess.impl import VmessImpl
+
+        return VmessImpl.best(accelerated=self.env.get(PURE_PYTHON_ENV, "") in ("", "0"))
 
     def _socks_strict_udp(self, cfg: InboundConfig, udp: bool) -> bool:
         """Whether :data:`SOCKS_STRICT_UDP_ENV` asks for strict UDP (refused in a

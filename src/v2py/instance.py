@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING
 from v2py.app.dispatcher import Dispatcher, LinkStats, Router
 from v2py.app.geodata import GeoData
 from v2py.app.handler import Outbound
-from v2py.app.mux_client import MuxClientOutbound
 from v2py.app.mux_server import MuxServer
 from v2py.app.proxyman import CLOSE_TIMEOUT_S, InboundManager, OutboundManager
 from v2py.app.routing import build_routing
 from v2py.app.shared_state import WorkerContext
-from v2py.app.stats import StatsManager, StatsPolicy, TrafficStats
 from v2py.build import Builder
 from v2py.config.model import Config, OutboundConfig
 from v2py.errors import ConfigError
 
 if TYPE_CHECKING:
     from v2py.app.commander.server import Commander
+    from v2py.app.mux_client import MuxClientOutbound
+    from v2py.app.stats import StatsManager, StatsPolicy, TrafficStats
 
 __all__ = ["CLOSE_TIMEOUT_S", "Instance"]
 
@@ -54,13 +54,15 @@ class Instance:
         self.worker = worker
         self.inbounds = InboundManager()
         self.outbounds = OutboundManager()
-        # "stats": {} turns the counters on; the policy says which exist.
-        self.stats_manager = StatsManager() if config.stats is not None else None
-        self.traffic = (
-            TrafficStats(self.stats_manager, stats_policy(config))
-            if self.stats_manager is not None
-            else None
-        )
+        # "stats": {} turns the counters on; the policy says which exist. Counters and
+        # Mux.Cool clients are imported only when a config uses them (start-up time).
+        self.stats_manager: StatsManager | None = None
+        self.traffic: TrafficStats | None = None
+        if config.stats is not None:
+            from v2py.app.stats import StatsManager, TrafficStats
+
+            self.stats_manager = StatsManager()
+            self.traffic = TrafficStats(self.stats_manager, stats_policy(config))
         self.builder = Builder(
             config,
             env=dict(os.environ if env is None else env),
@@ -99,6 +101,8 @@ class Instance:
         mux = cfg.mux
         if mux is None or not mux.active:
             return handler
+        from v2py.app.mux_client import MuxClientOutbound
+
         client = MuxClientOutbound(
             handler, concurrency=mux.sessions_per_connection, policy=self.policy
         )
@@ -169,6 +173,8 @@ class Instance:
 
 def stats_policy(config: Config) -> StatsPolicy:
     """Which counters ``config.policy`` asks for (levels and system switches)."""
+    from v2py.app.stats import StatsPolicy
+
     policy = config.policy
     return StatsPolicy.from_levels(
         {n: (lp.stats_user_uplink, lp.stats_user_downlink) for n, lp in policy.levels.items()},
