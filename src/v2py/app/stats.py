@@ -32,7 +32,7 @@ from v2py.app.handler import Outbound
 from v2py.app.packet import PacketLink
 from v2py.app.session import Session
 from v2py.transport import Listener, StreamHandler, Transport
-from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, StreamLayer
 
 __all__ = [
     "Counter",
@@ -355,13 +355,12 @@ class _CountingTarget:
         self._next.pushed_error(exc)
 
 
-class CountingStream(PushLayer):
+class CountingStream(StreamLayer):
     """A :class:`Stream` over ``inner`` adding each read batch's length to ``read``
     and each write's length to ``write`` (either may be None). Push mode passes
     through, counting each pushed batch."""
 
     def __init__(self, inner: Stream, *, read: Counter | None, write: Counter | None) -> None:
-        self._inner = inner
         self._below = inner
         self._push: PushTarget | None = None
         self._read = read
@@ -370,10 +369,12 @@ class CountingStream(PushLayer):
     @property
     def inner(self) -> Stream:
         """The wrapped stream."""
-        return self._inner
+        below: Stream = self._below
+        return below
 
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        data = await self._inner.read(max_bytes)
+        below: Stream = self._below
+        data = await below.read(max_bytes)
         if self._read is not None:
             self._read.value += len(data)
         return data
@@ -381,27 +382,7 @@ class CountingStream(PushLayer):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._write is not None:
             self._write.value += len(data)
-        self._inner.write(data)
-
-    async def drain(self) -> None:
-        await self._inner.drain()
-
-    def write_eof(self) -> None:
-        self._inner.write_eof()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    async def wait_closed(self) -> None:
-        await self._inner.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        return self._inner.peer
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        return self._inner.local
+        self._below.write(data)
 
     def _below_target(self, target: PushTarget) -> PushTarget:
         if self._read is None:

@@ -152,12 +152,46 @@ class PushLayer:
         self._below.when_writable(callback)
 
 
-class PrefixedStream(PushLayer):
-    """A stream that first returns ``prefix`` (bytes already read while sniffing)."""
+class StreamLayer(PushLayer):
+    """A stream over the stream ``_below``: what a subclass does not override goes
+    straight to it (write, drain, write_eof, close, wait_closed, local). ``peer`` is
+    ``_peer`` when a subclass sets it (an address the layer learnt: a PROXY header,
+    X-Forwarded-For), else the stream below's. Push mode is :class:`PushLayer`'s."""
+
+    _peer: tuple[str, int] | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._below.write(data)
+
+    async def drain(self) -> None:
+        await self._below.drain()
+
+    def write_eof(self) -> None:
+        self._below.write_eof()
+
+    def close(self) -> None:
+        self._below.close()
+
+    async def wait_closed(self) -> None:
+        await self._below.wait_closed()
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        below: Stream = self._below
+        return self._peer if self._peer is not None else below.peer
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        below: Stream = self._below
+        return below.local
+
+
+class PrefixedStream(StreamLayer):
+    """A stream that first returns ``prefix`` (bytes already read while sniffing), then
+    the end when ``eof`` (the stream below had ended), else what the stream below reads."""
 
     def __init__(self, prefix: bytes, inner: Stream, *, eof: bool = False) -> None:
         self._prefix = prefix
-        self._inner = inner
         self._eof = eof
         self._below = inner
         self._push: PushTarget | None = None
@@ -168,32 +202,10 @@ class PrefixedStream(PushLayer):
             return data
         if self._eof:
             return b""
-        return await self._inner.read(max_bytes)
+        below: Stream = self._below
+        return await below.read(max_bytes)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._inner.write(data)
-
-    async def drain(self) -> None:
-        await self._inner.drain()
-
-    def write_eof(self) -> None:
-        self._inner.write_eof()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    async def wait_closed(self) -> None:
-        await self._inner.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        return self._inner.peer
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        return self._inner.local
-
-    # -- push mode (PushLayer): the sniffed prefix first, then the inner stream --------
+    # -- push mode (PushLayer): the prefix first, then the stream below ---------------
     def _take_held(self) -> bytes:
         held, self._prefix = self._prefix, b""
         return held
