@@ -63,6 +63,11 @@ _UUID_RE = re.compile(
 )
 
 
+#: An id this long that is not a UUID is shown by its first characters only.
+_UUID_REDACT_FROM = 16
+_UUID_SHOWN_CHARS = 4
+
+
 def _check_uuid(value: object) -> str:
     """Accept what 4.34's ``uuid.ParseString`` accepts for well-formed input.
 
@@ -72,8 +77,14 @@ def _check_uuid(value: object) -> str:
     if not isinstance(value, str):
         raise fail(f"{describe(value)} is not a UUID string")
     if not _UUID_RE.fullmatch(value):
+        # A near-miss is most of a user's secret: never print it whole (4.34 prints none).
+        shown = (
+            f"{describe(value[:_UUID_SHOWN_CHARS] + '...')} ({len(value)} characters)"
+            if len(value) >= _UUID_REDACT_FROM
+            else describe(value)
+        )
         raise fail(
-            f"{describe(value)} is not a UUID; use 32 hex digits as 8-4-4-4-12, "
+            f"{shown} is not a UUID; use 32 hex digits as 8-4-4-4-12, "
             'e.g. "d17a1af7-efa5-42ca-b7e9-6a35282d737f"'
         )
     digits = value.replace("-", "").lower()

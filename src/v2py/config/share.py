@@ -134,7 +134,9 @@ def _user_id(text: str) -> str:
     try:
         return str(uuid.UUID(hex=text.replace("-", "")))
     except ValueError:
-        raise ShareLinkError(f'field "id" is not a UUID: {text!r}') from None
+        # a near-miss is most of the secret: show its start only
+        shown = f"{text[:4]!r}... ({len(text)} characters)" if len(text) >= 16 else repr(text)
+        raise ShareLinkError(f'field "id" is not a UUID: {shown}') from None
 
 
 def decode_vmess_link(text: str) -> VmessLink:
