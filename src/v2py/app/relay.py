@@ -55,6 +55,10 @@ TICK_BYTES = 1024 * 1024
 SMALL_BYTES = 16 * 1024
 
 
+def _nothing() -> None:
+    """A callback that does nothing (released timers and pumps)."""
+
+
 class ActivityTimer(IdleTimer):
     """Cancels ``task`` after ``timeout`` seconds without ``update()`` (an
     :class:`~v2py.app.idle.IdleTimer` whose end is the relay task's cancellation)."""
@@ -69,6 +73,13 @@ class ActivityTimer(IdleTimer):
     def _expire(self) -> None:
         self.expired = True
         self._task.cancel()
+
+    def cancel(self) -> None:
+        """Never fire; also drops the bound ``_expire`` the timer holds of itself, so
+        the timer, its task and what the task's coroutine held are freed at once
+        rather than by the cycle collector (every user cancels it when done)."""
+        super().cancel()
+        self._on_idle = _nothing
 
     def update(self) -> None:
         self._last = self._loop.time()
@@ -271,6 +282,17 @@ class _Pump:
     def pushed_error(self, exc: BaseException) -> None:
         self._relay.fail(exc)
 
+    def release(self) -> None:
+        """Drop the pump's own bound methods once the relay has finished (they are
+        never used then): without the self-reference the pump, its streams and
+        everything they hold are freed at once instead of by the cycle collector."""
+        self._writable = _ignore_writable
+        self._end_turn = _nothing
+
+
+def _ignore_writable(exc: BaseException | None) -> None:
+    """A released pump's writable callback (see :meth:`_Pump.release`)."""
+
 
 class _PushRelay:
     """Both directions of a push relay and the future the relaying task waits on."""
@@ -301,15 +323,19 @@ async def _push_relay(
     inbound: Any, outbound: Any, timeouts: Timeouts, task: asyncio.Task[Any], timer: ActivityTimer
 ) -> None:
     state = _PushRelay(task, timer)
+    down = _Pump(state, inbound, outbound, timeouts.downlink_only)
+    up = _Pump(state, outbound, inbound, timeouts.uplink_only)
     try:
-        inbound.start_push(_Pump(state, inbound, outbound, timeouts.downlink_only))
+        inbound.start_push(down)
         if not state.finished:
-            outbound.start_push(_Pump(state, outbound, inbound, timeouts.uplink_only))
+            outbound.start_push(up)
         await state.done
     finally:
         state.finished = True
         inbound.stop_push()
         outbound.stop_push()
+        down.release()
+        up.release()
 
 
 async def _task_relay(
