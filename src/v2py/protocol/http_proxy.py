@@ -57,6 +57,7 @@ from v2py.common.net import normalize_address
 from v2py.errors import RemoteProtocolError
 
 __all__ = [
+    "GO_USER_AGENT",
     "HEAD_MAX_BYTES",
     "RESPONSE_400",
     "RESPONSE_407",
@@ -66,6 +67,7 @@ __all__ = [
     "ClientClosed",
     "ForwardPlan",
     "GoHeader",
+    "HttpConnectClient",
     "HttpRequestReader",
     "HttpResponseReader",
     "InformationalReceived",
@@ -78,9 +80,12 @@ __all__ = [
     "ResponseEnded",
     "ResponseHeadReceived",
     "ResponsePlan",
+    "TunnelEstablished",
     "canonical_header_name",
     "check_basic_auth",
+    "connect_target",
     "encode_chunk",
+    "encode_connect_request",
     "encode_informational",
     "encode_last_chunk",
     "find_head_end",
@@ -96,6 +101,7 @@ __all__ = [
 HEAD_MAX_BYTES = 64 * 1024
 DEFAULT_HTTP_PORT = 80
 DEFAULT_HTTPS_PORT = 443
+HTTP_OK = 200
 
 RESPONSE_CONNECT_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
 RESPONSE_407 = (
@@ -926,3 +932,115 @@ class HttpResponseReader:
             return ResponseEnded(trailers=tuple(_raw_headers(event.headers.raw_items())))
         self._ended = True
         raise RemoteProtocolError("origin closed before the response ended")
+
+
+# --------------------------------------------------------------------------
+# the HTTP outbound's client side (4.34 ``proxy/http/client.go`` ``setUpHTTPTunnel``)
+
+#: Go's default ``User-Agent`` on a request that sets none.
+GO_USER_AGENT = "Go-http-client/1.1"
+
+
+def connect_target(host: str, port: int) -> str:
+    """``host:port`` as Go's ``Destination.NetAddr`` writes it (IPv6 in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def encode_connect_request(target: str, credentials: tuple[str, str] | None = None) -> bytes:
+    """The CONNECT request 4.34's HTTP outbound writes (Go's ``Request.Write``: request
+    line, ``Host``, ``User-Agent``, then the headers sorted by name) [verified against
+    the binary]. ``credentials`` (user, password) adds ``Proxy-Authorization: Basic``."""
+    lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}", f"User-Agent: {GO_USER_AGENT}"]
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode("ascii")
+        lines.append(f"Proxy-Authorization: Basic {token}")
+    lines.append("Proxy-Connection: Keep-Alive")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TunnelEstablished:
+    """The proxy answered the CONNECT with 200; the connection is now a raw tunnel."""
+
+    status_line: str
+
+
+class HttpConnectClient:
+    """Client side of one HTTP CONNECT handshake (h11 parses the proxy's answer).
+
+    The request is queued at construction: flush :meth:`data_to_send`, feed the
+    proxy's bytes to :meth:`receive_data` (``b""`` is EOF) until :meth:`next_event`
+    returns :class:`TunnelEstablished`; :attr:`trailing_data` then holds tunnel bytes
+    that arrived behind the response head. Any status but exactly 200 (a 1xx
+    included, as Go's ``ReadResponse`` takes it for the answer) raises
+    RemoteProtocolError ``Proxy responded with non 200 code: <status>`` from
+    :meth:`next_event`, as does a malformed or missing answer.
+
+    Unlike 4.34, bytes the proxy sends right behind a 200 are kept: Go reads the
+    answer through a ``bufio.Reader`` that is then dropped, losing them.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        credentials: tuple[str, str] | None = None,
+        *,
+        max_head_bytes: int = HEAD_MAX_BYTES,
+    ) -> None:
+        self._out = encode_connect_request(target, credentials)
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
+        self._conn.send(
+            h11.Request(
+                method=b"CONNECT",
+                target=target.encode("utf-8", "surrogateescape"),
+                headers=[(b"host", target.encode("utf-8", "surrogateescape"))],
+            )
+        )
+        self._conn.send(h11.EndOfMessage())
+        self._line = bytearray()
+        self._done = False
+        self._trailing = b""
+
+    def data_to_send(self) -> bytes:
+        """The request bytes (once); empties the buffer."""
+        out, self._out = self._out, b""
+        return out
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes received behind the 200 response head (empty before it)."""
+        return self._trailing
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes from the proxy; ``b""`` is EOF."""
+        if self._done:
+            self._trailing += data
+            return
+        if len(self._line) < HEAD_MAX_BYTES:
+            self._line += data
+        self._conn.receive_data(bytes(data))
+
+    def _status(self, code: int) -> str:
+        # Go's Response.Status: the status line after the version ("407 Proxy ...").
+        line = bytes(self._line).split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+        _, _, rest = line.partition(" ")
+        return rest.strip() or str(code)
+
+    def next_event(self) -> TunnelEstablished | None:
+        """:class:`TunnelEstablished` once, else None while more input is needed."""
+        if self._done:
+            return None
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"bad proxy response: {exc}") from exc
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Response | h11.InformationalResponse):
+            status = self._status(event.status_code)
+            if event.status_code != HTTP_OK:
+                raise RemoteProtocolError(f"Proxy responded with non 200 code: {status}")
+            self._done = True
+            self._trailing = self._conn.trailing_data[0]
+            return TunnelEstablished(status_line=status)
+        raise RemoteProtocolError("proxy closed the connection before answering")

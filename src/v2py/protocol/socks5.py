@@ -1,4 +1,5 @@
-"""SOCKS4/4a/5 server codec, sans I/O (docs/spec/socks-sniffing-freedom.md section 1).
+"""SOCKS4/4a/5 server codec and SOCKS5 client codec, sans I/O
+(docs/spec/socks-sniffing-freedom.md section 1).
 
 Matches v2ray-core 4.34 ``proxy/socks/protocol.go`` on the wire: the method reply must
 name exactly the configured method, RFC 1929 ignores the sub-negotiation version byte,
@@ -47,8 +48,11 @@ __all__ = [
     "AddressType",
     "AuthMethod",
     "DataReceived",
+    "ReplyReceived",
     "RequestReceived",
     "Socks4Reply",
+    "Socks5ClientConnection",
+    "Socks5ClientState",
     "Socks5Command",
     "Socks5Event",
     "Socks5Reply",
@@ -59,6 +63,8 @@ __all__ = [
     "decode_address",
     "decode_udp_datagram",
     "encode_address",
+    "encode_client_greeting",
+    "encode_client_request",
     "encode_udp_datagram",
     "udp_associate_reply_host",
 ]
@@ -586,3 +592,211 @@ def _socks5_reply(code: int, address: str, port: int) -> bytes:
 
 def _socks4_reply(code: Socks4Reply) -> bytes:
     return bytes((0, code)) + b"\x00" * 6
+
+
+# -- the client core ------------------------------------------------------------------
+#
+# Theory of operation: 4.34's SOCKS outbound (``proxy/socks/protocol.go``
+# ``ClientHandshake``) offers exactly one method -- 02 (username/password) when the
+# server entry has a user, else 00 -- and writes the RFC 1929 sub-negotiation in the
+# same write as the greeting, without waiting for the method reply. The request
+# (CONNECT or UDP ASSOCIATE) goes out only after the method reply (and the auth
+# reply) are read. Replies are checked as 4.34 checks them: the method reply's
+# version and method; of the auth reply only the status byte; of the request reply
+# only REP, then its address is read with the same parser as a request's.
+#
+# =============  ==================================================  =============
+# state          input                                               next state
+# =============  ==================================================  =============
+# METHOD         ``05 <offered method>`` (password)                  AUTH
+# METHOD         ``05 <offered method>`` (no auth): request queued   REPLY
+# METHOD         other version / other method                        ERROR
+# AUTH           ``?? 00``: request queued                           REPLY
+# AUTH           ``?? nn`` (nn != 0)                                 ERROR
+# REPLY          ``05 00 ?? ATYP ADDR PORT``                         ESTABLISHED
+# REPLY          REP != 0, bad ATYP, bad domain                      ERROR
+# any but        EOF                                                 ERROR
+# ESTABLISHED
+# =============  ==================================================  =============
+
+
+class Socks5ClientState(enum.Enum):
+    """States of :class:`Socks5ClientConnection` (see the table above)."""
+
+    METHOD = "method"
+    AUTH = "auth"
+    REPLY = "reply"
+    ESTABLISHED = "established"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyReceived(Socks5Event):
+    """The server granted the request; ``address:port`` is its BND.ADDR/BND.PORT
+    (for UDP ASSOCIATE: where to send datagrams)."""
+
+    address: str
+    port: int
+
+
+#: Longest RFC 1929 user name or password (one length byte each).
+RFC1929_FIELD_MAX_BYTES = 0xFF
+
+
+def encode_client_greeting(username: str | None, password: str = "") -> bytes:
+    """What 4.34's client writes first: the greeting offering one method, followed
+    (with a user) by the RFC 1929 request in the same write.
+
+    Raises ValueError for a user name or password longer than 255 bytes.
+    """
+    if username is None:
+        return bytes((SOCKS5_VERSION, 1, AuthMethod.NO_AUTH))
+    user = username.encode()
+    secret = password.encode()
+    if len(user) > RFC1929_FIELD_MAX_BYTES or len(secret) > RFC1929_FIELD_MAX_BYTES:
+        raise ValueError("SOCKS user name and password are limited to 255 bytes")
+    return (
+        bytes((SOCKS5_VERSION, 1, AuthMethod.PASSWORD, RFC1929_VERSION, len(user)))
+        + user
+        + bytes((len(secret),))
+        + secret
+    )
+
+
+def encode_client_request(command: Socks5Command, address: str, port: int) -> bytes:
+    """``05 CMD 00`` + ATYP/ADDR/PORT. Raises ValueError as :func:`encode_address`."""
+    return bytes((SOCKS5_VERSION, command, 0)) + encode_address(address, port)
+
+
+class Socks5ClientConnection:
+    """Client side of one SOCKS5 handshake, as 4.34's SOCKS outbound speaks it.
+
+    Parameters:
+        command: ``CONNECT`` or ``UDP_ASSOCIATE``.
+        address, port: the destination named in the request (for UDP ASSOCIATE
+            4.34 names the session's destination too).
+        username, password: RFC 1929 credentials; ``username=None`` offers no auth.
+
+    The greeting is queued at construction: flush :meth:`data_to_send` first. Then
+    feed the server's bytes with :meth:`receive_data` (``b""`` is EOF) and flush
+    again; :meth:`next_event` gives one :class:`ReplyReceived`, after which
+    :attr:`trailing_data` holds what the server sent past its reply (tunnel data).
+    Raises ValueError at construction for an address or credentials that cannot be
+    encoded.
+    """
+
+    def __init__(
+        self,
+        *,
+        command: Socks5Command,
+        address: str,
+        port: int,
+        username: str | None = None,
+        password: str = "",
+    ) -> None:
+        if command not in (Socks5Command.CONNECT, Socks5Command.UDP_ASSOCIATE):
+            raise ValueError(f"unsupported client command: {command!r}")
+        self._method = AuthMethod.NO_AUTH if username is None else AuthMethod.PASSWORD
+        self._request = encode_client_request(command, address, port)
+        self._out = bytearray(encode_client_greeting(username, password))
+        self._buf = bytearray()
+        self._state = Socks5ClientState.METHOD
+        self._events: collections.deque[Socks5Event] = collections.deque()
+        self._error: Socks5Error | None = None
+
+    @property
+    def state(self) -> Socks5ClientState:
+        """Current state (see the transition table)."""
+        return self._state
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes the server sent after its reply (empty before ESTABLISHED)."""
+        if self._state is not Socks5ClientState.ESTABLISHED:
+            return b""
+        return bytes(self._buf)
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the server now; empties the buffer."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes from the server; ``b""`` means EOF. Flush afterwards.
+
+        Peer errors are reported by :meth:`next_event`; after ESTABLISHED further
+        bytes are kept in :attr:`trailing_data`.
+        """
+        if self._state is Socks5ClientState.ERROR:
+            return
+        if self._state is Socks5ClientState.ESTABLISHED:
+            self._buf += data
+            return
+        if not data:
+            self._fail(Socks5Error("connection closed during the handshake"))
+            return
+        self._buf += data
+        try:
+            while self._step():
+                pass
+        except Socks5Error as exc:
+            self._fail(exc)
+
+    def next_event(self) -> Socks5Event | None:
+        """:class:`ReplyReceived` once, else None while more input is needed.
+
+        Raises Socks5Error once the server broke the protocol or refused.
+        """
+        if self._events:
+            return self._events.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
+
+    def _fail(self, exc: Socks5Error) -> None:
+        self._state = Socks5ClientState.ERROR
+        self._error = exc
+        self._buf.clear()
+
+    def _step(self) -> bool:
+        buf = self._buf
+        state = self._state
+        if state is Socks5ClientState.METHOD:
+            if len(buf) < 2:
+                return False
+            if buf[0] != SOCKS5_VERSION:
+                raise Socks5Error(f"unexpected server version: {buf[0]}")
+            if buf[1] != self._method:
+                raise Socks5Error("auth method not supported.")
+            del buf[:2]
+            if self._method is AuthMethod.PASSWORD:
+                self._state = Socks5ClientState.AUTH
+            else:
+                self._send_request()
+            return True
+        if state is Socks5ClientState.AUTH:
+            if len(buf) < 2:
+                return False
+            if buf[1] != 0:
+                raise Socks5Error(f"server rejects account: {buf[1]}")
+            del buf[:2]
+            self._send_request()
+            return True
+        if state is Socks5ClientState.REPLY:
+            if len(buf) < 3:
+                return False
+            if buf[1] != Socks5Reply.SUCCEEDED:
+                raise Socks5Error(f"server rejects request: {buf[1]}", reply_code=buf[1])
+            parsed = decode_address(buf, 3)
+            if parsed is None:
+                return False
+            host, port, end = parsed
+            del buf[:end]
+            self._state = Socks5ClientState.ESTABLISHED
+            self._events.append(ReplyReceived(address=host, port=port))
+        return False
+
+    def _send_request(self) -> None:
+        self._out += self._request
+        self._state = Socks5ClientState.REPLY
