@@ -31,8 +31,8 @@ from v2py.protocol.http_head import (
     partial_head_ok,
     request_path,
 )
-from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
-from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
+from v2py.transport.layer import InnerTransport, LayerAccept, LayerStream, LayerTransport
+from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, Stream
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,9 @@ def _error_head(status: tuple[str, str], date: str) -> bytes:
     return response_head("1.1", status, _ERROR_HEADERS, lambda n: 0, date)
 
 
-class HttpHeaderStream(PushLayer):
+class HttpHeaderStream(LayerStream, PrefixedStream):
     """A stream behind the header; pushes (as the stream below) once the peer's head
-    has been read."""
+    has been read. What came after the head is read first (the prefix)."""
 
     def __init__(
         self,
@@ -103,22 +103,16 @@ class HttpHeaderStream(PushLayer):
         server_paths: tuple[str, ...] | None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self._below = below
+        super().__init__(b"", below)
         self._out_head: bytes | None = outgoing_head
         self._paths = server_paths
         self._in_done = False
-        self._rest = b""
         self._failure: tuple[str, str] | None = None
         self._clock = clock
-        self._push: PushTarget | None = None
 
     @property
     def can_push(self) -> bool:
         return self._in_done and bool(getattr(self._below, "can_push", False))
-
-    def _take_held(self) -> bytes:
-        rest, self._rest = self._rest, b""
-        return rest
 
     async def _read_head(self) -> None:
         buffer = bytearray()
@@ -128,7 +122,7 @@ class HttpHeaderStream(PushLayer):
                 end = buffer.find(HEAD_END)
                 if end >= 0:
                     head = bytes(buffer[: end + len(HEAD_END)])
-                    self._rest = bytes(buffer[end + len(HEAD_END) :])
+                    self._prefix = bytes(buffer[end + len(HEAD_END) :])
                     break
                 if len(buffer) >= MAX_HEAD_BYTES:
                     raise HttpHeaderError("header too long")
@@ -161,12 +155,7 @@ class HttpHeaderStream(PushLayer):
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
         if not self._in_done:
             await self._read_head()
-        rest = self._rest
-        if rest:
-            self._rest = rest[max_bytes:]
-            return rest[:max_bytes]
-        below: Stream = self._below
-        return await below.read(max_bytes)
+        return await super().read(max_bytes)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         head = self._out_head
@@ -175,12 +164,6 @@ class HttpHeaderStream(PushLayer):
             self._below.write(head + bytes(data))
             return
         self._below.write(data)
-
-    async def drain(self) -> None:
-        await self._below.drain()
-
-    def write_eof(self) -> None:
-        self._below.write_eof()
 
     def close(self) -> None:
         if self._paths is not None and self._out_head is not None:
@@ -193,29 +176,8 @@ class HttpHeaderStream(PushLayer):
                 self._below.write(_error_head(self._failure or ("400", "Bad Request"), date))
         self._below.close()
 
-    def abort(self) -> None:
-        """Close at once."""
-        abort = getattr(self._below, "abort", None)
-        if abort is not None:
-            abort()
-        else:
-            self._below.close()
 
-    async def wait_closed(self) -> None:
-        await self._below.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        below: Stream = self._below
-        return below.peer
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        below: Stream = self._below
-        return below.local
-
-
-class HttpHeaderTransport:
+class HttpHeaderTransport(LayerTransport):
     """``tcpSettings.header.type: "http"`` over TCP (or TLS over TCP)."""
 
     def __init__(
@@ -227,32 +189,24 @@ class HttpHeaderTransport:
         choice: Callable[[int], int] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.request = request
         self.response = response
         self._choice = choice or random.SystemRandom().randrange
         self._clock = clock
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def listener_ends_sessions(self) -> bool:
-        return self.inner.listener_ends_sessions
 
     async def dial(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
         below = await self.inner.dial(host, port, timeout=timeout)
         head = request_head(self.request, self._choice)
         return HttpHeaderStream(below, outgoing_head=head, server_paths=None)
 
-    async def listen(
-        self, host: str, port: int, handler: LayerHandler, *, reuse_port: bool = False
-    ) -> LayerListener:
+    def _accepting(self) -> LayerAccept:
+        """Each accepted stream answers, when closed, a request that got no response
+        (4.34 Conn.Close)."""
         paths = self.request.effective_paths
         response = self.response
 
-        async def accept(below: Stream) -> None:
+        async def accept(below: Stream) -> Stream | None:
             clock = self._clock
             date = formatdate(clock() if clock is not None else None, usegmt=True)
             head = response_head(
@@ -262,13 +216,6 @@ class HttpHeaderTransport:
                 self._choice,
                 date,
             )
-            stream = HttpHeaderStream(below, outgoing_head=head, server_paths=paths, clock=clock)
-            try:
-                await handler(stream)
-            finally:
-                stream.close()  # answers a request that got no response (4.34 Conn.Close)
+            return HttpHeaderStream(below, outgoing_head=head, server_paths=paths, clock=clock)
 
-        return await self.inner.listen(host, port, accept, reuse_port=reuse_port)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        return accept

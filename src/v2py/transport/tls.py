@@ -51,8 +51,13 @@ from v2py.protocol.tls_hello import (
     alpn_refused,
     decode_client_hello_alpn,
 )
-from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
-from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
+from v2py.transport.layer import (
+    DecodingLayerStream,
+    InnerTransport,
+    LayerAccept,
+    LayerTransport,
+)
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +453,7 @@ def _issue(ca: _IssuingCA, name: str, now: datetime.datetime) -> tuple[bytes, by
 # the stream
 
 
-class TlsStream(PushLayer):
+class TlsStream(DecodingLayerStream):
     """TLS over another stream.
 
     Build with :meth:`client` (then ``await handshake()``) or :meth:`server` (the
@@ -675,7 +680,7 @@ class TlsStream(PushLayer):
             await self.handshake()
         await self._below.drain()
 
-    # -- push mode (PushLayer) ----------------------------------------------------
+    # -- push mode (DecodingLayerStream) -------------------------------------------
     @property
     def can_push(self) -> bool:
         return self._handshaken and bool(getattr(self._below, "can_push", False))
@@ -686,39 +691,18 @@ class TlsStream(PushLayer):
     def _held_end(self) -> bool:
         return self._eof_in
 
-    def _below_target(self, target: PushTarget) -> PushTarget:
-        return self
-
     def pushed_data(self, data: bytes | bytearray) -> None:
         self._in.write(data)
-        self._push_plain()
+        self._deliver()
 
     def pushed_eof(self) -> None:
         # OpenSSL reports the end (close_notify or not) after what it still holds;
-        # _push_plain hands both on, now or on resume.
+        # _deliver hands both on, now or on resume.
         self._in.write_eof()
-        self._push_plain()
+        self._deliver()
 
-    def pushed_error(self, exc: BaseException) -> None:
-        target = self._push
-        if target is not None:
-            self._push = None
-            target.pushed_error(exc)
-
-    def start_push(self, target: PushTarget) -> None:
-        self._push_paused = False  # the stream below starts unpaused too
-        super().start_push(target)
-
-    def pause_push(self) -> None:
-        self._push_paused = True
-        self._below.pause_push()
-
-    def resume_push(self) -> None:
-        self._push_paused = False
-        self._below.resume_push()
-        self._push_plain()  # what OpenSSL still holds from before the pause
-
-    def _push_plain(self) -> None:
+    def _deliver(self) -> None:
+        """Decrypt and hand on (also on resume: what OpenSSL held from before the pause)."""
         target = self._push
         while target is not None and not self._push_paused:
             try:
@@ -762,50 +746,20 @@ class TlsStream(PushLayer):
                 self._on_session(self._obj.session)
         self._below.close()
 
-    def abort(self) -> None:
-        """Close at once, without close_notify."""
-        self._closed = True
-        abort = getattr(self._below, "abort", None)
-        if abort is not None:
-            abort()
-        else:
-            self._below.close()
-
-    async def wait_closed(self) -> None:
-        await self._below.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        below: Stream = self._below
-        return below.peer
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        below: Stream = self._below
-        return below.local
-
 
 # --------------------------------------------------------------------------
 # the transport
 
 
-class TlsTransport:
+class TlsTransport(LayerTransport):
     """``security: "tls"`` over another transport (TCP or mKCP)."""
 
     def __init__(
         self, inner: InnerTransport, security: TlsSecurity, *, http_reply: bool = False
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.security = security
         self._http_reply = http_reply
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def listener_ends_sessions(self) -> bool:
-        return self.inner.listener_ends_sessions
 
     async def dial(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
         loop = asyncio.get_running_loop()
@@ -820,21 +774,12 @@ class TlsTransport:
             raise
         return stream
 
-    async def listen(
-        self, host: str, port: int, handler: LayerHandler, *, reuse_port: bool = False
-    ) -> LayerListener:
+    def _accepting(self) -> LayerAccept:
         security = self.security
         security.server_context()  # build (and warn) once, before the first client
         http_reply = self._http_reply
 
-        async def accept(below: Stream) -> None:
-            stream = TlsStream.server(below, security, http_reply=http_reply)
-            try:
-                await handler(stream)
-            finally:
-                stream.close()
+        async def accept(below: Stream) -> Stream | None:
+            return TlsStream.server(below, security, http_reply=http_reply)
 
-        return await self.inner.listen(host, port, accept, reuse_port=reuse_port)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        return accept

@@ -46,8 +46,13 @@ from v2py.protocol.http_head import (
     request_path,
     ws_accept,
 )
-from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
-from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Stream
+from v2py.transport.layer import (
+    DecodingLayerStream,
+    InnerTransport,
+    LayerAccept,
+    LayerTransport,
+)
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream
 
 log = logging.getLogger(__name__)
 #: Given to every websockets Protocol (saves a getLogger lookup per connection).
@@ -332,7 +337,7 @@ async def client_handshake(below: Stream, request: bytes, key: str) -> bytes:
 # the stream
 
 
-class WsStream(PushLayer):
+class WsStream(DecodingLayerStream):
     """A byte stream over WebSocket messages; pushes when the stream below can.
 
     ``peer`` is the X-Forwarded-For address when the server got one.
@@ -430,10 +435,7 @@ class WsStream(PushLayer):
         for out in ws.data_to_send():
             self._below.write(out)
 
-    async def drain(self) -> None:
-        await self._below.drain()
-
-    # -- push mode (PushLayer) ----------------------------------------------------
+    # -- push mode (DecodingLayerStream) -------------------------------------------
     def _take_held(self) -> bytes:
         held = self._held
         if not held:
@@ -444,9 +446,6 @@ class WsStream(PushLayer):
 
     def _held_end(self) -> bool:
         return self._eof and not self._held
-
-    def _below_target(self, target: PushTarget) -> PushTarget:
-        return self
 
     def pushed_data(self, data: bytes | bytearray) -> None:
         target = self._push
@@ -476,25 +475,6 @@ class WsStream(PushLayer):
             self.stop_push()
             target.pushed_eof()
 
-    def start_push(self, target: PushTarget) -> None:
-        self._push_paused = False  # the stream below starts unpaused too
-        super().start_push(target)
-
-    def pause_push(self) -> None:
-        self._push_paused = True
-        self._below.pause_push()
-
-    def resume_push(self) -> None:
-        self._push_paused = False
-        self._below.resume_push()
-        self._deliver()
-
-    def pushed_error(self, exc: BaseException) -> None:
-        target = self._push
-        if target is not None:
-            self._push = None
-            target.pushed_error(exc)
-
     def write_eof(self) -> None:
         """4.34's WebSocket connection has no half-close: nothing is sent."""
 
@@ -511,47 +491,21 @@ class WsStream(PushLayer):
                         self._below.write(out)
         self._below.close()
 
-    def abort(self) -> None:
-        """Close without a Close frame."""
-        self._closed = True
-        abort = getattr(self._below, "abort", None)
-        if abort is not None:
-            abort()
-        else:
-            self._below.close()
-
-    async def wait_closed(self) -> None:
-        await self._below.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        below: Stream = self._below
-        return self._peer if self._peer is not None else below.peer
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        below: Stream = self._below
-        return below.local
-
 
 # --------------------------------------------------------------------------
 # the transport
 
 
-class WsTransport:
+class WsTransport(LayerTransport):
     """``network: "ws"`` over TCP (``tls`` says whether TLS sits beneath, for the
     default port in ``Host``)."""
 
     name = "ws"
 
     def __init__(self, inner: InnerTransport, config: WsConfig, *, tls: bool = False) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.config = config
         self.tls = tls
-
-    @property
-    def listener_ends_sessions(self) -> bool:
-        return self.inner.listener_ends_sessions
 
     async def dial(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
         loop = asyncio.get_running_loop()
@@ -569,28 +523,19 @@ class WsTransport:
             raise
         return WsStream(below, client=True, initial=rest)
 
-    async def listen(
-        self, host: str, port: int, handler: LayerHandler, *, reuse_port: bool = False
-    ) -> LayerListener:
+    def _accepting(self) -> LayerAccept:
         path = self.config.normalized_path
 
-        async def accept(below: Stream) -> None:
+        async def accept(below: Stream) -> Stream | None:
             try:
                 upgraded = await server_handshake(below, path)
             except (WsHandshakeError, OSError) as exc:
                 log.debug("websocket: %s from %s", exc, below.peer)
-                return
+                return None
             if upgraded is None:
-                return
+                return None
             rest, forwarded = upgraded
             peer = (forwarded, 0) if forwarded is not None else None
-            stream = WsStream(below, client=False, initial=rest, peer=peer)
-            try:
-                await handler(stream)
-            finally:
-                stream.close()
+            return WsStream(below, client=False, initial=rest, peer=peer)
 
-        return await self.inner.listen(host, port, accept, reuse_port=reuse_port)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        return accept
