@@ -6,7 +6,9 @@ headers: a fuzzer-chosen command section (every field, the padding nibble, the
 checksum right or wrong, or fully raw bytes) sealed for a registered user with the
 AEAD header (at a fuzzer-chosen clock offset) or the legacy header (HMAC auth + CFB),
 followed by a body sealed with the header's own key, IV, security and options, or
-by raw bytes. The result is cut into fuzzer-chosen reads.
+by raw bytes; optionally with damaged header bytes, ``disableInsecureEncryption``, and
+the same bytes replayed on a second connection (replay filter, session history, taint).
+The result is cut into fuzzer-chosen reads.
 
 Invariants: ``receive_data`` raises nothing but :class:`~v2py.errors.VmessError`,
 and only after entering FAILED; after a failure nothing is queued for the client (a
@@ -113,27 +115,13 @@ def _body(inp: FuzzInput, pt: bytes) -> bytes:
     return bytes(out)
 
 
-def test_one_input(data: bytes) -> None:
-    inp = FuzzInput(data)
-    mode = inp.u8() % 3
-    rng = _rng(len(data))
-    validator = UserValidator(NOW, rng.randbytes, legacy_band_s=1)
-    validator.add_user(USER)
-    if mode == 0:
-        wire = inp.take(inp.u16())
-    else:
-        pt = _plaintext(inp)
-        offset = (inp.u8() % 11 - 5) * 30  # -150 .. +150 s: both sides of the window
-        if mode == 1:
-            header = seal_aead_request(USER.cmd_key, pt, NOW + offset, rng.randbytes)
-        else:
-            auth_id = USER.id if inp.flag() else USER.alter_id_list[0]
-            header = seal_legacy_request(USER.cmd_key, auth_id, pt, NOW + offset // 5)
-        wire = header + _body(inp, pt)
-    reads = split(wire, inp)
-    if inp.flag():
-        reads.append(b"")
-    core = VmessServerConnection(validator, now=NOW, rng=rng.randbytes)
+def _serve(
+    validator: UserValidator, reads: list[bytes], rng: random.Random, disable_insecure: bool
+) -> None:
+    """One connection of the server core fed ``reads``, with the invariant checks."""
+    core = VmessServerConnection(
+        validator, now=NOW, rng=rng.randbytes, disable_insecure=disable_insecure
+    )
     fed = 0
     requests = ended = body = 0
     failed = False
@@ -165,14 +153,47 @@ def test_one_input(data: bytes) -> None:
     check(requests <= 1 and ended <= 1, f"{requests} requests, {ended} ends")
     bounded(body, fed, factor=1, slack=0, what="body")
     if requests and not failed:
-        header = core.header
-        check(header is not None and core.user is not None, "request without header/user")
-        if header is not None and header.command == RequestCommand.UDP:
+        accepted = core.header
+        check(accepted is not None and core.user is not None, "request without header/user")
+        if accepted is not None and accepted.command == RequestCommand.UDP:
             core.send_datagram(b"reply")
         else:
             core.send_data(b"reply")
         core.send_eof()
         check(len(core.data_to_send()) > 0, "no response bytes")
+
+
+def test_one_input(data: bytes) -> None:
+    inp = FuzzInput(data)
+    first = inp.u8()
+    mode = (first & 0x03) % 3
+    disable_insecure = bool(first & 0x04)
+    replay = bool(first & 0x08)  # the same bytes again on a second connection
+    rng = _rng(len(data))
+    validator = UserValidator(NOW, rng.randbytes, legacy_band_s=1)
+    validator.add_user(USER)
+    if mode == 0:
+        wire = inp.take(inp.u16())
+    else:
+        pt = _plaintext(inp)
+        offset = (inp.u8() % 11 - 5) * 30  # -150 .. +150 s: both sides of the window
+        if mode == 1:
+            header = seal_aead_request(USER.cmd_key, pt, NOW + offset, rng.randbytes)
+        else:
+            auth_id = USER.id if inp.flag() else USER.alter_id_list[0]
+            header = seal_legacy_request(USER.cmd_key, auth_id, pt, NOW + offset // 5)
+        if first & 0x10:  # damage the sealed header (AEAD tags, legacy checksum)
+            damaged = bytearray(header)
+            for _ in range(1 + inp.u8() % 3):
+                damaged[inp.u16() % len(damaged)] ^= inp.u8() or 1
+            header = bytes(damaged)
+        wire = header + _body(inp, pt)
+    reads = split(wire, inp)
+    if inp.flag():
+        reads.append(b"")
+    _serve(validator, reads, rng, disable_insecure)
+    if replay:
+        _serve(validator, reads, rng, disable_insecure)
 
 
 def seeds() -> list[bytes]:
@@ -200,7 +221,12 @@ def seeds() -> list[bytes]:
             # a sealed body: two payloads and the end marker
             head += b"\x00\x02" + b"\x00\x05hello" + b"\x00\x03abc" + b"\x01"
             good.append(head)
-    return [*good, b"\x00\x00\x40" + bytes(64)]
+    replayed = [bytes([good[0][0] | 0x08]) + good[0][1:], bytes([good[6][0] | 0x0C]) + good[6][1:]]
+    # damaged: after the clock offset (and the legacy id flag) one flip at byte 20
+    damaged = []
+    for seed, cut in ((good[0], 1 + 4 + 32 + 2 + 3 + 3 + 1), (good[6], 1 + 4 + 32 + 2 + 3 + 3 + 2)):
+        damaged.append(bytes([seed[0] | 0x10]) + seed[1:cut] + b"\x00\x00\x14\x01" + seed[cut:])
+    return [*good, *replayed, *damaged, b"\x00\x00\x40" + bytes(64)]
 
 
 if __name__ == "__main__":
