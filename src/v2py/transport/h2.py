@@ -51,6 +51,7 @@ from urllib.parse import unquote, urlsplit
 from v2py.common.net import is_ip
 from v2py.config.transport_extra import HttpConfig
 from v2py.transport.layer import InnerTransport, LayerHandler, LayerListener
+from v2py.transport.multiplex import ConnectionPool, FedStream, TaskSet, run_handler
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
 if TYPE_CHECKING:
@@ -120,29 +121,24 @@ class _Accepts:
 # the stream
 
 
-class H2Stream:
+class H2Stream(FedStream):
     """One HTTP/2 stream as a :class:`~v2py.transport.stream.Stream` (pull mode)."""
 
-    can_push = False
+    _write_high_water = WRITE_HIGH_WATER_BYTES
 
     def __init__(
         self, owner: _H2Connection, stream_id: int, *, peer: tuple[str, int] | None = None
     ) -> None:
+        super().__init__()
         self._owner = owner
         self.stream_id = stream_id
         self._peer = peer
-        self._chunks: list[bytes] = []
-        self._eof = False
-        self._error: BaseException | None = None
-        self._readable = asyncio.Event()
         self._out = bytearray()
         self._out_eof = False  # write_eof asked
         self._ended = False  # END_STREAM sent
         self._remote_ended = False
         self._closed = False
-        self._writable = asyncio.Event()
         self._writable.set()
-        self._closed_event = asyncio.Event()
 
     # -- fed by the connection ---------------------------------------------
     def _feed(self, data: bytes) -> None:
@@ -155,29 +151,14 @@ class H2Stream:
         self._remote_ended = True
         self._readable.set()
 
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-        self._readable.set()
-        self._writable.set()
-        self._closed_event.set()
+    def _unsent(self) -> int:
+        return len(self._out)
 
     # -- Stream -------------------------------------------------------------
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        while not self._chunks:
-            if self._eof:
-                return b""
-            if self._error is not None:
-                raise self._error
-            self._readable.clear()
-            await self._readable.wait()
-        data = self._chunks[0]
-        if len(data) > max_bytes:
-            self._chunks[0] = data[max_bytes:]
-            data = data[:max_bytes]
-        else:
-            self._chunks.pop(0)
-        self._owner.consumed(self.stream_id, len(data))
+        data = await super().read(max_bytes)
+        if data:  # the application read it: reopen the windows
+            self._owner.consumed(self.stream_id, len(data))
         return data
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -190,13 +171,7 @@ class H2Stream:
             self._owner.pump()
 
     async def drain(self) -> None:
-        while len(self._out) > WRITE_HIGH_WATER_BYTES:
-            if self._error is not None:
-                raise ConnectionResetError(str(self._error))
-            self._writable.clear()
-            await self._writable.wait()
-        if self._error is not None and self._out:
-            raise ConnectionResetError(str(self._error))
+        await super().drain()
         await self._owner.drain_below()
 
     def write_eof(self) -> None:
@@ -211,9 +186,6 @@ class H2Stream:
         self._closed = True
         self._owner.stream_closed(self)
         self._closed_event.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed_event.wait()
 
     @property
     def peer(self) -> tuple[str, int] | None:
@@ -497,7 +469,7 @@ class _H2Server:
         self.below = below
         self.accepts = accepts
         self.handler = handler
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks = TaskSet()
 
     async def serve(self, *, tls: bool) -> None:
         try:
@@ -524,25 +496,14 @@ class _H2Server:
         await self._serve_http1(first)
 
     async def _run_handler(self, stream: Stream) -> None:
-        try:
-            await self.handler(stream)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # one bad stream never stops the connection
-            log.exception("h2: stream handler failed")
-        finally:
-            stream.close()
+        await run_handler(self.handler, stream, log, "h2: stream handler failed")
 
     def _spawn(self, stream: Stream) -> None:
-        task = asyncio.get_running_loop().create_task(self._run_handler(stream))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(self._run_handler(stream))
 
     async def _finish(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.cancel()
+        await self.tasks.wait()
 
     # -- HTTP/2 ---------------------------------------------------------------
     async def _serve_h2(self, first: bytes) -> None:
@@ -769,9 +730,8 @@ class H2Transport:
         self.config = config
         self.tls = tls
         self._rng = rng
-        self._pool: dict[tuple[str, int], list[_H2Connection]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._dialing: dict[tuple[str, int], asyncio.Lock] = {}
+        self._pool: ConnectionPool[_H2Connection] = ConnectionPool()
+        self._tasks = TaskSet()
 
     def _authority(self) -> str:
         hosts = self.config.hosts
@@ -781,32 +741,19 @@ class H2Transport:
         if not self.tls:
             raise ConnectionRefusedError(TLS_REQUIRED)
         async with asyncio.timeout(timeout):
-            conn = await self._connection(host, port)
+            conn = await self._pool.get(host, port, lambda: self._connect(host, port))
             return await conn.open_stream(self._authority(), self.config.normalized_path)
 
-    async def _connection(self, host: str, port: int) -> _H2Connection:
-        key = (host, port)
-        lock = self._dialing.setdefault(key, asyncio.Lock())
-        async with lock:
-            conns = [c for c in self._pool.get(key, ()) if not c.closed]
-            self._pool[key] = conns
-            for conn in conns:
-                if conn.can_open():
-                    return conn
-            below = await self.inner.dial(host, port)
-            alpn = getattr(below, "alpn", None)
-            if alpn != "h2":
-                below.close()
-                raise ConnectionRefusedError(
-                    f"http2: unexpected ALPN protocol {alpn or ''}; want h2"
-                )
-            conn = _H2Connection(below, client=True)
-            conn.start()
-            task = asyncio.get_running_loop().create_task(conn.run_client())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            conns.append(conn)
-            return conn
+    async def _connect(self, host: str, port: int) -> _H2Connection:
+        below = await self.inner.dial(host, port)
+        alpn = getattr(below, "alpn", None)
+        if alpn != "h2":
+            below.close()
+            raise ConnectionRefusedError(f"http2: unexpected ALPN protocol {alpn or ''}; want h2")
+        conn = _H2Connection(below, client=True)
+        conn.start()
+        self._tasks.spawn(conn.run_client())
+        return conn
 
     async def listen(
         self, host: str, port: int, handler: LayerHandler, *, reuse_port: bool = False
@@ -825,9 +772,7 @@ class H2Transport:
         return await self.inner.listen(host, port, accept, reuse_port=reuse_port)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.cancel()
+        await self._tasks.wait()
         self._pool.clear()
         await self.inner.aclose()

@@ -51,7 +51,7 @@ from v2py.config.transport_extra import QuicConfig
 from v2py.errors import ConfigError
 from v2py.protocol.quic_packet import QuicPacketCodec
 from v2py.transport.layer import LayerHandler
-from v2py.transport.stream import READ_CHUNK_BYTES
+from v2py.transport.multiplex import ConnectionPool, FedStream, TaskSet, run_handler
 
 if TYPE_CHECKING:
     from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -105,23 +105,18 @@ def _read_file(name: str) -> bytes:
 # the stream
 
 
-class QuicStream:
+class QuicStream(FedStream):
     """One bidirectional QUIC stream as a :class:`~v2py.transport.stream.Stream`."""
 
-    can_push = False
+    _write_high_water = WRITE_HIGH_WATER_BYTES
 
     def __init__(self, owner: _Connection, stream_id: int) -> None:
+        super().__init__()
         self._owner = owner
         self.stream_id = stream_id
-        self._chunks: list[bytes] = []
-        self._eof = False
-        self._error: BaseException | None = None
-        self._readable = asyncio.Event()
         self._written = 0
         self._ended = False
         self._closed = False
-        self._writable = asyncio.Event()
-        self._closed_event = asyncio.Event()
 
     def _feed(self, data: bytes, end: bool) -> None:
         if data:
@@ -130,30 +125,11 @@ class QuicStream:
             self._eof = True
         self._readable.set()
 
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-        self._readable.set()
-        self._writable.set()
-        self._closed_event.set()
-
     def _unsent(self) -> int:
         return self._written - self._owner.sent_offset(self.stream_id)
 
-    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        while not self._chunks:
-            if self._eof:
-                return b""
-            if self._error is not None:
-                raise self._error
-            self._readable.clear()
-            await self._readable.wait()
-        data = self._chunks[0]
-        if len(data) > max_bytes:
-            self._chunks[0] = data[max_bytes:]
-            return data[:max_bytes]
-        self._chunks.pop(0)
-        return data
+    def _want_writable(self) -> None:
+        self._owner.want_writable(self)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
@@ -163,16 +139,6 @@ class QuicStream:
         if data:
             self._written += len(data)
             self._owner.send(self.stream_id, bytes(data), end=False)
-
-    async def drain(self) -> None:
-        while self._unsent() > WRITE_HIGH_WATER_BYTES:
-            if self._error is not None:
-                raise ConnectionResetError(str(self._error))
-            self._writable.clear()
-            self._owner.want_writable(self)
-            await self._writable.wait()
-        if self._error is not None and self._unsent() > 0:
-            raise ConnectionResetError(str(self._error))
 
     def write_eof(self) -> None:
         if self._ended or self._closed or self._error is not None:
@@ -189,9 +155,6 @@ class QuicStream:
         self._closed = True
         self._owner.forget(self)
         self._closed_event.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed_event.wait()
 
     @property
     def peer(self) -> tuple[str, int] | None:
@@ -449,8 +412,7 @@ class QuicTransport:
         self._rng = rng
         self._path = path
         self._read_file = read_file
-        self._pool: dict[tuple[str, int], list[_Connection]] = {}
-        self._dialing: dict[tuple[str, int], asyncio.Lock] = {}
+        self._pool: ConnectionPool[_Connection] = ConnectionPool()
         self._sockets: set[asyncio.DatagramTransport] = set()
         if tls is not None:
             for index, cert in enumerate(tls.certificates):
@@ -542,21 +504,8 @@ class QuicTransport:
     # -- dial -----------------------------------------------------------------
     async def dial(self, host: str, port: int, *, timeout: float | None = None) -> QuicStream:
         async with asyncio.timeout(timeout):
-            conn = await self._connection(host, port)
+            conn = await self._pool.get(host, port, lambda: self._connect(host, port))
             return conn.open_stream()
-
-    async def _connection(self, host: str, port: int) -> _Connection:
-        key = (host, port)
-        lock = self._dialing.setdefault(key, asyncio.Lock())
-        async with lock:
-            conns = [c for c in self._pool.get(key, ()) if not c.closed]
-            self._pool[key] = conns
-            for conn in conns:
-                if conn.can_open():
-                    return conn
-            conn = await self._connect(host, port)
-            conns.append(conn)
-            return conn
 
     async def _connect(self, host: str, port: int) -> _Connection:
         from aioquic.quic.connection import QuicConnection
@@ -609,11 +558,10 @@ class QuicTransport:
         return listener
 
     async def aclose(self) -> None:
-        for conns in self._pool.values():
-            for conn in conns:
-                with contextlib.suppress(Exception):
-                    conn.protocol.close()
-                conn.terminate(ConnectionResetError("QUIC transport closed"))
+        for conn in self._pool:
+            with contextlib.suppress(Exception):
+                conn.protocol.close()
+            conn.terminate(ConnectionResetError("QUIC transport closed"))
         self._pool.clear()
         for transport in list(self._sockets):
             transport.close()
@@ -626,7 +574,7 @@ class QuicListener:
     def __init__(self, configuration: QuicConfiguration, handler: LayerHandler) -> None:
         self._configuration = configuration
         self._handler = handler
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._server: QuicServer | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._udp: _OpeningProtocol | None = None
@@ -656,19 +604,7 @@ class QuicListener:
         return conn.protocol
 
     def _spawn(self, stream: QuicStream) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(stream))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, stream: QuicStream) -> None:
-        try:
-            await self._handler(stream)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # one bad stream never stops the listener
-            log.exception("quic: stream handler failed")
-        finally:
-            stream.close()
+        self._tasks.spawn(run_handler(self._handler, stream, log, "quic: stream handler failed"))
 
     @property
     def port(self) -> int:
@@ -691,9 +627,7 @@ class QuicListener:
             self._server = None
         for conn in self._connections:
             conn.terminate(ConnectionResetError("QUIC listener closed"))
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
 
     async def wait_closed(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
