@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream
+from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream, QueuedPush
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import relay
@@ -62,7 +62,7 @@ class Carrier(Protocol):
     async def handle_packets(self, session: Session, link: PacketLink) -> None: ...
 
 
-class MuxLink:
+class MuxLink(QueuedPush):
     """The worker's frame stream as the carrying outbound sees it: ``read`` returns the
     frames the sessions send, ``write`` feeds the server's frames in, and ``drain``
     waits while a session's reader is behind (the mux buffers are full).
@@ -72,8 +72,8 @@ class MuxLink:
 
     def __init__(self) -> None:
         self.endpoint: MuxEndpoint | None = None
-        self._out: collections.deque[bytes] = collections.deque()
-        self._out_bytes = 0
+        self._held: collections.deque[bytes] = collections.deque()
+        self.buffered = 0  # frames the carrier has not taken
         self._eof = False
         self._eof_pushed = False
         self._reader: asyncio.Future[None] | None = None
@@ -86,20 +86,11 @@ class MuxLink:
     def push_out(self, data: bytes) -> None:
         if self._eof:
             raise ConnectionResetError("mux connection closed")
-        push = self._push
-        if push is not None and not self._push_paused and not self._out:
-            push.pushed_data(data)
-            return
-        self._out.append(data)
-        self._out_bytes += len(data)
-        if push is not None:
-            self._push_flush()
-        else:
-            self._wake_reader()
+        self._queue_in(data)
 
     def out_paused(self) -> bool:
         """True while the carrier has not taken more than the high-water mark."""
-        return self._out_bytes > LINK_HIGH_WATER_BYTES
+        return self.buffered > LINK_HIGH_WATER_BYTES
 
     def when_out_room(self, callback: Callable[[BaseException | None], None]) -> None:
         if self._eof:
@@ -110,7 +101,7 @@ class MuxLink:
             self._room_callbacks.append(callback)
 
     async def wait_out_room(self) -> None:
-        while self._out_bytes > LINK_HIGH_WATER_BYTES and not self._eof:
+        while self.buffered > LINK_HIGH_WATER_BYTES and not self._eof:
             if self._room is None:
                 self._room = asyncio.get_running_loop().create_future()
             await self._room
@@ -120,12 +111,12 @@ class MuxLink:
     def finish_out(self) -> None:
         """No more frames: ``read`` returns ``b""`` once the queue is empty."""
         self._eof = True
-        self._wake_reader()
+        self._wake()
         self._wake_room()
         if self._push is not None:
             self._push_flush()
 
-    def _wake_reader(self) -> None:
+    def _wake(self) -> None:
         fut = self._reader
         if fut is not None:
             self._reader = None
@@ -144,25 +135,10 @@ class MuxLink:
             for callback in callbacks:
                 callback(error)
 
-    # -- push mode (the carrier's relay takes frames as they are made) --------------------
+    # -- push mode (QueuedPush: the carrier's relay takes frames as they are made) ----------
     @property
     def can_push(self) -> bool:
         return True
-
-    def start_push(self, target: PushTarget) -> None:
-        self._push = target
-        self._push_paused = False
-        self._push_flush()
-
-    def stop_push(self) -> None:
-        self._push = None
-
-    def pause_push(self) -> None:
-        self._push_paused = True
-
-    def resume_push(self) -> None:
-        self._push_paused = False
-        self._push_flush()
 
     @property
     def write_paused(self) -> bool:
@@ -175,26 +151,19 @@ class MuxLink:
         else:
             self.endpoint.when_room(lambda: callback(None))
 
-    def _push_flush(self) -> None:
-        target = self._push
-        if target is None or self._push_paused:
-            return
-        if self._out:
-            data = b"".join(self._out)
-            self._out.clear()
-            self._out_bytes = 0
-            target.pushed_data(data)
-            self._wake_room()
-            if self._push is not target or self._push_paused:
-                return
-        if self._eof and not self._out and not self._eof_pushed:
+    def _hand_on(self, target: PushTarget, data: bytes) -> None:
+        target.pushed_data(data)
+        self._wake_room()
+
+    def _push_end(self, target: PushTarget) -> None:
+        if self._eof and not self._held and not self._eof_pushed:
             self._eof_pushed = True
             self._push = None
             target.pushed_eof()
 
     # -- Stream (the carrying outbound's side) ----------------------------------------------
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        out = self._out
+        out = self._held
         while not out:
             if self._eof:
                 return b""
@@ -210,8 +179,8 @@ class MuxLink:
                 part = part[:cut]
             parts.append(part)
             size += len(part)
-        self._out_bytes -= size
-        if self._out_bytes <= LINK_HIGH_WATER_BYTES:
+        self.buffered -= size
+        if self.buffered <= LINK_HIGH_WATER_BYTES:
             self._wake_room()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 

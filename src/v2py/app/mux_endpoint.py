@@ -62,64 +62,48 @@ DEFAULT_SESSION_BUFFER_BYTES = 512 * 1024
 DEFAULT_CONNECTION_BUFFER_BYTES = 4 * 1024 * 1024
 
 
-class MuxSubStream:
-    """One Mux.Cool session seen as a byte stream (or, for UDP, a datagram stream).
+class QueuedPush:
+    """Push mode (:class:`~v2py.transport.stream.PushStream`) over a queue of byte
+    chunks: a mux session's input (:class:`MuxSubStream`), a mux link's frames
+    (``app/mux_client.py`` ``MuxLink``).
 
-    Made by :class:`MuxEndpoint`; ``destination`` is the session's target.
+    ``_queue_in(data)`` hands ``data`` straight to the push target when pushing, not
+    paused and nothing is queued; else it queues it (``_held``, ``buffered`` bytes)
+    and flushes (pushing) or wakes the reader (``_notify``, ``_wake``). ``_push_flush`` hands the
+    whole queue on as one batch (``_hand_on``), then, unless the target stopped or
+    paused us, calls ``_push_end`` (the end, an error, or nothing yet). Subclasses set
+    ``_held``, ``buffered``, ``_push`` and ``_push_paused`` in ``__init__``.
     """
 
-    def __init__(self, endpoint: MuxEndpoint, session_id: int, destination: Destination) -> None:
-        self._endpoint = endpoint
-        self.session_id = session_id
-        self.destination = destination
-        self.is_packet = destination.network is Network.UDP
-        self._inbox: collections.deque[bytes] = collections.deque()
-        self.buffered = 0
-        self._read_eof = False
-        self._abort: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self.end_sent = False
-        self._first_timer: asyncio.TimerHandle | None = None
-        self.dropped_datagrams = 0
-        self._push: PushTarget | None = None
-        self._push_paused = False
+    _held: collections.deque[bytes]
+    buffered: int
+    _push: PushTarget | None
+    _push_paused: bool
 
-    # -- fed by the endpoint --------------------------------------------------------
-    def _deliver(self, data: bytes) -> None:
-        if self._read_eof or self._abort is not None:
-            return
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def _hand_on(self, target: PushTarget, data: bytes) -> None:
+        target.pushed_data(data)
+
+    def _push_end(self, target: PushTarget) -> None:
+        raise NotImplementedError
+
+    def _queue_in(self, data: bytes) -> None:
         push = self._push
-        if push is not None and not self._push_paused and not self._inbox:
+        if push is not None and not self._push_paused and not self._held:
             push.pushed_data(data)
             return
-        self._inbox.append(data)
+        self._held.append(data)
         self.buffered += len(data)
-        if push is not None:
-            self._push_flush()
-        else:
-            self._wake()
+        self._notify()
 
-    def _end_input(self) -> None:
-        self._read_eof = True
+    def _notify(self) -> None:
+        """What is held changed (data, the end): flush when pushing, else wake."""
         if self._push is not None:
             self._push_flush()
         else:
             self._wake()
-
-    def _aborted(self, exc: BaseException) -> None:
-        if self._abort is None:
-            self._abort = exc
-        self._drop_inbox()
-        self._cancel_first_timer()
-        if self._push is not None:
-            self._push_flush()
-        else:
-            self._wake()
-
-    # -- push mode (PushStream): session data handed on as frames arrive ---------------
-    @property
-    def can_push(self) -> bool:
-        return self._endpoint.can_push
 
     def start_push(self, target: PushTarget) -> None:
         self._push = target
@@ -136,6 +120,64 @@ class MuxSubStream:
         self._push_paused = False
         self._push_flush()
 
+    def _push_flush(self) -> None:
+        target = self._push
+        if target is None or self._push_paused:
+            return
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            self.buffered = 0
+            self._hand_on(target, data)
+            if self._push is not target or self._push_paused:
+                return
+        self._push_end(target)
+
+
+class MuxSubStream(QueuedPush):
+    """One Mux.Cool session seen as a byte stream (or, for UDP, a datagram stream).
+
+    Made by :class:`MuxEndpoint`; ``destination`` is the session's target.
+    """
+
+    def __init__(self, endpoint: MuxEndpoint, session_id: int, destination: Destination) -> None:
+        self._endpoint = endpoint
+        self.session_id = session_id
+        self.destination = destination
+        self.is_packet = destination.network is Network.UDP
+        self._held: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self._read_eof = False
+        self._abort: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.end_sent = False
+        self._first_timer: asyncio.TimerHandle | None = None
+        self.dropped_datagrams = 0
+        self._push: PushTarget | None = None
+        self._push_paused = False
+
+    # -- fed by the endpoint --------------------------------------------------------
+    def _deliver(self, data: bytes) -> None:
+        if self._read_eof or self._abort is not None:
+            return
+        self._queue_in(data)
+
+    def _end_input(self) -> None:
+        self._read_eof = True
+        self._notify()
+
+    def _aborted(self, exc: BaseException) -> None:
+        if self._abort is None:
+            self._abort = exc
+        self._drop_inbox()
+        self._cancel_first_timer()
+        self._notify()
+
+    # -- push mode (QueuedPush): session data handed on as frames arrive ---------------
+    @property
+    def can_push(self) -> bool:
+        return self._endpoint.can_push
+
     @property
     def write_paused(self) -> bool:
         return self._endpoint.write_paused()
@@ -143,19 +185,12 @@ class MuxSubStream:
     def when_writable(self, callback: Callable[[BaseException | None], None]) -> None:
         self._endpoint.when_writable(callback)
 
-    def _push_flush(self) -> None:
-        """Hand what is held to the push target: data, then the end or the abort."""
-        target = self._push
-        if target is None or self._push_paused:
-            return
-        if self._inbox:
-            data = b"".join(self._inbox)
-            self._inbox.clear()
-            self.buffered = 0
-            self._endpoint._consumed()
-            target.pushed_data(data)
-            if self._push is not target or self._push_paused:
-                return
+    def _hand_on(self, target: PushTarget, data: bytes) -> None:
+        self._endpoint._consumed()
+        target.pushed_data(data)
+
+    def _push_end(self, target: PushTarget) -> None:
+        """After the data: the abort or the end."""
         if self._abort is not None:
             self._push = None
             target.pushed_error(self._abort)
@@ -165,7 +200,7 @@ class MuxSubStream:
 
     def _drop_inbox(self) -> None:
         if self.buffered:
-            self._inbox.clear()
+            self._held.clear()
             self.buffered = 0
             self._endpoint._consumed()
 
@@ -178,7 +213,7 @@ class MuxSubStream:
 
     async def _wait_input(self) -> bool:
         """True when there is input to take; False at the end. Raises when aborted."""
-        while not self._inbox:
+        while not self._held:
             if self._abort is not None:
                 raise self._abort
             if self._read_eof:
@@ -193,7 +228,7 @@ class MuxSubStream:
         ConnectionResetError when the session or the mux connection was aborted."""
         if not await self._wait_input():
             return b""
-        inbox = self._inbox
+        inbox = self._held
         first = inbox[0]
         if len(first) > max_bytes:
             inbox[0] = first[max_bytes:]
@@ -216,7 +251,7 @@ class MuxSubStream:
         """The next datagram of a UDP session, or None at its end."""
         if not await self._wait_input():
             return None
-        data = self._inbox.popleft()
+        data = self._held.popleft()
         self.buffered -= len(data)
         self._endpoint._consumed()
         return data
