@@ -458,6 +458,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "users": {},
         "startup": {},
     }
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not args.skip_startup:
+        print(
+            "note: PYTHONDONTWRITEBYTECODE is set: v2py's start-up includes compiling every "
+            "module that has no current .pyc (an installed wheel has them; in a checkout run "
+            "python -m compileall src once without the variable)",
+            flush=True,
+        )
     workdir = Path(tempfile.mkdtemp(prefix="bench-users-"))
     sink = loadgen.SinkServer()
     await sink.start()
