@@ -38,6 +38,8 @@ from v2py.transport.mkcp import dial_kcp
 
 HANDSHAKE_S = 1
 CONN_IDLE_S = 2
+#: How late a cut may come on a loaded 2-core machine (it is never early).
+CUT_SLACK_S = 3.0
 #: A slowloris client sends one byte this often (well inside the handshake deadline).
 DRIP_S = 0.2
 STEP_TIMEOUT_S = 15.0
@@ -171,7 +173,7 @@ async def test_slowloris_cut_at_the_handshake_deadline(listener: str) -> None:
         else:
             took = await drip_tcp(ports[listener], DRIPS[listener])
         # cut by the deadline counted from the start, not extended by each byte
-        assert HANDSHAKE_S * 0.8 <= took < HANDSHAKE_S + 1.5, took
+        assert HANDSHAKE_S * 0.8 <= took < HANDSHAKE_S + CUT_SLACK_S, took
         await back_to(base, f"slowloris on {listener}", timeout=STEP_TIMEOUT_S)
 
 
@@ -183,7 +185,7 @@ async def test_silent_client_on_dokodemo_cut_at_conn_idle() -> None:
             assert await reader.read() == b""
         took = time.monotonic() - started
         writer.close()
-        assert CONN_IDLE_S * 0.8 <= took < CONN_IDLE_S + 1.5, took
+        assert CONN_IDLE_S * 0.8 <= took < CONN_IDLE_S + CUT_SLACK_S, took
         await back_to(base, "silent dokodemo client", timeout=STEP_TIMEOUT_S)
 
 
