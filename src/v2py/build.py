@@ -47,8 +47,15 @@ if TYPE_CHECKING:
     from v2py.proxy.freedom import Resolver
     from v2py.proxy.vmess_inbound import DetourLookup, VmessInbound
     from v2py.proxy.vmess_outbound import ServerEntry
+    from v2py.transport.sockopt import SocketOptions
 
-__all__ = ["Builder", "build_transport", "check_single_process_switches", "policy_table"]
+__all__ = [
+    "Builder",
+    "build_transport",
+    "check_single_process_switches",
+    "policy_table",
+    "socket_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +134,37 @@ def check_single_process_switches(config: Config, env: Mapping[str, str]) -> Non
             raise _strict_udp_workers_error(cfg)
 
 
-def build_transport(stream: StreamConfig) -> Transport:
-    """The :class:`~v2py.transport.Transport` of one ``streamSettings``."""
+def socket_options(stream: StreamConfig, *, follow_redirect: bool = False) -> SocketOptions | None:
+    """The ``sockopt`` of ``stream`` (None: nothing to set). An inbound that follows
+    redirects gets "redirect" unless "tproxy" is set, and asks for the original
+    destination (4.34 ``app/proxyman/inbound/always.go``)."""
+    from v2py.transport.sockopt import SocketOptions, TproxyMode
+
+    sockopt = stream.sockopt
+    if (sockopt is None or sockopt.is_default) and not follow_redirect:
+        return None
+    tproxy = TproxyMode(sockopt.tproxy) if sockopt is not None else TproxyMode.OFF
+    if follow_redirect and tproxy is TproxyMode.OFF:
+        tproxy = TproxyMode.REDIRECT
+    return SocketOptions(
+        mark=sockopt.mark if sockopt is not None else 0,
+        tcp_fast_open=sockopt.tcp_fast_open if sockopt is not None else None,
+        tproxy=tproxy,
+        receive_original_destination=follow_redirect,
+    )
+
+
+def build_transport(
+    stream: StreamConfig, *, options: SocketOptions | None = None, source: str | None = None
+) -> Transport:
+    """The :class:`~v2py.transport.Transport` of one ``streamSettings``; ``options``
+    and ``source`` (``sendThrough``) apply to its TCP sockets (the config refuses
+    them with the other networks)."""
     from v2py.transport.stack import layered
 
     match stream.network:
         case "tcp" | "ws":
-            return layered(stream, TcpTransport())
+            return layered(stream, TcpTransport(options, source))
         case "kcp":
             return layered(stream, KcpTransport(kcp_settings(stream)))
         case "h2":
@@ -141,7 +172,9 @@ def build_transport(stream: StreamConfig) -> Transport:
 
             assert stream.http is not None  # the loader sets it for network "h2"
             return H2Transport(
-                layered(stream, TcpTransport()), stream.http, tls=stream.tls is not None
+                layered(stream, TcpTransport(options, source)),
+                stream.http,
+                tls=stream.tls is not None,
             )
         case "quic":
             from v2py.transport.quic import QuicTransport
@@ -228,11 +261,31 @@ class Builder:
             raise _strict_udp_workers_error(cfg)
         return strict
 
-    def transport(self, stream: StreamConfig) -> Transport:
+    def transport(
+        self,
+        stream: StreamConfig,
+        *,
+        options: SocketOptions | None = None,
+        source: str | None = None,
+    ) -> Transport:
         """Build and keep the transport of ``stream``."""
-        transport = build_transport(stream)
+        transport = build_transport(stream, options=options, source=source)
         self.transports.append(transport)
         return transport
+
+    @staticmethod
+    def _socket_options(
+        path: str, stream: StreamConfig, *, follow_redirect: bool = False
+    ) -> SocketOptions | None:
+        """:func:`socket_options`, refused with one line where the system lacks them."""
+        from v2py.transport.sockopt import unsupported_reason
+
+        options = socket_options(stream, follow_redirect=follow_redirect)
+        reason = unsupported_reason(options) if options is not None else None
+        if reason is not None:
+            where = ".settings.followRedirect" if follow_redirect else ".streamSettings.sockopt"
+            raise ConfigError(f"{path}{where}", reason)
+        return options
 
     # -- outbounds --------------------------------------------------------
     def outbound(self, cfg: OutboundConfig) -> Outbound:
@@ -246,6 +299,8 @@ class Builder:
 
                 freedom = FreedomOutbound(
                     tag=tag,
+                    socket_options=self._socket_options(cfg.path, cfg.stream),
+                    source=cfg.source_address,
                     domain_strategy=DomainStrategy(s.domain_strategy),
                     redirect=s.redirect_override,
                     user_level=s.user_level,
@@ -262,7 +317,11 @@ class Builder:
             case VmessOutboundSettings() as s:
                 from v2py.proxy.vmess_outbound import VmessOutbound
 
-                transport = self.transport(cfg.stream)
+                transport = self.transport(
+                    cfg.stream,
+                    options=self._socket_options(cfg.path, cfg.stream),
+                    source=cfg.source_address,
+                )
                 return VmessOutbound(
                     tag=tag,
                     servers=[self._server_entry(server) for server in s.vnext],
@@ -298,7 +357,11 @@ class Builder:
     def inbound(self, cfg: InboundConfig) -> InboundHandler:
         """The inbound handler (listeners + proxy) of ``cfg``; its traffic counters,
         when the config asks for them, exist from here on (as in 4.34)."""
-        transport = self.transport(cfg.stream)
+        follow = isinstance(cfg.settings, DokodemoSettings) and cfg.settings.follow_redirect
+        transport = self.transport(
+            cfg.stream,
+            options=self._socket_options(cfg.path, cfg.stream, follow_redirect=follow),
+        )
         if self.stats is not None:
             transport = self.stats.inbound_transport(cfg.tag, transport)
         reuse_port = self.worker is not None
@@ -339,6 +402,13 @@ class Builder:
         match cfg.settings:
             case SocksInboundSettings() as s:
                 from v2py.proxy.socks_inbound import SocksInbound
+
+                if s.udp and socket_options(cfg.stream) is not None:
+                    # 4.34 sets them on the UDP socket too; v2py's socks UDP does not yet.
+                    raise ConfigError(
+                        f"{cfg.path}.streamSettings.sockopt",
+                        "with socks udp not supported by v2py yet",
+                    )
 
                 return SocksInbound(
                     tag=tag,
@@ -381,6 +451,8 @@ class Builder:
                     policy=self.policy,
                     sniffing=sniffing,
                     reuse_port=reuse_port,
+                    follow_redirect=s.follow_redirect,
+                    socket_options=socket_options(cfg.stream, follow_redirect=s.follow_redirect),
                 )
             case VmessInboundSettings() as s:
                 return self._vmess_inbound(tag, s, where)

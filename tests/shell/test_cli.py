@@ -205,8 +205,9 @@ async def test_version_and_uuid() -> None:
         ('{"log": {"error": "/nonexistent-dir/e.log"}}', "log.error"),
         (
             '{"inbounds": [{"port": 12345, "protocol": "dokodemo-door", "settings": '
-            '{"network": "tcp,udp", "followRedirect": true}}]}',
-            "inbounds[0].settings.followRedirect",
+            '{"network": "tcp,udp", "followRedirect": true}, '
+            '"streamSettings": {"sockopt": {"tproxy": "on"}}}]}',
+            "inbounds[0].streamSettings.sockopt.tproxy",
         ),
     ],
 )

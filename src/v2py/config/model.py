@@ -175,15 +175,13 @@ def _check_listen(value: object) -> str:
 
 
 def _check_send_through(value: object) -> str:
+    """An outbound's ``sendThrough``: the local IP its connections bind (4.34 refuses
+    a domain: "unable to send through")."""
     if not isinstance(value, str):
         raise fail(f"{describe(value)} is not an IP address string")
     address = ip_address(value)
     if address is None:
-        raise fail(f"{describe(value)} is not an IP address; sendThrough takes a local IP")
-    if address not in ("0.0.0.0", "::"):
-        # Binding outgoing connections to a chosen local address is not implemented:
-        # accepting it would send traffic from another address than the user asked for.
-        raise fail(f"{describe(value)}: binding outgoing connections is {NOT_SUPPORTED_YET}")
+        raise fail(f"unable to send through: {describe(value)}; sendThrough takes a local IP")
     return address
 
 
@@ -323,27 +321,38 @@ _NETWORKS = {
 _SECURITIES = {"": "none", "none": "none", "tls": "tls"}
 _NOT_USED = "not used by v2py, ignored"
 NOT_SUPPORTED_YET = "not supported by v2py yet"
+#: Networks whose sockets are UDP (sockopt and sendThrough are not applied to them yet).
+_UDP_NETWORKS = frozenset({"kcp", "quic"})
+#: ``sendThrough`` values that bind nothing.
+ANY_ADDRESSES = frozenset({"0.0.0.0", "::"})
+
+
+_TPROXY_MODES = {"": "off", "off": "off", "tproxy": "tproxy", "redirect": "redirect"}
 
 
 class SocketConfig(ConfigModel):
-    """``streamSettings.sockopt``: only the values that change nothing are accepted."""
+    """``streamSettings.sockopt`` (4.34 ``SocketConfig.Build``; applied by
+    ``transport/sockopt.py``). ``tcp_fast_open`` None leaves the kernel default;
+    ``tproxy`` is "off", "tproxy" or "redirect" (4.34 maps any other string to off:
+    v2py refuses it, as other unknown enum strings)."""
 
     mark: Annotated[int, BeforeValidator(int_in(-0x8000_0000, 0x7FFF_FFFF))] = 0
     tcp_fast_open: Bool | None = None
-    tproxy: Str = ""
+    tproxy: Annotated[
+        str, BeforeValidator(one_of(_TPROXY_MODES, shown=("off", "tproxy", "redirect")))
+    ] = "off"
     accept_proxy_protocol: Bool = False
 
     @model_validator(mode="after")
-    def _only_defaults(self) -> SocketConfig:
-        if self.mark:
-            raise fail(f"{self.mark} is {NOT_SUPPORTED_YET}; remove it", "mark")
-        if self.tcp_fast_open is not None:
-            raise fail(f"{NOT_SUPPORTED_YET}; remove it", "tcpFastOpen")
-        if self.tproxy.lower() not in ("", "off"):
-            raise fail(f"{describe(self.tproxy)} is {NOT_SUPPORTED_YET}; remove it", "tproxy")
+    def _no_proxy_protocol(self) -> SocketConfig:
         if self.accept_proxy_protocol:
             raise fail(f"true is {NOT_SUPPORTED_YET}; remove it", "acceptProxyProtocol")
         return self
+
+    @property
+    def is_default(self) -> bool:
+        """True when no option changes anything."""
+        return not self.mark and self.tcp_fast_open is None and self.tproxy == "off"
 
 
 class StreamConfig(ConfigModel):
@@ -370,6 +379,19 @@ class StreamConfig(ConfigModel):
     quic: QuicConfig | None = Field(default=None, alias="quicSettings")
     tls: TlsConfig | None = Field(default=None, alias="tlsSettings")
     sockopt: SocketConfig | None = None
+
+    @model_validator(mode="after")
+    def _sockopt_where_implemented(self) -> StreamConfig:
+        # v2py applies sockopt to TCP sockets (tcp, ws, h2); 4.34 also applies it to
+        # the UDP sockets of mKCP and QUIC, which v2py does not do yet.
+        sockopt = self.sockopt
+        if (
+            sockopt is not None
+            and not sockopt.is_default
+            and (self.network in _UDP_NETWORKS or self.network == "ds")
+        ):
+            raise fail(f"with network {self.network!r} {NOT_SUPPORTED_YET}", "sockopt")
+        return self
 
     @model_validator(mode="after")
     def _tls_when_secured(self) -> StreamConfig:
@@ -532,6 +554,24 @@ class OutboundConfig(ConfigModel):
     stream: StreamConfig = Field(default_factory=lambda: StreamConfig(), alias="streamSettings")
     mux: MuxConfig | None = None
     path: str = ""
+
+    @model_validator(mode="after")
+    def _send_through_where_implemented(self) -> OutboundConfig:
+        network = self.stream.network
+        if (
+            self.send_through not in (None, *ANY_ADDRESSES)
+            and self.protocol == "vmess"
+            and (network in _UDP_NETWORKS or network == "ds")
+        ):
+            raise fail(f"with network {network!r} {NOT_SUPPORTED_YET}", "sendThrough")
+        return self
+
+    @property
+    def source_address(self) -> str | None:
+        """The IP dialled connections bind (``sendThrough``), None for any."""
+        if self.send_through is None or self.send_through in ANY_ADDRESSES:
+            return None
+        return self.send_through
 
 
 # --------------------------------------------------------------------------

@@ -166,7 +166,8 @@ def _network_name(entry: str) -> str:
 
 
 class DokodemoSettings(ConfigModel):
-    """``dokodemo-door`` inbound ``settings``."""
+    """``dokodemo-door`` inbound ``settings``. ``follow_redirect``: each connection goes
+    to its original destination (iptables REDIRECT or TPROXY, ``proxy/dokodemo.py``)."""
 
     address: Address | None = None
     port: Uint16 = 0
@@ -176,17 +177,6 @@ class DokodemoSettings(ConfigModel):
     follow_redirect: Bool = False
     user_level: Uint32 = 0
     timeout: Uint32 = 0
-
-    @model_validator(mode="after")
-    def _no_transparent_proxy(self) -> DokodemoSettings:
-        # 4.34 takes each connection's original destination (iptables REDIRECT via
-        # SO_ORIGINAL_DST, or TPROXY); v2py would send everything to "address".
-        if self.follow_redirect:
-            raise fail(
-                "transparent proxying (followRedirect) is not supported by v2py yet; remove it",
-                "followRedirect",
-            )
-        return self
 
 
 class VmessClientConfig(ConfigModel):

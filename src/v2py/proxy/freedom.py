@@ -9,6 +9,9 @@ socks-sniffing-freedom.md section 3; v2ray-core 4.34 ``proxy/freedom/freedom.go`
   else to the system resolver, as 4.34 (``proxy/freedom`` ``resolveIP``).
 * Dialling makes up to 5 attempts, waiting 0/100/200/300/400 ms before them (4.34's
   ``retry.ExponentialBackoff(5, 100)``).
+* ``streamSettings.sockopt`` (mark, tcpFastOpen, tproxy) is set on every dialled
+  socket and ``sendThrough`` is bound as its local address, as 4.34's system dialer
+  does (UDP sockets get the listener-side options, as 4.34's ``ListenSystemPacket``).
 * TCP is relayed with the level's policy; UDP uses one connected socket per link,
   reading at most 2048 bytes per response datagram, until the link closes or idles
   out (connIdle).
@@ -22,7 +25,7 @@ import logging
 import random
 import socket
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
@@ -32,6 +35,9 @@ from v2py.common.net import Destination, ip_text, is_ip
 from v2py.errors import LocalProtocolError
 from v2py.transport.stream import Stream
 from v2py.transport.tcp import dial_tcp
+
+if TYPE_CHECKING:
+    from v2py.transport.sockopt import SocketOptions
 
 __all__ = [
     "DomainStrategy",
@@ -77,7 +83,8 @@ _FAMILY = {
 
 class FreedomOutbound:
     """Direct connections. ``redirect`` is (address, port) with None for "keep" (the
-    config's ``FreedomSettings.redirect_override``). ``dial_delays`` and ``rng`` exist
+    config's ``FreedomSettings.redirect_override``). ``socket_options`` and ``source``
+    (``sendThrough``) apply to every dialled socket. ``dial_delays`` and ``rng`` exist
     for tests."""
 
     def __init__(
@@ -92,8 +99,12 @@ class FreedomOutbound:
         dial_timeout: float = DIAL_TIMEOUT_S,
         rng: random.Random | None = None,
         resolver: Resolver | None = None,
+        socket_options: SocketOptions | None = None,
+        source: str | None = None,
     ) -> None:
         self.tag = tag
+        self._options = socket_options
+        self._source = source
         self._resolver = resolver
         self._strategy = domain_strategy
         self._redirect = redirect
@@ -161,7 +172,13 @@ class FreedomOutbound:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                return await dial_tcp(host, port, timeout=self._dial_timeout)
+                return await dial_tcp(
+                    host,
+                    port,
+                    timeout=self._dial_timeout,
+                    options=self._options,
+                    source=self._source,
+                )
             except OSError as exc:
                 last = exc
         assert last is not None
@@ -180,9 +197,15 @@ class FreedomOutbound:
         loop = asyncio.get_running_loop()
         transport: asyncio.DatagramTransport | None = None
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _FreedomDatagram(link, timer), remote_addr=(host, dest.port)
-            )
+            if self._options is None and self._source is None:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _FreedomDatagram(link, timer), remote_addr=(host, dest.port)
+                )
+            else:
+                sock = await self._udp_socket(host, dest.port)
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _FreedomDatagram(link, timer), sock=sock
+                )
             while (data := await link.recv()) is not None:
                 timer.update()
                 transport.sendto(data)
@@ -195,6 +218,32 @@ class FreedomOutbound:
             timer.cancel()
             if transport is not None:
                 transport.close()
+
+    async def _udp_socket(self, host: str, port: int) -> socket.socket:
+        """A UDP socket with the options set, bound to ``source`` (or any address of
+        the destination's family), connected to ``host:port``."""
+        from v2py.transport.sockopt import apply_inbound_options
+
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        if self._source is not None:
+            family = socket.AF_INET6 if ":" in self._source else socket.AF_INET
+            infos = [info for info in infos if info[0] == family]
+            if not infos:
+                raise OSError(f"no {host} address of the family of sendThrough {self._source}")
+        family, _, proto, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+        try:
+            sock.setblocking(False)
+            if self._options is not None:
+                apply_inbound_options(sock, self._options)
+            any_address = "::" if family == socket.AF_INET6 else "0.0.0.0"
+            sock.bind((self._source or any_address, 0))
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 class _FreedomDatagram(asyncio.DatagramProtocol):

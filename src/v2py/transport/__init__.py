@@ -17,6 +17,8 @@ from v2py.transport.stream import Stream
 if TYPE_CHECKING:
     from v2py.protocol.mkcp.settings import KcpSettings
     from v2py.transport.mkcp import KcpDialer, KcpStream
+    from v2py.transport.sockopt import SocketOptions
+    from v2py.transport.tcp import TcpStream
 
 __all__ = ["KcpTransport", "Listener", "StreamHandler", "TcpTransport", "Transport"]
 
@@ -68,25 +70,57 @@ class Transport(Protocol):
 
 
 class TcpTransport:
-    """Plain TCP (``transport/internet/tcp``)."""
+    """Plain TCP (``transport/internet/tcp``).
+
+    ``options`` are the stream's ``sockopt`` (None: none set), ``source`` the local IP
+    dialled connections bind (an outbound's ``sendThrough``; None: any). A listener
+    whose options ask for the original destination records it for each accepted
+    connection (``v2py.transport.sockopt.accepted_original_destination``).
+    """
 
     name = "tcp"
     listener_ends_sessions = False
 
+    def __init__(self, options: SocketOptions | None = None, source: str | None = None) -> None:
+        self.options = options
+        self.source = source
+
     async def dial(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
         from v2py.transport.tcp import dial_tcp
 
-        return await dial_tcp(host, port, timeout=timeout)
+        return await dial_tcp(host, port, timeout=timeout, options=self.options, source=self.source)
 
     async def listen(
         self, host: str, port: int, handler: StreamHandler, *, reuse_port: bool = False
     ) -> Listener:
         from v2py.transport.tcp import listen_tcp
 
-        return await listen_tcp(host, port, handler, reuse_port=reuse_port)
+        options = self.options
+        if options is None:
+            return await listen_tcp(host, port, handler, reuse_port=reuse_port)
+        if options.receive_original_destination:
+            recording = _recording_original_destination(handler, options)
+            return await listen_tcp(host, port, recording, reuse_port=reuse_port, options=options)
+        return await listen_tcp(host, port, handler, reuse_port=reuse_port, options=options)
 
     async def aclose(self) -> None:
         return None
+
+
+def _recording_original_destination(
+    handler: StreamHandler, options: SocketOptions
+) -> Callable[[TcpStream], Awaitable[None]]:
+    """``handler`` preceded by reading the connection's original destination, as
+    4.34's TCP worker does for inbounds that follow redirects."""
+    from v2py.transport.sockopt import original_destination_of, set_accepted_original_destination
+
+    async def recording(stream: TcpStream) -> None:
+        sock = stream.raw_socket()
+        found = original_destination_of(sock, options.tproxy) if sock is not None else None
+        set_accepted_original_destination(found)
+        await handler(stream)
+
+    return recording
 
 
 class KcpTransport:

@@ -13,9 +13,12 @@ import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget
+
+if TYPE_CHECKING:
+    from v2py.transport.sockopt import SocketOptions
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +277,13 @@ class TcpStream(asyncio.Protocol):
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed_fut)
 
+    def raw_socket(self) -> socket.socket | None:
+        """The connection's socket (for getsockopt / getsockname), None once detached."""
+        transport = self._transport
+        if transport is None:
+            return None
+        return cast("socket.socket | None", transport.get_extra_info("socket"))
+
     def _address(self, key: str) -> tuple[str, int] | None:
         transport = self._transport
         if transport is None:
@@ -301,12 +311,69 @@ class TcpStream(asyncio.Protocol):
         return self._eof and not self._chunks
 
 
-async def dial_tcp(host: str, port: int, *, timeout: float | None = None) -> TcpStream:
-    """Connect to ``host:port`` and return the stream. Raises OSError / TimeoutError."""
+async def dial_tcp(
+    host: str,
+    port: int,
+    *,
+    timeout: float | None = None,
+    options: SocketOptions | None = None,
+    source: str | None = None,
+) -> TcpStream:
+    """Connect to ``host:port`` and return the stream. Raises OSError / TimeoutError.
+
+    ``options`` (``sockopt``) are set and ``source`` (an outbound's ``sendThrough``
+    IP) is bound before connecting, as 4.34's system dialer does.
+    """
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
-        _, proto = await loop.create_connection(lambda: TcpStream(loop), host, port)
+        if options is None and source is None:
+            _, proto = await loop.create_connection(lambda: TcpStream(loop), host, port)
+            return proto
+        sock = await _connect_with(host, port, options, source)
+        try:
+            _, proto = await loop.create_connection(lambda: TcpStream(loop), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
     return proto
+
+
+async def _connect_with(
+    host: str, port: int, options: SocketOptions | None, source: str | None
+) -> socket.socket:
+    """A socket with ``options`` set, bound to ``source``, connected to ``host:port``
+    (each resolved address in turn; with a source, only those of its family, as Go's
+    dialer filters them)."""
+    from v2py.transport.sockopt import apply_outbound_options
+
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    source_family = None
+    if source is not None:
+        source_family = socket.AF_INET6 if ":" in source else socket.AF_INET
+        infos = [info for info in infos if info[0] == source_family]
+        if not infos:
+            raise OSError(f"no {host} address of the family of sendThrough {source}")
+    last: OSError | None = None
+    for family, _, proto, _, address in infos:
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        try:
+            sock.setblocking(False)
+            if options is not None:
+                apply_outbound_options(sock, options)
+            if source is not None:
+                sock.bind((source, 0))
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    assert last is not None  # getaddrinfo returns at least one address or raises
+    raise last
 
 
 class TcpListener:
@@ -321,8 +388,25 @@ class TcpListener:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        options: SocketOptions | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
+        if options is not None:
+            sock = _listening_socket(host, port, reuse_port, options)
+            try:
+                self._server = await loop.create_server(
+                    lambda: _AcceptingStream(self, loop), sock=sock, backlog=1024
+                )
+            except BaseException:
+                sock.close()
+                raise
+            return
         self._server = await loop.create_server(
             lambda: _AcceptingStream(self, loop),
             host,
@@ -378,17 +462,43 @@ class _AcceptingStream(TcpStream):
         self._listener._spawn(self)
 
 
+def _listening_socket(
+    host: str, port: int, reuse_port: bool, options: SocketOptions
+) -> socket.socket:
+    """A bound socket with ``options`` set before binding (4.34 sets them in the
+    listener's Control hook), otherwise as asyncio's ``create_server`` makes it."""
+    from v2py.transport.sockopt import apply_inbound_options
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        apply_inbound_options(sock, options)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def listen_tcp(
     host: str,
     port: int,
     handler: Callable[[TcpStream], Awaitable[None]],
     *,
     reuse_port: bool = False,
+    options: SocketOptions | None = None,
 ) -> TcpListener:
     """Listen on ``host:port``; every accepted connection runs ``handler(stream)``.
 
-    ``reuse_port`` sets SO_REUSEPORT (worker processes sharing the port).
+    ``reuse_port`` sets SO_REUSEPORT (worker processes sharing the port);
+    ``options`` (``sockopt``) are set on the listening socket before it is bound.
     """
     listener = TcpListener(handler)
-    await listener.start(host, port, reuse_port=reuse_port)
+    await listener.start(host, port, reuse_port=reuse_port, options=options)
     return listener
