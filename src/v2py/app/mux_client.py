@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream, QueuedPush
-from v2py.app.packet import PacketLink
+from v2py.app.packet import PacketLink, relay_datagrams
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import relay
 from v2py.app.session import Session, session_logger
@@ -343,27 +343,9 @@ class MuxClientOutbound:
         assert dest is not None and dest.network is Network.UDP
         sub = self.open(dest)
         timeouts = self.policy.for_level(session.level)
-
-        async def uplink() -> None:
-            while (data := await link.recv()) is not None:
-                sub.write_datagram(data)
-                await sub.drain()
-            sub.write_eof()
-
-        async def downlink() -> None:
-            while (data := await sub.read_datagram()) is not None:
-                link.send(data)
-
         error = True
         try:
-            async with asyncio.TaskGroup() as group:
-                up = group.create_task(uplink())
-                down = group.create_task(downlink())
-                await up
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeouts.downlink_only):
-                        await asyncio.shield(down)
-                down.cancel()
+            await relay_datagrams(link, sub, timeouts.downlink_only)
             error = False
         except* (OSError, ProtocolError) as errors:
             session_logger(log, session).info("mux: udp session ended: %s", errors.exceptions[0])

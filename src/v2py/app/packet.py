@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Callable
+from typing import Protocol
 
 #: Queued datagrams per link before new ones are dropped (UDP may drop; never block).
 PACKET_QUEUE_LIMIT = 256
@@ -57,3 +59,40 @@ class PacketLink:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+
+class DatagramStream(Protocol):
+    """An outbound's datagram channel (a VMess UDP body, a Mux.Cool UDP session)."""
+
+    def write_datagram(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    async def read_datagram(self) -> bytes | None: ...
+
+
+async def relay_datagrams(link: PacketLink, stream: DatagramStream, downlink_only: float) -> None:
+    """Carry ``link``'s datagrams to ``stream`` one by one (then its end) and
+    ``stream``'s back; once the uplink ended, the downlink goes on for at most
+    ``downlink_only`` seconds. A failure leaves as the TaskGroup's ExceptionGroup."""
+
+    async def uplink() -> None:
+        while (data := await link.recv()) is not None:
+            stream.write_datagram(data)
+            await stream.drain()
+        stream.write_eof()
+
+    async def downlink() -> None:
+        while (data := await stream.read_datagram()) is not None:
+            link.send(data)
+
+    async with asyncio.TaskGroup() as group:
+        up = group.create_task(uplink())
+        down = group.create_task(downlink())
+        await up
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(downlink_only):
+                await asyncio.shield(down)
+        down.cancel()

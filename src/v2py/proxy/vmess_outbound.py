@@ -9,7 +9,6 @@ off. SwitchAccount commands append dynamic-port servers (dynamic-port.md 5).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import platform
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from v2py.app import entropy
-from v2py.app.packet import PacketLink
+from v2py.app.packet import PacketLink, relay_datagrams
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import relay
 from v2py.app.session import Session, session_logger
@@ -244,29 +243,11 @@ class VmessOutbound:
         assert dest is not None and dest.network is Network.UDP
         vstream, transport = await self._open(session, RequestCommand.UDP)
         timeouts = self.policy.for_level(session.level)
-
-        async def uplink() -> None:
-            while (data := await link.recv()) is not None:
-                # One chunk per datagram; the core drops what 4.34 drops (a chunk over
-                # its 2048-byte buffer: up to 1,967..2,030 bytes of payload with GCM).
-                vstream.write_datagram(data)
-                await vstream.drain()
-            vstream.write_eof()
-
-        async def downlink() -> None:
-            while (data := await vstream.read_datagram()) is not None:
-                link.send(data)
-
         try:
             # UDP sessions end when the inbound closes the link (idle timeout there).
-            async with asyncio.TaskGroup() as group:
-                up = group.create_task(uplink())
-                down = group.create_task(downlink())
-                await up
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeouts.downlink_only):
-                        await asyncio.shield(down)
-                down.cancel()
+            # One chunk per datagram; the core drops what 4.34 drops (a chunk over its
+            # 2048-byte buffer: up to 1,967..2,030 bytes of payload with GCM).
+            await relay_datagrams(link, vstream, timeouts.downlink_only)
         except* (OSError, ProtocolError) as errors:
             session_logger(log, session).info("vmess: udp relay ended: %s", errors.exceptions[0])
         finally:
