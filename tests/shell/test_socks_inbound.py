@@ -159,7 +159,7 @@ async def test_sniffed_localhost_is_dialled_by_freedom() -> None:
 async def test_sniffed_domain_with_freedom_redirect() -> None:
     async with HttpOrigin(b"tls-ish") as origin:
         out = RecordingFreedom(
-            tag="direct", policy=PolicyTable(), redirect=f"127.0.0.1:{origin.port}"
+            tag="direct", policy=PolicyTable(), redirect=("127.0.0.1", origin.port)
         )
         async with serve_inbound(socks_inbound(sniffing=SNIFF), [out]) as port:
             reader, writer, _ = await socks_connect(port, b"\x01\x0a\xff\xff\x01\x01\xbb")
