@@ -275,9 +275,11 @@ BAD: list[Bad] = [
     Bad("outbound-socks", with_(BASE, "outbounds.0.protocol", "socks"),
         "outbounds[0].protocol", '"socks" is not supported by v2py'),
     # --- outbound details
-    Bad("mux-concurrency-1025", with_(BASE, "outbounds.0.mux", {"enabled": True, "concurrency": 1025}),
+    Bad("mux-concurrency-1025",
+        with_(BASE, "outbounds.0.mux", {"enabled": True, "concurrency": 1025}),
         "outbounds[0].mux.concurrency", "invalid mux concurrency: 1025"),
-    Bad("mux-concurrency-off-1025", with_(BASE, "outbounds.0.mux", {"enabled": False, "concurrency": 1025}),
+    Bad("mux-concurrency-off-1025",
+        with_(BASE, "outbounds.0.mux", {"enabled": False, "concurrency": 1025}),
         "outbounds[0].mux.concurrency", "invalid mux concurrency: 1025"),
     Bad("send-through-domain", with_(BASE, "outbounds.0.sendThrough", "example.com"),
         "outbounds[0].sendThrough", "unable to send through"),
