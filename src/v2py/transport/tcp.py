@@ -421,6 +421,11 @@ class TcpListener:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets (for getsockopt / getsockname)."""
+        return tuple(self._server.sockets) if self._server is not None else ()
+
     def _spawn(self, stream: TcpStream) -> None:
         task = stream._loop.create_task(self._run(stream))  # 3.11: get_running_loop() = getpid()
         self._tasks.add(task)
