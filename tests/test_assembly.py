@@ -37,6 +37,8 @@ OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "freedom": {},
     "blackhole": {},
     "vmess": {"vnext": [{"address": "127.0.0.1", "port": 1, "users": [{"id": UUID_A}]}]},
+    "socks": {"servers": [{"address": "127.0.0.1", "port": 1, "users": [{"user": "u"}]}]},
+    "http": {"servers": [{"address": "127.0.0.1", "port": 1}]},
 }
 NETWORKS = {"tcp": TcpTransport, "kcp": KcpTransport}
 

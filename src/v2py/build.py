@@ -29,7 +29,11 @@ from v2py.config.settings import (
     DokodemoSettings,
     FreedomSettings,
     HttpInboundSettings,
+    HttpOutboundSettings,
+    HttpServerConfig,
     SocksInboundSettings,
+    SocksOutboundSettings,
+    SocksServerConfig,
     VmessInboundSettings,
     VmessOutboundSettings,
     VmessServerConfig,
@@ -38,13 +42,15 @@ from v2py.errors import ConfigError
 from v2py.transport import KcpTransport, TcpTransport, Transport
 
 if TYPE_CHECKING:
-    from v2py.app.proxyman import InboundManager
+    from v2py.app.chain import ChainTransport
+    from v2py.app.proxyman import InboundManager, OutboundManager
     from v2py.app.stats import TrafficStats
     from v2py.protocol.mkcp.settings import KcpSettings
     from v2py.protocol.vmess.account import VmessUser
     from v2py.protocol.vmess.constants import SecurityType
     from v2py.protocol.vmess.impl import VmessImpl
     from v2py.proxy.freedom import Resolver
+    from v2py.proxy.socks_outbound import PacketChannel, PacketOpener, UpstreamServer
     from v2py.proxy.vmess_inbound import DetourLookup, VmessInbound
     from v2py.proxy.vmess_outbound import ServerEntry
     from v2py.transport.sockopt import SocketOptions
@@ -213,6 +219,24 @@ def _security(name: str) -> SecurityType:
     }[name]
 
 
+def _upstream_servers(
+    servers: tuple[SocksServerConfig, ...] | tuple[HttpServerConfig, ...],
+) -> list[UpstreamServer]:
+    """The ``servers`` of a SOCKS or HTTP outbound."""
+    from v2py.proxy.socks_outbound import UpstreamServer, UpstreamUser
+
+    return [
+        UpstreamServer(
+            address=server.address,
+            port=server.port,
+            users=tuple(
+                UpstreamUser(user=u.user, password=u.password, level=u.level) for u in server.users
+            ),
+        )
+        for server in servers
+    ]
+
+
 class Builder:
     """Builds the handlers of one config for one :class:`~v2py.instance.Instance`.
 
@@ -232,12 +256,15 @@ class Builder:
         inbounds: InboundManager,
         worker: WorkerContext | None = None,
         stats: TrafficStats | None = None,
+        outbounds: OutboundManager | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
         self.env = env
         self.worker = worker
         self.inbounds = inbounds
+        # Where a ``proxySettings`` chain finds its next outbound at dial time.
+        self.outbounds = outbounds
         self.policy = policy_table(config)
         # The built-in DNS (``dns`` object) for freedom's UseIP*; None: the system resolver.
         self.resolver: Resolver | None = None
@@ -317,24 +344,99 @@ class Builder:
             case VmessOutboundSettings() as s:
                 from v2py.proxy.vmess_outbound import VmessOutbound
 
-                transport = self.transport(
-                    cfg.stream,
-                    options=self._socket_options(cfg.path, cfg.stream),
-                    source=cfg.source_address,
-                )
                 return VmessOutbound(
                     tag=tag,
                     servers=[self._server_entry(server) for server in s.vnext],
                     policy=self.policy,
-                    transport=stats.outbound_transport(tag, transport)
-                    if stats is not None
-                    else transport,
+                    transport=self._dial_transport(cfg),
                     aead_forced=self.config.switches.vmess_aead_forced,
                     padding=self.config.switches.vmess_padding,
                     impl=self.vmess_impl,
                 )
+            case SocksOutboundSettings() as s:
+                from v2py.proxy.socks_outbound import SocksOutbound
+
+                chain = self._chain(cfg)
+                return SocksOutbound(
+                    tag=tag,
+                    servers=_upstream_servers(s.servers),
+                    policy=self.policy,
+                    transport=self._dial_transport(cfg, chain),
+                    open_packets=self._packet_opener(cfg, chain),
+                )
+            case HttpOutboundSettings() as s:
+                from v2py.proxy.http_outbound import HttpOutbound
+
+                return HttpOutbound(
+                    tag=tag,
+                    servers=_upstream_servers(s.servers),
+                    policy=self.policy,
+                    transport=self._dial_transport(cfg),
+                )
             case other:
                 _unreachable(other)
+
+    def _chain(self, cfg: OutboundConfig) -> ChainTransport | None:
+        """Under ``proxySettings``: the dialer through the outbound with that tag."""
+        if cfg.proxy_settings is None:
+            return None
+        from v2py.app.chain import ChainTransport
+
+        if self.outbounds is None:
+            raise ConfigError(f"{cfg.path}.proxySettings", "no outbound manager to chain through")
+        stream = cfg.stream
+        # 4.34 keeps only TLS of the streamSettings on a chained connection.
+        if stream.network != "tcp" or (stream.tcp is not None and stream.tcp.header.type != "none"):
+            log.warning(
+                "%s.streamSettings: only tlsSettings applies under proxySettings (as in 4.34)",
+                cfg.path,
+            )
+        return ChainTransport(cfg.proxy_settings.tag, self.outbounds.get)
+
+    def _dial_transport(
+        self, cfg: OutboundConfig, chain: ChainTransport | None = None
+    ) -> Transport:
+        """What an outbound dials through, with its traffic counters: its
+        ``streamSettings``, or under ``proxySettings`` the chained outbound with TLS
+        (if set) on top, as 4.34's ``Handler.Dial``."""
+        chain = chain or self._chain(cfg)
+        transport: Transport
+        if chain is None:
+            transport = self.transport(
+                cfg.stream,
+                options=self._socket_options(cfg.path, cfg.stream),
+                source=cfg.source_address,
+            )
+        elif cfg.stream.tls is not None:
+            from v2py.transport.tls import TlsSecurity, TlsTransport
+
+            security = TlsSecurity(
+                cfg.stream.tls, network="tcp", path=f"{cfg.path}.streamSettings.tlsSettings"
+            )
+            transport = TlsTransport(chain, security)
+            self.transports.append(transport)
+        else:
+            transport = chain
+            self.transports.append(transport)
+        if self.stats is not None:
+            transport = self.stats.outbound_transport(cfg.tag, transport)
+        return transport
+
+    @staticmethod
+    def _packet_opener(cfg: OutboundConfig, chain: ChainTransport | None) -> PacketOpener:
+        """How the SOCKS outbound opens its UDP relay channel: a UDP socket, or the
+        chained outbound's packet link under ``proxySettings``."""
+        from v2py.proxy.socks_outbound import open_udp_channel
+
+        if chain is None:
+            return open_udp_channel
+        if cfg.stream.tls is not None:
+
+            async def refuse(host: str, port: int) -> PacketChannel:
+                raise OSError("socks: UDP through proxySettings with TLS is not supported")
+
+            return refuse
+        return chain.open_packets
 
     @staticmethod
     def _server_entry(server: VmessServerConfig) -> ServerEntry:

@@ -69,6 +69,7 @@ class Instance:
             inbounds=self.inbounds,
             worker=worker,
             stats=self.traffic,
+            outbounds=self.outbounds,
         )
         self.policy = self.builder.policy
         # Routing and DNS (app/routing.py): geo lists load once, here; DNS queries are

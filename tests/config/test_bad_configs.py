@@ -254,8 +254,8 @@ BAD: list[Bad] = [
     *(Bad(f"refused-{key}", with_(BASE, key, {"rules": []} if key == "routing" else
                                   {"tag": "api"} if key == "api" else {}), key,
           "not supported by v2py yet") for key in ("stats", "api", "reverse")),
-    Bad("proxy-settings", with_(BASE, "outbounds.0.proxySettings", {"tag": "x"}),
-        "outbounds[0].proxySettings", "not supported by v2py yet"),
+    Bad("proxy-settings-on-freedom", with_(BASE, "outbounds.0.proxySettings", {"tag": "x"}),
+        "outbounds[0].proxySettings", "on a freedom outbound not supported by v2py yet"),
     Bad("send-through-kcp",
         with_(with_(VMESS_OUT, "outbounds.0.sendThrough", "127.0.0.2"),
               "outbounds.0.streamSettings", {"network": "kcp"}),
@@ -272,8 +272,10 @@ BAD: list[Bad] = [
     Bad("sockopt-proxy-protocol",
         with_(BASE, "inbounds.0.streamSettings", {"sockopt": {"acceptProxyProtocol": True}}),
         "inbounds[0].streamSettings.sockopt.acceptProxyProtocol", "not supported by v2py yet"),
-    Bad("outbound-socks", with_(BASE, "outbounds.0.protocol", "socks"),
-        "outbounds[0].protocol", '"socks" is not supported by v2py'),
+    Bad("outbound-socks-no-servers", with_(BASE, "outbounds.0.protocol", "socks"),
+        "outbounds[0].settings.servers", "no servers"),
+    Bad("outbound-shadowsocks", with_(BASE, "outbounds.0.protocol", "shadowsocks"),
+        "outbounds[0].protocol", '"shadowsocks" is not supported by v2py'),
     # --- outbound details
     Bad("mux-concurrency-1025",
         with_(BASE, "outbounds.0.mux", {"enabled": True, "concurrency": 1025}),

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from v2py.config.base import ConfigModel, describe, to_config_error, unknown_key_warnings
 from v2py.config.jsonc import parse_json
 from v2py.config.model import (
+    NOT_SUPPORTED_YET,
     ApiConfig,
     Config,
     EnvSwitches,
@@ -363,6 +364,7 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         _check_port(inbound)
     _check_unique_tags(inbounds)
     _check_unique_tags(outbounds)
+    _check_proxy_chains(outbounds)
     _check_detours(inbounds)
     return Config(
         # No "log" object: 4.34's DefaultLogConfig keeps the access log off.
@@ -404,11 +406,18 @@ def _effective_stream(
     return result
 
 
+#: Outbounds that dial through their ``streamSettings`` in v2py.
+_STREAM_DIALERS = frozenset({"vmess", "socks", "http"})
+#: Go's ALPN offer when ``alpn`` is empty and the dialer asks for nothing else.
+_GO_ALPN = ("h2", "http/1.1")
+
+
 def _refuse_undialable(outbound: OutboundConfig) -> None:
-    """Fail closed: only the VMess outbound dials through its ``streamSettings`` in v2py
-    (4.34's freedom would dial through TLS or WebSocket too)."""
+    """Fail closed: only the VMess, SOCKS and HTTP outbounds dial through their
+    ``streamSettings`` in v2py (4.34's freedom would dial through TLS or WebSocket too)."""
     stream = outbound.stream
-    if outbound.protocol == "vmess":
+    if outbound.protocol in _STREAM_DIALERS:
+        _refuse_h2_connect(outbound)
         return
     where: dict[str, str | None] = {
         "network": f'"{stream.network}"' if stream.network in ("ws", "h2", "quic", "ds") else None,
@@ -423,6 +432,58 @@ def _refuse_undialable(outbound: OutboundConfig) -> None:
                 f"{value} is not supported by v2py for a {outbound.protocol} outbound yet; "
                 "remove it",
             )
+
+
+def _refuse_h2_connect(outbound: OutboundConfig) -> None:
+    """4.34's HTTP outbound speaks HTTP/2 CONNECT when TLS right under it negotiates
+    ``h2`` (``proxy/http/client.go``); v2py speaks only HTTP/1.1 CONNECT, so an ALPN
+    offer that includes ``h2`` (Go's default) is refused."""
+    stream = outbound.stream
+    tls = stream.tls
+    if outbound.protocol != "http" or tls is None:
+        return
+    # Under proxySettings only TLS is kept; tcp with the HTTP header and ws, h2, quic
+    # hide the TLS connection from the HTTP client, which then always speaks HTTP/1.1.
+    tls_on_top = outbound.proxy_settings is not None or (
+        stream.network in ("kcp", "ds")
+        or (stream.network == "tcp" and (stream.tcp is None or stream.tcp.header.type == "none"))
+    )
+    if tls_on_top and "h2" in (tls.alpn or _GO_ALPN):
+        raise ConfigError(
+            f"{outbound.path}.streamSettings.tlsSettings.alpn",
+            'HTTP/2 CONNECT (ALPN "h2", which Go offers by default) is not supported by '
+            'v2py yet; set "alpn": ["http/1.1"]',
+        )
+
+
+def _check_proxy_chains(outbounds: Sequence[OutboundConfig]) -> None:
+    """``proxySettings.tag`` must name an outbound and the chain must end.
+
+    4.34 checks neither: an unknown tag sends the connections out directly (with a
+    warning per connection) and a loop dispatches forever; both are refused here.
+    """
+    by_tag = {o.tag: o for o in outbounds if o.tag}
+    for outbound in outbounds:
+        proxy = outbound.proxy_settings
+        if proxy is None:
+            continue
+        if outbound.protocol == "freedom":
+            raise ConfigError(
+                f"{outbound.path}.proxySettings",
+                f"on a freedom outbound {NOT_SUPPORTED_YET}; remove it",
+            )
+        path = f"{outbound.path}.proxySettings.tag"
+        hop = by_tag.get(proxy.tag)
+        if hop is None:
+            raise ConfigError(path, f"{describe(proxy.tag)} is not the tag of any outbound")
+        chain = [outbound.tag or outbound.path, hop.tag]
+        for _ in outbounds:
+            if hop is outbound:
+                raise ConfigError(path, "the proxy chain loops: " + " -> ".join(chain))
+            if hop.proxy_settings is None or hop.proxy_settings.tag not in by_tag:
+                break  # the chain ends (or is reported at that outbound)
+            hop = by_tag[hop.proxy_settings.tag]
+            chain.append(hop.tag)
 
 
 def _check_port(inbound: InboundConfig) -> None:

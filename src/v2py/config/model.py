@@ -54,6 +54,7 @@ __all__ = [
     "OutboundConfig",
     "PolicyConfig",
     "PortRange",
+    "ProxyConfig",
     "RootConfig",
     "SniffingConfig",
     "StatsConfig",
@@ -539,13 +540,24 @@ class MuxConfig(ConfigModel):
         return self.concurrency or DEFAULT_MUX_CONCURRENCY
 
 
+class ProxyConfig(ConfigModel):
+    """``proxySettings`` (4.34 ``infra/conf/transport_internet.go`` ``ProxyConfig``): the
+    outbound's connections are opened through the outbound tagged ``tag``. 4.34.0 knows
+    no other key (``transportLayer`` came later and only warns here)."""
+
+    tag: Str = ""
+
+    @model_validator(mode="after")
+    def _tag_given(self) -> ProxyConfig:
+        if not self.tag:
+            raise fail("Proxy tag is not set.", "tag")
+        return self
+
+
 class OutboundConfig(ConfigModel):
     """One outbound (``outbounds[]``, legacy ``outbound`` / ``outboundDetour[]``)."""
 
     INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
-    REFUSED_KEYS: ClassVar[Mapping[str, str]] = {
-        "proxysettings": f"{NOT_SUPPORTED_YET} (no proxy chaining)"
-    }
 
     protocol: Annotated[str, BeforeValidator(_check_outbound_protocol)]
     tag: Str = ""
@@ -553,6 +565,7 @@ class OutboundConfig(ConfigModel):
     settings: Annotated[OutboundSettings, SkipValidation] = Field(default=None)  # type: ignore[assignment]
     stream: StreamConfig = Field(default_factory=lambda: StreamConfig(), alias="streamSettings")
     mux: MuxConfig | None = None
+    proxy_settings: ProxyConfig | None = None
     path: str = ""
 
     @model_validator(mode="after")

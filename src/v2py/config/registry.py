@@ -17,7 +17,9 @@ from v2py.config.settings import (
     DokodemoSettings,
     FreedomSettings,
     HttpInboundSettings,
+    HttpOutboundSettings,
     SocksInboundSettings,
+    SocksOutboundSettings,
     VmessInboundSettings,
     VmessOutboundSettings,
 )
@@ -43,6 +45,8 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "freedom": FreedomSettings,
         "blackhole": BlackholeSettings,
         "vmess": VmessOutboundSettings,
+        "socks": SocksOutboundSettings,
+        "http": HttpOutboundSettings,
     }
 )
 
@@ -52,5 +56,5 @@ UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset(
     {"shadowsocks", "vless", "trojan", "mtproto"}
 )
 UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset(
-    {"http", "socks", "shadowsocks", "vless", "trojan", "mtproto", "dns", "loopback"}
+    {"shadowsocks", "vless", "trojan", "mtproto", "dns", "loopback"}
 )

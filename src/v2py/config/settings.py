@@ -38,6 +38,9 @@ __all__ = [
     "DokodemoSettings",
     "FreedomSettings",
     "HttpInboundSettings",
+    "HttpOutboundSettings",
+    "HttpServerConfig",
+    "HttpUserConfig",
     "InboundSettings",
     "OutboundSettings",
     "SocksInboundSettings",
@@ -394,12 +397,27 @@ class BlackholeSettings(ConfigModel):
     response: BlackholeResponseConfig = Field(default_factory=lambda: BlackholeResponseConfig())
 
 
-class SocksUserConfig(ConfigModel):
-    """A user of a SOCKS outbound server."""
+#: RFC 1929 sends the user name and the password with one length byte each.
+_RFC1929_MAX_BYTES = 0xFF
 
-    user: Str = ""
-    password: Str = Field("", alias="pass")
-    level: Byte = 0
+
+def _rfc1929_field(value: object) -> str:
+    if not isinstance(value, str):
+        raise fail(f"{describe(value)} is not a string")
+    if len(value.encode()) > _RFC1929_MAX_BYTES:
+        # 4.34 would write a wrong length byte and a handshake no server can read.
+        raise fail(f"{describe(value)} is longer than 255 bytes, which SOCKS5 cannot send")
+    return value
+
+
+class SocksUserConfig(ConfigModel):
+    """A user of a SOCKS outbound server (4.34 ``protocol.User`` + ``SocksAccount``):
+    its level picks the policy of the connection, the email is only a name."""
+
+    user: Annotated[str, BeforeValidator(_rfc1929_field)] = ""
+    password: Annotated[str, BeforeValidator(_rfc1929_field)] = Field("", alias="pass")
+    level: Uint32 = 0
+    email: Str = ""
 
 
 class SocksServerConfig(ConfigModel):
@@ -411,7 +429,7 @@ class SocksServerConfig(ConfigModel):
 
 
 class SocksOutboundSettings(ConfigModel):
-    """SOCKS outbound ``settings``."""
+    """SOCKS outbound ``settings`` (4.34 ``infra/conf/socks.go`` ``SocksClientConfig``)."""
 
     servers: tuple[SocksServerConfig, ...] = ()
 
@@ -422,9 +440,42 @@ class SocksOutboundSettings(ConfigModel):
         return self
 
 
+class HttpUserConfig(ConfigModel):
+    """A user of an HTTP outbound server (4.34 ``protocol.User`` + ``HTTPAccount``)."""
+
+    user: Str = ""
+    password: Str = Field("", alias="pass")
+    level: Uint32 = 0
+    email: Str = ""
+
+
+class HttpServerConfig(ConfigModel):
+    """One ``servers`` entry of an HTTP outbound."""
+
+    address: Address
+    port: Port
+    users: tuple[HttpUserConfig, ...] = ()
+
+
+class HttpOutboundSettings(ConfigModel):
+    """HTTP outbound ``settings`` (4.34 ``infra/conf/http.go`` ``HTTPClientConfig``)."""
+
+    servers: tuple[HttpServerConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _has_servers(self) -> HttpOutboundSettings:
+        if not self.servers:
+            raise fail('no servers; add at least one {"address", "port"} entry', "servers")
+        return self
+
+
 InboundSettings = (
     SocksInboundSettings | HttpInboundSettings | DokodemoSettings | VmessInboundSettings
 )
 OutboundSettings = (
-    FreedomSettings | BlackholeSettings | VmessOutboundSettings | SocksOutboundSettings
+    FreedomSettings
+    | BlackholeSettings
+    | VmessOutboundSettings
+    | SocksOutboundSettings
+    | HttpOutboundSettings
 )
