@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.support.chain import (
+    TIMEOUT_S,
     config,
     freedom,
     http_in,
@@ -24,7 +26,7 @@ from tests.support.chain import (
     vmess_out,
 )
 from tests.support.servers import TcpEchoServer
-from tests.support.socks import socks5_udp_roundtrip, start_udp_echo
+from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
 from tests.support.v2py import run_side
 from tests.support.v2ray import free_ports
 
@@ -99,3 +101,73 @@ async def test_vmess_through_proxy_settings(client: str, server: str, hop: str, 
     )
     async with run_side(server, server_cfg, hop_port), run_side(client, client_cfg, front):
         await sha_roundtrip_via_socks(front, echo)
+
+
+class _Recorder:
+    """A fake upstream proxy that answers a script and records what the client sent
+    before each answer."""
+
+    def __init__(self, script: list[tuple[int, bytes]]) -> None:
+        self.script = script  # (bytes to wait for, answer)
+        self.seen: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Recorder:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for size, answer in self.script:
+                self.seen.append(await reader.readexactly(size))
+                writer.write(answer)
+                await writer.drain()
+            self.seen.append(await reader.read(100))
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+SOCKS_SCRIPT = [
+    (len(b"\x05\x01\x02\x01\x05alice\x06s3cret"), b"\x05\x02\x01\x00"),
+    (len(b"\x05\x01\x00\x03\x0bexample.com\x01\xbb"), b"\x05\x00\x00\x01\x7f\x00\x00\x01\x00\x00"),
+]
+HTTP_REQUEST = (
+    b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n"
+    b"User-Agent: Go-http-client/1.1\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n"
+    b"Proxy-Connection: Keep-Alive\r\n\r\n"
+)
+HTTP_SCRIPT = [(len(HTTP_REQUEST), b"HTTP/1.1 200 Connection established\r\n\r\n")]
+
+
+@pytest.mark.parametrize("side", ["v2py", "v2ray"])
+@pytest.mark.parametrize("protocol", ["socks", "http"])
+async def test_same_handshake_bytes_as_v2ray(side: str, protocol: str) -> None:
+    """What 4.34 and v2py send an upstream proxy, byte for byte (the expected bytes are
+    4.34's; both sides must produce them)."""
+    front = free_ports(1)[0]
+    script = SOCKS_SCRIPT if protocol == "socks" else HTTP_SCRIPT
+    async with _Recorder(script) as upstream:
+        cfg = config([socks_in(front)], [upstream_out(protocol, upstream.port, users=USERS)])
+        async with run_side(side, cfg, front), asyncio.timeout(TIMEOUT_S):
+            reader, writer = await socks5_connect(front, "example.com", 443)
+            writer.write(b"first payload")
+            await writer.drain()
+            while len(upstream.seen) <= len(script):
+                await asyncio.sleep(0.05)
+            writer.close()
+    if protocol == "socks":
+        assert upstream.seen == [
+            b"\x05\x01\x02\x01\x05alice\x06s3cret",
+            b"\x05\x01\x00\x03\x0bexample.com\x01\xbb",
+            b"first payload",
+        ]
+    else:
+        assert upstream.seen == [HTTP_REQUEST, b"first payload"]
