@@ -573,7 +573,8 @@ class OutboundConfig(ConfigModel):
         network = self.stream.network
         if (
             self.send_through not in (None, *ANY_ADDRESSES)
-            and self.protocol == "vmess"
+            # freedom dials TCP/UDP itself; the others dial through their streamSettings.
+            and self.protocol not in ("freedom", "blackhole")
             and (network in _UDP_NETWORKS or network == "ds")
         ):
             raise fail(f"with network {network!r} {NOT_SUPPORTED_YET}", "sendThrough")
