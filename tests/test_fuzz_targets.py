@@ -30,6 +30,7 @@ TARGETS = (
     "mux_frames",
     "mkcp_segments",
     "mkcp_packets",
+    "proxy_clients",
 )
 #: Seconds of Atheris per target in CI (the whole file stays well under 30 s).
 ATHERIS_SECONDS = 1
