@@ -204,3 +204,17 @@ def test_transport_layer_only_warns() -> None:
     loaded = load_config([("t.json", json.dumps({"outbounds": [out, freedom("b")]}))], {})
     # freedom as the *target* of a chain is fine (only freedom chaining is refused).
     assert any("proxySettings.transportLayer" in w for w in loaded.warnings)
+
+
+async def test_a_chain_through_a_mux_vmess_hop(echo: int) -> None:
+    """socks outbound (proxySettings: v) -> VMess outbound v with mux -> server: VMess
+    inbound -> freedom -> the server's socks inbound -> freedom -> echo."""
+    front, socks_port, vmess_port = free_ports(3)
+    server = config([socks_in(socks_port), vmess_in(vmess_port)], [freedom()])
+    hop = vmess_out(vmess_port, tag="v")
+    hop["mux"] = {"enabled": True, "concurrency": 4}
+    client = config([socks_in(front)], [upstream_out("socks", socks_port, tag="a", proxy="v"), hop])
+    async with run_v2py(server), run_v2py(client):
+        await asyncio.gather(
+            *(sha_roundtrip_via_socks(front, echo, 50_000, half_close=False) for _ in range(3))
+        )

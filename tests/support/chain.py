@@ -96,9 +96,13 @@ def freedom(tag: str = "direct") -> dict[str, Any]:
     return {"tag": tag, "protocol": "freedom", "settings": {}}
 
 
-async def sha_roundtrip_via_socks(proxy_port: int, echo_port: int, size: int = 300_000) -> None:
+async def sha_roundtrip_via_socks(
+    proxy_port: int, echo_port: int, size: int = 300_000, *, half_close: bool = True
+) -> None:
     """Send ``size`` random bytes through a no-auth SOCKS5 proxy to a TCP echo server
-    and check that the same bytes (by SHA-256) come back."""
+    and check that the same bytes (by SHA-256) come back. ``half_close``: end the
+    upload with a FIN before the echo is read (Mux.Cool ends a session's read side
+    on it, as 4.34 does, so not through mux)."""
     payload = os.urandom(size)
     async with asyncio.timeout(TIMEOUT_S):
         reader, writer = await socks5_connect(proxy_port, "127.0.0.1", echo_port)
@@ -107,7 +111,8 @@ async def sha_roundtrip_via_socks(proxy_port: int, echo_port: int, size: int = 3
             async def send() -> None:
                 writer.write(payload)
                 await writer.drain()
-                writer.write_eof()
+                if half_close:
+                    writer.write_eof()
 
             sender = asyncio.create_task(send())
             received = await reader.readexactly(size)
