@@ -250,7 +250,7 @@ async def test_add_outbound_takes_routed_traffic_and_remove_outbound_stops_it(
 
 # -- many AlterInbound calls while traffic flows ------------------------------------------
 
-STORM_USERS = 600  # 600 adds + 600 removes + 100 refused calls
+STORM_USERS = 4_700  # 4,700 adds + 4,699 removes + 784 refused calls: over 10,000 calls
 STORM_CALLERS = 8
 STREAM_CHUNK = 16 * 1024
 STREAM_CHUNKS = 128  # 2 MiB each way on Alice's connection during the storm
@@ -325,13 +325,13 @@ async def test_alter_inbound_storm_while_traffic_flows(echo_server: tuple[str, i
         # an open connection of Alice's carries data during the whole storm
         streaming = asyncio.create_task(_stream_through(socks_alice, echo_server, stop))
         started = time.perf_counter()
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(180):
             await asyncio.gather(*(caller(k) for k in range(STORM_CALLERS)))
         elapsed = time.perf_counter() - started
         stop.set()
         async with asyncio.timeout(30):
             moved = await streaming
-        assert calls >= 1_000
+        assert calls >= 10_000
         print(f"\n{calls} AlterInbound calls in {elapsed:.2f} s ({calls / elapsed:.0f}/s)")
         assert len(errors) == 2 * len(range(0, STORM_USERS, 12))
         assert errors[0] == "v2ray.com/core/proxy/vmess/inbound: User u0@x already exists."
