@@ -171,3 +171,30 @@ async def test_same_handshake_bytes_as_v2ray(side: str, protocol: str) -> None:
         ]
     else:
         assert upstream.seen == [HTTP_REQUEST, b"first payload"]
+
+
+@pytest.mark.parametrize(("client", "server"), SIDES)
+async def test_tls_on_a_chain_and_the_network_ignored(client: str, server: str, echo: int) -> None:
+    """Under proxySettings 4.34 keeps only TLS of the outbound's streamSettings: a VMess
+    outbound configured for ws+tls reaches a VMess server on tcp+tls through a socks hop."""
+    from tests.support.tls_certs import TestCA
+
+    ca = TestCA()
+    leaf = ca.issue("example.test")
+    front, hop_port, vmess_port = free_ports(3)
+    server_vmess = vmess_in(vmess_port)
+    server_vmess["streamSettings"] = {
+        "network": "tcp",
+        "security": "tls",
+        "tlsSettings": {"certificates": [leaf.inline()]},
+    }
+    server_cfg = config([socks_in(hop_port), server_vmess], [freedom()])
+    proxy = vmess_out(vmess_port, tag="proxy", proxy="hop")
+    proxy["streamSettings"] = {
+        "network": "ws",
+        "security": "tls",
+        "tlsSettings": {"serverName": "example.test", "certificates": [ca.pair.inline("verify")]},
+    }
+    client_cfg = config([socks_in(front)], [proxy, upstream_out("socks", hop_port, tag="hop")])
+    async with run_side(server, server_cfg, hop_port), run_side(client, client_cfg, front):
+        await sha_roundtrip_via_socks(front, echo)
