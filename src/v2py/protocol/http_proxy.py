@@ -33,6 +33,9 @@ Go facts reproduced (checked against the 4.34 binary):
 * an empty response to GET gets a trailing ``Content-Length: 0``; a status line
   without reason text repeats the code (``HTTP/1.0 200 200``).
 
+The HTTP outbound's side (4.34 ``proxy/http/client.go``) is :class:`HttpConnectClient`:
+the CONNECT request Go writes, and h11 reading the proxy's answer.
+
 Where v2py differs (each a request 4.34 mishandles or a parser limit): a 1xx
 response is passed to the client and the final response follows (4.34 takes the
 1xx for the response and loses the real one); request heads are limited to
