@@ -251,9 +251,14 @@ BAD: list[Bad] = [
     Bad("listen-unix", with_(BASE, "inbounds.0.listen", "/run/v2.sock"),
         "inbounds[0].listen", "Unix domain sockets are not supported by v2py"),
     # --- fail closed: keys 4.34 gives a meaning that v2py does not implement yet
-    *(Bad(f"refused-{key}", with_(BASE, key, {"rules": []} if key == "routing" else
-                                  {"tag": "api"} if key == "api" else {}), key,
-          "not supported by v2py yet") for key in ("stats", "api", "reverse")),
+    *(Bad(f"refused-{key}", with_(BASE, key, {"rules": []} if key == "routing" else {}), key,
+          "not supported by v2py yet") for key in ("reverse",)),
+    Bad("api-tag-empty", with_(BASE, "api", {"tag": ""}), "api.tag", "API tag can't be empty."),
+    Bad("api-no-tag", with_(BASE, "api", {"services": ["StatsService"]}), "api.tag",
+        "API tag can't be empty."),
+    Bad("api-reflection", with_(BASE, "api", {"tag": "api", "services": ["ReflectionService"]}),
+        "api.services", "ReflectionService"),
+    Bad("stats-not-object", with_(BASE, "stats", []), "stats", "not an object"),
     Bad("proxy-settings-on-freedom", with_(BASE, "outbounds.0.proxySettings", {"tag": "x"}),
         "outbounds[0].proxySettings", "on a freedom outbound not supported by v2py yet"),
     Bad("send-through-kcp",
