@@ -422,14 +422,18 @@ class Builder:
             transport = self.stats.outbound_transport(cfg.tag, transport)
         return transport
 
-    @staticmethod
-    def _packet_opener(cfg: OutboundConfig, chain: ChainTransport | None) -> PacketOpener:
-        """How the SOCKS outbound opens its UDP relay channel: a UDP socket, or the
-        chained outbound's packet link under ``proxySettings``."""
+    def _packet_opener(self, cfg: OutboundConfig, chain: ChainTransport | None) -> PacketOpener:
+        """How the SOCKS outbound opens its UDP relay channel: a UDP socket (bound to
+        ``sendThrough``, with ``sockopt``), or the chained outbound's packet link under
+        ``proxySettings``."""
         from v2py.proxy.socks_outbound import open_udp_channel
 
         if chain is None:
-            return open_udp_channel
+            return functools.partial(
+                open_udp_channel,
+                source=cfg.source_address,
+                options=self._socket_options(cfg.path, cfg.stream),
+            )
         if cfg.stream.tls is not None:
 
             async def refuse(host: str, port: int) -> PacketChannel:

@@ -298,3 +298,28 @@ async def test_follow_redirect_without_an_original_destination_uses_the_address(
             assert await reader.read(100) == b"hello"
             writer.close()
     assert seen == ["127.0.0.1"]
+
+
+async def test_socks_outbound_udp_relay_socket_sends_through_and_marks() -> None:
+    """The socks outbound's UDP relay socket (UDP ASSOCIATE) is bound to ``sendThrough``
+    and carries ``sockopt`` as its TCP dials do (4.34 dials UDP the same way)."""
+    from v2py.proxy.socks_outbound import open_udp_channel
+    from v2py.transport.sockopt import SocketOptions
+
+    relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay.bind(("127.0.0.1", 0))
+    relay.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        channel = await open_udp_channel(
+            "127.0.0.1", relay.getsockname()[1], source="127.0.0.2", options=SocketOptions(mark=7)
+        )
+        try:
+            channel.send(b"hello")
+            async with asyncio.timeout(5):
+                data, source = await loop.sock_recvfrom(relay, 64)
+        finally:
+            channel.close()
+        assert (data, source[0]) == (b"hello", "127.0.0.2")
+    finally:
+        relay.close()

@@ -222,28 +222,9 @@ class FreedomOutbound:
     async def _udp_socket(self, host: str, port: int) -> socket.socket:
         """A UDP socket with the options set, bound to ``source`` (or any address of
         the destination's family), connected to ``host:port``."""
-        from v2py.transport.sockopt import apply_inbound_options
+        from v2py.transport.sockopt import connected_udp_socket
 
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        if self._source is not None:
-            family = socket.AF_INET6 if ":" in self._source else socket.AF_INET
-            infos = [info for info in infos if info[0] == family]
-            if not infos:
-                raise OSError(f"no {host} address of the family of sendThrough {self._source}")
-        family, _, proto, _, address = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
-        try:
-            sock.setblocking(False)
-            if self._options is not None:
-                apply_inbound_options(sock, self._options)
-            any_address = "::" if family == socket.AF_INET6 else "0.0.0.0"
-            sock.bind((self._source or any_address, 0))
-            await loop.sock_connect(sock, address)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return await connected_udp_socket(host, port, source=self._source, options=self._options)
 
 
 class _FreedomDatagram(asyncio.DatagramProtocol):

@@ -25,7 +25,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
@@ -43,6 +43,9 @@ from v2py.protocol.socks5 import (
 )
 from v2py.transport import Transport
 from v2py.transport.stream import PrefixedStream, Stream
+
+if TYPE_CHECKING:
+    from v2py.transport.sockopt import SocketOptions
 
 __all__ = [
     "DIAL_DELAYS_S",
@@ -181,12 +184,26 @@ class _UdpChannel(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-async def open_udp_channel(host: str, port: int) -> PacketChannel:
-    """A UDP socket connected to ``host:port`` (the relay address of an ASSOCIATE)."""
+async def open_udp_channel(
+    host: str,
+    port: int,
+    *,
+    source: str | None = None,
+    options: SocketOptions | None = None,
+) -> PacketChannel:
+    """A UDP socket connected to ``host:port`` (the relay address of an ASSOCIATE),
+    bound to ``source`` (``sendThrough``) and with ``sockopt`` ``options`` when set,
+    as 4.34's UDP dialer does for every outbound."""
     loop = asyncio.get_running_loop()
-    _, channel = await loop.create_datagram_endpoint(
-        _UdpChannel, remote_addr=(host, port), family=socket.AF_UNSPEC
-    )
+    if source is None and options is None:
+        _, channel = await loop.create_datagram_endpoint(
+            _UdpChannel, remote_addr=(host, port), family=socket.AF_UNSPEC
+        )
+        return channel
+    from v2py.transport.sockopt import connected_udp_socket
+
+    sock = await connected_udp_socket(host, port, source=source, options=options)
+    _, channel = await loop.create_datagram_endpoint(_UdpChannel, sock=sock)
     return channel
 
 

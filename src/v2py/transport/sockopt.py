@@ -262,3 +262,34 @@ async def resolve_family(host: str, port: int, kind: int) -> list[tuple[int, tup
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=kind)
     return [(int(info[0]), (str(info[4][0]), int(info[4][1]))) for info in infos]
+
+
+async def connected_udp_socket(
+    host: str, port: int, *, source: str | None, options: SocketOptions | None
+) -> socket.socket:
+    """A non-blocking UDP socket with ``options`` set, bound to ``source`` (``sendThrough``;
+    else any address of the destination's family) and connected to ``host:port``.
+
+    As Go's dialer, only destination addresses of the family of ``source`` are tried.
+    Raises OSError.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if source is not None:
+        family = socket.AF_INET6 if ":" in source else socket.AF_INET
+        infos = [info for info in infos if info[0] == family]
+        if not infos:
+            raise OSError(f"no {host} address of the family of sendThrough {source}")
+    family, _, proto, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    try:
+        sock.setblocking(False)
+        if options is not None:
+            apply_inbound_options(sock, options)
+        any_address = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        sock.bind((source or any_address, 0))
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
