@@ -27,6 +27,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from v2py.app.dial_guard import dial_watching
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import ActivityTimer, relay
@@ -156,8 +157,19 @@ class FreedomOutbound:
             raise LocalProtocolError("freedom: session has no destination")
         slog = session_logger(log, session)
         dest = self.target(session.destination)
-        host = await self._resolve(dest.address, dest.port, socket.SOCK_STREAM)
-        remote = await self._dial(host, dest.port)
+
+        async def connect() -> tuple[Stream, str]:
+            host = await self._resolve(dest.address, dest.port, socket.SOCK_STREAM)
+            return await self._dial(host, dest.port), host
+
+        # The client is watched while resolving and dialing, as 4.34's inbound keeps
+        # copying and timing it (app/dial_guard.py): a client that leaves ends the dial.
+        (remote, host), stream = await dial_watching(
+            stream,
+            connect,
+            self._policy.for_level(session.level),
+            discard=lambda dialed: dialed[0].close(),
+        )
         slog.debug("freedom: connected to %s (%s)", dest, host)
         try:
             ok = await relay(stream, remote, self._policy.for_level(self._user_level))
