@@ -262,6 +262,24 @@ async def test_client_leaves_while_the_dial_hangs() -> None:
             print(f"hanging dial released {took:.2f}s after the client left")
 
 
+async def test_client_leaves_while_the_vmess_server_dial_hangs() -> None:
+    """The same for the VMess outbound: its server never accepts, the client leaves."""
+    port = free_port()
+    with unaccepting_listener() as black_port:
+        config = vmess_client_config(port, black_port, str(uuid.uuid4()), 0, "aes-128-gcm")
+        config["policy"] = _policy()
+        async with run_v2py(config):
+            base = Census.take()
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                reader, writer = await socks5_connect(port, "127.0.0.1", 9)
+                writer.write(b"hello")
+                await asyncio.sleep(0.3)  # the dial to the server is hanging now
+                writer.close()
+                await writer.wait_closed()
+            took = await back_to(base, "client left a hanging VMess dial", timeout=5.0)
+            print(f"hanging VMess dial released {took:.2f}s after the client left")
+
+
 async def test_target_never_completes_the_handshake() -> None:
     """The client stays while freedom's dial hangs: the dial runs its attempts (4.34: 5 of
     16 s; here freedom is built with short ones), then the client gets the end and

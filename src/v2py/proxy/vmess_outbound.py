@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from v2py.app import entropy
+from v2py.app.dial_guard import dial_watching
 from v2py.app.packet import PacketLink, relay_datagrams
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import relay
@@ -232,9 +233,17 @@ class VmessOutbound:
             if dest is not None and dest.address == MUX_COOL_HOST
             else RequestCommand.TCP
         )
-        vstream, transport = await self._open(session, command)
+        timeouts = self.policy.for_level(session.level)
+        # The client is watched while dialing, as 4.34's inbound keeps copying and timing
+        # it (app/dial_guard.py): a client that leaves ends the dial.
+        (vstream, transport), stream = await dial_watching(
+            stream,
+            lambda: self._open(session, command),
+            timeouts,
+            discard=lambda opened: opened[1].close(),
+        )
         try:
-            await relay(stream, vstream, self.policy.for_level(session.level))
+            await relay(stream, vstream, timeouts)
         finally:
             transport.close()
 
