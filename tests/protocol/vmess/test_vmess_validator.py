@@ -651,3 +651,16 @@ def test_drain_seed_is_frozen_at_first_drain() -> None:
     w.add_user(a)
     w.prefill_budget(64)  # the warm-up folds pending ids: same seed
     assert w.drain_size(lambda n: bytes(n)) == size
+
+
+@pytest.mark.skipif(_LegacyTable is None, reason="v2py._chunkcrypt is not built here")
+def test_batch_built_in_slices_is_the_same_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big batch goes to C in slices of slots; the index bytes do not change."""
+    gen = rng(9)
+    users = [make_user(gen, n % 5, f"s{n}") for n in range(9)]
+    slow = UserValidator(float(NOW), rng(1).randbytes, accelerated=False)
+    slow.add_users(users)
+    monkeypatch.setattr(validator_module, "_EMIT_SLICE_SLOTS", 3)
+    fast = UserValidator(float(NOW), rng(1).randbytes)
+    fast.add_users(users)
+    _same_index(fast, slow)

@@ -139,6 +139,9 @@ _GEN_MASK = (1 << _GEN_BITS) - 1
 _BUCKET_BITS = 12  # bucket = the auth's first 12 bits: ~60 records each at 5,000 users
 _BUCKETS = 1 << _BUCKET_BITS
 _BUCKET_SHIFT = 16 - _BUCKET_BITS
+#: Slots per C ``emit`` call when a batch is built (bounds its sort buffer: 2,048 IDs x
+#: 63 band seconds x 20 bytes = 2.6 MB), with the same records in the same order.
+_EMIT_SLICE_SLOTS = 2_048
 _RECORD = struct.Struct(">4sI")  # auth[:4] (truncated by struct), slot << 8 | t mod 16
 _AUTH_ID_SPLIT = struct.Struct(">12sI").unpack  # AuthID plain: i64 t || rand4, CRC32
 
@@ -540,9 +543,11 @@ class UserValidator:
         contexts = [self._context(t) for t in seconds]
         if self._legacy is not None:
             gens = [gen for _, gen, _ in contexts]
-            self._legacy.emit(
-                slots.start, slots.stop, list(seconds), gens, None, _BUCKET_SHIFT, _GEN_MASK
-            )
+            secs = list(seconds)
+            # In slices: the C call sorts its records in a buffer of 20 bytes per record.
+            for lo in range(slots.start, slots.stop, _EMIT_SLICE_SLOTS):
+                hi = min(slots.stop, lo + _EMIT_SLICE_SLOTS)
+                self._legacy.emit(lo, hi, secs, gens, None, _BUCKET_SHIFT, _GEN_MASK)
             records = self._gen_records
             for t in seconds:
                 records[t >> _GEN_BITS] += len(slots)
