@@ -218,3 +218,20 @@ async def test_cancel_cancels_the_dial_and_discards_nothing_unfinished() -> None
         with pytest.raises(asyncio.CancelledError):
             await watching
         assert discarded == []
+
+
+async def test_the_dial_starts_in_the_callers_step() -> None:
+    """No task or loop iteration of its own before the dial's first syscall (issue 16:
+    one event-loop hop less per connection on each outbound)."""
+    started: list[bool] = []
+
+    async def dial() -> str:
+        started.append(True)
+        return "dialled"
+
+    async with asyncio.timeout(TIMEOUT_S), tcp_pair() as (server, _):
+        watching = asyncio.create_task(dial_watching(server, dial, timeouts()))
+        await asyncio.sleep(0)  # the watching task's first step runs before this resumes
+        assert started == [True]
+        result, stream = await watching
+        assert result == "dialled" and stream is server

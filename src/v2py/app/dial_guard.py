@@ -12,10 +12,12 @@ the binary]; an outbound that only starts reading after its dial would hold the 
 for all its attempts (freedom: 5 x 16 s).
 
 :func:`dial_watching` gives the outbounds 4.34's behaviour: the dial runs while the
-client is watched; client bytes are kept (and replayed first afterwards) up to the
-policy's buffer size, after which the client is no longer read (as 4.34's pipe blocks
-its writer); the dial is abandoned ``downlink_only`` seconds after the client ended or
-failed, or ``conn_idle`` seconds after the client's last byte.
+client is watched (in the caller's task, started at once: no task or loop iteration of
+its own; a timer cancels it when the client's end or silence says so); client bytes
+are kept (and replayed first afterwards) up to the policy's buffer size, after which
+the client is no longer read (as 4.34's pipe blocks its writer); the dial is abandoned
+``downlink_only`` seconds after the client ended or failed, or ``conn_idle`` seconds
+after the client's last byte.
 
 Push-capable clients (TCP and layers over it) are watched in push mode, so nothing is
 left pending when the dial completes and the relay can still push; other streams
@@ -26,7 +28,6 @@ still pending, is the first thing read afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
@@ -59,30 +60,28 @@ class _Watch:
         self.ended_at: float | None = None
         self.error: BaseException | None = None
         self.active_at = loop.time()
-        self._changed: asyncio.Future[None] | None = None
-
-    def changed(self) -> asyncio.Future[None]:
-        """A future resolved at the next thing the client does."""
-        if self._changed is None or self._changed.done():
-            self._changed = self.loop.create_future()
-        return self._changed
-
-    def _signal(self) -> None:
-        if self._changed is not None and not self._changed.done():
-            self._changed.set_result(None)
+        #: Called when the client ends (its deadline moves closer): the guard's re-arm.
+        self.on_end: Callable[[], None] | None = None
 
     def data(self, data: bytes | bytearray) -> None:
         if data:
             self.chunks.append(bytes(data))
             self.size += len(data)
-            self.active_at = self.loop.time()
-            self._signal()
+            self.active_at = self.loop.time()  # a later deadline: the timer re-arms lazily
 
     def end(self, error: BaseException | None = None) -> None:
         if self.ended_at is None:
             self.ended_at = self.loop.time()
             self.error = error
-            self._signal()
+            if self.on_end is not None:
+                self.on_end()
+
+    def deadline(self, timeouts: Timeouts) -> float:
+        """When the dial is abandoned: ``downlink_only`` after the client's end, else
+        ``conn_idle`` after its last byte."""
+        if self.ended_at is not None:
+            return self.ended_at + timeouts.downlink_only
+        return self.active_at + timeouts.conn_idle
 
     @property
     def full(self) -> bool:
@@ -90,6 +89,45 @@ class _Watch:
 
     def held(self) -> bytes:
         return b"".join(self.chunks)
+
+
+class _Guard:
+    """Cancels ``task`` (the dialing one) once the watch's deadline passes; the reason
+    is kept in ``fired``. One timer handle, re-armed lazily when the client was active
+    since (as :class:`~v2py.app.idle.IdleTimer`) and at once when it ends."""
+
+    def __init__(self, task: asyncio.Task[object], watch: _Watch, timeouts: Timeouts) -> None:
+        self._task = task
+        self._watch = watch
+        self._timeouts = timeouts
+        self.fired: str | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        watch.on_end = self._rearm
+        self._arm()
+
+    def _arm(self) -> None:
+        self._handle = self._watch.loop.call_at(self._watch.deadline(self._timeouts), self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        watch = self._watch
+        if watch.loop.time() < watch.deadline(self._timeouts):
+            self._arm()
+            return
+        self.fired = "ended" if watch.ended_at is not None else "went silent"
+        self._task.cancel()
+
+    def _rearm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._arm()
+
+    def cancel(self) -> None:
+        """Never fire; also drops the watch's reference back to the guard (no cycle)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._watch.on_end = None
 
 
 class _PushWatcher:
@@ -218,46 +256,35 @@ async def dial_watching(
 
     Raises :class:`ClientGone` when the dial is abandoned (see the module docstring)
     and whatever the dial raises; the dial is cancelled in both cases. Cancelling this
-    coroutine cancels the dial; a result that is ready but not handed over then goes to
-    ``discard`` (close it there).
+    coroutine cancels the dial. ``discard`` (for a result that is ready but not handed
+    over) is kept for the callers' sake: the dial runs in the caller's task, so a
+    finished dial's result is always handed over and ``discard`` is never called.
     """
     loop = asyncio.get_running_loop()
-    task: asyncio.Future[T] = asyncio.ensure_future(dial())
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("dial_watching must run in a task")
     watch = _Watch(loop, max(1, timeouts.buffer_size))
     watcher: _PushWatcher | _ReadWatcher = (
         _PushWatcher(cast(PushStream, client), watch)
         if getattr(client, "can_push", False)  # as the relay asks (test fakes lack it)
         else _ReadWatcher(client, watch)
     )
+    # The dial runs in this task, from this very step (no task of its own, no loop
+    # iteration before its first syscall); the guard cancels this task when the client
+    # says so. A dial cancelled half-way cleans up as on any cancellation, so ``discard``
+    # never gets a result here: a finished dial's result is always handed over.
+    guard = _Guard(task, watch, timeouts)
     try:
-        while True:
-            if watch.ended_at is not None:
-                deadline = watch.ended_at + timeouts.downlink_only
-            else:
-                deadline = watch.active_at + timeouts.conn_idle
-            remaining = deadline - loop.time()
-            if remaining <= 0 and not task.done():
-                what = "ended" if watch.ended_at is not None else "went silent"
-                raise ClientGone(f"the client {what} while dialing") from watch.error
-            await asyncio.wait(
-                (task, watch.changed()),
-                timeout=max(0.0, remaining),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if task.done():
-                result = task.result()  # raises what the dial raised
-                return result, watcher.finish()
+        result = await dial()
+    except asyncio.CancelledError:
+        watcher.abandon()
+        if guard.fired is not None and task.uncancel() == 0:
+            raise ClientGone(f"the client {guard.fired} while dialing") from watch.error
+        raise
     except BaseException:
         watcher.abandon()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        if (
-            discard is not None
-            and task.done()
-            and not task.cancelled()
-            and task.exception() is None
-        ):
-            discard(task.result())
         raise
+    finally:
+        guard.cancel()
+    return result, watcher.finish()
