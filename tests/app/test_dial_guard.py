@@ -235,3 +235,38 @@ async def test_the_dial_starts_in_the_callers_step() -> None:
         assert started == [True]
         result, stream = await watching
         assert result == "dialled" and stream is server
+
+
+class FailingStream(QueueStream):
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        await asyncio.sleep(0.05)
+        raise ConnectionResetError("client broke its framing")
+
+
+@pytest.mark.parametrize("dial_time", [0.2, None])
+async def test_client_read_error_is_raised_and_ends_the_dial(dial_time: float | None) -> None:
+    """4.34: the request copy's error ends the connection at once (a header layer's 404
+    probe answer depends on it): raised while dialing (the dial is cancelled) or when the
+    dial finishes (its result is discarded)."""
+    cancelled = asyncio.Event()
+    discarded: list[str] = []
+
+    async def dial() -> str:
+        try:
+            if dial_time is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(dial_time or 0)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "remote"
+
+    async with asyncio.timeout(TIMEOUT_S):
+        with pytest.raises(ConnectionResetError, match="framing"):
+            await dial_watching(
+                FailingStream(), dial, timeouts(downlink_only=30.0), discard=discarded.append
+            )
+    if dial_time is None:
+        assert cancelled.is_set() and not discarded
+    else:
+        assert cancelled.is_set() or discarded == ["remote"]

@@ -16,8 +16,9 @@ client is watched (in the caller's task, started at once: no task or loop iterat
 its own; a timer cancels it when the client's end or silence says so); client bytes
 are kept (and replayed first afterwards) up to the policy's buffer size, after which
 the client is no longer read (as 4.34's pipe blocks its writer); the dial is abandoned
-``downlink_only`` seconds after the client ended or failed, or ``conn_idle`` seconds
-after the client's last byte.
+``downlink_only`` seconds after the client ended, ``conn_idle`` seconds after the
+client's last byte, and at once when reading the client failed (that error is raised,
+as the relay's read would have raised it).
 
 Push-capable clients (TCP and layers over it) are watched in push mode, so nothing is
 left pending when the dial completes and the relay can still push; other streams
@@ -77,8 +78,10 @@ class _Watch:
                 self.on_end()
 
     def deadline(self, timeouts: Timeouts) -> float:
-        """When the dial is abandoned: ``downlink_only`` after the client's end, else
-        ``conn_idle`` after its last byte."""
+        """When the dial is abandoned: at once after a client error, ``downlink_only``
+        after the client's end, else ``conn_idle`` after its last byte."""
+        if self.ended_at is not None and self.error is not None:
+            return self.ended_at
         if self.ended_at is not None:
             return self.ended_at + timeouts.downlink_only
         return self.active_at + timeouts.conn_idle
@@ -114,7 +117,10 @@ class _Guard:
         if watch.loop.time() < watch.deadline(self._timeouts):
             self._arm()
             return
-        self.fired = "ended" if watch.ended_at is not None else "went silent"
+        if watch.error is not None:
+            self.fired = "failed"
+        else:
+            self.fired = "ended" if watch.ended_at is not None else "went silent"
         self._task.cancel()
 
     def _rearm(self) -> None:
@@ -254,11 +260,10 @@ async def dial_watching(
     """Run ``dial()`` while watching ``client``; return its result and the client stream
     to relay from (with the bytes it sent meanwhile replayed first).
 
-    Raises :class:`ClientGone` when the dial is abandoned (see the module docstring)
-    and whatever the dial raises; the dial is cancelled in both cases. Cancelling this
-    coroutine cancels the dial. ``discard`` (for a result that is ready but not handed
-    over) is kept for the callers' sake: the dial runs in the caller's task, so a
-    finished dial's result is always handed over and ``discard`` is never called.
+    Raises :class:`ClientGone` when the dial is abandoned (see the module docstring),
+    what reading the client raised when that failed (at once, as 4.34's request copy
+    ends the connection; a finished dial's result then goes to ``discard``), and
+    whatever the dial raises. Cancelling this coroutine cancels the dial.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -280,11 +285,20 @@ async def dial_watching(
     except asyncio.CancelledError:
         watcher.abandon()
         if guard.fired is not None and task.uncancel() == 0:
-            raise ClientGone(f"the client {guard.fired} while dialing") from watch.error
+            if watch.error is not None:
+                raise watch.error from None  # what the relay's read would have raised
+            raise ClientGone(f"the client {guard.fired} while dialing") from None
         raise
     except BaseException:
         watcher.abandon()
         raise
     finally:
         guard.cancel()
+    if watch.error is not None:
+        # The client failed while the dial was finishing (4.34: the request copy's error
+        # ends the connection): nothing is relayed.
+        watcher.abandon()
+        if discard is not None:
+            discard(result)
+        raise watch.error
     return result, watcher.finish()
