@@ -103,6 +103,11 @@ async def test_two_workers_serve_200_connections(echo_server: tuple[str, int]) -
                 held_by[pid] = held_by.get(pid, 0) + n
             for _, writer in streams:
                 writer.close()
+            # The next count must not see this batch again: wait until its server
+            # sides are gone (a close reaches the server a moment later).
+            async with asyncio.timeout(10):
+                while sum(connections_per_worker(server, {server_port}).values()):
+                    await asyncio.sleep(0.01)
         assert served == CONNECTIONS
     assert sum(held_by.values()) == CONNECTIONS, held_by
     assert all(n > 0 for n in held_by.values()), held_by
