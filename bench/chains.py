@@ -38,6 +38,11 @@ class ChainSpec:
     def is_kcp(self) -> bool:
         return self.network == "kcp"
 
+    @property
+    def is_udp(self) -> bool:
+        """mKCP and QUIC: a UDP server port, and the smaller bulk / many-connection sizes."""
+        return self.network in ("kcp", "quic")
+
 
 CHAINS: dict[str, ChainSpec] = {
     c.name: c
@@ -60,6 +65,10 @@ CHAINS: dict[str, ChainSpec] = {
                   security="aes-128-gcm", network="ws"),
         ChainSpec("vmess-ws-tls", "as vmess-aead-gcm over WebSocket over TLS",
                   security="aes-128-gcm", network="ws", tls=True),
+        ChainSpec("vmess-h2", "as vmess-aead-gcm over HTTP/2 over TLS",
+                  security="aes-128-gcm", network="http", tls=True),
+        ChainSpec("vmess-quic", "as vmess-aead-gcm over QUIC (aes-128-gcm packet encryption)",
+                  security="aes-128-gcm", network="quic"),
     )
 }
 
@@ -119,6 +128,10 @@ def _stream(spec: ChainSpec, *, server: bool = False) -> dict[str, Any]:
     stream: dict[str, Any] = {"network": spec.network}
     if spec.network == "ws":
         stream["wsSettings"] = {"path": "/bench"}
+    if spec.network == "http":
+        stream["httpSettings"] = {"host": ["bench.test"], "path": "/bench"}
+    if spec.network == "quic":
+        stream["quicSettings"] = {"security": "aes-128-gcm", "key": "bench"}
     if spec.tls:
         stream["security"] = "tls"
         if server:
@@ -167,7 +180,7 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
     client = ProcPlan("client", {"log": LOG, "inbounds": [socks_in], "outbounds": [vmess_out]},
                       tcp_ports=[ports.socks])
     server = ProcPlan("server", {"log": LOG, "inbounds": [vmess_in], "outbounds": [freedom_out]})
-    if spec.is_kcp:
+    if spec.is_udp:
         server.udp_ports.append(ports.vmess)
     else:
         server.tcp_ports.append(ports.vmess)

@@ -267,7 +267,7 @@ async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPl
         _log(opts, f"conn-rate: {rate.per_s:.0f}/s, errors {rate.errors}")
 
         # -- bulk upload and download -----------------------------------------------------
-        size = opts.kcp_bulk_bytes if spec.is_kcp else opts.bulk_bytes
+        size = opts.kcp_bulk_bytes if spec.is_udp else opts.bulk_bytes
         cpu0 = _cpu(procs)
         me0 = self_cpu_seconds()
         moved = 0
@@ -304,7 +304,7 @@ async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPl
             await _load_phase(procs, socks_port, sink, opts, metrics, result["notes"])
 
         # -- many concurrent bulk connections (last: it sets the lifetime RSS peak) -------
-        many = opts.kcp_many_conns if spec.is_kcp else opts.many_conns
+        many = opts.kcp_many_conns if spec.is_udp else opts.many_conns
         if many > 0:
             await _many_phase(procs, many, socks_port, sink, opts, metrics, result["notes"])
         if relay is not None:
