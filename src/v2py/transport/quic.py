@@ -280,6 +280,10 @@ class _Connection:
         self._on_stream = on_stream
         self._blocked: set[QuicStream] = set()
         self._error: BaseException | None = None
+        #: Server: the next client-bidirectional stream ID never seen, and the lower
+        #: ones whose data has not come yet.
+        self._next_peer_id = 0
+        self._skipped: set[int] = set()
         self.terminated = asyncio.get_running_loop().create_future()
 
     # -- output -------------------------------------------------------------
@@ -317,8 +321,13 @@ class _Connection:
         return not self.closed and len(self.streams) < MAX_STREAMS_PER_CONNECTION
 
     def open_stream(self) -> QuicStream:
-        stream = QuicStream(self, self.quic.get_next_available_stream_id())
-        self.streams[stream.stream_id] = stream
+        """A new client stream. aioquic takes a stream ID only on the first send, so an
+        empty send claims it now: dials that have not written yet (a VMess client
+        writes its header with the first payload) must not share an ID."""
+        stream_id = self.quic.get_next_available_stream_id()
+        self.quic.send_stream_data(stream_id, b"", end_stream=False)
+        stream = QuicStream(self, stream_id)
+        self.streams[stream_id] = stream
         return stream
 
     # -- input --------------------------------------------------------------
@@ -331,9 +340,8 @@ class _Connection:
                 # Only the peer's bidirectional streams are proxied connections.
                 if self.client or event.stream_id % 4 != 0 or self._on_stream is None:
                     return
-                if event.stream_id < self._highest_seen:
+                if not self._first_sight(event.stream_id):
                     return  # a late packet of a stream we have already closed
-                self._highest_seen = event.stream_id + 1
                 stream = QuicStream(self, event.stream_id)
                 self.streams[event.stream_id] = stream
                 stream._feed(event.data, event.end_stream)
@@ -348,7 +356,18 @@ class _Connection:
             reason = event.reason_phrase or f"code {event.error_code}"
             self.terminate(ConnectionResetError(f"QUIC connection closed: {reason}"))
 
-    _highest_seen = 0
+    def _first_sight(self, stream_id: int) -> bool:
+        """Whether a peer stream's data is seen for the first time. Streams' first
+        packets may arrive out of ID order (a client opens streams 0, 4, 8 and writes
+        on 8 first), so the IDs skipped over stay new until their data comes."""
+        if stream_id >= self._next_peer_id:
+            self._skipped.update(range(self._next_peer_id, stream_id, 4))
+            self._next_peer_id = stream_id + 4
+            return True
+        if stream_id in self._skipped:
+            self._skipped.discard(stream_id)
+            return True
+        return False
 
     def terminate(self, exc: BaseException) -> None:
         if self._error is None:
