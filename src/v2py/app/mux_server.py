@@ -110,7 +110,7 @@ class MuxServerConnection:
 
     def _emit(self, data: bytes) -> None:
         if self._timer is not None:
-            self._timer.update()
+            self._timer.touch()
         self.stream.write(data)
 
     async def serve(self) -> None:
@@ -130,7 +130,7 @@ class MuxServerConnection:
                     if endpoint.paused:
                         await endpoint.wait_room()
                     data = await stream.read(READ_CHUNK_BYTES)
-                    timer.update()
+                    timer.touch()
                     try:
                         endpoint.feed(data)
                     except MuxError as exc:
@@ -173,7 +173,7 @@ class MuxServerConnection:
             def pushed_data(self, data: bytes | bytearray) -> None:
                 if done.done():
                     return
-                timer.update()
+                timer.touch()
                 try:
                     endpoint.feed(data)
                 except MuxError as exc:

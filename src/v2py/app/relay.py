@@ -60,7 +60,7 @@ def _nothing() -> None:
 
 
 class ActivityTimer(IdleTimer):
-    """Cancels ``task`` after ``timeout`` seconds without ``update()`` (an
+    """Cancels ``task`` after ``timeout`` seconds without ``touch()`` (an
     :class:`~v2py.app.idle.IdleTimer` whose end is the relay task's cancellation)."""
 
     def __init__(self, task: asyncio.Task[object], timeout: float) -> None:
@@ -81,9 +81,6 @@ class ActivityTimer(IdleTimer):
         super().cancel()
         self._on_idle = _nothing
 
-    def update(self) -> None:
-        self._last = self._loop.time()
-
     def end_direction(self, then: float) -> None:
         """A copy direction ended: the other one gets ``then`` idle seconds; once both
         have ended the relay is over and there is nothing left to time."""
@@ -97,12 +94,12 @@ async def _copy(src: Stream, dst: Stream, timer: ActivityTimer, then: float) -> 
     read = src.read
     write = dst.write
     drain = dst.drain
-    update = timer.update
+    touch = timer.touch
     while True:
         data = await read(RELAY_READ_BYTES)
         if not data:
             break
-        update()
+        touch()
         write(data)
         await drain()
     dst.write_eof()
@@ -222,7 +219,7 @@ class _Pump:
 
     def _deliver(self, data: bytes | bytearray) -> None:
         relay = self._relay
-        relay.timer.update()
+        relay.timer.touch()
         dst = self._dst
         try:
             dst.write(data)

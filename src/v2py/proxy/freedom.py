@@ -219,7 +219,7 @@ class FreedomOutbound:
                     lambda: _FreedomDatagram(link, timer), sock=sock
                 )
             while (data := await link.recv()) is not None:
-                timer.update()
+                timer.touch()
                 transport.sendto(data)
         except asyncio.CancelledError:
             if timer.expired:
@@ -245,7 +245,7 @@ class _FreedomDatagram(asyncio.DatagramProtocol):
         self._timer = timer
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._timer.update()
+        self._timer.touch()
         self._link.send(data[:UDP_RESPONSE_MAX_BYTES])
 
     def error_received(self, exc: Exception) -> None:

@@ -314,13 +314,13 @@ class SocksOutbound:
     ) -> None:
         async def uplink() -> None:
             while (data := await link.recv()) is not None:
-                timer.update()
+                timer.touch()
                 channel.send(encode_udp_datagram(dest.address, dest.port, data))
             timer.end_direction(timeouts.downlink_only)
 
         async def downlink() -> None:
             while (data := await channel.recv()) is not None:
-                timer.update()
+                timer.touch()
                 packet = decode_udp_datagram(data)
                 if packet is None:
                     raise Socks5Error("malformed UDP answer from the server")
