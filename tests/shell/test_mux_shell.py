@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from v2py.app.mux_client import MuxClientOutbound, MuxLink
-from v2py.app.mux_endpoint import MuxEndpoint
+from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream
 from v2py.app.mux_server import MuxServer
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
@@ -562,3 +562,50 @@ async def test_datagrams_dropped_while_paused_or_oversized() -> None:
     wire = b"".join(frames)
     assert wire.endswith(bytes.fromhex("0004 0001 02 01 0001") + b"c")
     assert wire.count(b"\x00\x01b") == 0
+
+
+class _Collect:
+    """A push target that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def pushed_data(self, data: bytes | bytearray) -> None:
+        self.data += data
+
+    def pushed_eof(self) -> None:
+        pass
+
+    def pushed_error(self, exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+
+async def test_push_keeps_order_when_room_refeeds_at_once() -> None:
+    """Room for the feeder may be handed out while a session's held batch is being
+    pushed, and the feeder may feed at once (a push-mode layer below flushes
+    synchronously): what it feeds must reach the target after the held batch."""
+    from v2py.protocol.mux import MuxConnection
+
+    opened: list[MuxSubStream] = []
+    endpoint = MuxEndpoint(
+        MuxRole.SERVER,
+        emit=lambda data: None,
+        drain=_nothing,
+        on_open=opened.append,
+        session_buffer=64,
+        connection_buffer=1 << 20,
+        write_paused=lambda: False,
+        when_writable=lambda callback: callback(None),
+    )
+    peer = MuxConnection(MuxRole.CLIENT)
+    sid = peer.open_session(tcp("example.com", 80))
+    peer.send_data(sid, b"a" * 100)  # over the 64-byte session budget: pauses the feeder
+    endpoint.feed(peer.data_to_send())
+    (sub,) = opened
+    assert endpoint.paused
+    peer.send_data(sid, b"b" * 10)
+    later = peer.data_to_send()
+    endpoint.when_room(lambda: endpoint.feed(later))
+    target = _Collect()
+    sub.start_push(target)
+    assert bytes(target.data) == b"a" * 100 + b"b" * 10

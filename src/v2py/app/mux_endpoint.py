@@ -186,8 +186,10 @@ class MuxSubStream(QueuedPush):
         self._endpoint.when_writable(callback)
 
     def _hand_on(self, target: PushTarget, data: bytes) -> None:
-        self._endpoint._consumed()
+        # Hand the batch on before telling the endpoint there is room: room can resume
+        # the feeder at once, and what it feeds must come after this batch.
         target.pushed_data(data)
+        self._endpoint._consumed()
 
     def _push_end(self, target: PushTarget) -> None:
         """After the data: the abort or the end."""
