@@ -10,7 +10,8 @@ frame stream.
 As 4.34:
 
 * A new session goes to the first worker that is not full; when none, closed
-  workers are dropped and a new one is made. A worker is full when closed, when it
+  workers are dropped (v2py also sets aside the ones that have had 128 sessions)
+  and a new one is made. A worker is full when closed, when it
   has ``concurrency`` active sessions, or when it has ever had 128.
 * A session's New frame carries its first payload, or goes alone after 100 ms.
 * The local side ending (EOF) sends End and ends the session both ways: TCP
@@ -299,6 +300,7 @@ class MuxClientOutbound:
         self.policy = policy
         self.idle_tick = IDLE_TICK_S
         self.workers: list[MuxWorker] = []
+        self._spent: list[MuxWorker] = []  # open, but at 128 sessions: never picked again
 
     def _pick(self) -> MuxWorker:
         workers = self.workers
@@ -308,7 +310,20 @@ class MuxClientOutbound:
                 if index != last:  # 4.34 moves the pick to the end of the list
                     workers[index], workers[last] = workers[last], workers[index]
                 return worker
-        self.workers = workers = [w for w in workers if not w.closed]
+        # None is available: 4.34 drops the closed workers here. v2py also moves the
+        # spent ones (128 sessions opened) aside: they can never be picked again, and
+        # at high connection rates hundreds of them would be scanned on every pick.
+        spent = [w for w in self._spent if not w.closed]
+        kept: list[MuxWorker] = []
+        for w in workers:
+            if w.closed:
+                continue
+            if w.endpoint.total_sessions >= MAX_SESSIONS_PER_CONNECTION:
+                spent.append(w)
+            else:
+                kept.append(w)
+        self._spent = spent
+        self.workers = workers = kept
         worker = MuxWorker(self.carrier, self.concurrency, idle_tick=self.idle_tick)
         workers.append(worker)
         return worker
@@ -354,6 +369,6 @@ class MuxClientOutbound:
 
     async def aclose(self) -> None:
         """Close every worker (instance shutdown)."""
-        workers, self.workers = self.workers, []
+        workers, self.workers, self._spent = self.workers + self._spent, [], []
         for worker in workers:
             await worker.aclose()
