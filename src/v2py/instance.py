@@ -136,7 +136,7 @@ class Instance:
             inbounds=self.inbounds,
             outbounds=self.outbounds,
             build_inbound=self.builder.inbound,
-            build_outbound=self.builder.outbound,
+            build_outbound=lambda cfg: self._with_mux(self.builder.outbound(cfg), cfg),
         )
         commander = make_commander(
             api, stats=self.stats_manager, host=host, restart_logger=reopen_log_files

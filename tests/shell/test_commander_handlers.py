@@ -30,6 +30,7 @@ from v2py.app.commander.proto import protocol_pb2 as ppb
 from v2py.app.commander.proto import proxyman_pb2 as mpb
 from v2py.app.commander.proto import stats_command_pb2 as spb
 from v2py.app.commander.proto import vmess_inbound_pb2 as vipb
+from v2py.app.commander.proto import vmess_outbound_pb2 as vopb
 from v2py.app.commander.proto import vmess_pb2 as vpb
 from v2py.app.commander.services import typed
 
@@ -382,3 +383,59 @@ async def test_counters_over_mkcp(echo_server: tuple[str, int]) -> None:
         down = await api.stat("inbound>>>kcp-in>>>traffic>>>downlink")
         assert len(payload) < up < len(payload) * 1.05
         assert len(payload) < down < len(payload) * 1.05
+
+
+async def test_add_outbound_with_mux_carries_sessions_over_one_connection(
+    echo_server: tuple[str, int],
+) -> None:
+    """AddOutbound with ``multiplexSettings`` (a panel's "mux on"): a VMess outbound whose
+    connections go through Mux.Cool; a concurrency outside 1..1024 is refused as 4.34's
+    outbound handler refuses it, enabled or not."""
+    api_port, socks_port, vmess_port = free_ports(3)
+    socks = {
+        "tag": "socks-late",
+        "listen": "127.0.0.1",
+        "port": socks_port,
+        "protocol": "socks",
+        "settings": {"auth": "noauth"},
+    }
+    vm = {
+        "tag": "vm",
+        "listen": "127.0.0.1",
+        "port": vmess_port,
+        "protocol": "vmess",
+        "settings": {"clients": [{"id": ALICE, "alterId": 0, "email": "alice@mux"}]},
+    }
+    async with (
+        run_v2py(server_config(api_port, inbounds=(socks, vm))) as server,
+        api_channel(api_port) as api,
+    ):
+        add = api.handler("AddOutbound")
+        receiver = ppb.ServerEndpoint(
+            address=npb.IPOrDomain(ip=LOOPBACK),
+            port=vmess_port,
+            user=[vmess_user(ALICE, "alice@mux")],
+        )
+
+        def request(concurrency: int, *, enabled: bool = True) -> hpb.AddOutboundRequest:
+            sender = mpb.SenderConfig(
+                multiplex_settings=mpb.MultiplexingConfig(enabled=enabled, concurrency=concurrency)
+            )
+            return hpb.AddOutboundRequest(
+                outbound=cpb.OutboundHandlerConfig(
+                    tag="late",
+                    sender_settings=typed(sender),
+                    proxy_settings=typed(vopb.Config(Receiver=[receiver])),
+                )
+            )
+
+        refused = "v2ray.com/core/app/proxyman/outbound: invalid mux concurrency: "
+        assert await rpc_error(add(request(0))) == refused + "0"
+        assert await rpc_error(add(request(1025, enabled=False))) == refused + "1025"
+        async with asyncio.timeout(5):
+            await add(request(4))
+        handler = server.outbounds.get("late")
+        assert type(handler).__name__ == "MuxClientOutbound"
+        results = await asyncio.gather(*(echo(socks_port, echo_server) for _ in range(3)))
+        assert results == [PAYLOAD] * 3
+        assert len(handler.workers) == 1  # type: ignore[union-attr]

@@ -41,6 +41,7 @@ __all__ = ["inbound_config", "outbound_config"]
 
 JsonObject = dict[str, Any]
 _CORE = "v2ray.com/core: "
+_PROXYMAN_OUTBOUND = "v2ray.com/core/app/proxyman/outbound: "
 _NOT_SUPPORTED = "not supported by v2py's API"
 _SECURITY_NAMES = {
     ppb.UNKNOWN: "auto",
@@ -233,8 +234,14 @@ def outbound_config(handler: cpb.OutboundHandlerConfig) -> OutboundConfig:
             raise ApiError(f"{_CORE}sendThrough/proxySettings: {_NOT_SUPPORTED}")
         if sender.HasField("stream_settings"):
             _stream(sender.stream_settings, "outbound")
-        if sender.multiplex_settings.enabled:
-            raise ApiError(f"{_CORE}mux: {_NOT_SUPPORTED}")
+        if sender.HasField("multiplex_settings"):
+            # 4.34 (app/proxyman/outbound/handler.go) checks the concurrency whenever
+            # the message is present, enabled or not.
+            mux = sender.multiplex_settings
+            if not 1 <= mux.concurrency <= 1024:
+                raise ApiError(f"{_PROXYMAN_OUTBOUND}invalid mux concurrency: {mux.concurrency}")
+            if mux.enabled:
+                data["mux"] = {"enabled": True, "concurrency": mux.concurrency}
     found = _OUTBOUND_PROXIES.get(canonical_type(handler.proxy_settings.type))
     if found is None:
         raise ApiError(f"{_CORE}outbound proxy {handler.proxy_settings.type!r} is {_NOT_SUPPORTED}")
