@@ -386,6 +386,7 @@ class MuxEndpoint:
         self._drain_fut: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._paused = False
+        self._flush_queued = False
         self.closed = False
 
     # -- state ------------------------------------------------------------------------
@@ -524,12 +525,24 @@ class MuxEndpoint:
         if self.closed:
             raise ConnectionResetError("mux connection closed")
         self.core.send_data(session_id, data)
-        self._flush()
+        self._flush_soon()
 
     def _send_end(self, session_id: int, error: bool) -> None:
         if self.closed:
             return
         self.core.send_end(session_id, error=error)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Emit what the sessions queued at the end of this loop turn: frames written by
+        several sessions (or data and End of one) in one turn leave in one write of the
+        underlying stream, as 4.34's link writer batches them."""
+        if not self._flush_queued:
+            self._flush_queued = True
+            asyncio.get_running_loop().call_soon(self._queued_flush)
+
+    def _queued_flush(self) -> None:
+        self._flush_queued = False
         self._flush()
 
     def _flush(self) -> None:
