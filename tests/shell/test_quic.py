@@ -59,12 +59,18 @@ async def serving(transport: QuicTransport, handler: Any) -> AsyncIterator[QuicL
 
 
 async def exchange(client: QuicTransport, port: int, payload: bytes) -> bytes:
+    """Send ``payload`` while reading the echo: receive windows are bounded, so a
+    writer that reads only after writing it all would wait on itself."""
     stream = await client.dial("127.0.0.1", port, timeout=5)
-    try:
+
+    async def send() -> None:
         stream.write(payload)
         await stream.drain()
         stream.write_eof()
-        return await read_all(stream, len(payload))
+
+    try:
+        _, echoed = await asyncio.gather(send(), read_all(stream, len(payload)))
+        return echoed
     finally:
         stream.close()
 

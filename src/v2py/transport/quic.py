@@ -7,9 +7,18 @@
   are plain QUIC.
 * Each proxied connection is one bidirectional stream. The client keeps its QUIC
   connections per destination for the transport's lifetime, puts a new stream on the
-  first live one with fewer than :data:`MAX_STREAMS_PER_CONNECTION` open streams (the
-  limit 4.34's server grants, where 4.34's client gets an error and dials anew), else
-  dials a new connection from a fresh UDP socket (0.0.0.0:0, as 4.34).
+  first live one with fewer than :data:`MAX_STREAMS_PER_CONNECTION` open streams and
+  stream credit left from the server (where 4.34's client gets an error and dials
+  anew), else dials a new connection from a fresh UDP socket (0.0.0.0:0, as 4.34).
+* The server grants 32 bidirectional streams, one more each time one is done both
+  ways, and no unidirectional ones (4.34's ``MaxIncomingStreams: 32``,
+  ``MaxIncomingUniStreams: -1``).
+* Receive flow control follows the reader, with quic-go 0.29's windows
+  (``protocol/quic_flow.py``): a stream's credit is what its reader consumed plus
+  512 KiB, the connection's what all readers consumed plus 768 KiB, each auto-tuned
+  up to 6 MiB and 15 MiB. A stream nobody reads stops its sender once its window is
+  full; aioquic's own doubling of the credit as data arrives is kept only for streams
+  v2py no longer reads (their data is dropped as it comes).
 * TLS 1.3 runs inside QUIC. Without ``tlsSettings`` the server makes a self-signed
   certificate for ``quic.internal.v2ray.com`` (valid an hour, made when listening)
   and the client sends that name and does not verify. With ``tlsSettings``: its first
@@ -28,9 +37,11 @@ v4.34.0 binary vendors quic-go v0.19.3, which predates RFC 9000 (v0.21.0 added v
 speaks only drafts 29/32/34: no version in common with aioquic, so v2py cannot reach
 or serve such a binary over QUIC.
 
-Differences: the server lets more than 32 streams be open at once (aioquic's stream
-credit); received stream data is buffered without a bound (aioquic grants flow-control
-credit as packets arrive, not as the application reads).
+Differences: once v2py closes a stream, what still comes on it is dropped and credited
+as it arrives (quic-go's ``Close`` closes only the sending side; its receive side keeps
+holding up to the window). The flow control leans on aioquic internals, checked with
+aioquic 1.7.2: the two overridden ``_write_*_limits`` methods, the counters they read
+and the smoothed RTT.
 """
 
 from __future__ import annotations
@@ -43,21 +54,35 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from v2py.config.stream import TlsConfig
 from v2py.config.transport_extra import QuicConfig
 from v2py.errors import ConfigError
+from v2py.protocol.quic_flow import (
+    CONNECTION_WINDOW_BYTES,
+    CONNECTION_WINDOW_MULTIPLIER,
+    MAX_CONNECTION_WINDOW_BYTES,
+    MAX_STREAM_WINDOW_BYTES,
+    STREAM_WINDOW_BYTES,
+    ReceiveWindow,
+)
 from v2py.protocol.quic_packet import QuicPacketCodec
 from v2py.transport.layer import LayerHandler
 from v2py.transport.multiplex import ConnectionPool, FedStream, TaskSet, run_handler
+from v2py.transport.stream import READ_CHUNK_BYTES
 
 if TYPE_CHECKING:
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.asyncio.server import QuicServer
     from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
     from aioquic.quic.events import QuicEvent
+    from aioquic.quic.packet_builder import QuicPacketBuilder
+    from aioquic.quic.recovery import QuicPacketSpace
+    from aioquic.quic.stream import QuicStream as AioquicStream
 
 __all__ = ["INTERNAL_DOMAIN", "QuicListener", "QuicStream", "QuicTransport"]
 
@@ -117,6 +142,8 @@ class QuicStream(FedStream):
         self._written = 0
         self._ended = False
         self._closed = False
+        #: Receive credit granted to the peer as this stream's reader consumes.
+        self._window = ReceiveWindow(STREAM_WINDOW_BYTES, MAX_STREAM_WINDOW_BYTES)
 
     def _feed(self, data: bytes, end: bool) -> None:
         if data:
@@ -124,6 +151,35 @@ class QuicStream(FedStream):
         if end:
             self._eof = True
         self._readable.set()
+
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        """Up to ``max_bytes``: the chunks that came (about one per packet) are joined
+        as far as they fit, and what is read is credited to the peer."""
+        chunks = self._chunks
+        while not chunks:
+            if self._eof:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._readable.clear()
+            await self._readable.wait()
+        data = chunks[0]
+        size = len(data)
+        if size > max_bytes:
+            chunks[0] = data[max_bytes:]
+            data = data[:max_bytes]
+            size = max_bytes
+        else:
+            count = 1
+            while count < len(chunks) and size + len(chunks[count]) <= max_bytes:
+                size += len(chunks[count])
+                count += 1
+            if count > 1:
+                data = b"".join(chunks[:count])
+            del chunks[:count]
+        if not self._closed:  # the application has it: credit follows
+            self._owner.consumed(self, size)
+        return data
 
     def _unsent(self) -> int:
         return self._written - self._owner.sent_offset(self.stream_id)
@@ -154,6 +210,7 @@ class QuicStream(FedStream):
         self.write_eof()
         self._closed = True
         self._owner.forget(self)
+        self._owner.discarded(sum(map(len, self._chunks)))
         self._closed_event.set()
 
     @property
@@ -259,6 +316,84 @@ def _protocol_class() -> type[QuicConnectionProtocol]:
 _PROTOCOL_CLASS: type[QuicConnectionProtocol] | None = None
 
 
+def _flow_class() -> type[QuicConnection]:
+    """aioquic's connection with receive credit that follows v2py's readers (built on
+    first use).
+
+    aioquic doubles a stream's MAX_STREAM_DATA (and the connection's MAX_DATA) once half
+    of it has arrived, read or not. Here a stream's limit comes from its reader's
+    :class:`ReceiveWindow`, and the connection's from a window whose ``read`` is the
+    bytes received less those held unread in v2py's streams. aioquic still writes the
+    frames and resends lost ones; while it does, the counter its doubling looks at is
+    hidden (set to 0 and put back). Streams v2py does not read (closed, or not
+    proxied) drop their data as it comes and keep aioquic's crediting.
+    """
+    global _FLOW_CLASS
+    if _FLOW_CLASS is None:
+        from aioquic.quic.connection import QuicConnection
+
+        class _FlowControlled(QuicConnection):
+            v2py_readers: dict[int, QuicStream]
+            v2py_held: int
+            v2py_window: ReceiveWindow
+
+            def v2py_rtt(self) -> float:
+                loss = self._loss
+                return float(loss._rtt_smoothed) if loss._rtt_initialized else 0.0
+
+            def v2py_connection_due(self) -> bool:
+                window = self.v2py_window
+                read = self._local_max_data.used - self.v2py_held
+                if read > window.read:
+                    window.read = read
+                return window.due()
+
+            def _write_connection_limits(
+                self, builder: QuicPacketBuilder, space: QuicPacketSpace
+            ) -> None:
+                limit = self._local_max_data
+                if self.v2py_connection_due():
+                    granted = self.v2py_window.advance(time.monotonic(), self.v2py_rtt())
+                    limit.value = max(limit.value, granted)
+                used = limit.used
+                limit.used = 0
+                try:
+                    super()._write_connection_limits(builder, space)
+                finally:
+                    limit.used = used
+
+            def _write_stream_limits(
+                self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: AioquicStream
+            ) -> None:
+                sid = stream.stream_id
+                reader = self.v2py_readers.get(sid) if sid is not None else None
+                if reader is None:
+                    super()._write_stream_limits(builder, space, stream)
+                    return
+                window = reader._window
+                if window.due():
+                    size = window.size
+                    now = time.monotonic()
+                    granted = window.advance(now, self.v2py_rtt())
+                    stream.max_stream_data_local = max(stream.max_stream_data_local, granted)
+                    if window.size > size:
+                        wanted = int(window.size * CONNECTION_WINDOW_MULTIPLIER)
+                        self.v2py_window.ensure_size(wanted, now)
+                receiver = stream.receiver
+                highest = receiver.highest_offset
+                receiver.highest_offset = 0
+                try:
+                    super()._write_stream_limits(builder, space, stream)
+                finally:
+                    receiver.highest_offset = highest
+
+        _FLOW_CLASS = _FlowControlled
+    return _FLOW_CLASS
+
+
+_FLOW_CLASS: type[QuicConnection] | None = None
+
+
 class _Connection:
     """One QUIC connection (either side) and its streams."""
 
@@ -269,11 +404,26 @@ class _Connection:
         client: bool,
         on_stream: Callable[[QuicStream], None] | None = None,
     ) -> None:
+        self.streams: dict[int, QuicStream] = {}
+        # QuicServer builds aioquic's own class: it becomes the flow-controlled one
+        # before any packet is handled (same attributes, two methods overridden).
+        quic.__class__ = _flow_class()
+        quic.v2py_readers = self.streams
+        quic.v2py_held = 0
+        quic.v2py_window = ReceiveWindow(CONNECTION_WINDOW_BYTES, MAX_CONNECTION_WINDOW_BYTES)
+        quic.v2py_window.start(time.monotonic())
+        if not client:
+            # 4.34's server: MaxIncomingStreams 32 (one more each time one is done
+            # both ways), MaxIncomingUniStreams -1 (none).
+            for limit, count in (
+                (quic._local_max_streams_bidi, MAX_STREAMS_PER_CONNECTION),
+                (quic._local_max_streams_uni, 0),
+            ):
+                limit.value = limit.sent = count
         self.protocol = _protocol_class()(quic)
         self.protocol.owner = self  # type: ignore[attr-defined]
         self.quic = quic
         self.client = client
-        self.streams: dict[int, QuicStream] = {}
         self.closed = False
         self.peer: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
@@ -316,9 +466,34 @@ class _Connection:
         self.streams.pop(stream.stream_id, None)
         self._blocked.discard(stream)
 
+    def consumed(self, stream: QuicStream, size: int) -> None:
+        """A reader took ``size`` bytes: credit them; send new limits once due."""
+        quic = self.quic
+        quic.v2py_held -= size
+        window = stream._window
+        if not window.read:
+            window.start(time.monotonic())
+        window.read += size
+        if (window.due() or quic.v2py_connection_due()) and not self.closed:
+            self.protocol._transmit_soon()
+
+    def discarded(self, size: int) -> None:
+        """A stream closed with ``size`` bytes unread: the connection credits them."""
+        if size:
+            self.quic.v2py_held -= size
+            if self.quic.v2py_connection_due() and not self.closed:
+                self.protocol._transmit_soon()
+
     # -- client -------------------------------------------------------------
     def can_open(self) -> bool:
-        return not self.closed and len(self.streams) < MAX_STREAMS_PER_CONNECTION
+        """Fewer than 32 streams open here, and the server's stream credit not used up
+        (quic-go's ``OpenStream`` fails then, and 4.34 dials a new connection)."""
+        quic = self.quic
+        return (
+            not self.closed
+            and len(self.streams) < MAX_STREAMS_PER_CONNECTION
+            and quic.get_next_available_stream_id() // 4 < quic._remote_max_streams_bidi
+        )
 
     def open_stream(self) -> QuicStream:
         """A new client stream. aioquic takes a stream ID only on the first send, so an
@@ -344,9 +519,11 @@ class _Connection:
                     return  # a late packet of a stream we have already closed
                 stream = QuicStream(self, event.stream_id)
                 self.streams[event.stream_id] = stream
+                self.quic.v2py_held += len(event.data)
                 stream._feed(event.data, event.end_stream)
                 self._on_stream(stream)
                 return
+            self.quic.v2py_held += len(event.data)
             stream._feed(event.data, event.end_stream)
         elif isinstance(event, events.StreamReset):
             stream = self.streams.get(event.stream_id)
@@ -460,6 +637,8 @@ class QuicTransport:
             connection_id_length=CONNECTION_ID_BYTES,
             idle_timeout=CLIENT_IDLE_TIMEOUT_S if client else SERVER_IDLE_TIMEOUT_S,
             max_datagram_size=MAX_QUIC_PACKET_BYTES,
+            max_data=CONNECTION_WINDOW_BYTES,
+            max_stream_data=STREAM_WINDOW_BYTES,
         )
         if client:
             if tls is None:
