@@ -352,10 +352,13 @@ def _flow_class() -> type[QuicConnection]:
                 self, builder: QuicPacketBuilder, space: QuicPacketSpace
             ) -> None:
                 limit = self._local_max_data
-                if self.v2py_connection_due():
-                    granted = self.v2py_window.advance(time.monotonic(), self.v2py_rtt())
-                    limit.value = max(limit.value, granted)
+                window = self.v2py_window
                 used = limit.used
+                if used - self.v2py_held > window.read:
+                    window.read = used - self.v2py_held
+                if window.due():
+                    granted = window.advance(time.monotonic(), self.v2py_rtt())
+                    limit.value = max(limit.value, granted)
                 limit.used = 0
                 try:
                     super()._write_connection_limits(builder, space)
