@@ -303,7 +303,11 @@ def _protocol_class() -> type[QuicConnectionProtocol]:
             def datagram_received(self, data: bytes | str, addr: Any) -> None:
                 if self.owner.peer is None and isinstance(addr, tuple):
                     self.owner.peer = (str(addr[0]), int(addr[1]))
-                super().datagram_received(data, addr)
+                # aioquic transmits after every datagram; the socket hands over up to
+                # 32 per loop turn, so answer (ACKs, credit, more data) once per turn.
+                self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+                self._process_events()
+                self._transmit_soon()
 
             def transmit(self) -> None:
                 super().transmit()
