@@ -416,6 +416,8 @@ def _flow_class() -> type[QuicConnection]:
                     if window.size > size:
                         wanted = int(window.size * CONNECTION_WINDOW_MULTIPLIER)
                         self.v2py_window.ensure_size(wanted, now)
+                if stream.max_stream_data_local_sent == stream.max_stream_data_local:
+                    return  # nothing to send (the usual case: this runs for every packet)
                 receiver = stream.receiver
                 highest = receiver.highest_offset
                 receiver.highest_offset = 0
