@@ -153,7 +153,9 @@ async def rate(
 
 async def echo_server() -> asyncio.Server:
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
+        # Cancelled when the bench shuts the server down: end quietly (asyncio's stream
+        # callback would log the CancelledError of a handler task).
+        with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(4096):
                 writer.write(data)
                 await writer.drain()
