@@ -183,10 +183,12 @@ def build_transport(
                 tls=stream.tls is not None,
             )
         case "quic":
+            from v2py.app import entropy
             from v2py.transport.quic import QuicTransport
 
             assert stream.quic is not None  # the loader sets it for network "quic"
-            return QuicTransport(stream.quic, stream.tls)
+            # A nonce and header counters per datagram: pooled randomness, as mKCP.
+            return QuicTransport(stream.quic, stream.tls, rng=entropy.urandom)
         case "ds":
             from v2py.transport.ds import DsTransport
 
