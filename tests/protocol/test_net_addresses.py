@@ -81,3 +81,9 @@ def test_canonical_ip_matches_ipaddress_text(text: str) -> None:
         expected = None
     assert canonical_ip(text) == expected
     assert normalize_address(text) == (expected or text)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="0123456789.x+- \x00\u0661\u00b2", max_size=18))
+def test_arbitrary_text_matches_ipaddress(text: str) -> None:
+    assert pack_ip(text) == reference(text)
