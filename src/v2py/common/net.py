@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import socket
 from dataclasses import dataclass
 
 
@@ -17,14 +16,18 @@ class Network(enum.Enum):
 
 def _ipv4_packed(text: str) -> bytes | None:
     """The 4 bytes of a dotted-quad IPv4 literal exactly as ``ipaddress`` accepts it
-    (ASCII decimal octets, no leading zeros), else None. The per-connection fast path:
-    glibc's ``inet_pton`` accepts the same strings (checked against the previous
-    pure-Python parser on 400,000 generated strings)."""
-    if text.count(".") != 3:
+    (ASCII decimal octets, no leading zeros), else None. The per-connection fast path."""
+    parts = text.split(".")
+    if len(parts) != 4:
         return None
+    for part in parts:
+        if not (0 < len(part) <= 3 and part.isascii() and part.isdigit()):
+            return None
+        if len(part) > 1 and part[0] == "0":
+            return None
     try:
-        return socket.inet_pton(socket.AF_INET, text)
-    except (OSError, ValueError):  # not an address; ValueError: an embedded NUL
+        return bytes([int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])])
+    except ValueError:  # an octet above 255
         return None
 
 
