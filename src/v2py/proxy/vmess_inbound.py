@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: How often the legacy auth table slides forward (vmess.md 4.2).
 VALIDATOR_UPDATE_INTERVAL_S = 10.0
+#: Seconds past the client band that a user added via the API (or a dynamic port) gets
+#: at once: the update interval plus time for the warm-up that follows an update.
+LEGACY_BAND_LEAD_S = int(VALIDATOR_UPDATE_INTERVAL_S) + 6
 #: Legacy auth-table warm-up: HMACs per step (<= ~8 ms of CPU), then yield to the loop.
 PREFILL_HASHES_PER_STEP = 8_192
 PREFILL_STEP_S = 0.0
@@ -123,7 +126,13 @@ class VmessInbound:
         self._user_ids = user_ids
         self._anon_derived: VmessUser | None = None  # the empty email's user, with user_ids
         self.validator = UserValidator(
-            clock(), rng, shared_store=shared_store, accelerated=impl.accelerated_auth
+            clock(),
+            rng,
+            # The validator's clock moves every update interval (after the warm-up):
+            # users added in between get a band that reaches as far ahead.
+            legacy_band_lead_s=LEGACY_BAND_LEAD_S,
+            shared_store=shared_store,
+            accelerated=impl.accelerated_auth,
         )
         self.validator.add_users(users)  # one legacy band build for all of them
         self._updater: asyncio.Task[None] | None = None

@@ -664,3 +664,20 @@ def test_batch_built_in_slices_is_the_same_index(monkeypatch: pytest.MonkeyPatch
     fast = UserValidator(float(NOW), rng(1).randbytes)
     fast.add_users(users)
     _same_index(fast, slow)
+
+
+def test_band_lead_covers_clients_ahead_of_a_stale_clock() -> None:
+    """``now`` moves only with update(): a user added 9 s after the last update, whose
+    client is 29 s ahead of real time, is found from the eager band alone when the
+    shell gives the band a lead (4.34 builds the whole window on add)."""
+    user = make_user(rng(), 4, "a")
+    v, _ = table([], lookup_inline_hashes=0, legacy_band_lead_s=16)
+    v.add_user(user)
+    real = NOW + 9
+    for offset in (-30, 0, 29):
+        assert v.lookup_legacy(auth_at(user, real + offset, 2)) is not None, offset
+    assert v.lookup_legacy(auth_at(user, NOW + LEGACY_CLIENT_BAND_S + 17)) is None
+    assert v.statistics().legacy_entries == 5 * (2 * LEGACY_CLIENT_BAND_S + 16 + 1)
+    # without the lead the same client is refused until the scanner gets there
+    late, _ = table([user], lookup_inline_hashes=0)
+    assert late.lookup_legacy(auth_at(user, real + 29, 2)) is None

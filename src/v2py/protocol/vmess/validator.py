@@ -304,7 +304,10 @@ class UserValidator:
     ``rng`` seeds nothing secret; it is used for the fallback drain seed.
     ``legacy_window_s`` is the legacy half-window (4.34: 120 s);
     ``legacy_band_s`` is the half-width built eagerly by ``add_user`` (clamped
-    to the window); ``lookup_inline_hashes`` bounds the table building a
+    to the window), and ``legacy_band_lead_s`` more seconds after it: ``now`` only
+    moves with :meth:`update`, so the shell passes its update interval (plus the
+    warm-up's time), and a client whose clock is ahead of a stale ``now`` still
+    falls inside the band; ``lookup_inline_hashes`` bounds the table building a
     refused legacy lookup may do while the table is incomplete.
     ``shared_store``, when given, holds the replay filter, session history and
     taint fuses instead of this object (see the module docstring); sibling
@@ -318,16 +321,23 @@ class UserValidator:
         *,
         legacy_window_s: int = LEGACY_CACHE_DURATION_S,
         legacy_band_s: int = LEGACY_CLIENT_BAND_S,
+        legacy_band_lead_s: int = 0,
         lookup_inline_hashes: int = LOOKUP_INLINE_HASHES,
         shared_store: KeyStore | None = None,
         accelerated: bool = True,
     ) -> None:
-        if legacy_window_s < 0 or legacy_band_s < 0 or lookup_inline_hashes < 0:
-            raise ValueError("legacy window, band and inline budget must be >= 0")
+        if (
+            legacy_window_s < 0
+            or legacy_band_s < 0
+            or legacy_band_lead_s < 0
+            or lookup_inline_hashes < 0
+        ):
+            raise ValueError("legacy window, band, band lead and inline budget must be >= 0")
         self._now = int(now)
         self._rng = rng
         self._window = legacy_window_s
         self._band = min(legacy_band_s, legacy_window_s)
+        self._band_top = min(legacy_band_s + legacy_band_lead_s, legacy_window_s)
         self._inline_hashes = lookup_inline_hashes
         self._users: dict[str, VmessUser] = {}  # lower-cased email -> user (non-empty)
         self._anon: list[VmessUser] = []  # users without email
@@ -439,7 +449,7 @@ class UserValidator:
         progress = self._progress
         extra = self._extra
         targets = []
-        for t in range(self._now - self._band, self._now + self._band + 1):
+        for t in range(self._now - self._band, self._now + self._band_top + 1):
             p = progress.get(t, 0)
             if p == n:
                 continue
