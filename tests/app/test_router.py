@@ -13,6 +13,7 @@ from v2py.app.router import (
     DomainSet,
     IpSet,
     NeedIps,
+    PackedNames,
     Route,
     Router,
     RoutingContext,
@@ -500,3 +501,41 @@ def test_large_keyword_list_compiles_and_matches() -> None:
     assert compiled.matches("a.kw19999x.com")
     assert compiled.matches("kw0x")
     assert not compiled.matches("kw20000y.com")
+
+
+@settings(max_examples=300, deadline=None)
+@given(_rules, st.lists(_labels, min_size=1, max_size=10))
+def test_packed_domain_set_agrees_with_naive(rules: list[DomainRule], targets: list[str]) -> None:
+    """The same with every name set packed (big geosite lists are)."""
+    from v2py.app import router
+
+    saved, router.PACKED_NAMES_MIN = router.PACKED_NAMES_MIN, 0
+    try:
+        compiled = DomainSet(rules)
+    finally:
+        router.PACKED_NAMES_MIN = saved
+    assert not rules or not isinstance(compiled._full, frozenset)
+    for target in targets:
+        assert compiled.matches(target) == _naive_domain(rules, target), target
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sets(st.text(max_size=12)),
+    st.lists(st.text(max_size=12), max_size=10),
+)
+def test_packed_names_is_a_set(names: set[str], others: list[str]) -> None:
+    packed = PackedNames(names)
+    assert len(packed) == len(names) and bool(packed) == bool(names)
+    assert set(packed) == names
+    for name in [*names, *others]:
+        assert (name in packed) == (name in names)
+    assert 7 not in packed
+
+
+def test_packed_names_confirm_a_hash_hit_by_the_name() -> None:
+    names = PackedNames(f"site{i}.example" for i in range(5000))
+    assert "site4999.example" in names and "site5000.example" not in names
+    # a colliding hash alone is not a match: the stored name is compared
+    probe = "\udcff.lone-surrogate"
+    assert probe not in names and probe in PackedNames([probe])

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import re
 from array import array
-from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -114,6 +114,68 @@ def _keyword_pattern(words: Iterable[str]) -> str:
     return emit(trie) if trie else ""
 
 
+#: Lone surrogates (undecodable input kept as str) encode as themselves.
+_KEEP = "surrogatepass"
+#: Above this many names, a set of names is held as :class:`PackedNames`.
+PACKED_NAMES_MIN = 1_024
+
+
+class PackedNames:
+    """A large, fixed set of names in ~(length + 12) bytes each (a ``frozenset`` of
+    ``str`` costs ~100 bytes per name: ~10 MiB for a 100,000-domain geosite list).
+
+    Sorted 64-bit ``hash()`` values in an ``array`` (searched in C by ``bisect``), and
+    the UTF-8 names in one ``bytes`` in the same order, so that a hash hit is confirmed
+    by comparing the name itself. ``hash()`` is only stable within a process, which is
+    where the set lives.
+    """
+
+    __slots__ = ("_blob", "_hashes", "_offsets")
+
+    def __init__(self, names: Iterable[str]) -> None:
+        items = sorted((hash(name), name.encode("utf-8", _KEEP)) for name in set(names))
+        self._hashes = array("q", (h for h, _ in items))
+        offsets = array("Q", [0])
+        total = 0
+        for _, raw in items:
+            total += len(raw)
+            offsets.append(total)
+        self._offsets = offsets
+        self._blob = b"".join(raw for _, raw in items)
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def __bool__(self) -> bool:
+        return len(self._hashes) > 0
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        hashes = self._hashes
+        h = hash(name)
+        i = bisect_left(hashes, h)
+        n = len(hashes)
+        if i == n or hashes[i] != h:
+            return False
+        raw = name.encode("utf-8", _KEEP)
+        offsets, blob = self._offsets, self._blob
+        while i < n and hashes[i] == h:
+            if blob[offsets[i] : offsets[i + 1]] == raw:
+                return True
+            i += 1
+        return False
+
+    def __iter__(self) -> Iterator[str]:
+        offsets, blob = self._offsets, self._blob
+        for i in range(len(self._hashes)):
+            yield blob[offsets[i] : offsets[i + 1]].decode("utf-8", _KEEP)
+
+
+def _names(values: set[str]) -> frozenset[str] | PackedNames:
+    return PackedNames(values) if len(values) >= PACKED_NAMES_MIN else frozenset(values)
+
+
 class DomainSet:
     """A compiled group of literal domain conditions; :meth:`matches` is any-of."""
 
@@ -144,8 +206,8 @@ class DomainSet:
         self, count: int, full: set[str], suffixes: set[str], keywords: set[str], regexes: list[str]
     ) -> None:
         self.size = count
-        self._full = frozenset(full)
-        self._suffixes = frozenset(suffixes)
+        self._full = _names(full)
+        self._suffixes = _names(suffixes)
         self._keywords = tuple(keywords)
         self._patterns = tuple(regexes)
         if "" in keywords:
