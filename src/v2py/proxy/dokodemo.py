@@ -128,6 +128,16 @@ class DokodemoInbound:
         finally:
             stream.close()
 
+    def _udp_session(self, source: tuple[str, int], dest: Destination) -> Session:
+        """The session of one UDP flow (plain and transparent listeners alike)."""
+        return Session(
+            inbound_tag=self.tag,
+            source=source,
+            destination=dest,
+            level=self._user_level,
+            sniffing=SniffingSettings(),
+        )
+
     async def start(self, dispatcher: Dispatch) -> None:
         """Open the UDP listener on listen:port when "udp" is enabled."""
         if "udp" not in self._networks or self._udp_server is not None:
@@ -138,15 +148,6 @@ class DokodemoInbound:
         if self._address is None:
             return
         target = udp(self._address, self._dest_port)
-
-        def make_session(source: tuple[str, int], dest: Destination) -> Session:
-            return Session(
-                inbound_tag=self.tag,
-                source=source,
-                destination=dest,
-                level=self._user_level,
-                sniffing=SniffingSettings(),
-            )
 
         def decode(data: bytes) -> tuple[Destination, bytes] | None:
             return target, data
@@ -159,7 +160,7 @@ class DokodemoInbound:
                 self._listen or "0.0.0.0",
                 self._port,
                 reuse_port=self._reuse_port,
-                make_session=make_session,
+                make_session=self._udp_session,
                 dispatcher=dispatcher,
                 decode=decode,
                 encode=encode,
@@ -174,7 +175,7 @@ class DokodemoInbound:
         try:
             _, server = await loop.create_datagram_endpoint(
                 lambda: UdpFlowServer(
-                    make_session=make_session,
+                    make_session=self._udp_session,
                     dispatcher=dispatcher,
                     decode=decode,
                     encode=encode,
@@ -199,19 +200,10 @@ class DokodemoInbound:
         )
         fallback = udp(self._address, self._dest_port) if self._address is not None else None
 
-        def make_session(source: tuple[str, int], dest: Destination) -> Session:
-            return Session(
-                inbound_tag=self.tag,
-                source=source,
-                destination=dest,
-                level=self._user_level,
-                sniffing=SniffingSettings(),
-            )
-
         server = _TransparentUdp(
             sock=sock,
             dispatcher=dispatcher,
-            make_session=make_session,
+            make_session=self._udp_session,
             fallback=fallback,
             mark=options.mark,
             idle=self._udp_idle,
