@@ -242,14 +242,14 @@ class MuxWorker:
         return self._closed or self.endpoint.closed
 
     @property
+    def spent(self) -> bool:
+        """Closed, or 128 sessions opened in total: never takes a session again."""
+        return self.closed or self.endpoint.total_sessions >= MAX_SESSIONS_PER_CONNECTION
+
+    @property
     def full(self) -> bool:
-        """4.34 ``IsFull``: closed, at ``concurrency`` active, or 128 opened in total."""
-        endpoint = self.endpoint
-        return (
-            self.closed
-            or endpoint.total_sessions >= MAX_SESSIONS_PER_CONNECTION
-            or endpoint.active_sessions >= self.concurrency
-        )
+        """4.34 ``IsFull``: spent, or at ``concurrency`` active sessions."""
+        return self.spent or self.endpoint.active_sessions >= self.concurrency
 
     def open(self, destination: Destination) -> MuxSubStream:
         return self.endpoint.open(destination)
@@ -313,17 +313,9 @@ class MuxClientOutbound:
         # None is available: 4.34 drops the closed workers here. v2py also moves the
         # spent ones (128 sessions opened) aside: they can never be picked again, and
         # at high connection rates hundreds of them would be scanned on every pick.
-        spent = [w for w in self._spent if not w.closed]
-        kept: list[MuxWorker] = []
-        for w in workers:
-            if w.closed:
-                continue
-            if w.endpoint.total_sessions >= MAX_SESSIONS_PER_CONNECTION:
-                spent.append(w)
-            else:
-                kept.append(w)
-        self._spent = spent
-        self.workers = workers = kept
+        live = [w for w in (*self._spent, *workers) if not w.closed]
+        self._spent = [w for w in live if w.spent]
+        self.workers = workers = [w for w in live if not w.spent]
         worker = MuxWorker(self.carrier, self.concurrency, idle_tick=self.idle_tick)
         workers.append(worker)
         return worker
