@@ -58,18 +58,28 @@ class FedStream:
         """``drain`` is about to wait for ``_writable``."""
 
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        while not self._chunks:
+        """Up to ``max_bytes``: the chunks that came (about one per frame or packet) are
+        joined as far as they fit."""
+        chunks = self._chunks
+        while not chunks:
             if self._eof:
                 return b""
             if self._error is not None:
                 raise self._error
             self._readable.clear()
             await self._readable.wait()
-        data = self._chunks[0]
-        if len(data) > max_bytes:
-            self._chunks[0] = data[max_bytes:]
+        data = chunks[0]
+        size = len(data)
+        if size > max_bytes:
+            chunks[0] = data[max_bytes:]
             return data[:max_bytes]
-        self._chunks.pop(0)
+        count = 1
+        while count < len(chunks) and size + len(chunks[count]) <= max_bytes:
+            size += len(chunks[count])
+            count += 1
+        if count > 1:
+            data = b"".join(chunks[:count])
+        del chunks[:count]
         return data
 
     async def drain(self) -> None:

@@ -153,32 +153,10 @@ class QuicStream(FedStream):
         self._readable.set()
 
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        """Up to ``max_bytes``: the chunks that came (about one per packet) are joined
-        as far as they fit, and what is read is credited to the peer."""
-        chunks = self._chunks
-        while not chunks:
-            if self._eof:
-                return b""
-            if self._error is not None:
-                raise self._error
-            self._readable.clear()
-            await self._readable.wait()
-        data = chunks[0]
-        size = len(data)
-        if size > max_bytes:
-            chunks[0] = data[max_bytes:]
-            data = data[:max_bytes]
-            size = max_bytes
-        else:
-            count = 1
-            while count < len(chunks) and size + len(chunks[count]) <= max_bytes:
-                size += len(chunks[count])
-                count += 1
-            if count > 1:
-                data = b"".join(chunks[:count])
-            del chunks[:count]
-        if not self._closed:  # the application has it: credit follows
-            self._owner.consumed(self, size)
+        """As :meth:`FedStream.read`; what is read is credited to the peer."""
+        data = await super().read(max_bytes)
+        if data and not self._closed:  # the application has it: credit follows
+            self._owner.consumed(self, len(data))
         return data
 
     def _unsent(self) -> int:
@@ -386,12 +364,9 @@ def _flow_class() -> type[QuicConnection]:
                 self, builder: QuicPacketBuilder, space: QuicPacketSpace
             ) -> None:
                 limit = self._local_max_data
-                window = self.v2py_window
                 used = limit.used
-                if used - self.v2py_held > window.read:
-                    window.read = used - self.v2py_held
-                if window.due():
-                    granted = window.advance(time.monotonic(), self.v2py_rtt())
+                if self.v2py_connection_due():
+                    granted = self.v2py_window.advance(time.monotonic(), self.v2py_rtt())
                     limit.value = max(limit.value, granted)
                 limit.used = 0
                 try:
