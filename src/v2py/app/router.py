@@ -31,6 +31,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Protocol
 
 from v2py.config.routing import (
@@ -135,19 +136,11 @@ class PackedNames:
     def __init__(self, names: Iterable[str]) -> None:
         items = sorted((hash(name), name.encode("utf-8", _KEEP)) for name in set(names))
         self._hashes = array("q", (h for h, _ in items))
-        offsets = array("Q", [0])
-        total = 0
-        for _, raw in items:
-            total += len(raw)
-            offsets.append(total)
-        self._offsets = offsets
+        self._offsets = array("Q", accumulate((len(raw) for _, raw in items), initial=0))
         self._blob = b"".join(raw for _, raw in items)
 
     def __len__(self) -> int:
         return len(self._hashes)
-
-    def __bool__(self) -> bool:
-        return len(self._hashes) > 0
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
