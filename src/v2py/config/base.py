@@ -126,6 +126,9 @@ class ConfigModel(BaseModel):
         populate_by_name=False,
         extra="ignore",
         hide_input_in_errors=True,
+        # Validators are built on first use: a config pays only for the models it names
+        # (start-up time and memory), not for all ~60.
+        defer_build=True,
     )
 
     IGNORED_KEYS: ClassVar[Mapping[str, str]] = {}
