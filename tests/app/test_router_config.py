@@ -213,7 +213,8 @@ def test_dns_config() -> None:
 
 
 BAD_DNS = [
-    ({"servers": ["https://dns.google/dns-query"]}, "dns.servers[0].address", "not supported"),
+    ({"servers": ["tcp+local://1.1.1.1"]}, "dns.servers[0].address", "not supported"),
+    ({"servers": ["https://"]}, "dns.servers[0].address", "not a valid DoH URL"),
     ({"servers": ["quic+local://dns.adguard.com"]}, "dns.servers[0].address", "not supported"),
     ({"servers": ["dns.google"]}, "dns.servers[0].address", "use an IP"),
     ({"servers": [{"port": 53}]}, "dns.servers[0].address", "missing"),

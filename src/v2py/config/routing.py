@@ -44,6 +44,7 @@ __all__ = [
     "DnsConfig",
     "DnsHostConfig",
     "DnsServerConfig",
+    "DohAddress",
     "DomainEntry",
     "DomainKind",
     "DomainRule",
@@ -54,6 +55,7 @@ __all__ = [
     "RoutingConfig",
     "RoutingRuleConfig",
     "parse_cidr",
+    "parse_doh_address",
     "parse_domain_entry",
 ]
 
@@ -605,7 +607,73 @@ class RoutingConfig(ConfigModel):
 # --------------------------------------------------------------------------
 # dns
 
-_DNS_REFUSED_SCHEMES = ("https://", "https+local://", "quic+local://", "tcp://", "tcp+local://")
+_DNS_REFUSED_SCHEMES = ("quic+local://", "tcp://", "tcp+local://")
+#: DoH URL schemes (4.34 ``NewServer``, after ``url.Parse`` lower-cased the scheme)
+#: -> dialled directly (``https+local``) rather than through the dispatcher.
+_DOH_SCHEMES = {"https": False, "https+local": True}
+_DOH_HOST = re.compile(r"[A-Za-z0-9._-]+")
+_DOH_TARGET = re.compile(r"(?:[!$&'()*+,;=:@/?A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})*")
+
+
+@dataclass(frozen=True, slots=True)
+class DohAddress:
+    """A DNS-over-HTTPS server URL (4.34 ``NewDoHNameServer`` / ``NewDoHLocalNameServer``).
+
+    ``local``: dialled directly (``https+local://``), else through the dispatcher.
+    ``host`` (no brackets) is dialled, sent as SNI and verified; ``authority`` is the
+    URL's ``host[:port]`` as written (``Host`` / ``:authority``); ``target`` is the
+    request target (path, ``/`` when empty, then ``?query``; a ``#fragment`` is not
+    sent, as Go's ``RequestURI``). ``name`` is 4.34's server name (``DOH//host:port``).
+    """
+
+    local: bool
+    host: str
+    port: int
+    authority: str
+    target: str
+
+    @property
+    def name(self) -> str:
+        return ("DOHL//" if self.local else "DOH//") + self.authority
+
+
+def parse_doh_address(value: str) -> DohAddress | None:
+    """``value`` as a DoH URL; None when it has no DoH scheme.
+
+    Raises ValueError for a malformed URL (fail closed where Go's lenient
+    ``url.Parse`` would give a server that can never answer: no host, a bad
+    port, user info, characters a request target cannot hold).
+    """
+    scheme, sep, rest = value.partition("://")
+    local = _DOH_SCHEMES.get(scheme.lower()) if sep else None
+    if local is None:
+        return None
+    rest = rest.partition("#")[0]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, target = rest[:cut], rest[cut:]
+    if "@" in authority:
+        raise ValueError("user info in a DoH URL is not supported by v2py")
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or ":" not in host or _ip_bytes(host) is None:
+            raise ValueError("bad IPv6 host")
+        if after and not after.startswith(":"):
+            raise ValueError("bad port")
+        colon, port_text = after[:1], after[1:]
+    else:
+        host, colon, port_text = authority.partition(":")
+        if not host or not _DOH_HOST.fullmatch(host):
+            raise ValueError("no valid host")
+    port = 443
+    if colon:
+        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= PORT_MAX):
+            raise ValueError(f"bad port {port_text!r}; use 1-65535")
+        port = int(port_text)
+    if not _DOH_TARGET.fullmatch(target):
+        raise ValueError("the path holds characters that need %-escaping")
+    if target.startswith("?") or not target:
+        target = "/" + target
+    return DohAddress(local=local, host=host, port=port, authority=authority, target=target)
 
 
 def _ip_text(value: object) -> str:
@@ -625,17 +693,23 @@ def _check_server_address(value: object) -> str:
         raise fail(f"{describe(value)} is not a name server address")
     if value == "localhost":
         return value
+    try:
+        doh = parse_doh_address(value)
+    except ValueError as exc:
+        raise fail(f"{describe(value)} is not a valid DoH URL: {exc}") from None
+    if doh is not None:
+        return value
     for scheme in _DNS_REFUSED_SCHEMES:
         if value.lower().startswith(scheme):
             raise fail(
                 f"{describe(value)}: {scheme} name servers are not supported by v2py; "
-                'use a plain IP (UDP) or "localhost"'
+                'use a plain IP (UDP), "localhost" or https:// / https+local:// (DoH)'
             )
     packed = _ip_bytes(value)
     if packed is None:
         raise fail(
             f"{describe(value)} is not supported as a name server by v2py; "
-            'use an IP address (UDP DNS) or "localhost"'
+            'use an IP address (UDP DNS), "localhost" or a https:// / https+local:// URL (DoH)'
         )
     return str(ipaddress.ip_address(packed))
 
@@ -677,6 +751,11 @@ class DnsServerConfig(ConfigModel):
     @property
     def effective_port(self) -> int:
         return self.port or 53
+
+    @property
+    def doh(self) -> DohAddress | None:
+        """The DoH URL of ``address`` (its ``port`` is then unused, as in 4.34), or None."""
+        return parse_doh_address(self.address)
 
 
 def _check_server(value: object) -> object:

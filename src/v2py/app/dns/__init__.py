@@ -11,7 +11,8 @@ Lookup order, as 4.34's ``lookupIPInternal``:
    then the other servers in config order; a ``localhost`` server also takes
    local names (dotless, ``.local``, ``.lan``, ``.test``...) first;
 4. the next server is asked only after a timeout or an ``expectIps``
-   mismatch; any other failure ends the lookup.
+   mismatch (for DoH also after a failed request: 4.34 waits out the timeout
+   then); any other failure ends the lookup.
 
 Without a ``dns`` object, or without servers, the system resolver answers.
 """
@@ -32,6 +33,7 @@ from v2py.app.dns.nameserver import (
     NameServer,
     PacketChannel,
     UdpNameServer,
+    in_query_path,
 )
 from v2py.app.router import DomainSet, GeoSource, IpMatcher, build_ip_matcher
 from v2py.config.routing import DnsConfig, DomainKind, DomainRule, GeoSiteRef
@@ -114,6 +116,10 @@ class DnsClient:
         """The IPs of ``domain`` (A and/or AAAA)."""
         if not domain:
             raise DnsLookupError("empty domain name")
+        if in_query_path():
+            # A connection of this client's own (a DoH server named by domain): 4.34
+            # routes it without resolving (SkipDNSResolve); asking would loop.
+            raise DnsLookupError(f"{domain}: not resolved for the DNS client's own connection")
         domain = domain.removesuffix(".")
         if self.hosts is not None:
             answer = self.hosts.lookup(domain, ipv4=ipv4, ipv6=ipv6)
@@ -158,8 +164,20 @@ def build_dns_client(
         path = server.path or f"{base}.servers[{index}]"
         client_ip = server.client_ip or config.client_ip
         name_server: NameServer
+        doh = server.doh
         if server.address == "localhost":
             name_server = LocalNameServer()
+        elif doh is not None:
+            from v2py.app.dns.doh import DohNameServer, direct_dialer, dispatched_dialer
+
+            name_server = DohNameServer(
+                doh,
+                dial=direct_dialer
+                if doh.local or dispatcher is None
+                else dispatched_dialer(dispatcher, config.tag),
+                per_lookup=not doh.local,
+                client_ip=client_ip,
+            )
         else:
 
             def channel(host: str, port: int, on_answer: Callable[[bytes], None]) -> PacketChannel:

@@ -9,6 +9,9 @@
   asked separately; answers are cached per name and type for the smallest TTL
   of the answer (TTL 0 and the upper bound are 600 s, as 4.34). ``clientIp``
   adds the EDNS client-subnet option with 4.34's exact OPT record.
+* DNS over HTTPS lives in ``doh.py`` (imported only when configured); it shares
+  the message building and parsing (:func:`make_query`, :func:`parse_answer`) and
+  the dispatched query path (:func:`query_session`, :func:`run_query_path`).
 * :class:`LocalNameServer`: the system resolver (``getaddrinfo``), which is
   also what runs when there is no ``dns`` object at all.
 """
@@ -17,15 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from v2py.app.packet import PacketLink
 from v2py.app.session import Session
-from v2py.common.net import pack_ip, udp
+from v2py.common.net import Destination, pack_ip, udp
 
 if TYPE_CHECKING:
     import dns.message
@@ -34,12 +38,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DirectChannel",
+    "DnsAnswer",
     "DispatchedChannel",
     "DnsLookupError",
     "LocalNameServer",
     "NameServer",
     "PacketChannel",
     "UdpNameServer",
+    "in_query_path",
+    "make_query",
+    "parse_answer",
+    "query_session",
+    "run_query_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +64,10 @@ EDNS_FLAGS = 0xE000_8000
 ECS_V4_BITS = 24
 ECS_V6_BITS = 96
 _RCODE_NOERROR = 0
+
+#: Set inside the tasks that carry the DNS client's own connections (4.34 marks
+#: them ``SkipDNSResolve``): a lookup from there would ask the same server again.
+_QUERY_PATH: contextvars.ContextVar[bool] = contextvars.ContextVar("v2py_dns_query_path")
 
 
 class DnsLookupError(Exception):
@@ -112,6 +126,98 @@ class PacketChannel(Protocol):
 
 
 ChannelFactory = Callable[[str, int, Callable[[bytes], None]], PacketChannel]
+
+
+def make_query(
+    fqdn: str, rdtype: int, client_ip: str | None, *, query_id: int | None = None
+) -> dns.message.QueryMessage:
+    """One question as 4.34 ``buildReqMsgs`` asks it: RD set; with ``client_ip``, the
+    EDNS client-subnet OPT record of ``genEDNS0Options`` (/24 or /96)."""
+    import dns.edns
+    import dns.message
+    import dns.rdatatype
+
+    kind = dns.rdatatype.RdataType.make(rdtype)
+    if client_ip is None:
+        return dns.message.make_query(fqdn, kind, id=query_id)
+    bits = ECS_V4_BITS if ":" not in client_ip else ECS_V6_BITS
+    option = dns.edns.ECSOption(client_ip, bits)
+    return dns.message.make_query(
+        fqdn,
+        kind,
+        use_edns=0,
+        ednsflags=EDNS_FLAGS,
+        payload=EDNS_PAYLOAD,
+        options=[option],
+        id=query_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """One response as 4.34 ``parseResponse`` reads it: the A/AAAA addresses of the
+    answer section and its smallest TTL (0 counts as 600; at most 600 s)."""
+
+    id: int
+    ips: tuple[bytes, ...]
+    ttl: float
+    rcode: int
+
+
+def parse_answer(data: bytes) -> DnsAnswer:
+    """Parse a DNS response. Raises ValueError when it is not one."""
+    import dns.exception
+    import dns.message
+    import dns.rdatatype
+
+    try:
+        message = dns.message.from_wire(data)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise ValueError(f"bad DNS message: {exc}") from None
+    ttl = MAX_TTL_S
+    ips: list[bytes] = []
+    for rrset in message.answer:
+        # Every answer record (CNAMEs too) bounds the cache time, as in 4.34.
+        ttl = min(ttl, float(rrset.ttl) or MAX_TTL_S)
+        if rrset.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            continue
+        for rdata in rrset:
+            packed = pack_ip(rdata.address)
+            if packed is not None:
+                ips.append(packed)
+    return DnsAnswer(message.id, tuple(ips), ttl, int(message.rcode()))
+
+
+def query_session(tag: str, destination: Destination, *, protocol: str = "") -> Session:
+    """The session of one DNS query path: inbound tag ``dns.tag`` (4.34 puts the
+    DNS component's inbound into the context), ``protocol`` as its ``Content``."""
+    session = Session(inbound_tag=tag, source=None, destination=destination)
+    session.sniffed_protocol = protocol
+    return session
+
+
+def in_query_path() -> bool:
+    """True inside a task started by :func:`run_query_path`."""
+    return _QUERY_PATH.get(False)
+
+
+def run_query_path(
+    run: Callable[[], Awaitable[None]], destination: Destination
+) -> asyncio.Task[None]:
+    """Start ``run()`` (the dispatch of a query path) as a task marked as the DNS
+    client's own (:func:`in_query_path`); failures are logged, never raised."""
+
+    async def guarded() -> None:
+        try:
+            await run()
+        except (OSError, ValueError) as exc:
+            log.info("dns: query path to %s failed: %s", destination, exc)
+        except Exception:  # a broken outbound must not break DNS for everyone else
+            log.exception("dns: query path to %s failed", destination)
+
+    context = contextvars.copy_context()
+    context.run(_QUERY_PATH.set, True)
+    return asyncio.get_running_loop().create_task(guarded(), context=context)
 
 
 class DirectChannel:
@@ -189,18 +295,14 @@ class DispatchedChannel:
         link = self._link
         if link is None or link.closed or self._task is None or self._task.done():
             link = PacketLink(self._on_answer)
-            session = Session(inbound_tag=self._tag, source=None, destination=self._destination)
+            session = query_session(self._tag, self._destination)
             self._link = link
-            self._task = asyncio.get_running_loop().create_task(self._run(session, link))
+            self._task = run_query_path(lambda: self._run(session, link), self._destination)
         link.push(data)
 
     async def _run(self, session: Session, link: PacketLink) -> None:
         try:
             await self._dispatcher.dispatch_packets(session, link)
-        except (OSError, ValueError) as exc:
-            log.info("dns: query path to %s failed: %s", self._destination, exc)
-        except Exception:  # a broken outbound must not break DNS for everyone else
-            log.exception("dns: query path to %s failed", self._destination)
         finally:
             link.close()
 
@@ -249,20 +351,6 @@ class UdpNameServer:
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
-    def _make_query(self, fqdn: str, rdtype: int) -> dns.message.QueryMessage:
-        import dns.edns
-        import dns.message
-        import dns.rdatatype
-
-        kind = dns.rdatatype.RdataType.make(rdtype)
-        if self._client_ip is None:
-            return dns.message.make_query(fqdn, kind)
-        bits = ECS_V4_BITS if ":" not in self._client_ip else ECS_V6_BITS
-        option = dns.edns.ECSOption(self._client_ip, bits)
-        return dns.message.make_query(
-            fqdn, kind, use_edns=0, ednsflags=EDNS_FLAGS, payload=EDNS_PAYLOAD, options=[option]
-        )
-
     async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:
         """A then AAAA (as enabled) for ``domain``; cached answers are used until they expire."""
         import dns.rdatatype
@@ -286,7 +374,7 @@ class UdpNameServer:
         cached = self._cache.get((fqdn, rdtype))
         if cached is not None and cached.expires > self._now():
             return cached
-        query = self._make_query(fqdn, rdtype)
+        query = make_query(fqdn, rdtype, self._client_ip)
         future: asyncio.Future[_Record] = asyncio.get_running_loop().create_future()
         query_id = query.id
         while query_id in self._waiting:
@@ -299,31 +387,16 @@ class UdpNameServer:
             self._waiting.pop(query_id, None)
 
     def _answer(self, data: bytes) -> None:
-        import dns.exception
-        import dns.message
-        import dns.rdatatype
-
         try:
-            message = dns.message.from_wire(data)
-        except (dns.exception.DNSException, ValueError) as exc:
+            answer = parse_answer(data)
+        except ValueError as exc:
             log.debug("%s: bad answer: %s", self.name, exc)
             return
-        waiting = self._waiting.get(message.id)
+        waiting = self._waiting.get(answer.id)
         if waiting is None:
             return
         fqdn, rdtype, future = waiting
-        ttl = MAX_TTL_S
-        ips: list[bytes] = []
-        for rrset in message.answer:
-            # Every answer record (CNAMEs too) bounds the cache time, as in 4.34.
-            ttl = min(ttl, float(rrset.ttl) or MAX_TTL_S)
-            if rrset.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
-                continue
-            for rdata in rrset:
-                packed = pack_ip(rdata.address)
-                if packed is not None:
-                    ips.append(packed)
-        record = _Record(self._now() + ttl, tuple(ips), int(message.rcode()))
+        record = _Record(self._now() + answer.ttl, answer.ips, answer.rcode)
         self._cache[(fqdn, rdtype)] = record
         if not future.done():
             future.set_result(record)
