@@ -482,7 +482,9 @@ async def sinks(*tags: str) -> AsyncIterator[dict[str, int]]:
         async def serve(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tag: str = tag
         ) -> None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await reader.read(100)  # the client's bytes first: no reset on close
                 writer.write(tag.encode())
                 await writer.drain()
                 writer.close()

@@ -1,0 +1,183 @@
+"""DNS over HTTPS under v2ray 4.34 and under v2py: the same DoH config resolves the same
+names to the same sinks, and the DoH server sees the same requests (a local DoH server
+with the test CA, trusted through ``SSL_CERT_FILE``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.shell.test_dns_doh import (
+    DohServer,
+    Pki,
+    doh_server,
+    fetch_through,
+    make_pki,
+    routed_config,
+    sinks,
+)
+from tests.support.v2py import run_v2py
+from tests.support.v2ray import free_port, require_v2ray, run_v2ray
+
+pytestmark = pytest.mark.interop
+
+TIMEOUT_S = 10.0
+RECORDS = {
+    "in-ten.test": ["10.1.2.3", "2001:db8::10"],
+    "elsewhere.test": ["192.0.2.1"],
+    "sink.test": ["127.0.0.1"],
+}
+
+
+@contextlib.asynccontextmanager
+async def side(
+    kind: str, cfg: dict[str, Any], port: int, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    if kind == "v2ray":
+        async with run_v2ray(cfg, wait_tcp=[port], env={"SSL_CERT_FILE": pki.ca_file}):
+            yield
+    else:
+        monkeypatch.setenv("SSL_CERT_FILE", pki.ca_file)
+        async with run_v2py(cfg):
+            yield
+
+
+def requests_seen(server: DohServer) -> list[tuple[Any, ...]]:
+    """What is comparable across implementations: per request the HTTP version,
+    method, path, header names, values and order (the authority without its port), and the DNS
+    question, flags and EDNS options (IDs are compared as a set)."""
+    out = []
+    for seen in server.seen:
+        headers = [(k.lower(), v.replace(f":{server.port}", ":PORT")) for k, v in seen.headers]
+        if seen.alpn == "h2":
+            # Go's HTTP/2 client writes the request's own headers (accept, content-type)
+            # in map order, which varies; the rest is fixed.
+            own = sorted(h for h in headers if h[0] in ("accept", "content-type"))
+            at = min(i for i, h in enumerate(headers) if h[0] in ("accept", "content-type"))
+            rest = [h for h in headers if h[0] not in ("accept", "content-type")]
+            headers = rest[:at] + own + rest[at:]
+        query = seen.query
+        out.append(
+            (
+                seen.alpn,
+                seen.method,
+                seen.path,
+                tuple(headers),
+                query.question[0].to_text(),
+                query.flags,
+                query.ednsflags,
+                query.payload,
+                tuple(o.to_text() for o in query.options),
+            )
+        )
+    return sorted(out)
+
+
+async def run_routing(
+    kind: str, scheme: str, pki: Pki, alpn: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], DohServer]:
+    async with (
+        doh_server(pki, RECORDS, alpn=alpn) as server,
+        sinks("ten", "other") as ports,
+    ):
+        socks = free_port()
+        cfg = routed_config(socks, f"{scheme}://127.0.0.1:{server.port}/dns-query", ports)
+        cfg["dns"]["clientIp"] = "1.2.3.4"
+        async with side(kind, cfg, socks, pki, monkeypatch):
+            async with asyncio.timeout(TIMEOUT_S):
+                got = [
+                    await fetch_through(socks, name, 80)
+                    for name in ("in-ten.test", "elsewhere.test", "nowhere.test", "in-ten.test")
+                ]
+    return got, server
+
+
+@pytest.mark.parametrize("alpn", [("h2", "http/1.1"), ("http/1.1",)], ids=["h2", "http1"])
+@pytest.mark.parametrize("scheme", ["https", "https+local"])
+async def test_ip_if_non_match_by_doh_answer_same_as_4_34(
+    scheme: str, alpn: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_v2ray()
+    pki = make_pki(tmp_path)
+    got_v2ray, seen_v2ray = await run_routing("v2ray", scheme, pki, alpn, monkeypatch)
+    got_v2py, seen_v2py = await run_routing("v2py", scheme, pki, alpn, monkeypatch)
+    assert got_v2ray == ["ten", "other", "other", "ten"]
+    assert got_v2py == got_v2ray
+    assert requests_seen(seen_v2py) == requests_seen(seen_v2ray)
+    # the repeated name came from the cache on both; IDs count from 1 per server
+    assert len(seen_v2ray.seen) == len(seen_v2py.seen) == 6
+    assert {s.query.id for s in seen_v2py.seen} == {s.query.id for s in seen_v2ray.seen}
+
+
+async def run_use_ip(
+    kind: str, scheme: str, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, DohServer]:
+    async with (
+        doh_server(pki, RECORDS) as server,
+        sinks("sink") as ports,
+    ):
+        socks = free_port()
+        cfg: dict[str, Any] = {
+            "log": {"loglevel": "warning"},
+            "inbounds": [
+                {
+                    "listen": "127.0.0.1",
+                    "port": socks,
+                    "protocol": "socks",
+                    "settings": {"auth": "noauth"},
+                }
+            ],
+            "outbounds": [{"protocol": "freedom", "settings": {"domainStrategy": "UseIPv4"}}],
+            "dns": {"servers": [f"{scheme}://127.0.0.1:{server.port}/dns-query"]},
+        }
+        async with side(kind, cfg, socks, pki, monkeypatch):
+            async with asyncio.timeout(TIMEOUT_S):
+                got = await fetch_through(socks, "sink.test", ports["sink"])
+    return got, server
+
+
+@pytest.mark.parametrize("scheme", ["https", "https+local"])
+async def test_freedom_use_ip_by_doh_answer_same_as_4_34(
+    scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_v2ray()
+    pki = make_pki(tmp_path)
+    got_v2ray, seen_v2ray = await run_use_ip("v2ray", scheme, pki, monkeypatch)
+    got_v2py, seen_v2py = await run_use_ip("v2py", scheme, pki, monkeypatch)
+    assert got_v2ray == got_v2py == "sink"
+    assert requests_seen(seen_v2py) == requests_seen(seen_v2ray)
+    assert [s.query.question[0].rdtype for s in seen_v2py.seen] == [1]  # UseIPv4: A only
+
+
+async def run_untrusted(kind: str, pki: Pki, other: Pki, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The first DoH server's certificate is from an untrusted CA: the lookup goes on to
+    the second server (4.34 after its 4 s query timeout)."""
+    async with (
+        doh_server(other, RECORDS) as bad,
+        doh_server(pki, {"in-ten.test": ["10.1.9.9"]}) as good,
+        sinks("ten", "other") as ports,
+    ):
+        socks = free_port()
+        cfg = routed_config(socks, f"https+local://127.0.0.1:{bad.port}/q", ports)
+        cfg["dns"]["servers"].append(f"https+local://127.0.0.1:{good.port}/q")
+        async with side(kind, cfg, socks, pki, monkeypatch):
+            async with asyncio.timeout(TIMEOUT_S):
+                got = await fetch_through(socks, "in-ten.test", 80)
+        assert not bad.seen and good.seen
+    return got
+
+
+async def test_bad_certificate_fails_over_same_as_4_34(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_v2ray()
+    pki = make_pki(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = make_pki(tmp_path / "other", "127.0.0.1")
+    assert await run_untrusted("v2ray", pki, other, monkeypatch) == "ten"
+    assert await run_untrusted("v2py", pki, other, monkeypatch) == "ten"
