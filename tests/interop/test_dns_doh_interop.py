@@ -112,6 +112,7 @@ async def test_ip_if_non_match_by_doh_answer_same_as_4_34(
     # the repeated name came from the cache on both; IDs count from 1 per server
     assert len(seen_v2ray.seen) == len(seen_v2py.seen) == 6
     assert {s.query.id for s in seen_v2py.seen} == {s.query.id for s in seen_v2ray.seen}
+    assert set(seen_v2ray.server_names) == set(seen_v2py.server_names) == {None}  # IP: no SNI
 
 
 async def run_use_ip(
@@ -181,3 +182,39 @@ async def test_bad_certificate_fails_over_same_as_4_34(
     other = make_pki(tmp_path / "other", "127.0.0.1")
     assert await run_untrusted("v2ray", pki, other, monkeypatch) == "ten"
     assert await run_untrusted("v2py", pki, other, monkeypatch) == "ten"
+
+
+async def run_named(kind: str, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> DohServer:
+    """``https://doh.test:PORT``: the dispatched DoH connection matches no rule, so
+    IPIfNonMatch would need doh.test's IPs; 4.34 routes it without resolving
+    (SkipDNSResolve) to the default outbound, here a redirect to the DoH server."""
+    async with (
+        doh_server(pki, RECORDS) as server,
+        sinks("ten") as ports,
+    ):
+        socks = free_port()
+        cfg = routed_config(socks, f"https://doh.test:{server.port}/dns-query", ports)
+        del cfg["routing"]["rules"][0]  # no rule for the DNS tag
+        cfg["outbounds"].insert(
+            0,
+            {
+                "tag": "to-doh",
+                "protocol": "freedom",
+                "settings": {"redirect": f"127.0.0.1:{server.port}"},
+            },
+        )
+        async with side(kind, cfg, socks, pki, monkeypatch):
+            async with asyncio.timeout(3.0):  # well under the 4 s lookup timeout
+                assert await fetch_through(socks, "in-ten.test", 80) == "ten"
+    return server
+
+
+async def test_doh_server_named_by_domain_same_as_4_34(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_v2ray()
+    pki = make_pki(tmp_path)
+    seen_v2ray = await run_named("v2ray", pki, monkeypatch)
+    seen_v2py = await run_named("v2py", pki, monkeypatch)
+    assert set(seen_v2ray.server_names) == set(seen_v2py.server_names) == {"doh.test"}
+    assert requests_seen(seen_v2py) == requests_seen(seen_v2ray)

@@ -55,6 +55,7 @@ class DohServer:
     connections: int = 0
     port: int = 0
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    server_names: list[str | None] = field(default_factory=list)
 
     def answer(self, body: bytes, seen: Seen) -> tuple[int, bytes, list[tuple[str, str]]]:
         self.seen.append(seen)
@@ -214,6 +215,11 @@ async def doh_server(
     context.load_cert_chain(pki.cert_file, pki.key_file)
     if alpn:
         context.set_alpn_protocols(list(alpn))
+
+    def note_sni(_obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        server.server_names.append(name)
+
+    context.sni_callback = note_sni
     listener = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=context)
     server.port = listener.sockets[0].getsockname()[1]
     try:
@@ -616,3 +622,4 @@ async def test_doh_server_named_by_domain_does_not_loop(
     assert {v for k, v in server.seen[0].headers if k == ":authority"} == {
         f"doh.test:{server.port}"
     }
+    assert set(server.server_names) == {"doh.test"}
