@@ -218,3 +218,35 @@ async def test_doh_server_named_by_domain_same_as_4_34(
     seen_v2py = await run_named("v2py", pki, monkeypatch)
     assert set(seen_v2ray.server_names) == set(seen_v2py.server_names) == {"doh.test"}
     assert requests_seen(seen_v2py) == requests_seen(seen_v2ray)
+
+
+async def run_protocol_rule(kind: str, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> str:
+    """4.34 marks the dispatched DoH connection with protocol ``https``, so a rule on
+    protocol ``http`` (a prefix match) catches it: here it alone reaches the server."""
+    async with (
+        doh_server(pki, RECORDS) as server,
+        sinks("ten", "other") as ports,
+    ):
+        socks = free_port()
+        closed = free_port()
+        cfg = routed_config(socks, f"https://127.0.0.1:{closed}/dns-query", ports)
+        cfg["routing"]["rules"][0] = {"type": "field", "protocol": ["http"], "outboundTag": "doh"}
+        cfg["outbounds"].append(
+            {
+                "tag": "doh",
+                "protocol": "freedom",
+                "settings": {"redirect": f"127.0.0.1:{server.port}"},
+            }
+        )
+        async with side(kind, cfg, socks, pki, monkeypatch):
+            async with asyncio.timeout(TIMEOUT_S):
+                return await fetch_through(socks, "in-ten.test", 80)
+
+
+async def test_dispatched_doh_has_protocol_https_as_4_34(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_v2ray()
+    pki = make_pki(tmp_path)
+    assert await run_protocol_rule("v2ray", pki, monkeypatch) == "ten"
+    assert await run_protocol_rule("v2py", pki, monkeypatch) == "ten"
