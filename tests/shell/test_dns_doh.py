@@ -46,7 +46,8 @@ class Seen:
 
 @dataclass
 class DohServer:
-    """A DoH server on 127.0.0.1 (``mode``: ok, garbage, status, silent, gzip, nxdomain)."""
+    """A DoH server on 127.0.0.1 (``mode``: ok, garbage, status, silent, gzip, nxdomain,
+    oneshot: HTTP/1.1 connections closed after one answer without saying so)."""
 
     records: dict[str, list[str]]
     ttl: int = 60
@@ -176,6 +177,8 @@ class DohServer:
             writer.write(conn.send(h11.Data(data=out)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
+            if self.mode == "oneshot":  # closes a kept-alive connection after one answer
+                return
             conn.start_next_cycle()
 
 
@@ -311,6 +314,19 @@ async def test_connections_are_kept_and_reused(pki: Pki) -> None:
             await ns.aclose()
     assert server.connections == 1
     assert [s.connection for s in server.seen] == [1, 1]
+
+
+async def test_kept_http11_connection_closed_by_the_server_is_replaced(pki: Pki) -> None:
+    records = {"a.test": ["10.0.0.1"], "b.test": ["10.0.0.2"]}
+    async with doh_server(pki, records, alpn=("http/1.1",), mode="oneshot") as server:
+        ns = local_server(pki, server.port)
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                assert await ns.query("a.test", ipv4=True, ipv6=False) == (bytes([10, 0, 0, 1]),)
+                assert await ns.query("b.test", ipv4=True, ipv6=False) == (bytes([10, 0, 0, 2]),)
+        finally:
+            await ns.aclose()
+    assert server.connections == 2
 
 
 async def test_ttl_cache_with_injected_clock(pki: Pki) -> None:

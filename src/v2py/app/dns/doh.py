@@ -91,6 +91,11 @@ class DohError(Exception):
     """One DoH request failed (connection, TLS, HTTP or the answer)."""
 
 
+class _StaleConnection(DohError):
+    """A kept-alive HTTP/1.1 connection was found closed before any answer: the request
+    goes again on a new connection (Go's transport retries such a request too)."""
+
+
 # --------------------------------------------------------------------------
 # request building and answer decoding (no I/O)
 
@@ -317,6 +322,7 @@ class _H1Connection:
         self._h11: h11.Connection = h11.Connection(h11.CLIENT)
         self._busy = False
         self._dead = False
+        self._served = 0
 
     def available(self) -> bool:
         return not self._busy and not self._dead
@@ -329,6 +335,8 @@ class _H1Connection:
 
         self._busy = True
         conn = self._h11
+        reused = self._served > 0
+        answered = False
         try:
             self._stream.write(
                 conn.send(
@@ -350,6 +358,7 @@ class _H1Connection:
                 if event is h11.NEED_DATA:
                     conn.receive_data(await self._stream.read())
                 elif isinstance(event, h11.Response):
+                    answered = True
                     status = event.status_code
                     headers = list(event.headers)
                 elif isinstance(event, h11.Data):
@@ -359,14 +368,19 @@ class _H1Connection:
                 elif isinstance(event, h11.EndOfMessage):
                     break
                 elif isinstance(event, h11.ConnectionClosed):
-                    raise DohError("DoH server closed the connection")
+                    raise ConnectionResetError("DoH server closed the connection")
             if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                 conn.start_next_cycle()
+                self._served += 1
             else:
                 self.close()
             return status, headers, bytes(answer)
-        except h11.ProtocolError as exc:
+        except (h11.ProtocolError, OSError) as exc:
             self.close()
+            if reused and not answered:
+                raise _StaleConnection(str(exc)) from None
+            if isinstance(exc, OSError):
+                raise
             raise DohError(f"bad HTTP/1.1 response: {exc}") from None
         except BaseException:
             self.close()
@@ -402,6 +416,12 @@ class _Pool:
         self._closed = False
 
     async def request(self, body: bytes) -> Response:
+        try:
+            return await self._request_once(body)
+        except _StaleConnection:
+            return await self._request_once(body)
+
+    async def _request_once(self, body: bytes) -> Response:
         conn = await self._acquire()
         timer = self._idle_timers.pop(conn, None)
         if timer is not None:
