@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -639,3 +640,33 @@ async def test_doh_server_named_by_domain_does_not_loop(
         f"doh.test:{server.port}"
     }
     assert set(server.server_names) == {"doh.test"}
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["https://", "https://h:abc/dns-query", "https+local://u:p@h/q", "https://h:0/"],
+)
+async def test_malformed_doh_url_is_one_line_exit_23(tmp_path: Path, address: str) -> None:
+    from tests.shell.test_cli import _result_lines, _run
+
+    cfg = tmp_path / "bad.json"
+    servers = ["1.1.1.1", {"address": address}]
+    outbounds = [{"protocol": "freedom"}]
+    cfg.write_text(json.dumps({"dns": {"servers": servers}, "outbounds": outbounds}))
+    code, out, err = await _run("test", "-c", str(cfg))
+    lines = _result_lines(out)
+    assert code == 23 and len(lines) == 1, (out, err)
+    assert "dns.servers[1].address" in lines[0] and "DoH URL" in lines[0]
+
+
+async def test_good_doh_urls_pass_the_config_test(tmp_path: Path) -> None:
+    from tests.shell.test_cli import _run
+
+    cfg = tmp_path / "good.json"
+    cfg.write_text(
+        '{"dns": {"servers": ["https://1.1.1.1/dns-query", '
+        '{"address": "HTTPS+LOCAL://dns.test:8443/q?x=1", "port": 5353}]}, '
+        '"outbounds": [{"protocol": "freedom"}]}'
+    )
+    code, out, err = await _run("test", "-c", str(cfg))
+    assert code == 0, (out, err)
