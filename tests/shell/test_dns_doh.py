@@ -670,3 +670,29 @@ async def test_good_doh_urls_pass_the_config_test(tmp_path: Path) -> None:
     )
     code, out, err = await _run("test", "-c", str(cfg))
     assert code == 0, (out, err)
+
+
+async def test_dns_connections_write_no_access_line(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """4.34 writes access lines for what inbounds accept (the message rides in the
+    inbound's context); the DNS client's own dispatched connections have none."""
+    import logging
+
+    from tests.support.v2ray import free_port
+
+    monkeypatch.setenv("SSL_CERT_FILE", pki.ca_file)
+    caplog.set_level(logging.INFO, logger="v2py.access")
+    async with (
+        doh_server(pki, {"in-ten.test": ["10.1.2.3"]}) as server,
+        sinks("ten", "other") as ports,
+    ):
+        socks = free_port()
+        cfg = routed_config(socks, f"https://127.0.0.1:{server.port}/dns-query", ports)
+        async with run_v2py(cfg):
+            async with asyncio.timeout(TIMEOUT_S * 2):
+                assert await fetch_through(socks, "in-ten.test", 80) == "ten"
+    assert server.seen
+    lines = [r.getMessage() for r in caplog.records if r.name == "v2py.access"]
+    assert len(lines) == 1, lines
+    assert "tcp:in-ten.test:80 [ten]" in lines[0]
