@@ -20,9 +20,10 @@ V2Ray at 0.05-0.24 s). Two limits fix that:
 * a pump takes a *turn* of at most ``TURN_BYTES``: past it, its source pauses until the
   next loop iteration (``call_soon``), so one connection gets about one socket read
   per iteration (libuv's 32-read burst is cut short);
-* a per-loop budget (:class:`_Turns`, ``TICK_BYTES``) bounds the bulk bytes *all* push
-  relays move in one iteration. An arrival over the budget is held (its source paused)
-  and relayed at a later iteration, oldest first. With 100 sealing downloads one
+* a per-loop budget (:class:`~v2py.transport.turns.Turns`, ``TICK_BYTES``) bounds the
+  bulk bytes *all* push relays (and mKCP streams) move in one iteration. An arrival
+  over the budget is held (its source paused) and relayed at a later iteration, oldest
+  first. With 100 sealing downloads one
   iteration had still taken ~200 ms (100 reads of 256 KiB, each sealed and written),
   and every step of a new connection (accept, handshake read, dial, reply) waits for
   about one iteration; with the budget an iteration takes a few ms whatever the number
@@ -36,23 +37,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections import deque
 from typing import Any
 
 from v2py.app.idle import IdleTimer
 from v2py.app.policy import Timeouts
 from v2py.transport.stream import Stream
+from v2py.transport.turns import SMALL_BYTES, TICK_BYTES, Turns, turns_of
+
+__all__ = ["RELAY_READ_BYTES", "SMALL_BYTES", "TICK_BYTES", "TURN_BYTES", "relay"]
 
 #: Largest read per copy step: a whole uvloop read (256,000 bytes) passes unsplit.
 RELAY_READ_BYTES = 256 * 1024
 #: Bytes a push-mode direction relays before it yields to the rest of the loop (one
 #: full uvloop read; see the module docstring).
 TURN_BYTES = 256 * 1024
-#: Bulk bytes all push relays of one event loop move per loop iteration.
-TICK_BYTES = 1024 * 1024
-#: Arrivals smaller than this are relayed at once even over the iteration's budget.
-SMALL_BYTES = 16 * 1024
+# TICK_BYTES (the per-iteration budget) and SMALL_BYTES (arrivals never held) live in
+# transport/turns.py: mKCP streams spend the same budget.
 
 
 def _nothing() -> None:
@@ -106,59 +106,6 @@ async def _copy(src: Stream, dst: Stream, timer: ActivityTimer, then: float) -> 
     timer.end_direction(then)
 
 
-class _Turns:
-    """The per-loop budget of bulk bytes per iteration, and the pumps waiting for it.
-
-    ``admit`` is asked from I/O callbacks; a refused pump holds its chunk, pauses its
-    source and queues. ``_tick`` runs first thing in the next iteration (``call_soon``):
-    it renews the budget and lets queued pumps relay their chunks, oldest first, until
-    the budget is spent; the rest wait for the next tick.
-    """
-
-    __slots__ = ("_loop", "_spent", "_waiting", "_armed", "__weakref__")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._spent = 0
-        self._waiting: deque[_Pump] = deque()
-        self._armed = False
-
-    def admit(self, size: int) -> bool:
-        if size >= SMALL_BYTES and self._spent >= TICK_BYTES:
-            return False
-        self._spent += size
-        self._arm()
-        return True
-
-    def wait(self, pump: _Pump) -> None:
-        self._waiting.append(pump)
-        self._arm()
-
-    def _arm(self) -> None:
-        if not self._armed:
-            self._armed = True
-            self._loop.call_soon(self._tick)
-
-    def _tick(self) -> None:
-        self._armed = False
-        self._spent = 0
-        waiting = self._waiting
-        while waiting and self._spent < TICK_BYTES:
-            self._spent += waiting.popleft().take_turn()
-        if waiting or self._spent:
-            self._arm()
-
-
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
-
-
-def _turns_of(loop: asyncio.AbstractEventLoop) -> _Turns:
-    turns = _turns.get(loop)
-    if turns is None:
-        turns = _turns[loop] = _Turns(loop)
-    return turns
-
-
 class _Pump:
     """One direction of a push relay: ``src`` pushes into here, we write to ``dst``."""
 
@@ -204,7 +151,7 @@ class _Pump:
         self._deliver(data)
 
     def take_turn(self) -> int:
-        """Relay the held arrival (called by :class:`_Turns`); returns its size."""
+        """Relay the held arrival (called by :class:`Turns`); returns its size."""
         data, self._stash = self._stash, None
         if data is None or self._relay.finished:
             return 0
@@ -299,7 +246,7 @@ class _PushRelay:
         self.finished = False
         self._left = 2
         self.loop = task.get_loop()
-        self.turns = _turns_of(self.loop)
+        self.turns: Turns = turns_of(self.loop)
         self.done: asyncio.Future[None] = self.loop.create_future()
 
     def direction_done(self) -> None:
