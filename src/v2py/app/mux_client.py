@@ -216,8 +216,16 @@ class MuxWorker:
     """One mux connection of a client: its endpoint and the task of the outbound
     connection that carries it."""
 
-    def __init__(self, carrier: Carrier, concurrency: int, *, idle_tick: float) -> None:
-        self.concurrency = concurrency
+    def __init__(
+        self,
+        carrier: Carrier,
+        concurrency: int,
+        *,
+        idle_tick: float,
+        max_sessions: int | None = MAX_SESSIONS_PER_CONNECTION,
+    ) -> None:
+        self.concurrency = concurrency  # 0: no limit (a reverse portal's workers)
+        self.max_sessions = max_sessions  # None: no limit (a reverse portal's workers)
         self.link = MuxLink()
         self.endpoint = MuxEndpoint(
             MuxRole.CLIENT,
@@ -244,12 +252,14 @@ class MuxWorker:
     @property
     def spent(self) -> bool:
         """Closed, or 128 sessions opened in total: never takes a session again."""
-        return self.closed or self.endpoint.total_sessions >= MAX_SESSIONS_PER_CONNECTION
+        limit = self.max_sessions
+        return self.closed or (limit is not None and self.endpoint.total_sessions >= limit)
 
     @property
     def full(self) -> bool:
         """4.34 ``IsFull``: spent, or at ``concurrency`` active sessions."""
-        return self.spent or self.endpoint.active_sessions >= self.concurrency
+        limit = self.concurrency
+        return self.spent or (limit > 0 and self.endpoint.active_sessions >= limit)
 
     def open(self, destination: Destination) -> MuxSubStream:
         return self.endpoint.open(destination)
