@@ -28,6 +28,7 @@ from v2py.errors import ConfigError
 if TYPE_CHECKING:
     from v2py.app.commander.server import Commander
     from v2py.app.mux_client import MuxClientOutbound
+    from v2py.app.reverse import Reverse
     from v2py.app.stats import StatsManager, StatsPolicy, TrafficStats
 
 __all__ = ["CLOSE_TIMEOUT_S", "Instance"]
@@ -89,6 +90,10 @@ class Instance:
         self.dispatcher = Dispatcher(
             self.outbounds, router=router, stats=stats if stats is not None else self.traffic
         )
+        # Reverse proxy (app/reverse.py): portals are outbounds, bridges dispatch.
+        self.reverse: Reverse | None = None
+        if config.reverse is not None:
+            self.reverse = self._reverse(config)
         # Every inbound serves Mux.Cool (v1.mux.cool requests) before routing (4.34).
         self.inbound_dispatcher = MuxServer(self.dispatcher, self.policy)
         for inbound_cfg in config.inbounds:
@@ -109,6 +114,24 @@ class Instance:
         )
         self._mux_clients.append(client)
         return client
+
+    def _reverse(self, config: Config) -> Reverse:
+        """The ``reverse`` app: each portal is added to the outbound manager under its
+        tag (replacing an outbound with that tag, as 4.34's portal does at start)."""
+        from v2py.app.reverse import Reverse
+
+        reverse_cfg = config.reverse
+        assert reverse_cfg is not None
+        if self.worker is not None and reverse_cfg.portals:
+            raise ConfigError(
+                "reverse.portals",
+                "a portal needs its bridges' connections in the same process; "
+                "run it without --workers",
+            )
+        reverse = Reverse(reverse_cfg, self.dispatcher, self.policy)
+        for portal in reverse.portals:
+            self.outbounds.add(portal)
+        return reverse
 
     @classmethod
     def from_config(
@@ -151,12 +174,17 @@ class Instance:
             if self.commander is not None:
                 await self.commander.start()
             await self.inbounds.start(self.inbound_dispatcher)
+            if self.reverse is not None:
+                await self.reverse.start()
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
         """Close the inbounds, then what the transports left open (mKCP sockets)."""
+        if self.reverse is not None:
+            with contextlib.suppress(Exception):
+                await self.reverse.aclose()
         await self.inbounds.close()
         if self.dns is not None:
             await self.dns.aclose()

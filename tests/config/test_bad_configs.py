@@ -250,9 +250,10 @@ BAD: list[Bad] = [
         "inbounds[0].listen", '"example.com" is not an IP address'),
     Bad("listen-unix", with_(BASE, "inbounds.0.listen", "/run/v2.sock"),
         "inbounds[0].listen", "Unix domain sockets are not supported by v2py"),
-    # --- fail closed: keys 4.34 gives a meaning that v2py does not implement yet
-    *(Bad(f"refused-{key}", with_(BASE, key, {"rules": []} if key == "routing" else {}), key,
-          "not supported by v2py yet") for key in ("reverse",)),
+    Bad("reverse-bridge-no-domain", with_(BASE, "reverse", {"bridges": [{"tag": "b"}]}),
+        "reverse.bridges[0].domain", "bridge domain is empty"),
+    Bad("reverse-portal-no-tag", with_(BASE, "reverse", {"portals": [{"domain": "x"}]}),
+        "reverse.portals[0].tag", "portal tag is empty"),
     Bad("api-tag-empty", with_(BASE, "api", {"tag": ""}), "api.tag", "API tag can't be empty."),
     Bad("api-no-tag", with_(BASE, "api", {"services": ["StatsService"]}), "api.tag",
         "API tag can't be empty."),

@@ -41,6 +41,7 @@ from v2py.config.model import (
     TransportConfig,
 )
 from v2py.config.registry import INBOUND_SETTINGS, OUTBOUND_SETTINGS
+from v2py.config.reverse import ReverseConfig
 from v2py.config.routing import DnsConfig, RoutingConfig
 from v2py.config.settings import VmessInboundSettings
 from v2py.config.stream import WsConfig
@@ -270,6 +271,7 @@ class _Merged:
     stats: StatsConfig | None = None
     routing: RoutingConfig | None = None
     dns: DnsConfig | None = None
+    reverse: ReverseConfig | None = None
 
 
 def _merge(files: list[_File]) -> _Merged:
@@ -288,6 +290,7 @@ def _merge(files: list[_File]) -> _Merged:
         stats=first.stats,
         routing=first.routing,
         dns=first.dns,
+        reverse=first.reverse,
     )
     for file in files[1:]:
         root = file.root
@@ -303,6 +306,7 @@ def _merge(files: list[_File]) -> _Merged:
             "stats",
             "routing",
             "dns",
+            "reverse",
         ):
             value = getattr(root, key)
             if value is not None:
@@ -376,6 +380,7 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         stats=merged.stats,
         routing=merged.routing or RoutingConfig(),
         dns=merged.dns,
+        reverse=merged.reverse,
         switches=switches,
     )
 

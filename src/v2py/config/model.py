@@ -35,6 +35,7 @@ from v2py.config.registry import (
     UNSUPPORTED_INBOUNDS,
     UNSUPPORTED_OUTBOUNDS,
 )
+from v2py.config.reverse import ReverseConfig
 from v2py.config.routing import DnsConfig, RoutingConfig
 from v2py.config.settings import InboundSettings, OutboundSettings
 from v2py.config.stream import HttpRequestConfig, HttpResponseConfig, TlsConfig, WsConfig
@@ -647,9 +648,6 @@ class StatsConfig(ConfigModel):
 class RootConfig(ConfigModel):
     """One config file as written, before merging files and legacy keys."""
 
-    # Each changes where traffic goes or who is let in: refused until implemented.
-    REFUSED_KEYS: ClassVar[Mapping[str, str]] = dict.fromkeys(("reverse",), NOT_SUPPORTED_YET)
-
     port: Uint16 | None = None
     log: LogConfig | None = None
     policy: PolicyConfig | None = None
@@ -664,6 +662,7 @@ class RootConfig(ConfigModel):
     stats: StatsConfig | None = None
     routing: RoutingConfig | None = None
     dns: DnsConfig | None = None
+    reverse: ReverseConfig | None = None
 
 
 def env_flag(env: Mapping[str, str], name: str) -> str | None:
@@ -734,6 +733,7 @@ class Config(ConfigModel):
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
     # None: no ``dns`` object (the system resolver answers, as in 4.34).
     dns: DnsConfig | None = None
+    reverse: ReverseConfig | None = None
     switches: EnvSwitches = Field(default_factory=lambda: EnvSwitches())
 
     def inbound(self, tag: str) -> InboundConfig | None:
