@@ -77,16 +77,23 @@ class _WatchedEnd:
 
     def __init__(self, pipe: PipeStream) -> None:
         self._pipe = pipe
-        self.ended = False
+        self._ended = asyncio.Event()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
 
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
         try:
             data = await self._pipe.read(max_bytes)
         except BaseException:
-            self.ended = True
+            self._ended.set()
             raise
         if not data:
-            self.ended = True
+            self._ended.set()
         return data
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -100,6 +107,7 @@ class _WatchedEnd:
 
     def close(self) -> None:
         self._pipe.close()
+        self._ended.set()
 
     async def wait_closed(self) -> None:
         await self._pipe.wait_closed()
@@ -142,6 +150,9 @@ class _BridgeDispatch:
             return
         while (data := await link.recv()) is not None:
             self._worker.control_received(data)
+        # 4.34's bridge never answers the end of the control session (its side of the
+        # session stays open until the connection ends) [verified]
+        await self._worker.wait_link_ended()
 
 
 class BridgeWorker:
@@ -178,6 +189,10 @@ class BridgeWorker:
             await self.connection.serve()
         finally:
             self._end.close()
+
+    async def wait_link_ended(self) -> None:
+        """Return once the connection's input has ended."""
+        await self._end.wait_ended()
 
     def control_received(self, data: bytes) -> None:
         """A control message from the portal (one datagram): take its state."""

@@ -1,0 +1,283 @@
+"""Reverse proxy on 127.0.0.1: v2py bridge + v2py portal (the V2Ray guide's setup), and
+what each side puts on the wire, checked against 4.34 (the same test runs the real
+v2ray in the role under test, marked interop).
+
+A raw portal here is a Mux.Cool client (the pure core) over the TCP connection a
+bridge dials (its outbound to the portal is freedom redirected to us); a raw bridge
+is a plain TCP client of a dokodemo inbound whose target is the portal's domain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.support.reverse import (
+    DOMAIN,
+    bridge_config,
+    echo_through,
+    portal_config,
+    wait_bridged,
+)
+from tests.support.servers import TcpEchoServer
+from tests.support.v2py import run_v2py
+from tests.support.v2ray import free_ports, run_v2ray
+from v2py.app.reverse import Bridge, Portal
+from v2py.common.net import Network, tcp, udp
+from v2py.protocol.mux import (
+    DataReceived,
+    MuxConnection,
+    MuxRole,
+    SessionOpened,
+    decode_metadata,
+)
+from v2py.protocol.reverse import (
+    INTERNAL_DOMAIN,
+    Control,
+    ControlState,
+    decode_control,
+    encode_control,
+)
+
+TIMEOUT_S = 20.0
+KINDS = ["v2py", pytest.param("v2ray", marks=pytest.mark.interop)]
+
+
+async def test_v2py_bridge_and_portal_concurrent_sessions() -> None:
+    vmess_port, external_port, probe_port = free_ports(3)
+    async with TcpEchoServer() as echo:  # noqa: SIM117 - the configs need echo.port
+        async with (
+            run_v2py(portal_config(vmess_port, external_port, echo.port)) as portal_side,
+            run_v2py(bridge_config(vmess_port, probe_port)) as bridge_side,
+        ):
+            async with asyncio.timeout(TIMEOUT_S):
+                await wait_bridged(external_port)
+                await asyncio.gather(*(echo_through(external_port, i, 100_000) for i in range(30)))
+            assert portal_side.reverse is not None and bridge_side.reverse is not None
+            portal = portal_side.reverse.portals[0]
+            bridge = bridge_side.reverse.bridges[0]
+            assert isinstance(portal, Portal) and isinstance(bridge, Bridge)
+            assert portal_side.outbounds.get("portal") is portal
+            # one bridge connection carried everything (30 sessions, retries of the
+            # first probe aside, never more than 16 at once on average at a check)
+            assert len(portal.workers) >= 1
+            assert sum(w.mux.endpoint.total_sessions for w in portal.workers) >= 31
+            assert all(w.active for w in bridge.workers)
+
+
+async def test_portal_without_bridge_refuses() -> None:
+    vmess_port, external_port = free_ports(2)
+    async with (
+        TcpEchoServer() as echo,
+        run_v2py(portal_config(vmess_port, external_port, echo.port)),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", external_port)
+        writer.write(b"x")
+        async with asyncio.timeout(TIMEOUT_S):
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+        writer.close()
+
+
+# -- a raw portal in front of a bridge ---------------------------------------------------
+
+
+class RawPortal:
+    """Accepts the bridge's connections; each gets a Mux.Cool client core."""
+
+    def __init__(self) -> None:
+        self.connections: asyncio.Queue[RawLink] = asyncio.Queue()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawPortal:
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self.connections.put(RawLink(reader, writer))
+
+        self._server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+class RawLink:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.core = MuxConnection(MuxRole.CLIENT)
+
+    def flush(self) -> None:
+        self.writer.write(self.core.data_to_send())
+
+    async def event(self) -> Any:
+        while (event := self.core.next_event()) is None:
+            data = await self.reader.read(65536)
+            self.core.receive_data(data)
+            if not data:
+                return self.core.next_event()
+        return event
+
+
+def bridge_side_config(portal_port: int, probe_port: int) -> dict[str, Any]:
+    config = bridge_config(0, probe_port)
+    config["outbounds"][0] = {
+        "tag": "interconn",
+        "protocol": "freedom",
+        "settings": {"redirect": f"127.0.0.1:{portal_port}"},
+    }
+    return config
+
+
+@contextlib.asynccontextmanager
+async def bridge_side(kind: str, config: dict[str, Any], probe_port: int) -> AsyncIterator[Any]:
+    if kind == "v2ray":
+        async with run_v2ray(config, wait_tcp=[probe_port]) as proc:
+            yield proc
+    else:
+        async with run_v2py(config) as instance:
+            yield instance
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_bridge_serves_sessions_and_obeys_drain(kind: str) -> None:
+    (probe_port,) = free_ports(1)
+    async with TcpEchoServer() as echo, RawPortal() as portal:  # noqa: SIM117
+        async with bridge_side(kind, bridge_side_config(portal.port, probe_port), probe_port):
+            async with asyncio.timeout(TIMEOUT_S):
+                link = await portal.connections.get()
+                # the bridge sends nothing first: the portal speaks
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.3):
+                        await link.reader.read(1)
+                control = link.core.open_session(udp(INTERNAL_DOMAIN, 0))
+                link.core.send_data(control, encode_control(Control(random=b"\x01\x02")))
+                session = link.core.open_session(tcp("127.0.0.1", echo.port))
+                link.core.send_data(session, b"ping")
+                link.flush()
+                got = b""
+                while got != b"ping":
+                    event = await link.event()
+                    assert isinstance(event, DataReceived) and event.session_id == session
+                    got += event.data
+                # DRAIN: the bridge stops counting this connection and dials another one
+                # at its next check (every 2 s); the old one keeps serving its sessions
+                link.core.send_data(control, encode_control(Control(state=ControlState.DRAIN)))
+                link.flush()
+                second = await portal.connections.get()
+                link.core.send_data(session, b"pong")
+                link.flush()
+                event = await link.event()
+                assert isinstance(event, DataReceived) and event.data == b"pong"
+                # the portal ends the control session: 4.34's bridge answers nothing
+                link.core.send_end(control)
+                link.flush()
+                answer = b""
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        answer += await link.reader.read(65536)
+                assert answer == b""
+                second.writer.close()
+                link.writer.close()
+
+
+# -- a raw bridge in front of a portal ----------------------------------------------------
+
+
+def raw_bridge_portal_config(tunnel_port: int, external_port: int, service_port: int) -> Any:
+    config = portal_config(0, external_port, service_port)
+    config["inbounds"][1] = {
+        "tag": "interconn",
+        "port": tunnel_port,
+        "listen": "127.0.0.1",
+        "protocol": "dokodemo-door",
+        "settings": {"address": DOMAIN, "port": 0, "network": "tcp"},
+    }
+    return config
+
+
+@contextlib.asynccontextmanager
+async def portal_side(kind: str, config: dict[str, Any], port: int) -> AsyncIterator[Any]:
+    if kind == "v2ray":
+        async with run_v2ray(config, wait_tcp=[port]) as proc:
+            yield proc
+    else:
+        async with run_v2py(config) as instance:
+            yield instance
+
+
+def frames(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(metadata, data) of each frame in ``data``."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        meta_len = int.from_bytes(data[pos : pos + 2], "big")
+        meta = data[pos + 2 : pos + 2 + meta_len]
+        pos += 2 + meta_len
+        payload = b""
+        if meta[3] & 1:
+            size = int.from_bytes(data[pos : pos + 2], "big")
+            payload = data[pos + 2 : pos + 2 + size]
+            pos += 2 + size
+        out.append((meta, payload))
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_portal_control_session_on_the_wire(kind: str) -> None:
+    """At once: New (UDP reverse.internal.v2ray.com:0) carrying an ACTIVE control
+    message; then a Keep with one every 2 s. A routed connection opens a session."""
+    tunnel_port, external_port, service_port = free_ports(3)
+    config = raw_bridge_portal_config(tunnel_port, external_port, service_port)
+    # (wait for the external port: a probe of the tunnel port would be a bridge
+    # connection, and 4.34 keeps picking a closed one for up to 30 s [verified])
+    async with portal_side(kind, config, external_port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel_port)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        seen: list[tuple[float, bytes, bytes]] = []
+        buf = b""
+        async with asyncio.timeout(TIMEOUT_S):
+            while len(seen) < 2:
+                buf += await reader.read(65536)
+                try:
+                    parsed = frames(buf)
+                except IndexError:
+                    continue
+                if sum(2 + len(m) + (2 + len(d) if m[3] & 1 else 0) for m, d in parsed) != len(buf):
+                    continue
+                seen.extend((loop.time() - start, m, d) for m, d in parsed)
+                buf = b""
+        (t0, meta0, data0), (t1, meta1, data1) = seen[:2]
+        first = decode_metadata(meta0)
+        assert first.session_id == 1 and first.destination == udp(INTERNAL_DOMAIN, 0)
+        assert meta0[2:4] == b"\x01\x01"  # New with data
+        assert decode_control(data0).state is ControlState.ACTIVE
+        assert meta1 == b"\x00\x01\x02\x01"  # Keep with data, session 1
+        assert decode_control(data1).state is ControlState.ACTIVE
+        assert data0[:2] in (b"", b"\x9a\x06") and len(data0) <= 2 + 1 + 63
+        assert t0 < 0.5 and 1.5 < t1 - t0 < 3.0
+        # an external connection becomes session 2 with its first payload
+        _, ext = await asyncio.open_connection("127.0.0.1", external_port)
+        ext.write(b"hello")
+        async with asyncio.timeout(TIMEOUT_S):
+            core = MuxConnection(MuxRole.SERVER)
+            while True:
+                chunk = await reader.read(65536)
+                core.receive_data(chunk)
+                events = []
+                while (event := core.next_event()) is not None:
+                    events.append(event)
+                opened = [e for e in events if isinstance(e, SessionOpened) and e.session_id == 2]
+                if opened:
+                    break
+        assert opened[0].destination.network is Network.TCP
+        assert opened[0].destination == tcp("127.0.0.1", service_port)
+        ext.close()
+        writer.close()
