@@ -58,7 +58,8 @@ DATAGRAM_TURN_BYTES = 8 * 1024
 #: A stream that has taken in and sent fewer datagrams than this is never held (a new
 #: connection's handshake and first reply are far below it).
 BULK_AFTER_DATAGRAMS = 128
-#: Held datagrams one turn feeds to the core; the rest wait for the stream's next turn.
+#: Held datagrams one turn feeds to the core, and datagrams one turn sends; the rest
+#: wait for the stream's next turn.
 TURN_DATAGRAMS = 256
 #: Datagrams a held stream keeps for its turn; beyond, they are dropped (as a full
 #: socket buffer drops them) and mKCP retransmits.
@@ -293,13 +294,14 @@ class KcpStream:
         if self._finished:
             self._inbox.clear()
             return 0
-        fed = self._feed_inbox(TURN_DATAGRAMS)
-        if self._inbox:
-            self._held = True  # more held arrivals: the next turn takes them, in order
-            self._turns.wait(self)
-        self._conn.handle_timer(self._loop.time())
-        moved = fed + self._serve()
+        conn = self._conn
+        moved = self._feed_inbox(TURN_DATAGRAMS)
+        if not conn.pending_datagrams:
+            conn.handle_timer(self._loop.time())
+        moved += self._serve(TURN_DATAGRAMS)
         self._moved += moved
+        if self._inbox or conn.pending_datagrams:
+            self._hold()  # the next turn takes the rest, in order
         return moved * DATAGRAM_TURN_BYTES
 
     def _feed_inbox(self, most: int) -> int:
@@ -330,16 +332,27 @@ class KcpStream:
         if self._moved >= BULK_AFTER_DATAGRAMS and self._turns.busy:
             self._hold()
             return
-        sent = self._serve()
+        self._serve_now(timer=False)
+
+    def _serve_now(self, *, timer: bool) -> None:
+        """Serve outside a turn, within ``TURN_DATAGRAMS``; a longer flush continues in
+        turns."""
+        conn = self._conn
+        if timer and not conn.pending_datagrams:
+            conn.handle_timer(self._loop.time())
+        sent = self._serve(TURN_DATAGRAMS)
         self._moved += sent
         self._turns.charge(sent * DATAGRAM_TURN_BYTES)
+        if conn.pending_datagrams:
+            self._hold()
 
-    def _serve(self) -> int:
-        """Take events, send what the core has; returns the datagrams sent."""
+    def _serve(self, limit: int | None = None) -> int:
+        """Take events, send what the core has (at most ``limit``); returns the
+        datagrams sent."""
         if self._finished:
             return 0
         self._process_events()
-        return self._transmit()
+        return self._transmit(limit)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -349,10 +362,7 @@ class KcpStream:
         if self._moved >= BULK_AFTER_DATAGRAMS and self._turns.busy:
             self._hold()
             return
-        self._conn.handle_timer(self._loop.time())
-        sent = self._serve()
-        self._moved += sent
-        self._turns.charge(sent * DATAGRAM_TURN_BYTES)
+        self._serve_now(timer=True)
 
     def _process_events(self) -> None:
         conn = self._conn
@@ -376,11 +386,12 @@ class KcpStream:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _transmit(self) -> int:
-        """Send what the core has, wake writers, re-arm the timer; returns datagrams sent."""
+    def _transmit(self, limit: int | None = None) -> int:
+        """Send what the core has (at most ``limit``), wake writers, re-arm the timer;
+        returns the datagrams sent."""
         conn = self._conn
         send = self._send
-        datagrams = conn.datagrams_to_send(self._loop.time())
+        datagrams = conn.datagrams_to_send(self._loop.time(), limit)
         for datagram in datagrams:
             try:
                 send(datagram)

@@ -478,16 +478,35 @@ class KcpConnection:
         """Run whatever is due at ``now``. Flush afterwards."""
         self._run_due(self._ms(now))
 
-    def datagrams_to_send(self, now: float) -> list[bytes]:
-        """Run due work, then return the datagrams to send (one segment each)."""
-        self._run_due(self._ms(now))
-        if not self._out:
-            return []
+    def datagrams_to_send(self, now: float, limit: int | None = None) -> list[bytes]:
+        """Run due work, then return the datagrams to send (one segment each).
+
+        With ``limit``, at most that many are sealed and returned; the rest stay
+        queued (:attr:`pending_datagrams`) and go out first at the next call with a
+        ``limit``, which runs no new work until they are gone (a shell sharing the loop
+        fairly sends a bulk flush in several turns; the core makes no more than the
+        shell sends). Without ``limit`` everything due is made and returned.
+        """
+        out = self._out
+        if limit is None or not out:
+            self._run_due(self._ms(now))
+            out = self._out
+            if not out:
+                return []
+        if limit is not None and len(out) > limit:
+            self._out = out[limit:]
+            out = out[:limit]
+        else:
+            self._out = []
         seal = self._codec.seal
-        out = [seal(s) for s in self._out]
-        self._out = []
-        self._datagrams_sent += len(out)
-        return out
+        sealed = [seal(s) for s in out]
+        self._datagrams_sent += len(sealed)
+        return sealed
+
+    @property
+    def pending_datagrams(self) -> int:
+        """Segments made and not yet returned by :meth:`datagrams_to_send` (``limit``)."""
+        return len(self._out)
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` should next run (seconds), or ``None`` once Terminated."""
