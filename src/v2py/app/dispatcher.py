@@ -13,7 +13,6 @@ import asyncio
 import logging
 from typing import Protocol
 
-from v2py.app.dns.nameserver import in_query_path
 from v2py.app.handler import Outbound
 from v2py.app.log import ACCESS_ACCEPTED, AccessMessage, access_enabled, log_access
 from v2py.app.packet import PacketLink
@@ -123,9 +122,9 @@ class Dispatcher:
         self, session: Session, outbound: Outbound, destination: Destination | None
     ) -> None:
         """4.34's access line: ``FROM accepted TO [OUTBOUND TAG] email: E`` with the
-        destination the inbound received (before sniffing). None for the DNS client's
-        own connections: 4.34 logs only what an inbound accepted."""
-        if not access_enabled() or in_query_path():
+        destination the inbound received (before sniffing). None for the core's own
+        (``internal``) sessions: 4.34 logs only what an inbound accepted."""
+        if session.internal or not access_enabled():
             return
         msg = session.access or AccessMessage(
             session.source_text(), str(destination or ""), session.user_email

@@ -229,10 +229,10 @@ class MuxServerConnection:
             sniffing=outer.sniffing,
         )
         # 4.34's mux server logs its sub-connections with the inbound's source as a
-        # destination (common/mux/server.go); over mKCP 4.34 would print udp: here.
-        session.access = AccessMessage(
-            f"tcp:{session.source_text()}", str(sub.destination or ""), outer.user_email
-        )
+        # destination (common/mux/server.go); over mKCP 4.34 would print udp: here. With
+        # no source (a reverse bridge's link) the From is nil and prints as nothing.
+        source = f"tcp:{session.source_text()}" if outer.source is not None else ""
+        session.access = AccessMessage(source, str(sub.destination or ""), outer.user_email)
         task = asyncio.get_running_loop().create_task(self._serve_session(session, sub))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

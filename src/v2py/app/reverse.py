@@ -164,7 +164,9 @@ class BridgeWorker:
         self.state: ControlState | int = ControlState.ACTIVE
         ours, theirs = stream_pair()
         self._end = _WatchedEnd(ours)
-        self.session = Session(inbound_tag=tag, source=None, destination=tcp(domain, 0))
+        self.session = Session(
+            inbound_tag=tag, source=None, destination=tcp(domain, 0), internal=True
+        )
         self.connection = MuxServerConnection(
             self.session, self._end, _BridgeDispatch(self, dispatcher), timeouts
         )

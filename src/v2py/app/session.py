@@ -38,6 +38,9 @@ class Session:
     #: Set by inbounds whose 4.34 access line differs from the default
     #: (source_text(), the destination before sniffing, user_email).
     access: AccessMessage | None = None
+    #: Made by the core itself (DNS queries, a reverse bridge's links), not accepted by
+    #: an inbound: 4.34 writes no access line for it.
+    internal: bool = False
     id: int = field(default_factory=lambda: next(_ids))
 
     def source_text(self) -> str:

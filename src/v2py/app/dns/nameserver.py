@@ -191,7 +191,7 @@ def parse_answer(data: bytes) -> DnsAnswer:
 def query_session(tag: str, destination: Destination, *, protocol: str = "") -> Session:
     """The session of one DNS query path: inbound tag ``dns.tag`` (4.34 puts the
     DNS component's inbound into the context), ``protocol`` as its ``Content``."""
-    session = Session(inbound_tag=tag, source=None, destination=destination)
+    session = Session(inbound_tag=tag, source=None, destination=destination, internal=True)
     session.sniffed_protocol = protocol
     return session
 
