@@ -17,8 +17,16 @@ UUID = "3b4b7a1e-6d1c-4f52-9f38-2b6b5d0e8c11"
 DOMAIN = "reverse.v2py.test"
 
 
-def portal_config(vmess_port: int, external_port: int, service_port: int) -> dict[str, Any]:
-    return {
+def portal_config(
+    vmess_port: int,
+    external_port: int,
+    service_port: int,
+    *,
+    udp: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """``udp``: (external UDP port, UDP service port) adds a dokodemo UDP inbound
+    ("external-udp") whose datagrams go to the portal too."""
+    config: dict[str, Any] = {
         "log": {"loglevel": "warning"},
         "reverse": {"portals": [{"tag": "portal", "domain": DOMAIN}]},
         "inbounds": [
@@ -40,7 +48,11 @@ def portal_config(vmess_port: int, external_port: int, service_port: int) -> dic
         "outbounds": [{"tag": "direct", "protocol": "freedom"}],
         "routing": {
             "rules": [
-                {"type": "field", "inboundTag": ["external"], "outboundTag": "portal"},
+                {
+                    "type": "field",
+                    "inboundTag": ["external", "external-udp"],
+                    "outboundTag": "portal",
+                },
                 {
                     "type": "field",
                     "inboundTag": ["interconn"],
@@ -50,6 +62,18 @@ def portal_config(vmess_port: int, external_port: int, service_port: int) -> dic
             ]
         },
     }
+    if udp is not None:
+        udp_port, udp_service_port = udp
+        config["inbounds"].append(
+            {
+                "tag": "external-udp",
+                "port": udp_port,
+                "listen": "127.0.0.1",
+                "protocol": "dokodemo-door",
+                "settings": {"address": "127.0.0.1", "port": udp_service_port, "network": "udp"},
+            }
+        )
+    return config
 
 
 def bridge_config(portal_vmess_port: int, probe_port: int) -> dict[str, Any]:
@@ -128,3 +152,36 @@ async def wait_bridged(port: int, timeout: float = 10.0) -> None:
                 return
             except (OSError, asyncio.IncompleteReadError, TimeoutError):
                 await asyncio.sleep(0.05)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait(data)
+
+
+async def udp_round_trip(port: int, payloads: list[bytes]) -> None:
+    """Send each payload from one socket to 127.0.0.1:``port`` and wait for it to come
+    back (by content) before sending the next. The first one is sent again every 0.5 s
+    until it comes back (a 4.34 dokodemo UDP inbound may be up a moment after its
+    start line); a late copy of an earlier payload is skipped, anything else fails.
+    The caller bounds the time."""
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(_Datagrams, local_addr=("127.0.0.1", 0))
+    try:
+        for index, payload in enumerate(payloads):
+            transport.sendto(payload, ("127.0.0.1", port))
+            while True:
+                try:
+                    async with asyncio.timeout(0.5 if index == 0 else None):
+                        answer = await proto.queue.get()
+                except TimeoutError:
+                    transport.sendto(payload, ("127.0.0.1", port))
+                    continue
+                if answer == payload:
+                    break
+                assert answer in payloads[:index], (answer, payload)
+    finally:
+        transport.close()
