@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, NoReturn
 from v2py.app.handler import InboundHandler, InboundProxy, Outbound
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.session import SniffingSettings
-from v2py.app.shared_state import WorkerContext
 from v2py.config.model import Config, InboundConfig, OutboundConfig, StreamConfig
 from v2py.config.settings import (
     BlackholeSettings,
@@ -44,6 +43,7 @@ from v2py.transport import KcpTransport, TcpTransport, Transport
 if TYPE_CHECKING:
     from v2py.app.chain import ChainTransport
     from v2py.app.proxyman import InboundManager, OutboundManager
+    from v2py.app.shared_state import WorkerContext
     from v2py.app.stats import TrafficStats
     from v2py.protocol.mkcp.settings import KcpSettings
     from v2py.protocol.vmess.account import VmessUser

@@ -20,7 +20,6 @@ from v2py.app.handler import Outbound
 from v2py.app.mux_server import MuxServer
 from v2py.app.proxyman import CLOSE_TIMEOUT_S, InboundManager, OutboundManager
 from v2py.app.routing import build_routing
-from v2py.app.shared_state import WorkerContext
 from v2py.build import Builder
 from v2py.config.model import Config, OutboundConfig
 from v2py.errors import ConfigError
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from v2py.app.commander.server import Commander
     from v2py.app.mux_client import MuxClientOutbound
     from v2py.app.reverse import Reverse
+    from v2py.app.shared_state import WorkerContext
     from v2py.app.stats import StatsManager, StatsPolicy, TrafficStats
 
 __all__ = ["CLOSE_TIMEOUT_S", "Instance"]

@@ -19,6 +19,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import sys
+import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, ClassVar
 
@@ -37,6 +39,30 @@ from pydantic_core import PydanticCustomError
 
 from v2py.config.jsonc import BigNumber
 from v2py.errors import ConfigError, printable
+
+
+def _skip_pydantic_plugin_discovery() -> None:
+    """Tell pydantic there are no plugins, before it looks for them (its first
+    validator is built when a config is first validated, after these imports).
+
+    The first validator pydantic builds imports ``importlib.metadata`` (and with it
+    ``email``, ``zipfile``, ``csv``...) and reads the entry points of every installed
+    distribution, looking for pydantic plugins: about 20 ms of every start-up
+    (measured; a minimal config starts in about 300 ms). v2py's models are its own
+    and no plugin is meant to observe them, so pydantic's plugin loader
+    (``pydantic.plugin._loader``, whose ``get_plugins()`` returns ``()`` too when
+    ``PYDANTIC_DISABLE_PLUGINS`` is set) is answered in advance. Guarded by
+    ``tests/test_startup_imports.py``.
+    """
+    name = "pydantic.plugin._loader"
+    if name in sys.modules:  # already loaded (e.g. pydantic used before v2py): keep it
+        return
+    loader = types.ModuleType(name, "v2py: pydantic plugins are not loaded")
+    loader.get_plugins = tuple  # type: ignore[attr-defined]  # returns () as disabled
+    sys.modules[name] = loader
+
+
+_skip_pydantic_plugin_discovery()
 
 __all__ = [
     "Bool",

@@ -1,0 +1,94 @@
+"""Start-up cost guard: what a minimal config imports.
+
+A library or feature is imported only when the config uses it, so a panel that
+restarts the core on every change pays only for what it runs. Each check runs in
+a fresh interpreter (this test process has imported everything already).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+#: socks -> freedom, the smallest useful config.
+MINIMAL_CONFIG = {
+    "inbounds": [
+        {"listen": "127.0.0.1", "port": 1080, "protocol": "socks", "settings": {"auth": "noauth"}}
+    ],
+    "outbounds": [{"protocol": "freedom"}],
+}
+
+#: Not needed for MINIMAL_CONFIG: third-party libraries of other features, v2py's own
+#: feature modules, and what pydantic's plugin discovery would pull in
+#: (importlib.metadata, email, zipfile; see v2py.config.base).
+NOT_FOR_MINIMAL = (
+    "aioquic",
+    "cryptography",
+    "dns",
+    "email",
+    "google.protobuf",
+    "grpc",
+    "h11",
+    "h2",
+    "httptools",
+    "importlib.metadata",
+    "tempfile",
+    "websockets",
+    "zipfile",
+    "v2py.app.commander",
+    "v2py.app.shared_state",
+    "v2py.app.stats",
+    "v2py.protocol.mkcp",
+    "v2py.protocol.vmess",
+    "v2py.transport.tls",
+    "v2py.transport.ws",
+)
+
+_BUILD = """
+import json, sys
+from v2py.config.load import load_config
+from v2py.instance import Instance
+loaded = load_config([("minimal.json", sys.argv[1])], {})
+Instance.from_config(loaded.config)
+json.dump(sorted(sys.modules), sys.stdout)
+"""
+
+_CLI = """
+import json, sys
+import v2py.cli
+json.dump(sorted(sys.modules), sys.stdout)
+"""
+
+
+def _modules_after(script: str, *args: str) -> set[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    modules: list[str] = json.loads(done.stdout)
+    return set(modules)
+
+
+def _loaded(modules: set[str], name: str) -> bool:
+    return name in modules or any(m.startswith(name + ".") for m in modules)
+
+
+def test_minimal_config_imports_no_unused_feature() -> None:
+    modules = _modules_after(_BUILD, json.dumps(MINIMAL_CONFIG))
+    assert "v2py.proxy.socks_inbound" in modules  # the check itself works
+    assert [name for name in NOT_FOR_MINIMAL if _loaded(modules, name)] == []
+
+
+@pytest.mark.parametrize("name", ["pydantic", "asyncio", "v2py.config"])
+def test_cli_import_is_light(name: str) -> None:
+    """``v2py version`` and the flag parsing do not pay for the config layer."""
+    assert not _loaded(_modules_after(_CLI), name)
