@@ -101,8 +101,13 @@ def _read_file(name: str) -> bytes:
 @dataclass
 class _ServerCert:
     context: ssl.SSLContext
-    names: tuple[str, ...]
-    not_after: datetime.datetime | None
+    pem: bytes
+    #: Read by :meth:`read_names` only where they choose (see ``_make_server``).
+    names: tuple[str, ...] = ()
+    not_after: datetime.datetime | None = None
+
+    def read_names(self) -> None:
+        self.names, self.not_after = _names_of(self.pem)
 
 
 @dataclass
@@ -263,6 +268,12 @@ class TlsSecurity:
                 log.warning("tls: certificates[%d]: ignoring invalid X509 key pair", index)
                 continue
             contexts.certs.append(loaded)
+        # Names pick a certificate by SNI and expiry renews a minted one; a lone
+        # certificate without an issuing CA is always the one served, so its names are
+        # not read (cryptography's x509 is imported only when they are needed).
+        if len(contexts.certs) > 1 or contexts.cas:
+            for each in contexts.certs:
+                each.read_names()
         base = contexts.certs[0].context if contexts.certs else self._context_for_server()
         if not contexts.certs and not contexts.cas:
             log.warning("tls: no usable server certificate; every handshake will fail")
@@ -289,8 +300,7 @@ class TlsSecurity:
                 ctx.load_cert_chain(cert_path, key_path)
             except (ssl.SSLError, OSError, ValueError):
                 return None
-        names, not_after = _names_of(cert_pem)
-        return _ServerCert(context=ctx, names=names, not_after=not_after)
+        return _ServerCert(context=ctx, pem=cert_pem)
 
     def _selector(
         self, contexts: _ServerContexts
@@ -346,6 +356,7 @@ class TlsSecurity:
             pair = self._load_pair(cert_pem, key_pem)
             if pair is None:
                 continue
+            pair.read_names()
             pair.context.sni_callback = None
             return pair
         log.warning("tls: failed to create a new certificate for %r", name)
