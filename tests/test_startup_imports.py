@@ -14,6 +14,20 @@ import sys
 
 import pytest
 
+from v2py.config.base import ConfigModel
+from v2py.config.model import (
+    KcpConfig,
+    KcpHeaderConfig,
+    PolicyConfig,
+    SniffingConfig,
+    StreamConfig,
+    SystemPolicy,
+    TcpConfig,
+    TcpHeaderConfig,
+)
+from v2py.config.routing import RoutingConfig
+from v2py.config.stream import HttpRequestConfig, HttpResponseConfig
+
 #: socks -> freedom, the smallest useful config.
 MINIMAL_CONFIG = {
     "inbounds": [
@@ -92,3 +106,32 @@ def test_minimal_config_imports_no_unused_feature() -> None:
 def test_cli_import_is_light(name: str) -> None:
     """``v2py version`` and the flag parsing do not pay for the config layer."""
     assert not _loaded(_modules_after(_CLI), name)
+
+
+#: Every ``Model.trusted(**values)`` of the loader and of the models' defaults.
+TRUSTED_USES: list[tuple[type[ConfigModel], dict[str, object]]] = [
+    (HttpRequestConfig, {}),
+    (HttpResponseConfig, {}),
+    (KcpConfig, {}),
+    (KcpHeaderConfig, {"type": "none"}),
+    (PolicyConfig, {}),
+    (RoutingConfig, {}),
+    (SniffingConfig, {}),
+    (StreamConfig, {}),
+    (SystemPolicy, {}),
+    (TcpConfig, {}),
+    (TcpHeaderConfig, {"type": "none"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "values"), TRUSTED_USES, ids=lambda v: getattr(v, "__name__", "")
+)
+def test_trusted_defaults_equal_validated_ones(
+    model: type[ConfigModel], values: dict[str, object]
+) -> None:
+    """``trusted`` skips building a validator; it must not change the result."""
+    fast, checked = model.trusted(**values), model(**values)
+    assert fast == checked
+    assert fast.model_fields_set == checked.model_fields_set
+    assert fast.model_dump() == checked.model_dump()

@@ -22,7 +22,7 @@ import re
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     BaseModel,
@@ -162,6 +162,18 @@ class ConfigModel(BaseModel):
     INTERNAL_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     _ignored_keys: tuple[tuple[str, str], ...] = PrivateAttr(default=())
+
+    @classmethod
+    def trusted(cls, **values: object) -> Self:
+        """The instance validation would give for ``values`` (none: the defaults),
+        for a model whose validators change nothing there, built without its validator.
+
+        A validator is built the first time a model is validated; a default made with
+        ``Model()`` pays for that (a few ms each, at every start-up) although there is
+        nothing to check. ``tests/test_startup_imports.py`` checks each use is
+        equal to ``Model(**values)``.
+        """
+        return cls.model_construct(None, **values)
 
     @classmethod
     def _json_names(cls, *, python: bool) -> dict[str, str]:

@@ -373,12 +373,12 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
     parts: dict[str, Any] = {
         # No "log" object: 4.34's DefaultLogConfig keeps the access log off.
         "log": merged.log or LogConfig(access="none"),
-        "policy": merged.policy or PolicyConfig(),
+        "policy": merged.policy or PolicyConfig.trusted(),
         "inbounds": tuple(inbounds),
         "outbounds": tuple(outbounds),
         "api": merged.api,
         "stats": merged.stats,
-        "routing": merged.routing or RoutingConfig(),
+        "routing": merged.routing or RoutingConfig.trusted(),
         "dns": merged.dns,
         "reverse": merged.reverse,
         "switches": switches,
@@ -402,8 +402,8 @@ def _effective_stream(
         # 4.34 fails every listen/dial of a domain socket without a path.
         raise ConfigError(f"{path}.streamSettings.dsSettings.path", "empty domain socket path")
     updates: dict[str, Any] = {
-        "tcp": (tcp or TcpConfig()) if stream.network == "tcp" else None,
-        "kcp": (kcp or KcpConfig()) if stream.network == "kcp" else None,
+        "tcp": (tcp or TcpConfig.trusted()) if stream.network == "tcp" else None,
+        "kcp": (kcp or KcpConfig.trusted()) if stream.network == "kcp" else None,
         "ws": (ws or WsConfig()) if stream.network == "ws" else None,
         "http": (http or HttpConfig()) if stream.network == "h2" else None,
         "ds": ds if stream.network == "ds" else None,

@@ -250,7 +250,7 @@ class PolicyConfig(ConfigModel):
     """``policy``: per-level timeouts and buffer sizes, and system statistics."""
 
     levels: Mapping[LevelKey, LevelPolicy] = Field(default_factory=dict)
-    system: SystemPolicy = Field(default_factory=lambda: SystemPolicy())
+    system: SystemPolicy = Field(default_factory=lambda: SystemPolicy.trusted())
 
     def level(self, n: int) -> LevelPolicy:
         """The policy of user level ``n``: configured values, else 4.34 defaults."""
@@ -267,14 +267,14 @@ class TcpHeaderConfig(ConfigModel):
     ``request``/``response``, always built with 4.34's defaults; see config/stream.py)."""
 
     type: Annotated[str, BeforeValidator(one_of({"none": "none", "http": "http"}))]
-    request: HttpRequestConfig = Field(default_factory=lambda: HttpRequestConfig())
-    response: HttpResponseConfig = Field(default_factory=lambda: HttpResponseConfig())
+    request: HttpRequestConfig = Field(default_factory=lambda: HttpRequestConfig.trusted())
+    response: HttpResponseConfig = Field(default_factory=lambda: HttpResponseConfig.trusted())
 
 
 class TcpConfig(ConfigModel):
     """``tcpSettings``; ``acceptProxyProtocol`` requires a PROXY v1/v2 header (inbound)."""
 
-    header: TcpHeaderConfig = Field(default_factory=lambda: TcpHeaderConfig(type="none"))
+    header: TcpHeaderConfig = Field(default_factory=lambda: TcpHeaderConfig.trusted(type="none"))
     accept_proxy_protocol: Bool = False
 
 
@@ -297,7 +297,7 @@ class KcpConfig(ConfigModel):
     congestion: Bool = False
     read_buffer_size: Uint32 = DEFAULT_KCP_BUFFER_MB
     write_buffer_size: Uint32 = DEFAULT_KCP_BUFFER_MB
-    header: KcpHeaderConfig = Field(default_factory=lambda: KcpHeaderConfig(type="none"))
+    header: KcpHeaderConfig = Field(default_factory=lambda: KcpHeaderConfig.trusted(type="none"))
     # None: simple authenticator. Any string, even "", switches to AES-GCM as in 4.34.
     seed: Str | None = None
 
@@ -497,9 +497,11 @@ class InboundConfig(ConfigModel):
     # loader, which fills both (or raises) before returning.
     port: InboundPort = Field(default=None)  # type: ignore[assignment]
     settings: Annotated[InboundSettings, SkipValidation] = Field(default=None)  # type: ignore[assignment]
-    stream: StreamConfig = Field(default_factory=lambda: StreamConfig(), alias="streamSettings")
+    stream: StreamConfig = Field(
+        default_factory=lambda: StreamConfig.trusted(), alias="streamSettings"
+    )
     domain_override: Sniffers | None = None
-    sniffing: SniffingConfig = Field(default_factory=lambda: SniffingConfig())
+    sniffing: SniffingConfig = Field(default_factory=lambda: SniffingConfig.trusted())
     allocate: AllocateConfig | None = None
     path: str = ""
 
@@ -564,7 +566,9 @@ class OutboundConfig(ConfigModel):
     tag: Str = ""
     send_through: Annotated[str, BeforeValidator(_check_send_through)] | None = None
     settings: Annotated[OutboundSettings, SkipValidation] = Field(default=None)  # type: ignore[assignment]
-    stream: StreamConfig = Field(default_factory=lambda: StreamConfig(), alias="streamSettings")
+    stream: StreamConfig = Field(
+        default_factory=lambda: StreamConfig.trusted(), alias="streamSettings"
+    )
     mux: MuxConfig | None = None
     proxy_settings: ProxyConfig | None = None
     path: str = ""
