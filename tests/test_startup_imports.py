@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_ports_of
+from tests.support.tls_certs import TestCA
 from v2py.config.base import ConfigModel
 from v2py.config.model import (
     KcpConfig,
@@ -71,6 +75,24 @@ Instance.from_config(loaded.config)
 json.dump(sorted(sys.modules), sys.stdout)
 """
 
+_START = """
+import asyncio, json, sys
+from v2py.config.load import load_config
+from v2py.instance import Instance
+loaded = load_config([("c.json", sys.argv[1])], {}, read_file=lambda n: open(n, "rb").read())
+instance = Instance.from_config(loaded.config)
+
+
+async def main():
+    async with asyncio.timeout(20):
+        await instance.start()
+        await instance.close()
+
+
+asyncio.run(main())
+json.dump(sorted(sys.modules), sys.stdout)
+"""
+
 _CLI = """
 import json, sys
 import v2py.cli
@@ -100,6 +122,29 @@ def test_minimal_config_imports_no_unused_feature() -> None:
     modules = _modules_after(_BUILD, json.dumps(MINIMAL_CONFIG))
     assert "v2py.proxy.socks_inbound" in modules  # the check itself works
     assert [name for name in NOT_FOR_MINIMAL if _loaded(modules, name)] == []
+
+
+def test_started_tls_server_with_one_certificate_reads_no_x509(tmp_path: Path) -> None:
+    """A lone certificate is served whatever the SNI: its names are not read at start."""
+    cert, key = TestCA().issue("localhost").write(tmp_path, "server")
+    (port,) = free_ports_of(1, (socket.SOCK_STREAM,))
+    tls = {"certificates": [{"certificateFile": cert, "keyFile": key}]}
+    stream = {"network": "ws", "security": "tls", "tlsSettings": tls}
+    config = {
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": port,
+                "protocol": "vmess",
+                "settings": {"clients": [{"id": "b831381d-6324-4d53-ad4f-8cda48b30811"}]},
+                "streamSettings": stream,
+            }
+        ],
+        "outbounds": [{"protocol": "freedom"}],
+    }
+    modules = _modules_after(_START, json.dumps(config))
+    assert "v2py.transport.tls" in modules  # the check itself works
+    assert not _loaded(modules, "cryptography.x509")
 
 
 @pytest.mark.parametrize("name", ["pydantic", "asyncio", "v2py.config"])
