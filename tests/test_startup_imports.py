@@ -7,6 +7,7 @@ a fresh interpreter (this test process has imported everything already).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -180,3 +181,21 @@ def test_trusted_defaults_equal_validated_ones(
     assert fast == checked
     assert fast.model_fields_set == checked.model_fields_set
     assert fast.model_dump() == checked.model_dump()
+
+
+def test_gc_is_paused_for_start_up_only() -> None:
+    """``v2py run`` turns the cyclic GC off while loading and building; resuming turns it
+    back on, freezing (what start-up made) only when asked, and is a no-op otherwise."""
+    from v2py.run import pause_gc_for_startup, resume_gc
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    pause_gc_for_startup()
+    try:
+        assert not gc.isenabled()
+    finally:
+        resume_gc(freeze=False)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
+    resume_gc(freeze=True)  # not paused: nothing happens
+    assert gc.get_freeze_count() == frozen

@@ -464,23 +464,27 @@ def _v2ray_main(args: Sequence[str]) -> int:
     if rest:
         _note(f"Ignoring arguments after the flags (as V2Ray 4.34): {' '.join(rest)}")
     from v2py.run import EXIT_CONFIG as RUN_EXIT_CONFIG
-    from v2py.run import check_config, config_error_line, serve
+    from v2py.run import check_config, config_error_line, pause_gc_for_startup, resume_gc, serve
 
+    pause_gc_for_startup()  # serve() resumes it once listening
     try:
-        config = _load(options)
-        from v2py.app.log import configure_logging
+        try:
+            config = _load(options)
+            from v2py.app.log import configure_logging
 
-        # Opens (creates) the log files now, in -test too, as 4.34's core.New does.
-        configure_logging(config.log.loglevel, config.log.access, config.log.error)
+            # Opens (creates) the log files now, in -test too, as 4.34's core.New does.
+            configure_logging(config.log.loglevel, config.log.access, config.log.error)
+            if options.test:
+                check_config(config)
+        except ConfigError as exc:
+            print(config_error_line(exc), flush=True)
+            return RUN_EXIT_CONFIG
         if options.test:
-            check_config(config)
-    except ConfigError as exc:
-        print(config_error_line(exc), flush=True)
-        return RUN_EXIT_CONFIG
-    if options.test:
-        print("Configuration OK.", flush=True)
-        return 0
-    return serve(config, options.workers)
+            print("Configuration OK.", flush=True)
+            return 0
+        return serve(config, options.workers)
+    finally:
+        resume_gc(freeze=False)
 
 
 # -- subcommands -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import select
@@ -53,6 +54,8 @@ __all__ = [
     "EXIT_START_FAILED",
     "WORKER_STOP_TIMEOUT_S",
     "check_config",
+    "pause_gc_for_startup",
+    "resume_gc",
     "serve",
     "started_message",
 ]
@@ -129,6 +132,35 @@ def _install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+# -- start-up garbage collection ---------------------------------------------------
+
+#: Whether :func:`pause_gc_for_startup` turned the cyclic collector off.
+_gc_paused = False
+
+
+def pause_gc_for_startup() -> None:
+    """Turn the cyclic garbage collector off while the config is loaded and the server
+    built: it runs ~90 times then (imports, model classes, validators), ~11 ms of a
+    minimal config's ~200 ms start, and frees a few hundred objects. :func:`resume_gc`
+    turns it back on."""
+    global _gc_paused
+    if gc.isenabled():
+        gc.disable()
+        _gc_paused = True
+
+
+def resume_gc(*, freeze: bool) -> None:
+    """Undo :func:`pause_gc_for_startup` (a no-op otherwise). ``freeze`` (serving):
+    what start-up made is kept out of later collections (``gc.freeze``), so the first
+    collections do not scan it all on the first connections."""
+    global _gc_paused
+    if _gc_paused:
+        _gc_paused = False
+        if freeze:
+            gc.freeze()
+        gc.enable()
+
+
 # -- one process -----------------------------------------------------------------
 
 
@@ -147,6 +179,7 @@ async def _serve(
 
     instance = Instance.from_config(config, worker=worker)
     await instance.start()
+    resume_gc(freeze=True)
     if ready_fd is None:
         log.warning("%s", started_message())
     else:
@@ -235,6 +268,7 @@ def _run_workers(config: Config, count: int) -> int:
             finally:
                 os._exit(code)
         pids.append(pid)
+    resume_gc(freeze=False)  # the supervisor; each worker resumes in _serve
     os.close(ready_w)
     return _supervise(pids, ready_r)
 
