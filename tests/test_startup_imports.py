@@ -199,3 +199,20 @@ def test_gc_is_paused_for_start_up_only() -> None:
     assert gc.get_freeze_count() == frozen
     resume_gc(freeze=True)  # not paused: nothing happens
     assert gc.get_freeze_count() == frozen
+
+
+_PLUGIN_FALLBACK = """
+import json, sys
+import v2py.config.base
+from pydantic.plugin._loader import get_plugins
+assert tuple(get_plugins()) == ()
+# a name v2py's stand-in lacks comes from pydantic's real loader
+from pydantic.plugin._loader import PYDANTIC_ENTRY_POINT_GROUP
+assert PYDANTIC_ENTRY_POINT_GROUP == "pydantic"
+json.dump(sorted(sys.modules), sys.stdout)
+"""
+
+
+def test_pydantic_plugin_stand_in_falls_back_to_the_real_loader() -> None:
+    """A pydantic that asks its plugin loader for more than ``get_plugins`` still works."""
+    assert "importlib.metadata" in _modules_after(_PLUGIN_FALLBACK)

@@ -16,6 +16,7 @@ values (docs/style.md section 5):
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import json
 import re
@@ -59,6 +60,17 @@ def _skip_pydantic_plugin_discovery() -> None:
         return
     loader = types.ModuleType(name, "v2py: pydantic plugins are not loaded")
     loader.get_plugins = tuple  # type: ignore[attr-defined]  # returns () as disabled
+
+    def real(attribute: str) -> Any:
+        # A pydantic that asks its loader for anything else gets the real module
+        # (dunder names are the import system's own questions, e.g. ``__path__``).
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        if sys.modules.get(name) is loader:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attribute)
+
+    setattr(loader, "__getattr__", real)  # noqa: B010 - a module-level __getattr__
     sys.modules[name] = loader
 
 
