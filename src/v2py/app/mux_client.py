@@ -196,6 +196,8 @@ class MuxLink(QueuedPush):
     def write_eof(self) -> None:
         if self.endpoint is not None:
             self.endpoint.feed(b"")
+        # 4.34's client worker closes its link writer as soon as its reader ends.
+        self.finish_out()
 
     def close(self) -> None:
         self.finish_out()

@@ -304,6 +304,13 @@ class MuxSubStream(QueuedPush):
         self._drop_inbox()
         self._endpoint._forget(self)
 
+    def never_end(self) -> None:
+        """This side never writes to nor ends the session, not even when the connection
+        is aborted (4.34's reverse bridge and the portal's control session)."""
+        self.end_sent = True
+        self._cancel_first_timer()
+        self._endpoint.core.stop_sending(self.session_id)
+
     def close(self) -> None:
         """Abort the session at once (End with the error option unless sent)."""
         self.finish(error=True)
@@ -495,16 +502,19 @@ class MuxEndpoint:
 
     def _connection_ended(self) -> None:
         if self.role is MuxRole.CLIENT:
-            # 4.34's client worker is done once its reader ends: every session closes.
-            self.abort(ConnectionResetError("mux connection ended"))
+            # 4.34's client worker is done once its reader ends: every session closes,
+            # with no End frame (it closes its link writer at once) [verified with a
+            # reverse portal, which is a plain client worker].
+            self.abort(ConnectionResetError("mux connection ended"), send_end=False)
             return
         # 4.34's server closes each session's uplink (EOF) and lets responses finish.
         for sub in list(self._subs.values()):
             sub._end_input()
 
-    def abort(self, exc: BaseException) -> None:
+    def abort(self, exc: BaseException, *, send_end: bool = True) -> None:
         """End the connection: every sub-stream is aborted, End with the error option is
-        sent for each session not ended yet. Flush afterwards (``feed`` does)."""
+        sent for each session not ended yet (none when not ``send_end``). Flush
+        afterwards (``feed`` does)."""
         if self.closed:
             return
         self.closed = True
@@ -512,9 +522,13 @@ class MuxEndpoint:
             sub._aborted(exc)
             if not sub.end_sent:
                 sub.end_sent = True
-                self.core.send_end(sub.session_id, error=True)
+                if send_end:
+                    self.core.send_end(sub.session_id, error=True)
         for session_id in self.core.sendable_session_ids():
-            self.core.send_end(session_id, error=True)
+            if send_end:
+                self.core.send_end(session_id, error=True)
+            else:
+                self.core.stop_sending(session_id)
         self._subs.clear()
         self._flush()
         self._paused = False

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from v2py.app.log import AccessMessage
@@ -83,9 +84,19 @@ class MuxServerConnection:
     """One mux connection on the server: reads frames, runs one task per session."""
 
     def __init__(
-        self, outer: Session, stream: Stream, dispatcher: Dispatch, timeouts: Timeouts
+        self,
+        outer: Session,
+        stream: Stream,
+        dispatcher: Dispatch,
+        timeouts: Timeouts,
+        *,
+        claim: Callable[[MuxSubStream], bool] | None = None,
     ) -> None:
+        """``claim``: offered each new session first; one it takes (True) is the
+        caller's own (a reverse bridge's control session): not dispatched, not waited
+        for when the client has finished sending."""
         self.outer = outer
+        self._claim = claim
         self.stream = stream
         self.dispatcher = dispatcher
         self.timeouts = timeouts
@@ -219,6 +230,8 @@ class MuxServerConnection:
 
     # -- sessions -------------------------------------------------------------------
     def _on_open(self, sub: MuxSubStream) -> None:
+        if self._claim is not None and self._claim(sub):
+            return
         outer = self.outer
         session = Session(
             inbound_tag=outer.inbound_tag,

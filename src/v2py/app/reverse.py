@@ -83,9 +83,6 @@ class _WatchedEnd:
     def ended(self) -> bool:
         return self._ended.is_set()
 
-    async def wait_ended(self) -> None:
-        await self._ended.wait()
-
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
         try:
             data = await self._pipe.read(max_bytes)
@@ -125,36 +122,6 @@ class _WatchedEnd:
         return False
 
 
-class _BridgeDispatch:
-    """What a bridge connection's sessions are dispatched to: the control session is
-    read here, every other session goes to the instance's dispatcher (with the bridge
-    tag as inbound tag, which the mux server copies from the connection's session)."""
-
-    def __init__(self, worker: BridgeWorker, inner: Dispatch) -> None:
-        self._worker = worker
-        self._inner = inner
-
-    async def dispatch(self, session: Session, stream: Stream) -> None:
-        if not _is_domain(session.destination, INTERNAL_DOMAIN):
-            await self._inner.dispatch(session, stream)
-            return
-        # 4.34 reads control messages from the internal session whatever its network;
-        # over TCP each read is taken as one message.
-        while data := await stream.read(READ_CHUNK_BYTES):
-            self._worker.control_received(data)
-        stream.write_eof()
-
-    async def dispatch_packets(self, session: Session, link: PacketLink) -> None:
-        if not _is_domain(session.destination, INTERNAL_DOMAIN):
-            await self._inner.dispatch_packets(session, link)
-            return
-        while (data := await link.recv()) is not None:
-            self._worker.control_received(data)
-        # 4.34's bridge never answers the end of the control session (its side of the
-        # session stays open until the connection ends) [verified]
-        await self._worker.wait_link_ended()
-
-
 class BridgeWorker:
     """One connection of a bridge towards the portal, served as Mux.Cool (4.34
     ``BridgeWorker``). ``dispatcher`` carries the connection itself (routed by the
@@ -167,8 +134,9 @@ class BridgeWorker:
         self.session = Session(
             inbound_tag=tag, source=None, destination=tcp(domain, 0), internal=True
         )
+        self._control_tasks: set[asyncio.Task[None]] = set()
         self.connection = MuxServerConnection(
-            self.session, self._end, _BridgeDispatch(self, dispatcher), timeouts
+            self.session, self._end, dispatcher, timeouts, claim=self._claim
         )
         loop = asyncio.get_running_loop()
         self._link_task = loop.create_task(self._carry(dispatcher, theirs))
@@ -192,9 +160,33 @@ class BridgeWorker:
         finally:
             self._end.close()
 
-    async def wait_link_ended(self) -> None:
-        """Return once the connection's input has ended."""
-        await self._end.wait_ended()
+    def _claim(self, sub: MuxSubStream) -> bool:
+        """Every session but the portal's control session (``reverse.internal.v2ray.com``,
+        any network) is dispatched with the bridge tag as inbound tag (the mux server
+        copies it from the connection's session). The control session is read here and
+        never answered: 4.34's bridge sends nothing on it, not even End, when the portal
+        ends it or the connection ends [verified]."""
+        if not _is_domain(sub.destination, INTERNAL_DOMAIN):
+            return False
+        sub.never_end()
+        task = asyncio.get_running_loop().create_task(self._read_control(sub))
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+        return True
+
+    async def _read_control(self, sub: MuxSubStream) -> None:
+        # Over UDP each datagram is a message; over TCP each read is taken as one.
+        try:
+            if sub.is_packet:
+                while (data := await sub.read_datagram()) is not None:
+                    self.control_received(data)
+            else:
+                while data := await sub.read(READ_CHUNK_BYTES):
+                    self.control_received(data)
+        except OSError:
+            pass  # the connection was aborted
+        finally:
+            sub.finish(error=False)  # sends nothing (never_end)
 
     def control_received(self, data: bytes) -> None:
         """A control message from the portal (one datagram): take its state."""
@@ -228,7 +220,7 @@ class BridgeWorker:
         return self._serve_task.done() and self._link_task.done()
 
     async def aclose(self) -> None:
-        tasks = (self._serve_task, self._link_task)
+        tasks = (self._serve_task, self._link_task, *self._control_tasks)
         for task in tasks:
             task.cancel()
         with contextlib.suppress(TimeoutError):

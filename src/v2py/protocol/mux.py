@@ -518,6 +518,13 @@ class MuxConnection:
         self._live.pop(session_id, None)
         self._queue_end(session_id, error)
 
+    def stop_sending(self, session_id: int) -> None:
+        """Never send on ``session_id`` again, not even End (its data is still
+        delivered): 4.34's reverse bridge never answers the portal's control session,
+        not even when the connection ends."""
+        self._sendable.pop(session_id, None)
+        self._send_network.pop(session_id, None)
+
     def _queue_end(self, session_id: int, error: bool) -> None:
         self._out.append(
             bytes(
