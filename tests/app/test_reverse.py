@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from tests.support.reverse import (
     wait_bridged,
 )
 from tests.support.servers import TcpEchoServer
-from tests.support.v2py import run_v2py
+from tests.support.v2py import run_side, run_v2py
 from tests.support.v2ray import free_ports, run_v2ray
 from v2py.app.reverse import Bridge, Portal
 from v2py.common.net import Network, tcp, udp
@@ -80,6 +80,66 @@ async def test_v2py_bridge_and_portal_concurrent_sessions(
     # the sessions the bridge serves: 4.34's mux server leaves From nil (no source)
     served = [line for line in accesses if line.endswith(" [out]")]
     assert served and all(line.startswith(" accepted tcp:127.0.0.1:") for line in served)
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Poll ``check`` (state another process changes; the caller bounds the time)."""
+    while not check():
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("bridge_kind", KINDS)
+async def test_portal_drains_a_connection_after_256_sessions(bridge_kind: str) -> None:
+    """A v2py portal: after a bridge connection has had more than 256 sessions (the
+    control session counted, as 4.34's TotalConnections), the next heartbeat sends DRAIN
+    and ends the control session; the bridge (v2py or 4.34) dials a new connection at
+    its next check, new sessions go there, and the old connection still carries its
+    open session until that ends, then closes at the mux client's idle tick."""
+    vmess_port, external_port, probe_port = free_ports(3)
+    async with TcpEchoServer() as echo:  # noqa: SIM117 - the configs need echo.port
+        async with run_v2py(portal_config(vmess_port, external_port, echo.port)) as side:
+            assert side.reverse is not None
+            portal = side.reverse.portals[0]
+            portal.interval = 0.1  # heartbeat (4.34: 2 s), for a quick DRAIN
+            portal.idle_tick = 0.2  # the mux client's idle check (4.34: 16 s)
+            bridge = bridge_config(vmess_port, probe_port)
+            async with run_side(bridge_kind, bridge, probe_port):
+                async with asyncio.timeout(TIMEOUT_S):
+                    await wait_bridged(external_port)
+                    assert len(portal.workers) == 1
+                    first = portal.workers[0]
+                    # a session that stays open across the DRAIN
+                    held_reader, held = await asyncio.open_connection("127.0.0.1", external_port)
+                    held.write(b"before")
+                    assert await held_reader.readexactly(6) == b"before"
+                    # short sessions, 4 at a time (the bridge opens a second connection
+                    # only above 16 sessions per connection)
+                    gate = asyncio.Semaphore(4)
+
+                    async def short(index: int) -> None:
+                        async with gate:
+                            await echo_through(external_port, index, 16)
+
+                    await asyncio.gather(*(short(i) for i in range(260)))
+                    assert first.mux.endpoint.total_sessions > 256
+                    await until(lambda: first.draining)
+                    assert first.control.end_sent  # DRAIN was the control session's last
+                    # the bridge's new connection; new sessions go there
+                    await until(lambda: any(not w.draining for w in portal.workers))
+                    assert len(portal.workers) == 2
+                    second = next(w for w in portal.workers if not w.draining)
+                    before = first.mux.endpoint.total_sessions
+                    await asyncio.gather(*(short(i) for i in range(8)))
+                    assert first.mux.endpoint.total_sessions == before
+                    assert second.mux.endpoint.total_sessions == 1 + 8  # control + 8
+                    # the old connection still carries its session, then closes
+                    assert not first.closed
+                    held.write(b"after")
+                    assert await held_reader.readexactly(5) == b"after"
+                    held.close()
+                    await until(lambda: first.closed)
+                    await until(lambda: portal.workers == [second])
+                    assert not second.closed
 
 
 async def test_portal_without_bridge_refuses() -> None:
