@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.support.servers import TcpEchoServer
 from tests.support.socks import start_udp_echo
 from tests.support.v2py import run_side
 from tests.support.v2ray import free_ports
+from v2py.errors import ConfigError
 
 pytestmark = pytest.mark.interop
 
@@ -72,3 +74,65 @@ async def test_udp_through_the_portal_reaches_the_bridge_service(bridge: str, po
                 await udp_round_trip(udp_port, payloads)
     finally:
         echo.close()
+
+
+BRIDGE_ONLY_NAME = "socks.bridge.invalid"
+
+
+def chained_through_portal(
+    vmess_port: int, external_port: int, socks_port: int, service: int
+) -> dict[str, Any]:
+    """The portal side with a socks outbound ("chained") whose own connection to the
+    socks server ``socks_port`` (on the bridge's side) is dialled through the portal
+    (``proxySettings.tag`` naming the portal); the external inbound goes to it."""
+    config = portal_config(vmess_port, external_port, service)
+    config["outbounds"].append(
+        {
+            "tag": "chained",
+            "protocol": "socks",
+            # a name only the bridge resolves: dialled from the portal it would fail
+            "settings": {"servers": [{"address": BRIDGE_ONLY_NAME, "port": socks_port}]},
+            "proxySettings": {"tag": "portal"},
+        }
+    )
+    config["routing"]["rules"][0]["outboundTag"] = "chained"
+    return config
+
+
+@pytest.mark.parametrize(
+    "portal",
+    [
+        "v2ray",
+        pytest.param(
+            "v2py",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=ConfigError,
+                reason="v2py refuses a proxySettings.tag that names a portal (config check)",
+            ),
+        ),
+    ],
+)
+async def test_proxy_settings_through_a_portal(portal: str) -> None:
+    """4.34 dials an outbound's connection through the portal when its
+    ``proxySettings.tag`` names the portal (the portal is an outbound handler by then:
+    app/proxyman/outbound/handler.go Dial -> Portal.HandleConnection -> a mux session
+    to the dialled address on a bridge connection) [verified here with the binary]."""
+    vmess_port, external_port, socks_port = free_ports(3)
+    bridge = bridge_config(vmess_port, socks_port)
+    # the bridge's socks inbound (its probe) sends what it accepts out directly; the
+    # bridge alone knows the socks server's name
+    bridge["routing"]["rules"].insert(
+        0, {"type": "field", "inboundTag": ["probe"], "outboundTag": "out"}
+    )
+    bridge["dns"] = {"hosts": {BRIDGE_ONLY_NAME: "127.0.0.1"}}
+    bridge["outbounds"][1]["settings"] = {"domainStrategy": "UseIPv4"}
+    async with TcpEchoServer() as echo:
+        config = chained_through_portal(vmess_port, external_port, socks_port, echo.port)
+        async with (
+            run_side(portal, config, vmess_port),
+            run_side("v2py", bridge, socks_port),
+        ):
+            await wait_bridged(external_port)
+            async with asyncio.timeout(TIMEOUT_S):
+                await asyncio.gather(*(echo_through(external_port, i, 4096) for i in range(4)))
