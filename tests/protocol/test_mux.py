@@ -529,6 +529,23 @@ def test_server_answers_after_client_end() -> None:
     )
 
 
+def test_stop_sending_keeps_receiving_and_never_ends() -> None:
+    """A session we never answer (a reverse bridge's control session): its data is
+    still delivered, nothing is ever sent for it, not even End."""
+    server = MuxConnection(MuxRole.SERVER)
+    server.receive_data(NEW_EXAMPLE)
+    drain(server)
+    server.stop_sending(1)
+    assert server.is_live(1) and not server.is_sendable(1)
+    assert 1 not in server.sendable_session_ids()
+    server.send_end(1, error=True)  # a no-op now
+    with pytest.raises(LocalProtocolError):
+        server.send_data(1, b"x")
+    assert server.data_to_send() == b""
+    server.receive_data(encode_frame(FrameMetadata(session_id=1, status=MuxStatus.KEEP), b"m"))
+    assert drain(server) == ([DataReceived(session_id=1, data=b"m")], None)
+
+
 @given(
     payloads=st.lists(
         st.tuples(st.integers(0, 3), st.binary(min_size=1, max_size=20000)), max_size=12
