@@ -25,7 +25,6 @@ from tests.support.servers import TcpEchoServer
 from tests.support.socks import start_udp_echo
 from tests.support.v2py import run_side
 from tests.support.v2ray import free_ports
-from v2py.errors import ConfigError
 
 pytestmark = pytest.mark.interop
 
@@ -99,20 +98,7 @@ def chained_through_portal(
     return config
 
 
-@pytest.mark.parametrize(
-    "portal",
-    [
-        "v2ray",
-        pytest.param(
-            "v2py",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ConfigError,
-                reason="v2py refuses a proxySettings.tag that names a portal (config check)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("portal", ["v2ray", "v2py"])
 async def test_proxy_settings_through_a_portal(portal: str) -> None:
     """4.34 dials an outbound's connection through the portal when its
     ``proxySettings.tag`` names the portal (the portal is an outbound handler by then:

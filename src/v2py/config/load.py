@@ -368,7 +368,8 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         _check_port(inbound)
     _check_unique_tags(inbounds)
     _check_unique_tags(outbounds)
-    _check_proxy_chains(outbounds)
+    portals = merged.reverse.portals if merged.reverse else ()
+    _check_proxy_chains(outbounds, frozenset(p.tag for p in portals))
     _check_detours(inbounds)
     parts: dict[str, Any] = {
         # No "log" object: 4.34's DefaultLogConfig keeps the access log off.
@@ -465,13 +466,17 @@ def _refuse_h2_connect(outbound: OutboundConfig) -> None:
         )
 
 
-def _check_proxy_chains(outbounds: Sequence[OutboundConfig]) -> None:
-    """``proxySettings.tag`` must name an outbound and the chain must end.
+def _check_proxy_chains(
+    outbounds: Sequence[OutboundConfig], portal_tags: frozenset[str] = frozenset()
+) -> None:
+    """``proxySettings.tag`` must name an outbound (or a reverse portal, which ends the
+    chain: 4.34 carries the connection as a mux session on a bridge connection) and the
+    chain must end.
 
     4.34 checks neither: an unknown tag sends the connections out directly (with a
     warning per connection) and a loop dispatches forever; both are refused here.
     """
-    by_tag = {o.tag: o for o in outbounds if o.tag}
+    by_tag = {o.tag: o for o in outbounds if o.tag and o.tag not in portal_tags}
     for outbound in outbounds:
         proxy = outbound.proxy_settings
         if proxy is None:
@@ -482,6 +487,8 @@ def _check_proxy_chains(outbounds: Sequence[OutboundConfig]) -> None:
                 f"on a freedom outbound {NOT_SUPPORTED_YET}; remove it",
             )
         path = f"{outbound.path}.proxySettings.tag"
+        if proxy.tag in portal_tags:
+            continue
         hop = by_tag.get(proxy.tag)
         if hop is None:
             raise ConfigError(path, f"{describe(proxy.tag)} is not the tag of any outbound")
