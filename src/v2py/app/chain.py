@@ -146,6 +146,13 @@ class PipeStream:
             raise ConnectionResetError("pipe closed")
         await self._out.wait_room()
 
+    @property
+    def input_ended(self) -> bool:
+        """Nothing more will be read: closed, or the other end finished (or aborted)
+        and everything it wrote was read."""
+        inbox = self._in
+        return self._closed or (not inbox.chunks and (inbox.eof or inbox.error is not None))
+
     def write_eof(self) -> None:
         self._out.eof = True
         self._out.wake_reader()

@@ -71,57 +71,6 @@ def _is_domain(destination: Destination | None, domain: str) -> bool:
 # bridge
 
 
-class _WatchedEnd:
-    """The bridge's end of its connection: a pipe end that notes when its input ended
-    (4.34: the mux server worker is closed once its link reader ends)."""
-
-    def __init__(self, pipe: PipeStream) -> None:
-        self._pipe = pipe
-        self._ended = asyncio.Event()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
-
-    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        try:
-            data = await self._pipe.read(max_bytes)
-        except BaseException:
-            self._ended.set()
-            raise
-        if not data:
-            self._ended.set()
-        return data
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._pipe.write(data)
-
-    async def drain(self) -> None:
-        await self._pipe.drain()
-
-    def write_eof(self) -> None:
-        self._pipe.write_eof()
-
-    def close(self) -> None:
-        self._pipe.close()
-        self._ended.set()
-
-    async def wait_closed(self) -> None:
-        await self._pipe.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        return None
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        return None
-
-    @property
-    def can_push(self) -> bool:
-        return False
-
-
 class BridgeWorker:
     """One connection of a bridge towards the portal, served as Mux.Cool (4.34
     ``BridgeWorker``). ``dispatcher`` carries the connection itself (routed by the
@@ -130,7 +79,7 @@ class BridgeWorker:
     def __init__(self, tag: str, domain: str, dispatcher: Dispatch, timeouts: Timeouts) -> None:
         self.state: ControlState | int = ControlState.ACTIVE
         ours, theirs = stream_pair()
-        self._end = _WatchedEnd(ours)
+        self._end = ours
         self.session = Session(
             inbound_tag=tag, source=None, destination=tcp(domain, 0), internal=True
         )
@@ -201,8 +150,9 @@ class BridgeWorker:
 
     @property
     def closed(self) -> bool:
-        """The connection's input ended (or its serving stopped)."""
-        return self._end.ended or self._serve_task.done() or self._link_task.done()
+        """The connection's input ended (4.34 closes the mux server worker once its
+        link reader ends) or its serving stopped."""
+        return self._end.input_ended or self._serve_task.done() or self._link_task.done()
 
     @property
     def active(self) -> bool:
