@@ -32,9 +32,9 @@ from typing import Protocol
 
 from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream, QueuedPush
 from v2py.app.packet import PacketLink, relay_datagrams
-from v2py.app.policy import PolicyTable
+from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.relay import relay
-from v2py.app.session import Session, session_logger
+from v2py.app.session import Session, SessionLogger, session_logger
 from v2py.common.net import Destination, Network, tcp
 from v2py.errors import LocalProtocolError, ProtocolError
 from v2py.protocol.mux import MAX_SESSIONS_PER_CONNECTION, MUX_COOL_HOST, MUX_COOL_PORT, MuxRole
@@ -61,6 +61,31 @@ class Carrier(Protocol):
     async def handle(self, session: Session, stream: Stream) -> None: ...
 
     async def handle_packets(self, session: Session, link: PacketLink) -> None: ...
+
+
+async def relay_over(stream: Stream, sub: MuxSubStream, timeouts: Timeouts) -> None:
+    """Relay ``stream`` over the mux session ``sub``, then end the session (End, with
+    the error flag when a timeout or a failure ended the relay)."""
+    error = True
+    try:
+        error = not await relay(stream, sub, timeouts)
+    finally:
+        sub.finish(error=error)
+
+
+async def relay_packets_over(
+    link: PacketLink, sub: MuxSubStream, timeouts: Timeouts, slog: SessionLogger, name: str
+) -> None:
+    """Relay the datagrams of ``link`` over the mux session ``sub``, then end the
+    session; a failure is logged as ``<name>: udp session ended: ...``."""
+    error = True
+    try:
+        await relay_datagrams(link, sub, timeouts.downlink_only)
+        error = False
+    except* (OSError, ProtocolError) as errors:
+        slog.info("%s: udp session ended: %s", name, errors.exceptions[0])
+    finally:
+        sub.finish(error=error)
 
 
 class MuxLink(QueuedPush):
@@ -350,26 +375,14 @@ class MuxClientOutbound:
             session_logger(log, session).info(
                 "mux: dispatching request to %s (session %d)", dest, sub.session_id
             )
-        error = True
-        try:
-            completed = await relay(stream, sub, self.policy.for_level(session.level))
-            error = not completed
-        finally:
-            sub.finish(error=error)
+        await relay_over(stream, sub, self.policy.for_level(session.level))
 
     async def handle_packets(self, session: Session, link: PacketLink) -> None:
         dest = session.destination
         assert dest is not None and dest.network is Network.UDP
         sub = self.open(dest)
-        timeouts = self.policy.for_level(session.level)
-        error = True
-        try:
-            await relay_datagrams(link, sub, timeouts.downlink_only)
-            error = False
-        except* (OSError, ProtocolError) as errors:
-            session_logger(log, session).info("mux: udp session ended: %s", errors.exceptions[0])
-        finally:
-            sub.finish(error=error)
+        slog = session_logger(log, session)
+        await relay_packets_over(link, sub, self.policy.for_level(session.level), slog, "mux")
 
     async def aclose(self) -> None:
         """Close every worker (instance shutdown)."""

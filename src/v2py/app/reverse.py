@@ -29,16 +29,22 @@ import os
 from collections.abc import Callable
 
 from v2py.app.chain import PipeStream, stream_pair
-from v2py.app.mux_client import IDLE_TICK_S, PICK_ATTEMPTS, MuxWorker
+from v2py.app.mux_client import (
+    IDLE_TICK_S,
+    PICK_ATTEMPTS,
+    MuxWorker,
+    relay_over,
+    relay_packets_over,
+)
 from v2py.app.mux_endpoint import MuxSubStream
 from v2py.app.mux_server import Dispatch, MuxServerConnection
-from v2py.app.packet import PacketLink, relay_datagrams
+from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.relay import relay
 from v2py.app.session import Session, session_logger
 from v2py.common.net import Destination, tcp, udp
 from v2py.config.reverse import ReverseConfig
-from v2py.errors import LocalProtocolError, ProtocolError
+from v2py.errors import LocalProtocolError
 from v2py.protocol.reverse import (
     BRIDGE_MONITOR_INTERVAL_S,
     DRAIN_AFTER_SESSIONS,
@@ -350,13 +356,7 @@ class Portal:
             await self._serve_bridge(session, stream)
             return
         assert dest is not None
-        sub = self._open(dest)
-        error = True
-        try:
-            completed = await relay(stream, sub, self.policy.for_level(session.level))
-            error = not completed
-        finally:
-            sub.finish(error=error)
+        await relay_over(stream, self._open(dest), self.policy.for_level(session.level))
 
     async def handle_packets(self, session: Session, link: PacketLink) -> None:
         dest = session.destination
@@ -365,16 +365,8 @@ class Portal:
             session_logger(log, session).info("reverse: a bridge connection must be TCP")
             return
         sub = self._open(dest)
-        error = True
-        try:
-            await relay_datagrams(link, sub, self.policy.for_level(session.level).downlink_only)
-            error = False
-        except* (OSError, ProtocolError) as errors:
-            session_logger(log, session).info(
-                "reverse: udp session ended: %s", errors.exceptions[0]
-            )
-        finally:
-            sub.finish(error=error)
+        slog = session_logger(log, session)
+        await relay_packets_over(link, sub, self.policy.for_level(session.level), slog, "reverse")
 
     async def _serve_bridge(self, session: Session, stream: Stream) -> None:
         worker = PortalWorker(
