@@ -12,15 +12,10 @@ downloads). Bounds are loose: the machine is shared.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import statistics
-import sys
 import uuid
 
-from tests.scenarios.test_saturation import LOADGEN
+from tests.scenarios.test_saturation import assert_prompt_first_byte
 from tests.support.configs import vmess_client_config, vmess_server_config
-from tests.support.servers import run_v2py_process
 from tests.support.v2ray import free_ports
 
 DOWNLOADS = 60
@@ -44,29 +39,8 @@ async def test_new_kcp_connections_get_their_first_byte_promptly_under_bulk_load
     )
     client_config = vmess_client_config(socks_port, kcp_port, user, 0, "aes-128-gcm")
     client_config["outbounds"][0]["streamSettings"] = KCP
-    async with (
-        asyncio.timeout(90),
-        run_v2py_process(server_config, wait_tcp=ready_port) as server,
-        run_v2py_process(client_config, wait_tcp=socks_port) as client,
-    ):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", LOADGEN, str(socks_port), str(DOWNLOADS), str(PROBES),
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, _ = await proc.communicate()
-        assert proc.returncode == 0, out
-        logs = server.log() + client.log()
-    res = json.loads(out.decode().strip().splitlines()[-1])
-    first_byte: list[float] = res["first_byte"]
-    detail = (
-        f"first byte {[round(x, 3) for x in first_byte]} s, {res['bulk_started']}/{DOWNLOADS} "
-        f"downloads, {res['bulk_lost']} dropped, {res['probe_errors']} probes failed "
-        f"({res['first_error']}), load generator loop lag max {res['loop_lag_max']:.3f} s"
-    )
-    print(detail)
-    assert res["bulk_started"] == DOWNLOADS, detail
-    assert res["bulk_lost"] == 0, detail
-    assert res["probe_errors"] == 0, detail
-    assert statistics.median(first_byte) < MEDIAN_BOUND_S, detail
-    assert max(first_byte) < WORST_BOUND_S, detail
-    assert "timed out" not in logs, logs[-2000:]
+    await assert_prompt_first_byte(
+        server_config, ready_port, client_config, socks_port,
+        downloads=DOWNLOADS, probes=PROBES, median_bound_s=MEDIAN_BOUND_S,
+        worst_bound_s=WORST_BOUND_S, timeout_s=90,
+    )  # fmt: skip
