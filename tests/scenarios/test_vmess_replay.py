@@ -23,6 +23,7 @@ from tests.support.v2ray import free_ports, run_v2ray
 from tests.support.vmess_probe import (
     STEP_TIMEOUT_S,
     CapturingRelay,
+    body_chunk,
     new_client,
     probe,
     user,
@@ -175,10 +176,10 @@ async def test_legacy_replay_taints_auth(
         ok_header = seal_legacy_request(
             account.cmd_key, id16, encode_request_plaintext(ok.request, b""), other_ts
         )
-        result = await probe(server.port, [ok_header], half_close=True, wait=HANDSHAKE_S + 1)
-        # Accepted: no drain wait, the tunnel opens and ends with our EOF (reply = header only).
-        assert result.closed and result.close_delay < PROMPT_CLOSE_S
-        assert result.received != b""
+        chunk = body_chunk(ok, PAYLOAD)
+        result = await probe(server.port, [ok_header + chunk], wait=PROMPT_CLOSE_S)
+        # Accepted: the tunnel opens and the echo comes back (response header + chunk).
+        assert len(result.received) > len(PAYLOAD)
 
 
 @pytest.mark.interop

@@ -41,6 +41,7 @@ from tests.support.v2ray import free_ports
 from tests.support.vmess_probe import (
     STEP_TIMEOUT_S,
     ProbeResult,
+    body_chunk,
     new_client,
     probe,
     user,
@@ -185,12 +186,12 @@ async def test_legacy_replay_and_taint_hold_across_workers(echo_server: tuple[st
         assert all(held.values()), held
 
         # Control: another second's auth of the same ID is accepted (reply bytes come).
-        ok = new_client(account, aead=True, now=now, target=echo_server).request
+        ok = new_client(account, aead=True, now=now, target=echo_server)
         ok_header = seal_legacy_request(
-            account.cmd_key, id16, encode_request_plaintext(ok, b""), ts - 1
+            account.cmd_key, id16, encode_request_plaintext(ok.request, b""), ts - 1
         )
-        result = await probe(server_port, [ok_header], half_close=True, wait=HANDSHAKE_S + 2)
-        assert result.received != b""
+        result = await probe(server_port, [ok_header + body_chunk(ok, b"ping")], wait=1.0)
+        assert len(result.received) > len(b"ping")
 
 
 def generation_ports(log: str) -> list[set[int]]:

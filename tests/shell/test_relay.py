@@ -2,7 +2,9 @@
 
 Chain in every test: client socket -> [TcpListener: stream A] =relay= [dial: stream B]
 -> target socket.  ``push`` runs the relay's push path (both streams can push);
-``task`` hides push so the read/write/drain loops run.
+``task`` hides push so the read/write/drain loops run. ``ends=True`` makes both
+streams say ``relays_end`` (as a proxy layer does: VMess, Mux.Cool, a chain link), so
+a direction's end is passed on; bare TCP streams never get it (4.34 never half-closes).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class PullOnly:
 
     def __init__(self, inner: TcpStream) -> None:
         self._inner = inner
+        self.relays_end = inner.relays_end
 
     async def read(self, max_bytes: int = 65536) -> bytes:
         return await self._inner.read(max_bytes)
@@ -67,7 +70,7 @@ class Chain:
 
 
 @contextlib.asynccontextmanager
-async def _chain(mode: str, timeouts: Timeouts) -> AsyncIterator[Chain]:
+async def _chain(mode: str, timeouts: Timeouts, *, ends: bool = False) -> AsyncIterator[Chain]:
     loop = asyncio.get_running_loop()
     accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
         loop.create_future()
@@ -84,6 +87,8 @@ async def _chain(mode: str, timeouts: Timeouts) -> AsyncIterator[Chain]:
     async def handler(stream: TcpStream) -> None:
         inbound_seen.set_result(stream)
         remote = await dial_tcp("127.0.0.1", target_port, timeout=STEP_S)
+        if ends:
+            stream.relays_end = remote.relays_end = True
         a: object = stream if mode == "push" else PullOnly(stream)
         b: object = remote if mode == "push" else PullOnly(remote)
         try:
@@ -117,7 +122,7 @@ MODES = ["push", "task"]
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_bytes_both_ways_and_half_close(mode: str) -> None:
-    async with _chain(mode, Timeouts()) as c:
+    async with _chain(mode, Timeouts(), ends=True) as c:
         up = os.urandom(3 * 1024 * 1024 + 17)
         c.client_w.write(up)
         c.client_w.write_eof()
@@ -130,6 +135,24 @@ async def test_bytes_both_ways_and_half_close(mode: str) -> None:
         assert await asyncio.wait_for(c.client_r.readexactly(len(down)), STEP_S) == down
         assert await asyncio.wait_for(c.client_r.read(), STEP_S) == b""
         assert await asyncio.wait_for(c.result, STEP_S) is True
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_transport_end_not_passed_on(mode: str) -> None:
+    """The client half-closes: the target gets no end, the other direction goes on,
+    and the relay ends (closing both) once downlinkOnly passes without traffic."""
+    async with _chain(mode, Timeouts(downlink_only=0.5)) as c:
+        c.client_w.write(b"request")
+        c.client_w.write_eof()
+        assert await asyncio.wait_for(c.target_r.readexactly(7), STEP_S) == b"request"
+        for _ in range(3):  # traffic keeps the relay going past downlinkOnly
+            await asyncio.sleep(0.2)
+            c.target_w.write(b"more")
+            assert await asyncio.wait_for(c.client_r.readexactly(4), STEP_S) == b"more"
+        assert not c.target_r.at_eof()
+        assert await asyncio.wait_for(c.result, STEP_S) is False  # the timer ended it
+        assert await asyncio.wait_for(c.target_r.read(), STEP_S) == b""
+        assert await asyncio.wait_for(c.client_r.read(), STEP_S) == b""
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -231,6 +231,14 @@ def first_packet(
     return core.data_to_send()
 
 
+def body_chunk(core: VmessClientConnection, payload: bytes) -> bytes:
+    """``payload`` as the first body chunk of ``core``'s request, without its header
+    (to follow a header sealed by hand for the same request)."""
+    core.data_to_send()  # the header
+    core.send_data(payload)
+    return bytes(core.data_to_send())
+
+
 async def vmess_exchange(
     port: int,
     core: VmessClientConnection,

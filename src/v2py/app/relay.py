@@ -31,6 +31,15 @@ V2Ray at 0.05-0.24 s). Two limits fix that:
   relayed at once, and handshakes, which do not go through here, are never held.
 
 Throughput is unchanged: the same bytes move, in more, shorter iterations.
+
+The end of one direction is passed on only to a stream whose ``write_eof`` is a proxy
+protocol's own end of data (a VMess end chunk, a Mux.Cool End, a chain link closing:
+``relays_end``, see :func:`passes_end`). A transport connection (TCP, TLS, WebSocket,
+domain socket, HTTP/2, QUIC, mKCP) is never half-closed: 4.34's proxies never call
+``CloseWrite`` (freedom, socks, http, dokodemo-door copy and return), so a target
+whose client half-closed sees its end only when the relay ends (the other direction's
+``downlinkOnly`` / ``uplinkOnly`` timer, or both directions done), and so does a
+client whose target finished first.
 """
 
 from __future__ import annotations
@@ -44,7 +53,14 @@ from v2py.app.policy import Timeouts
 from v2py.transport.stream import Stream
 from v2py.transport.turns import SMALL_BYTES, TICK_BYTES, Turns, turns_of
 
-__all__ = ["RELAY_READ_BYTES", "SMALL_BYTES", "TICK_BYTES", "TURN_BYTES", "relay"]
+__all__ = [
+    "RELAY_READ_BYTES",
+    "SMALL_BYTES",
+    "TICK_BYTES",
+    "TURN_BYTES",
+    "passes_end",
+    "relay",
+]
 
 #: Largest read per copy step: a whole uvloop read (256,000 bytes) passes unsplit.
 RELAY_READ_BYTES = 256 * 1024
@@ -53,6 +69,12 @@ RELAY_READ_BYTES = 256 * 1024
 TURN_BYTES = 256 * 1024
 # TICK_BYTES (the per-iteration budget) and SMALL_BYTES (arrivals never held) live in
 # transport/turns.py: mKCP streams spend the same budget.
+
+
+def passes_end(stream: object) -> bool:
+    """Whether the relay calls ``stream.write_eof()`` when the direction towards it
+    ends (the stream's ``relays_end``; a stream that does not say is a proxy layer)."""
+    return bool(getattr(stream, "relays_end", True))
 
 
 def _nothing() -> None:
@@ -90,7 +112,8 @@ class ActivityTimer(IdleTimer):
 
 
 async def _copy(src: Stream, dst: Stream, timer: ActivityTimer, then: float) -> None:
-    """Copy until ``src`` ends, half-close ``dst``, then allow ``then`` idle seconds."""
+    """Copy until ``src`` ends, pass the end on to ``dst`` (:func:`passes_end`), then
+    allow ``then`` idle seconds."""
     read = src.read
     write = dst.write
     drain = dst.drain
@@ -102,7 +125,8 @@ async def _copy(src: Stream, dst: Stream, timer: ActivityTimer, then: float) -> 
         touch()
         write(data)
         await drain()
-    dst.write_eof()
+    if passes_end(dst):
+        dst.write_eof()
     timer.end_direction(then)
 
 
@@ -120,6 +144,7 @@ class _Pump:
         "_held",
         "_stash",
         "_eof_held",
+        "_pass_end",
     )
 
     def __init__(self, relay: _PushRelay, src: Any, dst: Any, then: float) -> None:
@@ -133,6 +158,7 @@ class _Pump:
         self._held = False  # src paused: for a turn, for the budget, or until dst is writable
         self._stash: bytes | bytearray | None = None  # an arrival waiting for the budget
         self._eof_held = False  # the end arrived behind the stash: pass it on after it
+        self._pass_end = passes_end(dst)
 
     def pushed_data(self, data: bytes | bytearray) -> None:
         relay = self._relay
@@ -215,11 +241,12 @@ class _Pump:
         relay = self._relay
         if relay.finished:
             return
-        try:
-            self._dst.write_eof()
-        except BaseException as exc:
-            relay.fail(exc)
-            return
+        if self._pass_end:
+            try:
+                self._dst.write_eof()
+            except BaseException as exc:
+                relay.fail(exc)
+                return
         relay.timer.end_direction(self._then)
         relay.direction_done()
 

@@ -26,6 +26,10 @@ from v2py.transport.stream import READ_CHUNK_BYTES, PushLayer, PushTarget, Strea
 TRANSPORT_READ_BYTES = 256 * 1024
 
 
+class EndedBeforeData(ConnectionAbortedError):
+    """A direction ended before its first data where 4.34 ends the whole connection."""
+
+
 class VmessStream(PushLayer):
     """Wraps a VMess connection core (client or server) and the transport below it.
 
@@ -149,17 +153,29 @@ class VmessStream(PushLayer):
         await self._transport.drain()
 
     def write_eof(self) -> None:
+        """Our direction ended: the end chunk, as 4.34. Two ends 4.34 treats as errors
+        raise :class:`EndedBeforeData` so the relay ends at once and the connection is
+        closed: a client's request that ends while its header still waits for the first
+        payload (``CopyOnceTimeout`` fails: nothing is sent), and a server's response
+        that ends before any data (the bare header is sent, no end chunk)."""
         if self._eof_sent:
             return
         self._eof_sent = True
-        if self._flush_handle is not None:
-            self._release_hold()
-            self._flush_held()
-        self._core.send_eof()
-        out = self._core.data_to_send()
+        core = self._core
+        if self._is_client:
+            if self._flush_handle is not None:
+                self._release_hold()
+                raise EndedBeforeData("vmess: failed to write first payload > EOF")
+        elif not core.response_started:
+            core.end_before_data()
+            with contextlib.suppress(ConnectionError):
+                self._transport.write(core.data_to_send())
+            raise EndedBeforeData("vmess: the response ended before any data > EOF")
+        core.send_eof()
+        out = core.data_to_send()
         if not out:
-            # Raw stream (no ChunkStream option): the end is the TCP half-close.
-            self._transport.write_eof()
+            # Raw stream (no ChunkStream option): no end marker, and 4.34 never
+            # half-closes the connection; the relay's timers end it.
             return
         try:
             self._transport.write(out)

@@ -640,6 +640,8 @@ class _Http1Stream:
     """A streamed HTTP/1.x exchange: request body in, chunked response body out."""
 
     can_push = False
+    #: A transport connection: the relay never half-closes it (app/relay.py).
+    relays_end = False
 
     def __init__(self, server: _H2Server, conn: object, *, peer: tuple[str, int] | None) -> None:
         self._server = server

@@ -111,6 +111,11 @@ class LayerStream(StreamLayer):
 
     _closed = False
 
+    @property
+    def relays_end(self) -> bool:
+        """A transport layer's connection: the relay never half-closes it."""
+        return False
+
     def abort(self) -> None:
         """Close at once, without the layer's own goodbye (TLS close_notify, WebSocket
         Close): ``_closed`` is set and the stream below is aborted (closed when it

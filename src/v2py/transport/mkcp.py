@@ -120,6 +120,8 @@ class KcpStream:
 
     #: mKCP streams are read by tasks (the relay's task mode), not pushed.
     can_push = False
+    #: A transport connection: the relay never half-closes it (app/relay.py).
+    relays_end = False
 
     def __init__(
         self,

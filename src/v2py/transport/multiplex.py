@@ -33,6 +33,8 @@ class FedStream:
     """
 
     can_push = False
+    #: A transport connection: the relay never half-closes it (app/relay.py).
+    relays_end = False
     _write_high_water: int
 
     def __init__(self) -> None:

@@ -22,6 +22,9 @@ class Stream(Protocol):
     * ``write(data)`` queues bytes without blocking; ``await drain()`` waits until the
       queue is below the high-water mark (backpressure).
     * ``write_eof()`` half-closes our sending side (a no-op where unsupported).
+    * ``relays_end`` (optional, default true): false on a transport connection, which
+      the relay never half-closes (4.34's proxies never call ``CloseWrite``; see
+      ``app/relay.py``); a layer over a stream answers as the stream below.
     * ``close()`` releases everything at once; ``await wait_closed()`` waits for that.
     """
 
@@ -159,6 +162,10 @@ class StreamLayer(PushLayer):
     X-Forwarded-For), else the stream below's. Push mode is :class:`PushLayer`'s."""
 
     _peer: tuple[str, int] | None = None
+
+    @property
+    def relays_end(self) -> bool:
+        return bool(getattr(self._below, "relays_end", True))
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._below.write(data)

@@ -34,6 +34,9 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 class TcpStream(asyncio.Protocol):
     """One TCP connection; also the protocol object asyncio drives."""
 
+    #: A transport connection: the relay never half-closes it (app/relay.py).
+    relays_end = False
+
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None

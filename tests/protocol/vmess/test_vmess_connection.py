@@ -171,6 +171,20 @@ def test_response_header_with_eof_only() -> None:
         s.set_response_command(None)
 
 
+def test_response_ended_before_data_is_the_bare_header() -> None:
+    """4.34 writes the header alone (no end marker) when the response ends first."""
+    user, v, rng = setup()
+    c = client(user, rng)
+    s = VmessServerConnection(v, now=NOW, rng=rng)
+    s.receive_data(c.data_to_send())
+    drain(s)
+    assert not s.response_started
+    s.end_before_data()
+    assert s.response_started
+    c.receive_data(s.data_to_send())
+    assert drain(c) == [ResponseReceived(command=None)]
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sec=st.sampled_from(SECURITIES),

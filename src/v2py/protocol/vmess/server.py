@@ -404,6 +404,18 @@ class VmessServerConnection:
         w = self._ensure_response()
         self._out.append(w.seal_end())
 
+    @property
+    def response_started(self) -> bool:
+        """Whether the response header has been queued (with data, or by an end)."""
+        return self._response_sent
+
+    def end_before_data(self) -> None:
+        """The response ended before any data: queue the bare response header and no
+        end marker. 4.34's ``transferResponse`` fails its first read of the response,
+        and the deferred ``Flush`` writes the header alone; the connection then ends
+        (the shell closes it)."""
+        self._ensure_response()
+
     def data_to_send(self) -> bytes | bytearray:
         """Return and clear the bytes to write to the client (a buffer nobody reuses)."""
         return take_output(self._out)
