@@ -343,13 +343,11 @@ class SocketConfig(ConfigModel):
     tproxy: Annotated[
         str, BeforeValidator(one_of(_TPROXY_MODES, shown=("off", "tproxy", "redirect")))
     ] = "off"
+    #: Only an h2 listener requires the PROXY header for it: 4.34's tcp and ws
+    #: listeners overwrite it with their own ``acceptProxyProtocol`` (false unless set
+    #: there), and the ds, mKCP and QUIC listeners never read it (verified with the
+    #: binary: a plain client works at such a tcp or ws port, an h2 one needs the header).
     accept_proxy_protocol: Bool = False
-
-    @model_validator(mode="after")
-    def _no_proxy_protocol(self) -> SocketConfig:
-        if self.accept_proxy_protocol:
-            raise fail(f"true is {NOT_SUPPORTED_YET}; remove it", "acceptProxyProtocol")
-        return self
 
     @property
     def is_default(self) -> bool:

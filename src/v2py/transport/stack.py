@@ -4,7 +4,8 @@ order (docs/spec/transports.md "How the layers nest"):
 * tcp: TCP, PROXY header (inbound), TLS, HTTP header;
 * ws: TCP, PROXY header (inbound), TLS, WebSocket;
 * kcp: mKCP, TLS;
-* h2: TCP, TLS (then the HTTP/2 transport on top, ``transport/h2.py``);
+* h2: TCP, PROXY header (inbound, from ``sockopt``), TLS (then the HTTP/2 transport on
+  top, ``transport/h2.py``);
 * ds: Unix socket, TLS.
 
 The layer modules (and ``ssl``, ``websockets``) are imported only when a config uses them.
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WS_PROXY_HEADER_TIMEOUT_S", "layered"]
 
-#: Under WebSocket the PROXY header is read within Go's HTTP server's 4 s deadlines.
+#: Under WebSocket and HTTP/2 the PROXY header is read within Go's HTTP server's 4 s
+#: deadlines.
 WS_PROXY_HEADER_TIMEOUT_S = 4.0
 
 
@@ -30,18 +32,23 @@ def layered(stream: StreamConfig, base: Transport) -> Transport:
     transport: Transport = base
     tcp = stream.tcp
     ws = stream.ws
-    proxy_header = (tcp is not None and tcp.accept_proxy_protocol) or (
-        ws is not None and ws.accept_proxy_protocol
-    )
-    if proxy_header and stream.network in ("tcp", "ws"):
+    # 4.34's tcp and ws listeners replace sockopt.acceptProxyProtocol with their own
+    # setting; only the h2 listener reads the sockopt one (config/model.py SocketConfig).
+    if stream.network == "h2":
+        proxy_header = stream.sockopt is not None and stream.sockopt.accept_proxy_protocol
+    else:
+        proxy_header = (tcp is not None and tcp.accept_proxy_protocol) or (
+            ws is not None and ws.accept_proxy_protocol
+        )
+    if proxy_header and stream.network in ("tcp", "ws", "h2"):
         from v2py.transport.proxy_protocol import PROXY_HEADER_TIMEOUT_S, ProxyProtocolTransport
 
         reply = b""
-        if stream.network == "ws" and stream.tls is None:
+        if stream.network in ("ws", "h2") and stream.tls is None:
             from v2py.protocol.http_head import go_error_reply
 
             reply = go_error_reply("400 Bad Request")
-        timeout = WS_PROXY_HEADER_TIMEOUT_S if stream.network == "ws" else PROXY_HEADER_TIMEOUT_S
+        timeout = PROXY_HEADER_TIMEOUT_S if stream.network == "tcp" else WS_PROXY_HEADER_TIMEOUT_S
         transport = ProxyProtocolTransport(transport, timeout=timeout, error_reply=reply)
     if stream.tls is not None:
         from v2py.transport.tls import TlsSecurity, TlsTransport
