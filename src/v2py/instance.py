@@ -103,14 +103,18 @@ class Instance:
             self.commander = self._commander(config)
 
     def _with_mux(self, handler: Outbound, cfg: OutboundConfig) -> Outbound:
-        """``handler`` itself, or wrapped in a Mux.Cool client when ``mux`` is on."""
+        """``handler`` itself, or wrapped in a Mux.Cool client when there is a ``mux``
+        object (disabled, it carries only sessions that prefer mux, as 4.34)."""
         mux = cfg.mux
-        if mux is None or not mux.active:
+        if mux is None or not mux.configured:
             return handler
         from v2py.app.mux_client import MuxClientOutbound
 
         client = MuxClientOutbound(
-            handler, concurrency=mux.sessions_per_connection, policy=self.policy
+            handler,
+            concurrency=mux.sessions_per_connection,
+            policy=self.policy,
+            enabled=mux.active,
         )
         self._mux_clients.append(client)
         return client

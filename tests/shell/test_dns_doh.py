@@ -609,6 +609,66 @@ async def test_dispatched_doh_is_routed_by_the_dns_tag(
     assert {v for k, v in server.seen[0].headers if k == ":authority"} == {f"127.0.0.1:{closed}"}
 
 
+@contextlib.asynccontextmanager
+async def socks_recorder() -> AsyncIterator[tuple[int, list[str]]]:
+    """A SOCKS5 server that records each CONNECT's "host:port", then closes."""
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            greeting = await reader.readexactly(2)
+            await reader.readexactly(greeting[1])
+            writer.write(b"\x05\x00")
+            head = await reader.readexactly(4)
+            if head[3] == 3:
+                host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+            else:
+                host = "ip"
+                await reader.readexactly(4 if head[3] == 1 else 16)
+            port = int.from_bytes(await reader.readexactly(2), "big")
+            seen.append(f"{host}:{port}")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], seen
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("mux", [None, {"enabled": False}, {"enabled": False, "concurrency": -1}])
+async def test_dispatched_doh_prefers_mux(mux: dict[str, Any] | None) -> None:
+    """4.34 forces Mux on dispatched DoH: through an outbound with a ``mux`` object,
+    even a disabled one, the connection is a Mux.Cool one (to v1.mux.cool); without one
+    (or with concurrency below 0) it is a plain one. Other sessions ignore a disabled
+    mux."""
+    from tests.support.v2ray import free_port
+
+    async with socks_recorder() as (recorder, seen), sinks("ten", "other") as ports:
+        socks = free_port()
+        cfg = routed_config(socks, "https://127.0.0.1:853/dns-query", ports, dns_route="up")
+        upstream: dict[str, Any] = {
+            "tag": "up",
+            "protocol": "socks",
+            "settings": {"servers": [{"address": "127.0.0.1", "port": recorder}]},
+        }
+        if mux is not None:
+            upstream["mux"] = mux
+        cfg["outbounds"].append(upstream)
+        cfg["routing"]["rules"].insert(
+            0, {"type": "field", "domain": ["full:plain.test"], "outboundTag": "up"}
+        )
+        async with run_v2py(cfg):
+            async with asyncio.timeout(TIMEOUT_S * 2):
+                # the lookup fails (the recorder closes), then the default outbound
+                assert await fetch_through(socks, "in-ten.test", 80) == "other"
+                await fetch_through(socks, "plain.test", 80)
+    forced = mux is not None and mux.get("concurrency", 0) >= 0
+    # one connection per query (A, AAAA); 9527 is 4.34's mux destination port
+    assert seen[-1] == "plain.test:80"
+    assert set(seen[:-1]) == {"v1.mux.cool:9527" if forced else "ip:853"}
+
+
 async def test_doh_server_named_by_domain_does_not_loop(
     pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -328,10 +328,15 @@ class MuxClientOutbound:
     """An outbound whose traffic goes through Mux.Cool over ``carrier`` (the configured
     protocol handler): the ``mux`` setting of an outbound."""
 
-    def __init__(self, carrier: Carrier, *, concurrency: int, policy: PolicyTable) -> None:
+    def __init__(
+        self, carrier: Carrier, *, concurrency: int, policy: PolicyTable, enabled: bool = True
+    ) -> None:
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"invalid mux concurrency: {concurrency}")
         self.carrier = carrier
+        #: False: ``mux`` is given but disabled; only sessions that prefer mux
+        #: (``Session.mux_preferred``) use it, the others go to ``carrier`` directly.
+        self.enabled = enabled
         self.tag = carrier.tag
         self.concurrency = concurrency
         self.policy = policy
@@ -368,6 +373,9 @@ class MuxClientOutbound:
         raise ConnectionError("unable to find an available mux client")
 
     async def handle(self, session: Session, stream: Stream) -> None:
+        if not self.enabled and not session.mux_preferred:
+            await self.carrier.handle(session, stream)
+            return
         dest = session.destination
         assert dest is not None
         sub = self.open(dest)
@@ -378,6 +386,9 @@ class MuxClientOutbound:
         await relay_over(stream, sub, self.policy.for_level(session.level))
 
     async def handle_packets(self, session: Session, link: PacketLink) -> None:
+        if not self.enabled and not session.mux_preferred:
+            await self.carrier.handle_packets(session, link)
+            return
         dest = session.destination
         assert dest is not None and dest.network is Network.UDP
         sub = self.open(dest)

@@ -41,6 +41,9 @@ class Session:
     #: Made by the core itself (DNS queries, a reverse bridge's links), not accepted by
     #: an inbound: 4.34 writes no access line for it.
     internal: bool = False
+    #: Goes through Mux.Cool whenever the outbound has a ``mux`` object, even one with
+    #: ``enabled: false`` (4.34 ``session.ContextWithMuxPrefered``: dispatched DoH).
+    mux_preferred: bool = False
     id: int = field(default_factory=lambda: next(_ids))
 
     def source_text(self) -> str:

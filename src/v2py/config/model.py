@@ -536,6 +536,12 @@ class MuxConfig(ConfigModel):
         return self.enabled and self.concurrency >= 0
 
     @property
+    def configured(self) -> bool:
+        """Whether 4.34 gives the outbound a mux client at all (enabled or not): then
+        sessions that prefer mux (dispatched DoH) use it even when it is disabled."""
+        return self.concurrency >= 0
+
+    @property
     def sessions_per_connection(self) -> int:
         """The concurrency in effect (0 becomes 8)."""
         return self.concurrency or DEFAULT_MUX_CONCURRENCY

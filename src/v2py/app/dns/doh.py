@@ -529,6 +529,7 @@ def dispatched_dialer(dispatcher: Callable[[], Dispatch | None], tag: str) -> St
         ours, theirs = stream_pair()
         destination = tcp(host, port)
         session = query_session(tag, destination, protocol="https")
+        session.mux_preferred = True  # 4.34: "forced to use mux for DOH"
 
         async def carry() -> None:
             try:
