@@ -608,6 +608,11 @@ class RoutingConfig(ConfigModel):
 # dns
 
 _DNS_REFUSED_SCHEMES = ("quic+local://", "tcp://", "tcp+local://")
+#: A name server given as a host name: 4.34 sends classic UDP DNS to it through the
+#: dispatcher (``NewServer`` falls through to ``NewClassicNameServer``), the outbound
+#: resolving the name. Other strings ``url.Parse`` takes would name no usable server.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_NAME_SERVER_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 #: DoH URL schemes (4.34 ``NewServer``, after ``url.Parse`` lower-cased the scheme)
 #: -> dialled directly (``https+local``) rather than through the dispatcher.
 _DOH_SCHEMES = {"https": False, "https+local": True}
@@ -706,12 +711,14 @@ def _check_server_address(value: object) -> str:
                 'use a plain IP (UDP), "localhost" or https:// / https+local:// (DoH)'
             )
     packed = _ip_bytes(value)
-    if packed is None:
-        raise fail(
-            f"{describe(value)} is not supported as a name server by v2py; "
-            'use an IP address (UDP DNS), "localhost" or a https:// / https+local:// URL (DoH)'
-        )
-    return str(ipaddress.ip_address(packed))
+    if packed is not None:
+        return str(ipaddress.ip_address(packed))
+    if len(value) <= 253 and _NAME_SERVER_HOST.fullmatch(value):
+        return value  # classic UDP DNS to this host, dispatched (4.34)
+    raise fail(
+        f"{describe(value)} is not supported as a name server by v2py; use an IP address "
+        'or a host name (UDP DNS), "localhost" or a https:// / https+local:// URL (DoH)'
+    )
 
 
 def _check_server_port(value: object) -> int:
