@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Protocol
@@ -47,6 +47,7 @@ from v2py.config.routing import (
     RoutingRuleConfig,
 )
 from v2py.errors import ConfigError
+from v2py.protocol.attrs import compile_attrs
 
 __all__ = [
     "DomainSet",
@@ -445,6 +446,8 @@ class RoutingContext:
     user: str = ""
     protocol: str = ""
     skip_dns: bool = False
+    #: Request attributes (plain HTTP through the HTTP inbound), else None.
+    attributes: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +478,7 @@ class _Rule:
     """One compiled rule; ``matches`` checks conditions in 4.34's order."""
 
     __slots__ = (
+        "attrs",
         "balancer",
         "domains",
         "inbound_tags",
@@ -512,6 +516,7 @@ class _Rule:
             build_ip_matcher(config.source, geo, path) if config.source is not None else None
         )
         self.protocols = _non_empty(config.protocol)
+        self.attrs = compile_attrs(config.attrs) if config.attrs else None
 
     def matches(self, ctx: RoutingContext, ips: tuple[bytes, ...] | None) -> bool:
         """``ips``: the target's IPs, or None when they must be asked for (raises _NeedIps)."""
@@ -542,7 +547,7 @@ class _Rule:
             protocol = ctx.protocol
             if not protocol or not any(protocol.startswith(p) for p in self.protocols):
                 return False
-        return True
+        return self.attrs is None or self.attrs.matches(ctx.attributes)
 
 
 def _non_empty(values: tuple[str, ...] | None) -> frozenset[str] | None:

@@ -60,6 +60,7 @@ def routing_context(session: Session) -> RoutingContext:
         source_port=source_port,
         user=session.user_email,
         protocol=session.sniffed_protocol,
+        attributes=session.attributes,
     )
 
 

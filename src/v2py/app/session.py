@@ -44,6 +44,8 @@ class Session:
     #: Goes through Mux.Cool whenever the outbound has a ``mux`` object, even one with
     #: ``enabled: false`` (4.34 ``session.ContextWithMuxPrefered``: dispatched DoH).
     mux_preferred: bool = False
+    #: A plain HTTP request's attributes (HTTP inbound) for ``attrs`` rules, else None.
+    attributes: dict[str, str] | None = None
     id: int = field(default_factory=lambda: next(_ids))
 
     def source_text(self) -> str:

@@ -467,7 +467,12 @@ class RoutingRuleConfig(ConfigModel):
         if not self.outbound_tag and not self.balancer_tag:
             raise fail('missing; add "outboundTag" (or "balancerTag")', "outboundTag")
         if self.attrs:
-            raise fail("Starlark attribute rules are not supported by v2py", "attrs")
+            from v2py.protocol.attrs import compile_attrs
+
+            try:
+                compile_attrs(self.attrs)
+            except ValueError as exc:
+                raise fail(f"{describe(self.attrs)}: {exc}", "attrs") from None
         if not self.has_conditions:
             raise fail(
                 "this rule has no effective fields; add a condition such as "
@@ -492,6 +497,7 @@ class RoutingRuleConfig(ConfigModel):
                 self.user,
                 self.inbound_tag,
                 self.protocol,
+                self.attrs or None,
             )
         )
 

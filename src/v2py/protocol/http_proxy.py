@@ -226,6 +226,10 @@ class GoHeader:
     def has(self, name: str) -> bool:
         return canonical_header_name(name) in self._map
 
+    def names(self) -> list[str]:
+        """The (canonical) names present."""
+        return list(self._map)
+
     def delete(self, name: str) -> None:
         self._map.pop(canonical_header_name(name), None)
 
@@ -361,7 +365,8 @@ class ProxyRequest:
     ``url_host`` is the authority of an absolute URI (or of CONNECT's target), "" for
     origin-form; ``host`` is Go's ``Request.Host``: ``url_host`` or else the first
     Host header. ``request_uri`` is what Go writes on the forwarded request line.
-    ``headers`` are (name as sent, value) without Host.
+    ``headers`` are (name as sent, value) without Host. ``path`` is Go's
+    ``Request.URL.Path`` (the path, %-escapes decoded).
     """
 
     method: str
@@ -372,6 +377,7 @@ class ProxyRequest:
     url_host: str
     host: str
     request_uri: str
+    path: str = ""
 
     @property
     def is_connect(self) -> bool:
@@ -454,6 +460,7 @@ def make_proxy_request(
         url_host=url_host,
         host=host,
         request_uri=request_uri,
+        path=_unescape_path(raw_path),
     )
 
 
@@ -471,12 +478,9 @@ class ForwardPlan:
     trailers: bool
 
 
-def plan_forward_request(request: ProxyRequest, *, chunked: bool, length: int) -> ForwardPlan:
-    """The request as 4.34 writes it to the origin (Go ``Request.Write``).
-
-    ``chunked``/``length`` is the client's body framing (``length`` is ignored when
-    chunked).
-    """
+def _forwarded_header(request: ProxyRequest, *, chunked: bool) -> tuple[GoHeader, list[str]]:
+    """The request's header once Go's ``ReadRequest`` and 4.34's ``handlePlainHTTP``
+    are done with it, and the declared trailer keys."""
     header = GoHeader(request.headers)
     # http.ReadRequest: fixPragmaCacheControl, then the transfer headers.
     pragma = header.values("Pragma")
@@ -491,6 +495,29 @@ def plan_forward_request(request: ProxyRequest, *, chunked: bool, length: int) -
             header.delete("Trailer")
     # v2ray handlePlainHTTP
     remove_hop_by_hop(header)
+    return header, trailer_keys
+
+
+def routing_attributes(request: ProxyRequest, *, chunked: bool) -> dict[str, str]:
+    """What 4.34's HTTP inbound gives routing's ``attrs`` for a plain request:
+    ``:method`` (upper case), ``:path`` (``URL.Path``) and each remaining header,
+    lower-cased name -> first value; ``user-agent`` is "" when absent."""
+    header, _ = _forwarded_header(request, chunked=chunked)
+    if not header.get("User-Agent"):
+        header.set("User-Agent", "")
+    attributes = {":method": request.method.upper(), ":path": request.path}
+    for name in header.names():
+        attributes[name.lower()] = header.get(name)
+    return attributes
+
+
+def plan_forward_request(request: ProxyRequest, *, chunked: bool, length: int) -> ForwardPlan:
+    """The request as 4.34 writes it to the origin (Go ``Request.Write``).
+
+    ``chunked``/``length`` is the client's body framing (``length`` is ignored when
+    chunked).
+    """
+    header, trailer_keys = _forwarded_header(request, chunked=chunked)
     user_agent = header.get("User-Agent") if header.has("User-Agent") else ""
     header.set("Connection", "close")
     lines = [f"{request.method} {request.request_uri} HTTP/1.1\r\n", f"Host: {request.host}\r\n"]

@@ -54,6 +54,7 @@ from v2py.protocol.http_proxy import (
     encode_last_chunk,
     plan_client_response,
     plan_forward_request,
+    routing_attributes,
 )
 from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, Stream
 
@@ -159,6 +160,7 @@ class HttpInbound:
             session,
             destination=tcp(host, port),
             access=AccessMessage(session.source_text(), request.target),
+            attributes=routing_attributes(request, chunked=head.chunked),
         )
         await exchange.run(dispatcher, sub)
         await stream.drain()

@@ -1,0 +1,95 @@
+"""Routing ``attrs`` expressions (protocol/attrs.py) and the attributes the HTTP inbound
+gives a plain request (protocol/http_proxy.py ``routing_attributes``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from v2py.protocol.attrs import compile_attrs
+from v2py.protocol.http_proxy import make_proxy_request, routing_attributes
+
+ATTRS = {":method": "GET", ":path": "/api/v1", "user-agent": "", "x-a": "b,c"}
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("attrs[':method'] == 'GET'", True),
+        ("attrs[':method'] != 'GET'", False),
+        ("attrs[':path'].startswith('/api/') and attrs['user-agent'] == ''", True),
+        ("not attrs[':path'].endswith('/v1')", False),
+        ("'x-a' in attrs", True),
+        ("'x-b' not in attrs", True),
+        ("attrs['x-b'] == 'z'", False),  # a missing key: an error, not satisfied
+        ("attrs['x-b'] == 'z' or True", False),  # the error ends the whole expression
+        ("True or attrs['x-b'] == 'z'", True),  # short-circuit: never evaluated
+        ("attrs.get('x-b', 'none') == 'none'", True),
+        ("attrs['x-a'].split(',') == ['b', 'c']", True),
+        ("len(attrs) == 4", True),
+        ("attrs[':method'] in ('GET', 'HEAD')", True),
+        ("attrs[':method'].lower() == 'get'", True),
+        ("attrs[':path'] < 1", False),  # comparing str with int: an error
+        ("attrs[':path'][0] == '/'", True),
+        ("attrs[':path'].find('v1')", True),  # 5: truthy
+        ("attrs[':path'].count('z')", False),
+        ("None", False),
+        ("attrs", True),
+    ],
+)
+def test_expressions(code: str, expected: bool) -> None:
+    assert compile_attrs(code).matches(ATTRS) is expected
+
+
+def test_sessions_without_attributes_never_match() -> None:
+    assert compile_attrs("True").matches(None) is False
+    assert compile_attrs("True").matches({}) is True
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "attrs.__class__",
+        "attrs.get.__self__",
+        "[x for x in attrs]",
+        "lambda: 1",
+        "__import__('os')",
+        "attrs[':path'] is None",
+        "1 < 2 < 3",
+        "b'x' in attrs",
+        "f'{attrs}'",
+        "attrs.get(key='x')",
+        "len(*attrs)",
+        "attrs[':path'][::-1]",
+        "x := 1",
+        "'a' * 10**9",
+    ],
+)
+def test_outside_the_subset_is_refused(code: str) -> None:
+    with pytest.raises(ValueError):
+        compile_attrs(code)
+
+
+def test_plain_request_attributes_as_4_34() -> None:
+    request = make_proxy_request(
+        "post",
+        "http://h.test/a%20b/c?q=1",
+        "HTTP/1.1",
+        [
+            ("Host", "other.test"),
+            ("X-Multi", "1"),
+            ("x-multi", "2"),
+            ("Connection", "X-Gone, keep-alive"),
+            ("X-Gone", "y"),
+            ("Proxy-Connection", "keep-alive"),
+            ("Keep-Alive", "5"),
+            ("Pragma", "no-cache"),
+        ],
+    )
+    assert routing_attributes(request, chunked=False) == {
+        ":method": "POST",
+        ":path": "/a b/c",
+        "x-multi": "1",  # the first value; X-Gone and Keep-Alive went with Connection
+        "pragma": "no-cache",
+        "cache-control": "no-cache",
+        "user-agent": "",
+    }
