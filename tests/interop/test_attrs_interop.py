@@ -128,3 +128,26 @@ async def test_attrs_rules_route_plain_http_as_4_34(kind: str) -> None:
         async with run_side(kind, _config(http_port, ports), http_port), asyncio.timeout(30):
             reached = [await _reached(http_port, head) for head, _ in CASES]
     assert reached == [expected for _, expected in CASES]
+
+
+@pytest.mark.parametrize("kind", ["v2ray", "v2py"])
+async def test_plain_http_is_protocol_http_1_1(kind: str) -> None:
+    """4.34's HTTP inbound marks a plain request's session "http/1.1" (a ``protocol``
+    rule sees it without sniffing); a CONNECT tunnel has no protocol."""
+    async with http_sinks(["proto", "other"]) as ports:
+        http_port = free_port()
+        cfg = _config(http_port, ports)
+        cfg["routing"]["rules"] = [
+            {"type": "field", "protocol": ["http/1"], "outboundTag": "proto"}
+        ]
+        async with run_side(kind, cfg, http_port), asyncio.timeout(30):
+            plain = await _reached(http_port, "GET {url}/x HTTP/1.1\r\n" + UA)
+            reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+            try:
+                writer.write(b"CONNECT attrs.test:80 HTTP/1.1\r\nHost: attrs.test:80\r\n\r\n")
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"GET / HTTP/1.1\r\nHost: attrs.test\r\n\r\n")
+                tunnel = (await reader.read()).partition(b"\r\n\r\n")[2].decode()
+            finally:
+                writer.close()
+    assert (plain, tunnel) == ("proto", "other")

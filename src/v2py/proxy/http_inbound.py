@@ -161,6 +161,8 @@ class HttpInbound:
             destination=tcp(host, port),
             access=AccessMessage(session.source_text(), request.target),
             attributes=routing_attributes(request, chunked=head.chunked),
+            # 4.34's Content.Protocol for a plain request (sniffing may replace it)
+            sniffed_protocol="http/1.1",
         )
         await exchange.run(dispatcher, sub)
         await stream.drain()
