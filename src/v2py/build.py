@@ -164,15 +164,16 @@ def build_transport(
     stream: StreamConfig, *, options: SocketOptions | None = None, source: str | None = None
 ) -> Transport:
     """The :class:`~v2py.transport.Transport` of one ``streamSettings``; ``options``
-    and ``source`` (``sendThrough``) apply to its TCP sockets (the config refuses
-    them with the other networks)."""
+    (``sockopt``) and ``source`` (``sendThrough``) apply to its sockets as in 4.34: TCP
+    (tcp, ws, h2) and mKCP's UDP sockets take both, QUIC's only ``options`` (its dialer
+    binds the any-address), domain sockets neither."""
     from v2py.transport.stack import layered
 
     match stream.network:
         case "tcp" | "ws":
             return layered(stream, TcpTransport(options, source))
         case "kcp":
-            return layered(stream, KcpTransport(kcp_settings(stream)))
+            return layered(stream, KcpTransport(kcp_settings(stream), options, source))
         case "h2":
             from v2py.transport.h2 import H2Transport
 
@@ -188,7 +189,7 @@ def build_transport(
 
             assert stream.quic is not None  # the loader sets it for network "quic"
             # A nonce and header counters per datagram: pooled randomness, as mKCP.
-            return QuicTransport(stream.quic, stream.tls, rng=entropy.urandom)
+            return QuicTransport(stream.quic, stream.tls, rng=entropy.urandom, options=options)
         case "ds":
             from v2py.transport.ds import DsTransport
 

@@ -323,3 +323,112 @@ async def test_socks_outbound_udp_relay_socket_sends_through_and_marks() -> None
         assert (data, source[0]) == (b"hello", "127.0.0.2")
     finally:
         relay.close()
+
+
+# -- mKCP and QUIC: UDP sockets (4.34 ListenSystemPacket: mark, IP_TRANSPARENT) ---------
+
+
+def _record_option_sockets(monkeypatch: pytest.MonkeyPatch) -> list[socket.socket]:
+    """Every socket ``apply_inbound_options`` is given (then applied as usual)."""
+    from v2py.transport import sockopt
+
+    seen: list[socket.socket] = []
+    original = sockopt.apply_inbound_options
+
+    def recording(sock: socket.socket, options: SocketOptions) -> None:
+        seen.append(sock)
+        original(sock, options)
+
+    monkeypatch.setattr(sockopt, "apply_inbound_options", recording)
+    return seen
+
+
+@needs_root
+async def test_kcp_sockets_carry_mark_and_transparent_and_bind_send_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from v2py.protocol.mkcp.settings import KcpSettings
+    from v2py.transport import KcpTransport
+
+    seen = _record_option_sockets(monkeypatch)
+    peers: asyncio.Queue[object] = asyncio.Queue()
+
+    async def handler(stream: TcpStream) -> None:
+        await peers.put(stream.peer)
+        await stream.read()
+
+    transport = KcpTransport(
+        KcpSettings(), SocketOptions(mark=9, tproxy=TproxyMode.TPROXY), SOURCE_IP
+    )
+    listener = await transport.listen("127.0.0.1", 0, handler)  # type: ignore[arg-type]
+    try:
+        (listening,) = seen
+        port = listening.getsockname()[1]
+        async with asyncio.timeout(STEP_S):
+            stream = await transport.dial("127.0.0.1", port)
+            stream.write(b"hello")
+            peer = await peers.get()
+        try:
+            dialled = seen[1]
+            for sock in (listening, dialled):
+                assert sock.getsockopt(socket.SOL_SOCKET, SO_MARK) == 9
+                assert sock.getsockopt(SOL_IP, IP_TRANSPARENT) == 1
+            assert dialled.getsockname()[0] == SOURCE_IP
+            assert peer == dialled.getsockname()
+        finally:
+            stream.close()
+    finally:
+        listener.close()
+        await transport.aclose()
+
+
+@needs_root
+async def test_quic_sockets_carry_mark_and_transparent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from v2py.config.transport_extra import QuicConfig
+    from v2py.transport.quic import QuicTransport
+
+    seen = _record_option_sockets(monkeypatch)
+
+    async def handler(stream: object) -> None:
+        return None
+
+    transport = QuicTransport(QuicConfig(), None, options=SocketOptions(mark=11))
+    listener = await transport.listen("127.0.0.1", 0, handler)
+    try:
+        (sock,) = seen
+        assert sock.getsockopt(socket.SOL_SOCKET, SO_MARK) == 11
+        assert sock.getsockopt(SOL_IP, IP_TRANSPARENT) == 0
+    finally:
+        listener.close()
+        await transport.aclose()
+
+
+def test_sockopt_and_send_through_accepted_on_every_network() -> None:
+    """4.34 applies them to mKCP's sockets, only sockopt to QUIC's (its dialer binds the
+    any-address) and neither to domain sockets; none of it is refused."""
+    for network in ("kcp", "quic", "ds"):
+        stream: dict[str, object] = {"network": network, "sockopt": {"mark": 255}}
+        if network == "ds":
+            stream["dsSettings"] = {"path": "/tmp/v2py-test.sock"}
+        text = json.dumps(
+            {
+                "inbounds": [{"port": 1, "protocol": "socks", "streamSettings": stream}],
+                "outbounds": [
+                    {
+                        "protocol": "vmess",
+                        "sendThrough": "127.0.0.2",
+                        "settings": {
+                            "vnext": [
+                                {
+                                    "address": "127.0.0.1",
+                                    "port": 1,
+                                    "users": [{"id": "d17a1af7-efa5-42ca-b7e9-6a35282d737f"}],
+                                }
+                            ]
+                        },
+                        "streamSettings": stream,
+                    }
+                ],
+            }
+        )
+        load_config([("t.json", text)], {})

@@ -323,8 +323,6 @@ _NETWORKS = {
 _SECURITIES = {"": "none", "none": "none", "tls": "tls"}
 _NOT_USED = "not used by v2py, ignored"
 NOT_SUPPORTED_YET = "not supported by v2py yet"
-#: Networks whose sockets are UDP (sockopt and sendThrough are not applied to them yet).
-_UDP_NETWORKS = frozenset({"kcp", "quic"})
 #: ``sendThrough`` values that bind nothing.
 ANY_ADDRESSES = frozenset({"0.0.0.0", "::"})
 
@@ -379,19 +377,6 @@ class StreamConfig(ConfigModel):
     quic: QuicConfig | None = Field(default=None, alias="quicSettings")
     tls: TlsConfig | None = Field(default=None, alias="tlsSettings")
     sockopt: SocketConfig | None = None
-
-    @model_validator(mode="after")
-    def _sockopt_where_implemented(self) -> StreamConfig:
-        # v2py applies sockopt to TCP sockets (tcp, ws, h2); 4.34 also applies it to
-        # the UDP sockets of mKCP and QUIC, which v2py does not do yet.
-        sockopt = self.sockopt
-        if (
-            sockopt is not None
-            and not sockopt.is_default
-            and (self.network in _UDP_NETWORKS or self.network == "ds")
-        ):
-            raise fail(f"with network {self.network!r} {NOT_SUPPORTED_YET}", "sockopt")
-        return self
 
     @model_validator(mode="after")
     def _tls_when_secured(self) -> StreamConfig:
@@ -576,18 +561,6 @@ class OutboundConfig(ConfigModel):
     mux: MuxConfig | None = None
     proxy_settings: ProxyConfig | None = None
     path: str = ""
-
-    @model_validator(mode="after")
-    def _send_through_where_implemented(self) -> OutboundConfig:
-        network = self.stream.network
-        if (
-            self.send_through not in (None, *ANY_ADDRESSES)
-            # freedom dials TCP/UDP itself; the others dial through their streamSettings.
-            and self.protocol not in ("freedom", "blackhole")
-            and (network in _UDP_NETWORKS or network == "ds")
-        ):
-            raise fail(f"with network {network!r} {NOT_SUPPORTED_YET}", "sendThrough")
-        return self
 
     @property
     def source_address(self) -> str | None:

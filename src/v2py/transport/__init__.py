@@ -133,8 +133,17 @@ class KcpTransport:
     name = "kcp"
     listener_ends_sessions = True
 
-    def __init__(self, settings: KcpSettings) -> None:
+    def __init__(
+        self,
+        settings: KcpSettings,
+        options: SocketOptions | None = None,
+        source: str | None = None,
+    ) -> None:
         self.settings = settings
+        #: ``sockopt`` (mark, tproxy) of the UDP sockets, dialled and listening.
+        self.options = options
+        #: ``sendThrough``: the address dialled sockets bind.
+        self.source = source
         self._dialer: KcpDialer | None = None
 
     async def dial(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
@@ -143,14 +152,18 @@ class KcpTransport:
             from v2py.transport.mkcp import KcpDialer
 
             self._dialer = KcpDialer()
-        return await self._dialer.dial(host, port, self.settings)
+        return await self._dialer.dial(
+            host, port, self.settings, options=self.options, source=self.source
+        )
 
     async def listen(
         self, host: str, port: int, handler: StreamHandler, *, reuse_port: bool = False
     ) -> Listener:
         from v2py.transport.mkcp import listen_kcp
 
-        return await listen_kcp(host, port, self.settings, handler, reuse_port=reuse_port)
+        return await listen_kcp(
+            host, port, self.settings, handler, reuse_port=reuse_port, options=self.options
+        )
 
     def streams(self) -> tuple[KcpStream, ...]:
         """The dialed streams whose sockets are still open (oldest first)."""

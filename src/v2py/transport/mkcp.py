@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from v2py.protocol.mkcp.connection import KcpConnection, KcpState
 from v2py.protocol.mkcp.events import ConnectionTerminated, DataReceived, StreamEnded
@@ -23,6 +23,9 @@ from v2py.protocol.mkcp.segment import KcpCommand
 from v2py.protocol.mkcp.settings import KcpSettings
 from v2py.transport.stream import READ_CHUNK_BYTES
 from v2py.transport.turns import turns_of
+
+if TYPE_CHECKING:
+    from v2py.transport.sockopt import SocketOptions
 
 __all__ = [
     "KcpDialer",
@@ -496,9 +499,13 @@ class KcpDialer:
         settings: KcpSettings,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        options: SocketOptions | None = None,
+        source: str | None = None,
     ) -> KcpStream:
         """Open an mKCP connection to ``host:port`` on a fresh UDP socket
-        (docs/spec/mkcp.md section 5).
+        (docs/spec/mkcp.md section 5); ``options`` (``sockopt``: mark, tproxy) and
+        ``source`` (``sendThrough``) apply to it as 4.34's ``DialSystem`` applies them
+        to a UDP socket.
 
         There is no handshake: this returns at once and the first write opens the
         session. Raises ``ValueError`` for invalid settings, ``ConnectionError``
@@ -509,9 +516,21 @@ class KcpDialer:
             raise ConnectionError("mKCP dialer is closed")
         loop = loop or asyncio.get_running_loop()
         lost: asyncio.Future[None] = loop.create_future()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _DialerProtocol(lost), remote_addr=(host, port)
-        )
+        if options is None and source is None:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _DialerProtocol(lost), remote_addr=(host, port)
+            )
+        else:
+            from v2py.transport.sockopt import connected_udp_socket
+
+            sock = await connected_udp_socket(host, port, source=source, options=options)
+            try:
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: _DialerProtocol(lost), sock=sock
+                )
+            except BaseException:
+                sock.close()
+                raise
         _tune_socket(transport)
         conn = KcpConnection(
             _next_conv(), settings, now=loop.time(), rng=os.urandom, is_client=True
@@ -936,8 +955,10 @@ async def listen_kcp(
     max_sessions: int = DEFAULT_MAX_SESSIONS,
     max_half_open: int | None = None,
     reuse_port: bool = False,
+    options: SocketOptions | None = None,
 ) -> KcpListener:
     """Serve mKCP on UDP ``host:port``; each new session runs ``handler(stream)``.
+    ``options`` (``sockopt``) are set on the socket as 4.34 sets a listener's.
 
     ``reuse_port`` sets SO_REUSEPORT: worker processes share the port and the
     kernel keeps each peer address on one of them.
@@ -955,6 +976,10 @@ async def listen_kcp(
     try:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if options is not None:
+            from v2py.transport.sockopt import apply_inbound_options
+
+            apply_inbound_options(sock, options)
         sock.setblocking(False)
         sock.bind(address)
         listener = KcpListener(

@@ -84,6 +84,8 @@ if TYPE_CHECKING:
     from aioquic.quic.recovery import QuicPacketSpace
     from aioquic.quic.stream import QuicStream as AioquicStream
 
+    from v2py.transport.sockopt import SocketOptions
+
 __all__ = ["INTERNAL_DOMAIN", "QuicListener", "QuicStream", "QuicTransport"]
 
 log = logging.getLogger(__name__)
@@ -599,6 +601,30 @@ def _generated_pair() -> tuple[Any, Any]:
     return cert, key
 
 
+def _udp_socket(
+    family: int,
+    address: tuple[str, int],
+    options: SocketOptions | None,
+    *,
+    reuse_port: bool = False,
+) -> socket.socket:
+    """A non-blocking UDP socket with ``options`` set, bound to ``address``."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if options is not None:
+            from v2py.transport.sockopt import apply_inbound_options
+
+            apply_inbound_options(sock, options)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class QuicTransport:
     """``network: "quic"``: streams over QUIC connections wrapped per ``quicSettings``.
 
@@ -617,9 +643,14 @@ class QuicTransport:
         path: str = "streamSettings.tlsSettings",
         rng: Callable[[int], bytes] = os.urandom,
         read_file: Callable[[str], bytes] = _read_file,
+        options: SocketOptions | None = None,
     ) -> None:
         self.config = config
         self.tls = tls
+        #: ``sockopt`` (mark, tproxy) of the UDP sockets, dialled and listening, as
+        #: 4.34's ``ListenSystemPacket`` sets them (``sendThrough`` has no effect on
+        #: QUIC in 4.34: its dialer always binds the any-address).
+        self.options = options
         self._rng = rng
         self._path = path
         self._read_file = read_file
@@ -731,9 +762,14 @@ class QuicTransport:
         conn = _Connection(quic, client=True)
         codec = self._codec()
         local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-        transport, udp = await loop.create_datagram_endpoint(
-            lambda: _OpeningProtocol(conn.protocol, codec), local_addr=local
-        )
+        sock = _udp_socket(family, local, self.options)
+        try:
+            transport, udp = await loop.create_datagram_endpoint(
+                lambda: _OpeningProtocol(conn.protocol, codec), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
         self._sockets.add(transport)
         _grow_buffers(transport)
         conn.peer = (str(address[0]), int(address[1]))
@@ -767,7 +803,7 @@ class QuicTransport:
         except ValueError:
             raise OSError(f"domain address is not allowed for listening quic: {host}") from None
         listener = QuicListener(self._configuration(client=False), handler)
-        await listener.start(host, port, self._codec(), reuse_port=reuse_port)
+        await listener.start(host, port, self._codec(), reuse_port=reuse_port, options=self.options)
         return listener
 
     async def aclose(self) -> None:
@@ -794,18 +830,28 @@ class QuicListener:
         self._connections: list[_Connection] = []
 
     async def start(
-        self, host: str, port: int, codec: QuicPacketCodec, *, reuse_port: bool = False
+        self,
+        host: str,
+        port: int,
+        codec: QuicPacketCodec,
+        *,
+        reuse_port: bool = False,
+        options: SocketOptions | None = None,
     ) -> None:
         from aioquic.asyncio.server import QuicServer
 
         loop = asyncio.get_running_loop()
         server = QuicServer(configuration=self._configuration, create_protocol=self._protocol)
         self._server = server
-        transport, udp = await loop.create_datagram_endpoint(
-            lambda: _OpeningProtocol(server, codec),
-            local_addr=(host, port),
-            reuse_port=reuse_port or None,
-        )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = _udp_socket(family, (host, port), options, reuse_port=reuse_port)
+        try:
+            transport, udp = await loop.create_datagram_endpoint(
+                lambda: _OpeningProtocol(server, codec), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
         self._transport = transport
         self._udp = udp
         _grow_buffers(transport)
