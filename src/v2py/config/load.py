@@ -39,11 +39,12 @@ from v2py.config.model import (
     StreamConfig,
     TcpConfig,
     TransportConfig,
+    is_unix_listen,
 )
 from v2py.config.registry import INBOUND_SETTINGS, OUTBOUND_SETTINGS
 from v2py.config.reverse import ReverseConfig
 from v2py.config.routing import DnsConfig, RoutingConfig
-from v2py.config.settings import VmessInboundSettings
+from v2py.config.settings import DokodemoSettings, SocksInboundSettings, VmessInboundSettings
 from v2py.config.stream import WsConfig
 from v2py.config.transport_extra import QUIC_ABSENT_SECURITY, HttpConfig, QuicConfig
 from v2py.errors import ConfigError
@@ -364,6 +365,7 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
     ]
     for outbound in outbounds:
         _refuse_undialable(outbound)
+    inbounds = [_unix_listen(i) for i in inbounds]
     for inbound in inbounds:
         _check_port(inbound)
     _check_unique_tags(inbounds)
@@ -500,6 +502,38 @@ def _check_proxy_chains(
                 break  # the chain ends (or is reported at that outbound)
             hop = by_tag[hop.proxy_settings.tag]
             chain.append(hop.tag)
+
+
+#: Networks whose listener 4.34 opens on a Unix socket when ``listen`` is a path (the
+#: tcp, websocket and http hubs' ``port == 0`` branch).
+_UNIX_LISTEN_NETWORKS = ("tcp", "ws", "h2")
+
+
+def _unix_listen(inbound: InboundConfig) -> InboundConfig:
+    """An inbound listening on a Unix socket path: 4.34 drops its port (a stream-only
+    worker, ``dsWorker``); what would need more than a stream there is refused."""
+    if not is_unix_listen(inbound.listen):
+        return inbound
+    where = f"{inbound.path}.listen"
+    network = inbound.stream.network
+    if network not in _UNIX_LISTEN_NETWORKS:
+        raise ConfigError(
+            where, f"a Unix socket path works with network tcp, ws or h2, not {network!r}"
+        )
+    if inbound.allocate is not None and inbound.allocate.strategy == "random":
+        raise ConfigError(where, 'a Unix socket path cannot take allocate strategy "random"')
+    settings = inbound.settings
+    if (isinstance(settings, SocksInboundSettings) and settings.udp) or (
+        isinstance(settings, DokodemoSettings)
+        and ("udp" in settings.network or settings.follow_redirect)
+    ):
+        raise ConfigError(
+            where,
+            "on a Unix socket path 4.34 serves TCP streams only (no UDP, no redirects); "
+            "listen on an IP for those",
+        )
+    unix: InboundConfig = _copy(inbound, {"port": PortRange(0, 0)})
+    return unix
 
 
 def _check_port(inbound: InboundConfig) -> None:

@@ -161,19 +161,27 @@ def _parse_port(value: object, info: ValidationInfo) -> PortRange:
 InboundPort = Annotated[PortRange, BeforeValidator(_parse_port)]
 
 
+def is_unix_listen(listen: str) -> bool:
+    """Whether an inbound's ``listen`` is a Unix socket (4.34: a path starting with
+    ``/``, or ``@`` / ``@@`` for an abstract name)."""
+    return listen.startswith(("/", "@"))
+
+
 def _check_listen(value: object) -> str:
-    """An IP address or ``"localhost"`` (4.34 also allows Unix socket paths)."""
+    """An IP address, ``"localhost"``, or a Unix socket path (``/...``, ``@...``)."""
     if not isinstance(value, str):
         raise fail(f"{describe(value)} is not an IP address string")
+    if value.startswith(("/", "@")):
+        if value in ("/", "@", "@@") or "\0" in value:
+            raise fail(f"{describe(value)} is not a Unix socket path")
+        return value
     text = value.strip()
     if text == "localhost":
         return "127.0.0.1"
     address = ip_address(text)
     if address is not None:
         return address
-    if text.startswith(("/", "@")):
-        raise fail(f"{describe(value)}: Unix domain sockets are not supported by v2py; use an IP")
-    raise fail(f'{describe(value)} is not an IP address; use an IP or "localhost"')
+    raise fail(f'{describe(value)} is not an IP address; use an IP, "localhost" or a path')
 
 
 def _check_send_through(value: object) -> str:

@@ -93,6 +93,12 @@ class TcpTransport:
     async def listen(
         self, host: str, port: int, handler: StreamHandler, *, reuse_port: bool = False
     ) -> Listener:
+        if host.startswith(("/", "@")):
+            # An inbound's listen path: a Unix socket, no socket options (4.34
+            # ListenSystem sets no Control function for a UnixAddr).
+            from v2py.transport.ds import listen_unix_path
+
+            return await listen_unix_path(host, handler)
         from v2py.transport.tcp import listen_tcp
 
         options = self.options

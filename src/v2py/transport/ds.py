@@ -146,6 +146,24 @@ class DsListener(TcpListener):
         self._shutdown_socket()
 
 
+def listen_path_config(address: str) -> DsConfig:
+    """The socket an inbound's ``listen`` path names (4.34 ``ListenSystem``): ``@name``
+    is abstract, ``@@name`` abstract and padded to the whole ``sun_path`` (for
+    HAProxy), anything else a file path, locked with ``<path>.lock``."""
+    if address.startswith("@@"):
+        return DsConfig.trusted(path=address[1:], abstract=True, padding=True)
+    if address.startswith("@"):
+        return DsConfig.trusted(path=address, abstract=True)
+    return DsConfig.trusted(path=address)
+
+
+async def listen_unix_path(address: str, handler: LayerHandler) -> DsListener:
+    """Listen on the Unix socket of an inbound's ``listen`` path (tcp, ws and h2)."""
+    listener = DsListener(handler, listen_path_config(address))
+    await listener.start_unix()
+    return listener
+
+
 async def dial_unix(config: DsConfig, *, timeout: float | None = None) -> TcpStream:
     """Connect to the socket of ``config``. Raises OSError / TimeoutError."""
     loop = asyncio.get_running_loop()
