@@ -336,6 +336,7 @@ class Builder:
                     user_level=s.user_level,
                     policy=self.policy,
                     resolver=self.resolver,
+                    transport=self._freedom_transport(cfg),
                 )
                 return stats.direct_outbound(freedom) if stats is not None else freedom
             case BlackholeSettings() as s:
@@ -396,12 +397,27 @@ class Builder:
             )
         return ChainTransport(cfg.proxy_settings.tag, self.outbounds.get)
 
+    def _freedom_transport(self, cfg: OutboundConfig) -> Transport | None:
+        """What freedom dials TCP destinations through: None (it dials them itself)
+        for plain TCP, else its ``streamSettings`` transport (TLS, ws, mKCP, h2, QUIC,
+        ds, the HTTP header), as 4.34's freedom dials through ``Handler.Dial``. Its
+        UDP ignores them (4.34's UDP dialer uses only ``sockopt``). Counted as the
+        link's bytes (``direct_outbound``), which are the bytes of that top layer."""
+        stream = cfg.stream
+        if (
+            stream.network == "tcp"
+            and stream.tls is None
+            and (stream.tcp is None or stream.tcp.header.type == "none")
+        ):
+            return None
+        return self._dial_transport(cfg, counted=False)
+
     def _dial_transport(
-        self, cfg: OutboundConfig, chain: ChainTransport | None = None
+        self, cfg: OutboundConfig, chain: ChainTransport | None = None, *, counted: bool = True
     ) -> Transport:
-        """What an outbound dials through, with its traffic counters: its
-        ``streamSettings``, or under ``proxySettings`` the chained outbound with TLS
-        (if set) on top, as 4.34's ``Handler.Dial``."""
+        """What an outbound dials through, with its traffic counters (unless not
+        ``counted``): its ``streamSettings``, or under ``proxySettings`` the chained
+        outbound with TLS (if set) on top, as 4.34's ``Handler.Dial``."""
         chain = chain or self._chain(cfg)
         transport: Transport
         if chain is None:
@@ -421,7 +437,7 @@ class Builder:
         else:
             transport = chain
             self.transports.append(transport)
-        if self.stats is not None:
+        if self.stats is not None and counted:
             transport = self.stats.outbound_transport(cfg.tag, transport)
         return transport
 

@@ -168,18 +168,10 @@ BAD: list[Bad] = [
     Bad("tests-enabled-unknown", config(outbounds=[vmess_out(testsEnabled="Foo")]),
         "outbounds[0].settings.vnext[0].users[0].testsEnabled", '"Foo" is not allowed'),
     # --- transport
-    Bad("network-ws-freedom", with_(BASE, "outbounds.0.streamSettings", {"network": "ws"}),
-        "outbounds[0].streamSettings.network",
-        '"ws" is not supported by v2py for a freedom outbound'),
-    Bad("network-h2-freedom", with_(BASE, "outbounds.0.streamSettings", {"network": "h2"}),
-        "outbounds[0].streamSettings.network",
-        '"h2" is not supported by v2py for a freedom outbound'),
     Bad("ds-no-path", with_(BASE, "inbounds.0.streamSettings", {"network": "ds"}),
         "inbounds[0].streamSettings.dsSettings.path", "empty domain socket path"),
     Bad("network-unknown", with_(BASE, "outbounds.0.streamSettings", {"network": "carrier-pigeon"}),
         "outbounds[0].streamSettings.network", "is not allowed"),
-    Bad("security-tls-freedom", with_(BASE, "outbounds.0.streamSettings", {"security": "tls"}),
-        "outbounds[0].streamSettings.security", '"tls" is not supported by v2py for a freedom'),
     Bad("tls-usage-unknown", with_(BASE, "inbounds.0.streamSettings",
                                    {"security": "tls", "tlsSettings": {"certificates": [
                                        {"certificate": ["x"], "usage": "sign"}]}}),
@@ -193,9 +185,6 @@ BAD: list[Bad] = [
         "inbounds[0].streamSettings.wsSettings.path", "1 is not a string"),
     Bad("security-other", with_(BASE, "inbounds.0.streamSettings", {"security": "xtls"}),
         "inbounds[0].streamSettings.security", '"xtls" is not allowed'),
-    Bad("tcp-header-http-freedom", with_(BASE, "outbounds.0.streamSettings",
-                                         {"tcpSettings": {"header": {"type": "http"}}}),
-        "outbounds[0].streamSettings.tcpSettings.header.type", "not supported by v2py for a"),
     Bad("tcp-header-http-null-value", with_(BASE, "inbounds.0.streamSettings", {"tcpSettings": {
         "header": {"type": "http", "request": {"headers": {"Host": None}}}}}),
         "inbounds[0].streamSettings.tcpSettings.header.request.headers.Host", "null"),

@@ -419,31 +419,17 @@ def _effective_stream(
 
 
 #: Outbounds that dial through their ``streamSettings`` in v2py.
-_STREAM_DIALERS = frozenset({"vmess", "socks", "http"})
+_STREAM_DIALERS = frozenset({"vmess", "socks", "http", "freedom"})
 #: Go's ALPN offer when ``alpn`` is empty and the dialer asks for nothing else.
 _GO_ALPN = ("h2", "http/1.1")
 
 
 def _refuse_undialable(outbound: OutboundConfig) -> None:
-    """Fail closed: only the VMess, SOCKS and HTTP outbounds dial through their
-    ``streamSettings`` in v2py (4.34's freedom would dial through TLS or WebSocket too)."""
-    stream = outbound.stream
+    """The HTTP outbound's TLS must not offer ``h2`` (see :func:`_refuse_h2_connect`).
+    Every outbound that dials (VMess, SOCKS, HTTP, freedom for TCP) dials through its
+    ``streamSettings``, as 4.34; blackhole dials nothing."""
     if outbound.protocol in _STREAM_DIALERS:
         _refuse_h2_connect(outbound)
-        return
-    where: dict[str, str | None] = {
-        "network": f'"{stream.network}"' if stream.network in ("ws", "h2", "quic", "ds") else None,
-        "security": '"tls"' if stream.security == "tls" else None,
-    }
-    if stream.tcp is not None:
-        where["tcpSettings.header.type"] = '"http"' if stream.tcp.header.type != "none" else None
-    for path, value in where.items():
-        if value is not None:
-            raise ConfigError(
-                f"{outbound.path}.streamSettings.{path}",
-                f"{value} is not supported by v2py for a {outbound.protocol} outbound yet; "
-                "remove it",
-            )
 
 
 def _refuse_h2_connect(outbound: OutboundConfig) -> None:

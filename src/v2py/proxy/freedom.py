@@ -38,6 +38,7 @@ from v2py.transport.stream import Stream
 from v2py.transport.tcp import dial_tcp
 
 if TYPE_CHECKING:
+    from v2py.transport import Transport
     from v2py.transport.sockopt import SocketOptions
 
 __all__ = [
@@ -85,8 +86,9 @@ _FAMILY = {
 class FreedomOutbound:
     """Direct connections. ``redirect`` is (address, port) with None for "keep" (the
     config's ``FreedomSettings.redirect_override``). ``socket_options`` and ``source``
-    (``sendThrough``) apply to every dialled socket. ``dial_delays`` and ``rng`` exist
-    for tests."""
+    (``sendThrough``) apply to every dialled socket; ``transport`` (when the
+    ``streamSettings`` ask for more than plain TCP) carries the TCP connections.
+    ``dial_delays`` and ``rng`` exist for tests."""
 
     def __init__(
         self,
@@ -102,8 +104,12 @@ class FreedomOutbound:
         resolver: Resolver | None = None,
         socket_options: SocketOptions | None = None,
         source: str | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.tag = tag
+        #: TCP destinations are dialled through this (``streamSettings`` other than
+        #: plain TCP), else directly with ``socket_options`` and ``source``.
+        self._transport = transport
         self._options = socket_options
         self._source = source
         self._resolver = resolver
@@ -184,6 +190,8 @@ class FreedomOutbound:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
+                if self._transport is not None:
+                    return await self._transport.dial(host, port, timeout=self._dial_timeout)
                 return await dial_tcp(
                     host,
                     port,
