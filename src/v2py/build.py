@@ -336,7 +336,8 @@ class Builder:
                     user_level=s.user_level,
                     policy=self.policy,
                     resolver=self.resolver,
-                    transport=self._freedom_transport(cfg),
+                    transport=self._freedom_transport(cfg, chain := self._chain(cfg)),
+                    open_packets=chain.open_packets if chain is not None else None,
                 )
                 return stats.direct_outbound(freedom) if stats is not None else freedom
             case BlackholeSettings() as s:
@@ -397,20 +398,24 @@ class Builder:
             )
         return ChainTransport(cfg.proxy_settings.tag, self.outbounds.get)
 
-    def _freedom_transport(self, cfg: OutboundConfig) -> Transport | None:
+    def _freedom_transport(
+        self, cfg: OutboundConfig, chain: ChainTransport | None
+    ) -> Transport | None:
         """What freedom dials TCP destinations through: None (it dials them itself)
         for plain TCP, else its ``streamSettings`` transport (TLS, ws, mKCP, h2, QUIC,
-        ds, the HTTP header), as 4.34's freedom dials through ``Handler.Dial``. Its
-        UDP ignores them (4.34's UDP dialer uses only ``sockopt``). Counted as the
-        link's bytes (``direct_outbound``), which are the bytes of that top layer."""
+        ds, the HTTP header) or under ``proxySettings`` the chained outbound (TLS kept),
+        as 4.34's freedom dials through ``Handler.Dial``. Its UDP ignores the stream
+        settings (4.34's UDP dialer uses only ``sockopt``) but not the chain. Counted as
+        the link's bytes (``direct_outbound``), which are the bytes of that top layer."""
         stream = cfg.stream
         if (
-            stream.network == "tcp"
+            chain is None
+            and stream.network == "tcp"
             and stream.tls is None
             and (stream.tcp is None or stream.tcp.header.type == "none")
         ):
             return None
-        return self._dial_transport(cfg, counted=False)
+        return self._dial_transport(cfg, chain, counted=False)
 
     def _dial_transport(
         self, cfg: OutboundConfig, chain: ChainTransport | None = None, *, counted: bool = True

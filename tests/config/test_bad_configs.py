@@ -255,7 +255,7 @@ BAD: list[Bad] = [
         "api.services", "ReflectionService"),
     Bad("stats-not-object", with_(BASE, "stats", []), "stats", "not an object"),
     Bad("proxy-settings-on-freedom", with_(BASE, "outbounds.0.proxySettings", {"tag": "x"}),
-        "outbounds[0].proxySettings", "on a freedom outbound not supported by v2py yet"),
+        "outbounds[0].proxySettings.tag", '"x" is not the tag of any outbound'),
     Bad("sockopt-tproxy-unknown",
         with_(BASE, "inbounds.0.streamSettings", {"sockopt": {"tproxy": "transparent"}}),
         "inbounds[0].streamSettings.sockopt.tproxy", '"transparent" is not allowed'),

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.socks import socks5_connect
+from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
 from tests.support.tls_certs import TestCA
 from tests.support.v2py import run_side, run_v2py
 from tests.support.v2ray import free_port, run_v2ray
@@ -130,3 +130,60 @@ async def test_freedom_over_mkcp(client: str, server: str, echo_server: tuple[st
     async with server_ctx, run_side(client, client_cfg, socks_port), asyncio.timeout(30):
         payload = bytes(range(256)) * 512
         assert await _echo_through(socks_port, "127.0.0.1", kcp_port, payload) == payload
+
+
+@pytest.mark.parametrize("kind", ["v2ray", "v2py"])
+async def test_freedom_under_proxy_settings(kind: str, echo_server: tuple[str, int]) -> None:
+    """freedom with ``proxySettings``: its TCP and UDP go through the tagged outbound (a
+    SOCKS one, to a real v2ray SOCKS server that goes out directly)."""
+    udp_echo, udp_port = await start_udp_echo()
+    upstream_port = free_port()
+    socks_port = free_port()
+    upstream = {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": upstream_port,
+                "protocol": "socks",
+                "settings": {"udp": True, "ip": "127.0.0.1"},
+            }
+        ],
+        "outbounds": [{"protocol": "freedom"}],
+    }
+    config = {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": socks_port,
+                "protocol": "socks",
+                "settings": {"udp": True, "ip": "127.0.0.1"},
+            }
+        ],
+        "outbounds": [
+            {"protocol": "freedom", "proxySettings": {"tag": "up"}},
+            {
+                "tag": "up",
+                "protocol": "socks",
+                "settings": {"servers": [{"address": "127.0.0.1", "port": upstream_port}]},
+            },
+        ],
+    }
+    try:
+        async with (
+            run_v2ray(upstream, wait_tcp=[upstream_port]) as reference,
+            run_side(kind, config, socks_port),
+            asyncio.timeout(30),
+        ):
+            assert await _echo_through(socks_port, *echo_server, b"chained" * 100) == (
+                b"chained" * 100
+            )
+            reply = await socks5_udp_roundtrip(socks_port, "127.0.0.1", udp_port, b"dgram")
+            assert reply == b"dgram"
+            log = reference.log()
+    finally:
+        udp_echo.close()
+    # both went out through the upstream SOCKS server (its access log)
+    assert f"accepted tcp:127.0.0.1:{echo_server[1]}" in log
+    assert f"accepted udp:127.0.0.1:{udp_port}" in log

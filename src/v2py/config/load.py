@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from v2py.config.base import ConfigModel, describe, to_config_error, unknown_key_warnings
 from v2py.config.jsonc import parse_json
 from v2py.config.model import (
-    NOT_SUPPORTED_YET,
     ApiConfig,
     Config,
     EnvSwitches,
@@ -469,11 +468,6 @@ def _check_proxy_chains(
         proxy = outbound.proxy_settings
         if proxy is None:
             continue
-        if outbound.protocol == "freedom":
-            raise ConfigError(
-                f"{outbound.path}.proxySettings",
-                f"on a freedom outbound {NOT_SUPPORTED_YET}; remove it",
-            )
         path = f"{outbound.path}.proxySettings.tag"
         if proxy.tag in portal_tags:
             continue

@@ -24,7 +24,7 @@ import enum
 import logging
 import random
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from v2py.app.dial_guard import dial_watching
@@ -38,6 +38,7 @@ from v2py.transport.stream import Stream
 from v2py.transport.tcp import dial_tcp
 
 if TYPE_CHECKING:
+    from v2py.app.chain import PacketChannel
     from v2py.transport import Transport
     from v2py.transport.sockopt import SocketOptions
 
@@ -105,11 +106,14 @@ class FreedomOutbound:
         socket_options: SocketOptions | None = None,
         source: str | None = None,
         transport: Transport | None = None,
+        open_packets: Callable[[str, int], Awaitable[PacketChannel]] | None = None,
     ) -> None:
         self.tag = tag
         #: TCP destinations are dialled through this (``streamSettings`` other than
         #: plain TCP), else directly with ``socket_options`` and ``source``.
         self._transport = transport
+        #: Under ``proxySettings``: UDP goes through the chained outbound.
+        self._open_packets = open_packets
         self._options = socket_options
         self._source = source
         self._resolver = resolver
@@ -214,6 +218,9 @@ class FreedomOutbound:
         task = asyncio.current_task()
         assert task is not None
         timer = ActivityTimer(task, self._policy.for_level(self._user_level).conn_idle)
+        if self._open_packets is not None:
+            await self._chained_packets(link, host, dest.port, timer, task)
+            return
         loop = asyncio.get_running_loop()
         transport: asyncio.DatagramTransport | None = None
         try:
@@ -238,6 +245,39 @@ class FreedomOutbound:
             timer.cancel()
             if transport is not None:
                 transport.close()
+
+    async def _chained_packets(
+        self,
+        link: PacketLink,
+        host: str,
+        port: int,
+        timer: ActivityTimer,
+        task: asyncio.Task[Any],
+    ) -> None:
+        """The link's datagrams through the chained outbound (``proxySettings``) until
+        the link closes, the chain ends, or nothing moved for connIdle seconds."""
+        assert self._open_packets is not None
+        channel = await self._open_packets(host, port)
+
+        async def answers() -> None:
+            while (data := await channel.recv()) is not None:
+                timer.touch()
+                link.send(data)
+
+        downlink = asyncio.get_running_loop().create_task(answers())
+        try:
+            while (data := await link.recv()) is not None:
+                timer.touch()
+                channel.send(data)
+        except asyncio.CancelledError:
+            if timer.expired:
+                task.uncancel()
+                return
+            raise
+        finally:
+            timer.cancel()
+            channel.close()
+            downlink.cancel()
 
     async def _udp_socket(self, host: str, port: int) -> socket.socket:
         """A UDP socket with the options set, bound to ``source`` (or any address of
