@@ -160,11 +160,6 @@ def test_config_ds_network_spellings_and_global_settings() -> None:
     [
         ({"network": "ds"}, "vmess", "outbounds[0].streamSettings.dsSettings.path"),
         ({"network": "ds", "dsSettings": {}}, "vmess", "outbounds[0].streamSettings.dsSettings"),
-        (
-            {"network": "ds", "dsSettings": {"path": "/x"}},
-            "freedom",
-            "outbounds[0].streamSettings.network",
-        ),
     ],
 )
 def test_config_ds_refusals(stream: dict[str, Any], protocol: str, where: str) -> None:
