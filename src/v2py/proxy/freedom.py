@@ -209,8 +209,9 @@ class FreedomOutbound:
         raise last
 
     async def handle_packets(self, session: Session, link: PacketLink) -> None:
-        """Relay the link's datagrams through one connected UDP socket until the link
-        closes or nothing moved for connIdle seconds."""
+        """Relay the link's datagrams through one connected UDP socket (or, under
+        ``proxySettings``, the chained outbound) until the link closes or nothing moved
+        for connIdle seconds."""
         if session.destination is None:
             raise LocalProtocolError("freedom: session has no destination")
         dest = self.target(session.destination)
@@ -218,24 +219,15 @@ class FreedomOutbound:
         task = asyncio.current_task()
         assert task is not None
         timer = ActivityTimer(task, self._policy.for_level(self._user_level).conn_idle)
-        if self._open_packets is not None:
-            await self._chained_packets(link, host, dest.port, timer, task)
-            return
-        loop = asyncio.get_running_loop()
-        transport: asyncio.DatagramTransport | None = None
+        closers: list[Callable[[], object]] = []
         try:
-            if self._options is None and self._source is None:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _FreedomDatagram(link, timer), remote_addr=(host, dest.port)
-                )
+            if self._open_packets is not None:
+                send = await self._chained_sender(link, host, dest.port, timer, closers)
             else:
-                sock = await self._udp_socket(host, dest.port)
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _FreedomDatagram(link, timer), sock=sock
-                )
+                send = await self._socket_sender(link, host, dest.port, timer, closers)
             while (data := await link.recv()) is not None:
                 timer.touch()
-                transport.sendto(data)
+                send(data)
         except asyncio.CancelledError:
             if timer.expired:
                 task.uncancel()
@@ -243,19 +235,42 @@ class FreedomOutbound:
             raise
         finally:
             timer.cancel()
-            if transport is not None:
-                transport.close()
+            for close in closers:
+                close()
 
-    async def _chained_packets(
+    async def _socket_sender(
         self,
         link: PacketLink,
         host: str,
         port: int,
         timer: ActivityTimer,
-        task: asyncio.Task[Any],
-    ) -> None:
-        """The link's datagrams through the chained outbound (``proxySettings``) until
-        the link closes, the chain ends, or nothing moved for connIdle seconds."""
+        closers: list[Callable[[], object]],
+    ) -> Callable[[bytes], object]:
+        """A connected UDP socket whose answers go back on ``link``; its close goes on
+        ``closers``."""
+        loop = asyncio.get_running_loop()
+        if self._options is None and self._source is None:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _FreedomDatagram(link, timer), remote_addr=(host, port)
+            )
+        else:
+            sock = await self._udp_socket(host, port)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _FreedomDatagram(link, timer), sock=sock
+            )
+        closers.append(transport.close)
+        return transport.sendto
+
+    async def _chained_sender(
+        self,
+        link: PacketLink,
+        host: str,
+        port: int,
+        timer: ActivityTimer,
+        closers: list[Callable[[], object]],
+    ) -> Callable[[bytes], object]:
+        """A channel through the chained outbound (``proxySettings``) whose answers go
+        back on ``link``; its end goes on ``closers``."""
         assert self._open_packets is not None
         channel = await self._open_packets(host, port)
 
@@ -265,19 +280,8 @@ class FreedomOutbound:
                 link.send(data)
 
         downlink = asyncio.get_running_loop().create_task(answers())
-        try:
-            while (data := await link.recv()) is not None:
-                timer.touch()
-                channel.send(data)
-        except asyncio.CancelledError:
-            if timer.expired:
-                task.uncancel()
-                return
-            raise
-        finally:
-            timer.cancel()
-            channel.close()
-            downlink.cancel()
+        closers += (channel.close, downlink.cancel)
+        return channel.send
 
     async def _udp_socket(self, host: str, port: int) -> socket.socket:
         """A UDP socket with the options set, bound to ``source`` (or any address of
