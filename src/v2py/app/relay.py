@@ -34,12 +34,12 @@ Throughput is unchanged: the same bytes move, in more, shorter iterations.
 
 The end of one direction is passed on only to a stream whose ``write_eof`` is a proxy
 protocol's own end of data (a VMess end chunk, a Mux.Cool End, a chain link closing:
-``relays_end``, see :func:`passes_end`). A transport connection (TCP, TLS, WebSocket,
-domain socket, HTTP/2, QUIC, mKCP) is never half-closed: 4.34's proxies never call
-``CloseWrite`` (freedom, socks, http, dokodemo-door copy and return), so a target
-whose client half-closed sees its end only when the relay ends (the other direction's
-``downlinkOnly`` / ``uplinkOnly`` timer, or both directions done), and so does a
-client whose target finished first.
+``relays_end``, see :func:`~v2py.transport.stream.passes_end`). A transport connection
+(TCP, TLS, WebSocket, domain socket, HTTP/2, QUIC, mKCP) is never half-closed: 4.34's
+proxies never call ``CloseWrite`` (freedom, socks, http, dokodemo-door copy and return),
+so a target whose client half-closed sees its end only when the relay ends (the other
+direction's ``downlinkOnly`` / ``uplinkOnly`` timer, or both directions done), and so
+does a client whose target finished first.
 """
 
 from __future__ import annotations
@@ -50,17 +50,10 @@ from typing import Any
 
 from v2py.app.idle import IdleTimer
 from v2py.app.policy import Timeouts
-from v2py.transport.stream import Stream
+from v2py.transport.stream import Stream, passes_end
 from v2py.transport.turns import SMALL_BYTES, TICK_BYTES, Turns, turns_of
 
-__all__ = [
-    "RELAY_READ_BYTES",
-    "SMALL_BYTES",
-    "TICK_BYTES",
-    "TURN_BYTES",
-    "passes_end",
-    "relay",
-]
+__all__ = ["RELAY_READ_BYTES", "SMALL_BYTES", "TICK_BYTES", "TURN_BYTES", "relay"]
 
 #: Largest read per copy step: a whole uvloop read (256,000 bytes) passes unsplit.
 RELAY_READ_BYTES = 256 * 1024
@@ -69,12 +62,6 @@ RELAY_READ_BYTES = 256 * 1024
 TURN_BYTES = 256 * 1024
 # TICK_BYTES (the per-iteration budget) and SMALL_BYTES (arrivals never held) live in
 # transport/turns.py: mKCP streams spend the same budget.
-
-
-def passes_end(stream: object) -> bool:
-    """Whether the relay calls ``stream.write_eof()`` when the direction towards it
-    ends (the stream's ``relays_end``; a stream that does not say is a proxy layer)."""
-    return bool(getattr(stream, "relays_end", True))
 
 
 def _nothing() -> None:
@@ -112,7 +99,7 @@ class ActivityTimer(IdleTimer):
 
 
 async def _copy(src: Stream, dst: Stream, timer: ActivityTimer, then: float) -> None:
-    """Copy until ``src`` ends, pass the end on to ``dst`` (:func:`passes_end`), then
+    """Copy until ``src`` ends, pass the end on to ``dst`` (``passes_end``), then
     allow ``then`` idle seconds."""
     read = src.read
     write = dst.write

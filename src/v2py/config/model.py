@@ -171,7 +171,7 @@ def _check_listen(value: object) -> str:
     """An IP address, ``"localhost"``, or a Unix socket path (``/...``, ``@...``)."""
     if not isinstance(value, str):
         raise fail(f"{describe(value)} is not an IP address string")
-    if value.startswith(("/", "@")):
+    if is_unix_listen(value):
         if value in ("/", "@", "@@") or "\0" in value:
             raise fail(f"{describe(value)} is not a Unix socket path")
         return value

@@ -93,7 +93,9 @@ class TcpTransport:
     async def listen(
         self, host: str, port: int, handler: StreamHandler, *, reuse_port: bool = False
     ) -> Listener:
-        if host.startswith(("/", "@")):
+        from v2py.config.model import is_unix_listen
+
+        if is_unix_listen(host):
             # An inbound's listen path: a Unix socket, no socket options (4.34
             # ListenSystem sets no Control function for a UnixAddr).
             from v2py.transport.ds import listen_unix_path

@@ -53,6 +53,12 @@ class Stream(Protocol):
         ...
 
 
+def passes_end(stream: object) -> bool:
+    """Whether the relay passes a direction's end on to ``stream`` (its ``relays_end``;
+    a stream that does not say is a proxy layer, whose ``write_eof`` is its own end)."""
+    return bool(getattr(stream, "relays_end", True))
+
+
 class PushTarget(Protocol):
     """Receives a stream's input as it arrives (push mode, see :class:`PushStream`).
 
@@ -165,7 +171,7 @@ class StreamLayer(PushLayer):
 
     @property
     def relays_end(self) -> bool:
-        return bool(getattr(self._below, "relays_end", True))
+        return passes_end(self._below)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._below.write(data)
