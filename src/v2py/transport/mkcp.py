@@ -971,17 +971,11 @@ async def listen_kcp(
     )
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned nothing")
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if options is not None:
-            from v2py.transport.sockopt import apply_inbound_options
+    from v2py.transport.sockopt import bound_udp_socket
 
-            apply_inbound_options(sock, options)
-        sock.setblocking(False)
-        sock.bind(address)
+    family, _, proto, _, address = infos[0]
+    sock = bound_udp_socket(family, address, options, reuse_port=reuse_port, proto=proto)
+    try:
         listener = KcpListener(
             settings, handler, loop, max_sessions=max_sessions, max_half_open=max_half_open
         )

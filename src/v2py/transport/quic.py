@@ -72,6 +72,7 @@ from v2py.protocol.quic_flow import (
 from v2py.protocol.quic_packet import QuicPacketCodec
 from v2py.transport.layer import LayerHandler
 from v2py.transport.multiplex import ConnectionPool, FedStream, TaskSet, run_handler
+from v2py.transport.sockopt import bound_udp_socket
 from v2py.transport.stream import READ_CHUNK_BYTES
 
 if TYPE_CHECKING:
@@ -601,30 +602,6 @@ def _generated_pair() -> tuple[Any, Any]:
     return cert, key
 
 
-def _udp_socket(
-    family: int,
-    address: tuple[str, int],
-    options: SocketOptions | None,
-    *,
-    reuse_port: bool = False,
-) -> socket.socket:
-    """A non-blocking UDP socket with ``options`` set, bound to ``address``."""
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if options is not None:
-            from v2py.transport.sockopt import apply_inbound_options
-
-            apply_inbound_options(sock, options)
-        sock.bind(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 class QuicTransport:
     """``network: "quic"``: streams over QUIC connections wrapped per ``quicSettings``.
 
@@ -762,7 +739,7 @@ class QuicTransport:
         conn = _Connection(quic, client=True)
         codec = self._codec()
         local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-        sock = _udp_socket(family, local, self.options)
+        sock = bound_udp_socket(family, local, self.options)
         try:
             transport, udp = await loop.create_datagram_endpoint(
                 lambda: _OpeningProtocol(conn.protocol, codec), sock=sock
@@ -844,7 +821,7 @@ class QuicListener:
         server = QuicServer(configuration=self._configuration, create_protocol=self._protocol)
         self._server = server
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = _udp_socket(family, (host, port), options, reuse_port=reuse_port)
+        sock = bound_udp_socket(family, (host, port), options, reuse_port=reuse_port)
         try:
             transport, udp = await loop.create_datagram_endpoint(
                 lambda: _OpeningProtocol(server, codec), sock=sock

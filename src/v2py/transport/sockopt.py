@@ -34,6 +34,7 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "IP_ORIGDSTADDR",
@@ -45,6 +46,7 @@ __all__ = [
     "apply_inbound_options",
     "apply_outbound_options",
     "bind_transparent",
+    "bound_udp_socket",
     "original_destination_of",
     "parse_original_destination",
     "set_accepted_original_destination",
@@ -264,6 +266,30 @@ async def resolve_family(host: str, port: int, kind: int) -> list[tuple[int, tup
     return [(int(info[0]), (str(info[4][0]), int(info[4][1]))) for info in infos]
 
 
+def bound_udp_socket(
+    family: int,
+    address: tuple[Any, ...],
+    options: SocketOptions | None,
+    *,
+    reuse_port: bool = False,
+    proto: int = 0,
+) -> socket.socket:
+    """A non-blocking UDP socket with ``options`` set (as 4.34's ``ListenSystemPacket``
+    sets a packet socket's) and SO_REUSEPORT when asked, bound to ``address``."""
+    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    try:
+        sock.setblocking(False)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if options is not None:
+            apply_inbound_options(sock, options)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def connected_udp_socket(
     host: str, port: int, *, source: str | None, options: SocketOptions | None
 ) -> socket.socket:
@@ -281,13 +307,9 @@ async def connected_udp_socket(
         if not infos:
             raise OSError(f"no {host} address of the family of sendThrough {source}")
     family, _, proto, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    any_address = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    sock = bound_udp_socket(family, (source or any_address, 0), options, proto=proto)
     try:
-        sock.setblocking(False)
-        if options is not None:
-            apply_inbound_options(sock, options)
-        any_address = "::" if family == socket.AF_INET6 else "0.0.0.0"
-        sock.bind((source or any_address, 0))
         await loop.sock_connect(sock, address)
     except BaseException:
         sock.close()
