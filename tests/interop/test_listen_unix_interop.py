@@ -23,6 +23,7 @@ import pytest
 
 from tests.interop.test_h2_quic_ds_interop import _wait_unix
 from tests.support.configs import vmess_client_config
+from tests.support.forward import forwarder
 from tests.support.socks import socks5_connect
 from tests.support.v2py import run_v2py
 from tests.support.v2ray import free_port, run_v2ray
@@ -44,28 +45,6 @@ async def _serving(kind: str, config: dict[str, Any], unix: str | bytes) -> Asyn
             yield
 
 
-@contextlib.asynccontextmanager
-async def _tcp_to_unix(address: str) -> AsyncIterator[int]:
-    """A TCP port whose connections are forwarded to the Unix socket ``address``."""
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_unix_connection(address)
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-
-    server = await asyncio.start_server(forward, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-
-
 @pytest.mark.parametrize("kind", ["v2ray", "v2py"])
 async def test_vmess_ws_on_a_socket_file(
     kind: str, tmp_path: Path, echo_server: tuple[str, int]
@@ -85,7 +64,10 @@ async def test_vmess_ws_on_a_socket_file(
         "outbounds": [{"protocol": "freedom"}],
     }
     socks_port = free_port()
-    async with _serving(kind, server_cfg, path), _tcp_to_unix(path) as forward_port:
+    async with (
+        _serving(kind, server_cfg, path),
+        forwarder(lambda: asyncio.open_unix_connection(path)) as forward_port,
+    ):
         assert os.path.exists(path + ".lock")
         client_cfg = vmess_client_config(socks_port, forward_port, UUID, 0, "aes-128-gcm")
         client_cfg["outbounds"][0]["streamSettings"] = ws

@@ -10,13 +10,12 @@ with the same table on both servers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.support.configs import vmess_client_config, vmess_server_config
+from tests.support.forward import forwarder
 from tests.support.socks import socks5_connect
 from tests.support.tls_certs import TestCA
 from tests.support.v2py import run_side
@@ -53,40 +52,14 @@ def _streams(network: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return server, client
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
-
-
-@contextlib.asynccontextmanager
-async def _forwarder(port: int, header: bytes) -> AsyncIterator[int]:
-    """A TCP forwarder to ``port`` that sends ``header`` first; yields its port."""
-
-    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            writer.close()
-            return
-        up_w.write(header)
-        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
-
-    server = await asyncio.start_server(forward, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-
-
 async def _served(kind: str, network: str, header: bytes, echo_port: int) -> bool:
     socks_port, server_port = free_ports(2)
     server_stream, client_stream = _streams(network)
     server_cfg = vmess_server_config(server_port, UUID, 0)
     server_cfg["inbounds"][0]["streamSettings"] = server_stream
-    async with _forwarder(server_port, header) as forward_port:
+    async with forwarder(
+        lambda: asyncio.open_connection("127.0.0.1", server_port), header
+    ) as forward_port:
         client_cfg = vmess_client_config(socks_port, forward_port, UUID, 0, "aes-128-gcm")
         client_cfg["outbounds"][0]["streamSettings"] = client_stream
         async with (

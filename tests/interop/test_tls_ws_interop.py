@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.configs import vmess_client_config, vmess_server_config
+from tests.support.forward import pipe
 from tests.support.ports import free_port_range
 from tests.support.socks import socks5_connect
 from tests.support.tls_certs import TestCA
@@ -258,16 +259,6 @@ class _Forwarder:
         head = head.replace(b"\r\n", f"\r\nX-Forwarded-For: {self.forwarded}\r\n".encode(), 1)
         up_writer.write(head)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
@@ -315,16 +306,6 @@ async def test_proxy_protocol_source_as_4_34(
     async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", server_port)
         up_writer.write(b"PROXY TCP4 192.0.2.9 127.0.0.1 4321 80\r\n")
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
