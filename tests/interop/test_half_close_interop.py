@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -73,6 +73,26 @@ async def _proxy(client: str, server: str | None) -> AsyncIterator[int]:
         yield socks_port
 
 
+@contextlib.asynccontextmanager
+async def _requested(
+    socks_port: int, serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A target served by ``serve``, reached through SOCKS, with b"request" sent;
+    yields the client's (reader, writer)."""
+    target = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        port = target.sockets[0].getsockname()[1]
+        reader, writer = await socks5_connect(socks_port, "127.0.0.1", port)
+        try:
+            writer.write(b"request")
+            await writer.drain()
+            yield reader, writer
+        finally:
+            writer.close()
+    finally:
+        target.close()
+
+
 async def _client_half_closes(socks_port: int) -> tuple[float | None, bytes]:
     """The client sends a request and half-closes; the target answers only after the
     end. Returns (seconds until the target saw the end or None, what the client read)."""
@@ -94,23 +114,13 @@ async def _client_half_closes(socks_port: int) -> tuple[float | None, bytes]:
             await writer.drain()
         writer.close()
 
-    target = await asyncio.start_server(answer_after_end, "127.0.0.1", 0)
-    try:
-        port = target.sockets[0].getsockname()[1]
-        reader, writer = await socks5_connect(socks_port, "127.0.0.1", port)
+    async with _requested(socks_port, answer_after_end) as (reader, writer):
+        writer.get_extra_info("socket").shutdown(socket.SHUT_WR)
         try:
-            writer.write(b"request")
-            await writer.drain()
-            writer.get_extra_info("socket").shutdown(socket.SHUT_WR)
-            try:
-                got = await reader.read()
-            except OSError:
-                got = b"<reset>"
-            return await seen, got
-        finally:
-            writer.close()
-    finally:
-        target.close()
+            got = await reader.read()
+        except OSError:
+            got = b"<reset>"
+        return await seen, got
 
 
 async def _target_finishes(socks_port: int) -> tuple[bytes, float]:
@@ -124,22 +134,12 @@ async def _target_finishes(socks_port: int) -> tuple[bytes, float]:
             await writer.drain()
         writer.close()
 
-    target = await asyncio.start_server(answer_and_close, "127.0.0.1", 0)
-    try:
-        port = target.sockets[0].getsockname()[1]
-        reader, writer = await socks5_connect(socks_port, "127.0.0.1", port)
-        try:
-            writer.write(b"request")
-            await writer.drain()
-            answer = await reader.readexactly(6)
-            start = time.monotonic()
-            rest = await reader.read()
-            assert rest == b""
-            return answer, time.monotonic() - start
-        finally:
-            writer.close()
-    finally:
-        target.close()
+    async with _requested(socks_port, answer_and_close) as (reader, writer):
+        answer = await reader.readexactly(6)
+        start = time.monotonic()
+        rest = await reader.read()
+        assert rest == b""
+        return answer, time.monotonic() - start
 
 
 @pytest.mark.parametrize(("client", "server"), TOPOLOGIES, ids=IDS)
