@@ -1,12 +1,12 @@
 """Routing ``attrs`` expressions (protocol/attrs.py) and the attributes the HTTP inbound
-gives a plain request (protocol/http_proxy.py ``routing_attributes``)."""
+gives a plain request (protocol/http_proxy.py ``ForwardPlan.attributes``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from v2py.protocol.attrs import compile_attrs
-from v2py.protocol.http_proxy import make_proxy_request, routing_attributes
+from v2py.protocol.http_proxy import make_proxy_request, plan_forward_request
 
 ATTRS = {":method": "GET", ":path": "/api/v1", "user-agent": "", "x-a": "b,c"}
 
@@ -85,7 +85,7 @@ def test_plain_request_attributes_as_4_34() -> None:
             ("Pragma", "no-cache"),
         ],
     )
-    assert routing_attributes(request, chunked=False) == {
+    assert plan_forward_request(request, chunked=False, length=0).attributes == {
         ":method": "POST",
         ":path": "/a b/c",
         "x-multi": "1",  # the first value; X-Gone and Keep-Alive went with Connection

@@ -470,17 +470,24 @@ class ForwardPlan:
 
     ``chunked`` bodies are re-chunked (:func:`encode_chunk`, :func:`encode_last_chunk`);
     otherwise the body bytes pass as they are. ``trailers`` tells whether the request
-    declared trailers (Go forwards received trailers only then).
+    declared trailers (Go forwards received trailers only then). ``attributes`` is what
+    4.34's HTTP inbound gives routing's ``attrs``: ``:method`` (upper case), ``:path``
+    (``URL.Path``) and each header left after Go's parsing and 4.34's hop-by-hop
+    removal, lower-cased name -> first value, ``user-agent`` "" when absent.
     """
 
     head: bytes
     chunked: bool
     trailers: bool
+    attributes: dict[str, str]
 
 
-def _forwarded_header(request: ProxyRequest, *, chunked: bool) -> tuple[GoHeader, list[str]]:
-    """The request's header once Go's ``ReadRequest`` and 4.34's ``handlePlainHTTP``
-    are done with it, and the declared trailer keys."""
+def plan_forward_request(request: ProxyRequest, *, chunked: bool, length: int) -> ForwardPlan:
+    """The request as 4.34 writes it to the origin (Go ``Request.Write``).
+
+    ``chunked``/``length`` is the client's body framing (``length`` is ignored when
+    chunked).
+    """
     header = GoHeader(request.headers)
     # http.ReadRequest: fixPragmaCacheControl, then the transfer headers.
     pragma = header.values("Pragma")
@@ -495,29 +502,10 @@ def _forwarded_header(request: ProxyRequest, *, chunked: bool) -> tuple[GoHeader
             header.delete("Trailer")
     # v2ray handlePlainHTTP
     remove_hop_by_hop(header)
-    return header, trailer_keys
-
-
-def routing_attributes(request: ProxyRequest, *, chunked: bool) -> dict[str, str]:
-    """What 4.34's HTTP inbound gives routing's ``attrs`` for a plain request:
-    ``:method`` (upper case), ``:path`` (``URL.Path``) and each remaining header,
-    lower-cased name -> first value; ``user-agent`` is "" when absent."""
-    header, _ = _forwarded_header(request, chunked=chunked)
-    if not header.get("User-Agent"):
-        header.set("User-Agent", "")
     attributes = {":method": request.method.upper(), ":path": request.path}
     for name in header.names():
         attributes[name.lower()] = header.get(name)
-    return attributes
-
-
-def plan_forward_request(request: ProxyRequest, *, chunked: bool, length: int) -> ForwardPlan:
-    """The request as 4.34 writes it to the origin (Go ``Request.Write``).
-
-    ``chunked``/``length`` is the client's body framing (``length`` is ignored when
-    chunked).
-    """
-    header, trailer_keys = _forwarded_header(request, chunked=chunked)
+    attributes.setdefault("user-agent", "")  # 4.34 sets an absent User-Agent to ""
     user_agent = header.get("User-Agent") if header.has("User-Agent") else ""
     header.set("Connection", "close")
     lines = [f"{request.method} {request.request_uri} HTTP/1.1\r\n", f"Host: {request.host}\r\n"]
@@ -533,7 +521,10 @@ def plan_forward_request(request: ProxyRequest, *, chunked: bool, length: int) -
     lines.append(header.encode(_REQUEST_WRITE_EXCLUDED))
     lines.append("\r\n")
     return ForwardPlan(
-        head="".join(lines).encode("latin-1"), chunked=chunked, trailers=bool(trailer_keys)
+        head="".join(lines).encode("latin-1"),
+        chunked=chunked,
+        trailers=bool(trailer_keys),
+        attributes=attributes,
     )
 
 

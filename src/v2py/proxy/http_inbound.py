@@ -54,7 +54,6 @@ from v2py.protocol.http_proxy import (
     encode_last_chunk,
     plan_client_response,
     plan_forward_request,
-    routing_attributes,
 )
 from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, Stream
 
@@ -160,7 +159,7 @@ class HttpInbound:
             session,
             destination=tcp(host, port),
             access=AccessMessage(session.source_text(), request.target),
-            attributes=routing_attributes(request, chunked=head.chunked),
+            attributes=plan.attributes,
             # 4.34's Content.Protocol for a plain request (sniffing may replace it)
             sniffed_protocol="http/1.1",
         )
