@@ -163,7 +163,7 @@ def load_outbound(data: dict[str, Any], where: str) -> OutboundConfig:
     result: OutboundConfig = _copy(
         outbound, {"stream": _effective_stream(outbound.stream, None, outbound.path)}
     )
-    _refuse_undialable(result)
+    _refuse_h2_connect(result)
     return result
 
 
@@ -363,7 +363,7 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         for o in outbounds
     ]
     for outbound in outbounds:
-        _refuse_undialable(outbound)
+        _refuse_h2_connect(outbound)
     inbounds = [_unix_listen(i) for i in inbounds]
     for inbound in inbounds:
         _check_port(inbound)
@@ -417,18 +417,8 @@ def _effective_stream(
     return result
 
 
-#: Outbounds that dial through their ``streamSettings`` in v2py.
-_STREAM_DIALERS = frozenset({"vmess", "socks", "http", "freedom"})
 #: Go's ALPN offer when ``alpn`` is empty and the dialer asks for nothing else.
 _GO_ALPN = ("h2", "http/1.1")
-
-
-def _refuse_undialable(outbound: OutboundConfig) -> None:
-    """The HTTP outbound's TLS must not offer ``h2`` (see :func:`_refuse_h2_connect`).
-    Every outbound that dials (VMess, SOCKS, HTTP, freedom for TCP) dials through its
-    ``streamSettings``, as 4.34; blackhole dials nothing."""
-    if outbound.protocol in _STREAM_DIALERS:
-        _refuse_h2_connect(outbound)
 
 
 def _refuse_h2_connect(outbound: OutboundConfig) -> None:
