@@ -159,11 +159,13 @@ def pause_gc_for_startup() -> None:
 def resume_gc(*, freeze: bool) -> None:
     """Undo :func:`pause_gc_for_startup` (a no-op otherwise). ``freeze`` (serving):
     what start-up made is kept out of later collections (``gc.freeze``), so the first
-    collections do not scan it all on the first connections."""
+    collections do not scan it all on the first connections; its garbage cycles are
+    collected first (~10 ms, ~0.5-1 MiB that freezing would keep for good)."""
     global _gc_paused
     if _gc_paused:
         _gc_paused = False
         if freeze:
+            gc.collect()
             gc.freeze()
             _, gen1, gen2 = gc.get_threshold()
             gc.set_threshold(SERVING_GC_GEN0, gen1, gen2)
