@@ -36,6 +36,7 @@ INBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
 OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "freedom": {},
     "blackhole": {},
+    "dns": {"network": "udp", "address": "127.0.0.1", "port": 53},
     "vmess": {"vnext": [{"address": "127.0.0.1", "port": 1, "users": [{"id": UUID_A}]}]},
     "socks": {"servers": [{"address": "127.0.0.1", "port": 1, "users": [{"user": "u"}]}]},
     "http": {"servers": [{"address": "127.0.0.1", "port": 1}]},

@@ -25,6 +25,7 @@ from v2py.app.session import SniffingSettings
 from v2py.config.model import Config, InboundConfig, OutboundConfig, StreamConfig
 from v2py.config.settings import (
     BlackholeSettings,
+    DnsOutboundSettings,
     DokodemoSettings,
     FreedomSettings,
     HttpInboundSettings,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from v2py.protocol.vmess.account import VmessUser
     from v2py.protocol.vmess.constants import SecurityType
     from v2py.protocol.vmess.impl import VmessImpl
-    from v2py.proxy.freedom import Resolver
+    from v2py.proxy.freedom import DomainStrategy, FreedomOutbound, Resolver
     from v2py.proxy.socks_outbound import PacketChannel, PacketOpener, UpstreamServer
     from v2py.proxy.vmess_inbound import DetourLookup, VmessInbound
     from v2py.proxy.vmess_outbound import ServerEntry
@@ -325,21 +326,32 @@ class Builder:
         stats = self.stats
         match cfg.settings:
             case FreedomSettings() as s:
-                from v2py.proxy.freedom import DomainStrategy, FreedomOutbound
+                from v2py.proxy.freedom import DomainStrategy
 
-                freedom = FreedomOutbound(
-                    tag=tag,
-                    socket_options=self._socket_options(cfg.path, cfg.stream),
-                    source=cfg.source_address,
+                freedom = self._freedom(
+                    cfg,
                     domain_strategy=DomainStrategy(s.domain_strategy),
                     redirect=s.redirect_override,
                     user_level=s.user_level,
-                    policy=self.policy,
-                    resolver=self.resolver,
-                    transport=self._freedom_transport(cfg, chain := self._chain(cfg)),
-                    open_packets=chain.open_packets if chain is not None else None,
                 )
                 return stats.direct_outbound(freedom) if stats is not None else freedom
+            case DnsOutboundSettings() as s:
+                from v2py.app.dns import DnsClient
+                from v2py.common.net import Network, normalize_address
+                from v2py.proxy.dns_outbound import DnsOutbound
+
+                # What it forwards is dialled as 4.34's Handler.Dial dials (freedom's way,
+                # one attempt) and counted as this outbound's traffic.
+                forward = self._freedom(cfg, dial_delays=(0.0,))
+                client = self.resolver if isinstance(self.resolver, DnsClient) else None
+                return DnsOutbound(
+                    tag=tag,
+                    client=client or DnsClient.system(),
+                    forward=stats.direct_outbound(forward) if stats is not None else forward,
+                    network=Network(s.network) if s.network else None,
+                    address=normalize_address(s.address) if s.address else None,
+                    port=s.port or None,
+                )
             case BlackholeSettings() as s:
                 from v2py.proxy.blackhole import BlackholeOutbound
 
@@ -380,6 +392,33 @@ class Builder:
                 )
             case other:
                 _unreachable(other)
+
+    def _freedom(
+        self,
+        cfg: OutboundConfig,
+        *,
+        domain_strategy: DomainStrategy | None = None,
+        redirect: tuple[str | None, int | None] = (None, None),
+        user_level: int = 0,
+        dial_delays: tuple[float, ...] | None = None,
+    ) -> FreedomOutbound:
+        """A freedom outbound dialling with ``cfg``'s stream, socket and chain settings."""
+        from v2py.proxy.freedom import DIAL_DELAYS_S, DomainStrategy, FreedomOutbound
+
+        chain = self._chain(cfg)
+        return FreedomOutbound(
+            tag=cfg.tag,
+            socket_options=self._socket_options(cfg.path, cfg.stream),
+            source=cfg.source_address,
+            domain_strategy=domain_strategy or DomainStrategy.AS_IS,
+            redirect=redirect,
+            user_level=user_level,
+            dial_delays=DIAL_DELAYS_S if dial_delays is None else dial_delays,
+            policy=self.policy,
+            resolver=self.resolver,
+            transport=self._freedom_transport(cfg, chain),
+            open_packets=chain.open_packets if chain is not None else None,
+        )
 
     def _chain(self, cfg: OutboundConfig) -> ChainTransport | None:
         """Under ``proxySettings``: the dialer through the outbound with that tag."""

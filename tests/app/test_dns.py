@@ -75,7 +75,8 @@ class FakeDnsServer(asyncio.DatagramProtocol):
                     dns.rrset.from_text(question.name, self.ttl, "IN", kind, *found)
                 )
         assert self.transport is not None
-        self.transport.sendto(reply.to_wire(), addr)
+        # Records in the order given (dnspython shuffles them by default).
+        self.transport.sendto(reply.to_wire(want_shuffle=False), addr)
 
     def names(self) -> list[tuple[str, str]]:
         return [

@@ -43,7 +43,8 @@ BOTH_REJECT = {
     "dest-override-ftp-string", "domain-override-ftp", "policy-negative", "policy-level-key",
     "listen-domain", "send-through-domain", "freedom-redirect", "blackhole-response",
     "legacy-inbound-detour-port", "legacy-inbound-settings", "case-insensitive-key",
-    "mux-concurrency-1025", "mux-concurrency-off-1025",
+    "mux-concurrency-1025", "mux-concurrency-off-1025", "dns-out-port-70000",
+    "dns-out-network-number",
 }  # fmt: skip
 
 # 4.34 looks up the "type" key of header objects case-sensitively (a raw map

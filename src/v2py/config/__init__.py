@@ -28,6 +28,7 @@ from v2py.config.model import (
 from v2py.config.settings import (
     AccountConfig,
     BlackholeSettings,
+    DnsOutboundSettings,
     DokodemoSettings,
     FreedomSettings,
     HttpInboundSettings,
@@ -47,6 +48,7 @@ __all__ = [
     "AccountConfig",
     "AllocateConfig",
     "BlackholeSettings",
+    "DnsOutboundSettings",
     "Config",
     "DokodemoSettings",
     "EnvSwitches",

@@ -14,6 +14,7 @@ from typing import Final
 from v2py.config.base import ConfigModel
 from v2py.config.settings import (
     BlackholeSettings,
+    DnsOutboundSettings,
     DokodemoSettings,
     FreedomSettings,
     HttpInboundSettings,
@@ -44,6 +45,7 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
     {
         "freedom": FreedomSettings,
         "blackhole": BlackholeSettings,
+        "dns": DnsOutboundSettings,
         "vmess": VmessOutboundSettings,
         "socks": SocksOutboundSettings,
         "http": HttpOutboundSettings,
@@ -56,5 +58,5 @@ UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset(
     {"shadowsocks", "vless", "trojan", "mtproto"}
 )
 UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset(
-    {"shadowsocks", "vless", "trojan", "mtproto", "dns", "loopback"}
+    {"shadowsocks", "vless", "trojan", "mtproto", "loopback"}
 )

@@ -35,6 +35,7 @@ __all__ = [
     "BlackholeResponseConfig",
     "BlackholeSettings",
     "DEFAULT_ALTER_ID",
+    "DnsOutboundSettings",
     "DokodemoSettings",
     "FreedomSettings",
     "HttpInboundSettings",
@@ -397,6 +398,25 @@ class BlackholeSettings(ConfigModel):
     response: BlackholeResponseConfig = Field(default_factory=lambda: BlackholeResponseConfig())
 
 
+class DnsOutboundSettings(ConfigModel):
+    """``dns`` outbound ``settings`` (4.34 ``infra/conf/dns_proxy.go``): where the
+    queries it does not answer itself are forwarded instead of their destination's
+    network / address / port (empty or 0: keep)."""
+
+    network: Annotated[
+        str,
+        BeforeValidator(
+            one_of(
+                {"": "", "tcp": "tcp", "udp": "udp"},
+                shown=("tcp", "udp"),
+                refused={"unix": "not supported by v2py"},
+            )
+        ),
+    ] = ""
+    address: Address | None = None
+    port: Uint16 = 0
+
+
 #: RFC 1929 sends the user name and the password with one length byte each.
 _RFC1929_MAX_BYTES = 0xFF
 
@@ -475,6 +495,7 @@ InboundSettings = (
 OutboundSettings = (
     FreedomSettings
     | BlackholeSettings
+    | DnsOutboundSettings
     | VmessOutboundSettings
     | SocksOutboundSettings
     | HttpOutboundSettings

@@ -126,7 +126,7 @@ class DnsClient:
             if answer is not None:
                 if answer.domain is None:
                     if not answer.ips:
-                        raise DnsLookupError(f"{domain}: empty response (static hosts)")
+                        raise DnsLookupError(f"{domain}: empty response (static hosts)", empty=True)
                     return answer.ips
                 log.debug("dns: domain replaced: %s -> %s", domain, answer.domain)
                 domain = answer.domain

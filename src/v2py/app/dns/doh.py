@@ -623,8 +623,17 @@ class DohNameServer:
             return tuple(ips)
         if expired:
             return None
-        if (ipv4 and _TYPE_A in entries) or (ipv6 and _TYPE_AAAA in entries):
-            raise DnsLookupError(f"{self.name}: empty response")
+        # 4.34 keeps the last failed kind's rcode (A then AAAA).
+        failed = [
+            entry.rcode
+            for kind, wanted in ((_TYPE_A, ipv4), (_TYPE_AAAA, ipv6))
+            if wanted and (entry := entries.get(kind)) is not None
+        ]
+        if failed:
+            rcode = next((r for r in reversed(failed) if r != _RCODE_NOERROR), None)
+            if rcode is not None:
+                raise DnsLookupError(f"{self.name}: rcode {rcode}", rcode=rcode)
+            raise DnsLookupError(f"{self.name}: empty response", empty=True)
         return None
 
     async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:

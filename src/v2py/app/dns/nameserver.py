@@ -72,11 +72,23 @@ _QUERY_PATH: contextvars.ContextVar[bool] = contextvars.ContextVar("v2py_dns_que
 
 class DnsLookupError(Exception):
     """A lookup failed. ``retry_next`` is True for timeouts and expectIPs mismatches,
-    the only failures after which 4.34 asks the next server."""
+    the only failures after which 4.34 asks the next server. ``rcode``: the server
+    answered with that error code (4.34 ``RCodeError``); ``empty``: the name has no
+    address of the asked family (4.34 ``ErrEmptyResponse``). The ``dns`` outbound
+    answers those two and stays silent on any other failure."""
 
-    def __init__(self, message: str, *, retry_next: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_next: bool = False,
+        rcode: int | None = None,
+        empty: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retry_next = retry_next
+        self.rcode = rcode
+        self.empty = empty
 
 
 class NameServer(Protocol):
@@ -92,24 +104,27 @@ class NameServer(Protocol):
 
 
 class LocalNameServer:
-    """The system resolver."""
+    """The system resolver. As 4.34's ``localdns`` client it asks for every address
+    and keeps the asked families: a name with addresses of the other family only is
+    an empty response (not a failure), e.g. an AAAA question for an IPv4-only name."""
 
     name = "localhost"
 
     async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:
-        family = socket.AF_UNSPEC if ipv4 and ipv6 else socket.AF_INET if ipv4 else socket.AF_INET6
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(domain, None, family=family, type=socket.SOCK_STREAM)
+            infos = await loop.getaddrinfo(
+                domain, None, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM
+            )
         except (OSError, UnicodeError) as exc:
             raise DnsLookupError(f"system resolver: {exc}") from None
         found: dict[bytes, None] = {}
         for info in infos:
             packed = pack_ip(str(info[4][0]).partition("%")[0])
-            if packed is not None:
+            if packed is not None and (ipv4 if len(packed) == 4 else ipv6):
                 found[packed] = None
         if not found:
-            raise DnsLookupError("system resolver: empty response")
+            raise DnsLookupError("system resolver: empty response", empty=True)
         return tuple(found)
 
     async def aclose(self) -> None:
@@ -367,8 +382,8 @@ class UdpNameServer:
             return ips
         failed = next((r.rcode for r in records if r.rcode != _RCODE_NOERROR), None)
         if failed is not None:
-            raise DnsLookupError(f"{self.name}: rcode {failed}")
-        raise DnsLookupError(f"{self.name}: empty response")
+            raise DnsLookupError(f"{self.name}: rcode {failed}", rcode=failed)
+        raise DnsLookupError(f"{self.name}: empty response", empty=True)
 
     async def _record(self, fqdn: str, rdtype: int) -> _Record:
         cached = self._cache.get((fqdn, rdtype))
