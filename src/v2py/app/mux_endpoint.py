@@ -161,6 +161,8 @@ class MuxSubStream(QueuedPush):
         if self._read_eof or self._abort is not None:
             return
         self._queue_in(data)
+        if self.buffered:
+            self._endpoint._grown = True
 
     def _end_input(self) -> None:
         self._read_eof = True
@@ -393,6 +395,8 @@ class MuxEndpoint:
         self._drain_fut: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._paused = False
+        # Some session's buffer grew since the last _check_room (only that can pause).
+        self._grown = False
         self._flush_queued = False
         self.closed = False
 
@@ -480,7 +484,8 @@ class MuxEndpoint:
             raise
         finally:
             self._flush()
-            self._check_room()
+            if self._paused or self._grown:
+                self._check_room()
 
     def _opened(self, session_id: int, destination: Destination) -> None:
         old = self._subs.get(session_id)
@@ -579,7 +584,8 @@ class MuxEndpoint:
     def _forget(self, sub: MuxSubStream) -> None:
         if self._subs.get(sub.session_id) is sub:
             del self._subs[sub.session_id]
-        self._check_room()
+        if self._paused:  # a session going away only frees room
+            self._check_room()
 
     # -- flow control -------------------------------------------------------------------
     def _consumed(self) -> None:
@@ -587,6 +593,10 @@ class MuxEndpoint:
             self._check_room()
 
     def _check_room(self) -> None:
+        """Pause input when a session or the connection holds too much (O(sessions):
+        called only while paused or after a buffer grew; a server keeps ended
+        sessions for their downlinkOnly time, hundreds on a busy connection)."""
+        self._grown = False
         total = 0
         limit = self._session_buffer
         over = False
