@@ -178,11 +178,6 @@ async def test_socks_udp_through_a_chain() -> None:
             "Proxy tag is not set.",
         ),
         (
-            [{**upstream_out("http", 1), "streamSettings": {"security": "tls"}}],
-            "outbounds[0].streamSettings.tlsSettings.alpn",
-            "HTTP/2 CONNECT",
-        ),
-        (
             [{"protocol": "socks", "settings": {"servers": []}}],
             "outbounds[0].settings.servers",
             "no servers",

@@ -163,7 +163,6 @@ def load_outbound(data: dict[str, Any], where: str) -> OutboundConfig:
     result: OutboundConfig = _copy(
         outbound, {"stream": _effective_stream(outbound.stream, None, outbound.path)}
     )
-    _refuse_h2_connect(result)
     return result
 
 
@@ -362,8 +361,6 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         _copy(o, {"stream": _effective_stream(o.stream, merged.transport, o.path)})
         for o in outbounds
     ]
-    for outbound in outbounds:
-        _refuse_h2_connect(outbound)
     inbounds = [_unix_listen(i) for i in inbounds]
     for inbound in inbounds:
         _check_port(inbound)
@@ -415,32 +412,6 @@ def _effective_stream(
     }
     result: StreamConfig = _copy(stream, updates)
     return result
-
-
-#: Go's ALPN offer when ``alpn`` is empty and the dialer asks for nothing else.
-_GO_ALPN = ("h2", "http/1.1")
-
-
-def _refuse_h2_connect(outbound: OutboundConfig) -> None:
-    """4.34's HTTP outbound speaks HTTP/2 CONNECT when TLS right under it negotiates
-    ``h2`` (``proxy/http/client.go``); v2py speaks only HTTP/1.1 CONNECT, so an ALPN
-    offer that includes ``h2`` (Go's default) is refused."""
-    stream = outbound.stream
-    tls = stream.tls
-    if outbound.protocol != "http" or tls is None:
-        return
-    # Under proxySettings only TLS is kept; tcp with the HTTP header and ws, h2, quic
-    # hide the TLS connection from the HTTP client, which then always speaks HTTP/1.1.
-    tls_on_top = outbound.proxy_settings is not None or (
-        stream.network in ("kcp", "ds")
-        or (stream.network == "tcp" and (stream.tcp is None or stream.tcp.header.type == "none"))
-    )
-    if tls_on_top and "h2" in (tls.alpn or _GO_ALPN):
-        raise ConfigError(
-            f"{outbound.path}.streamSettings.tlsSettings.alpn",
-            'HTTP/2 CONNECT (ALPN "h2", which Go offers by default) is not supported by '
-            'v2py yet; set "alpn": ["http/1.1"]',
-        )
 
 
 def _check_proxy_chains(

@@ -392,19 +392,31 @@ class _H2Connection:
 
     async def open_stream(self, authority: str, path: str) -> H2Stream:
         """Send the PUT request and wait for the 200. Raises OSError."""
+        headers = [
+            (b":authority", authority.encode()),
+            (b":method", b"PUT"),
+            (b":path", path.encode()),
+            (b":scheme", b"https"),
+            (b"accept-encoding", b"identity"),
+            (b"user-agent", b"Go-http-client/2.0"),
+        ]
+        stream, status = await self.open_request(headers)
+        if status != 200:
+            stream.close()
+            raise ConnectionRefusedError(f"unexpected status {status}")
+        return stream
+
+    async def open_request(
+        self, headers: list[tuple[bytes, bytes]], first: bytes = b""
+    ) -> tuple[H2Stream, int]:
+        """Send a request with ``headers`` (and ``first`` as its first DATA, at once, as
+        Go's transport streams a request body before the answer); return the stream
+        and the response status once it came. Raises OSError."""
         import h2.exceptions
 
         loop = asyncio.get_running_loop()
         try:
             sid = self.h2.get_next_available_stream_id()
-            headers = [
-                (b":authority", authority.encode()),
-                (b":method", b"PUT"),
-                (b":path", path.encode()),
-                (b":scheme", b"https"),
-                (b"accept-encoding", b"identity"),
-                (b"user-agent", b"Go-http-client/2.0"),
-            ]
             self.h2.send_headers(sid, headers)
         except h2.exceptions.H2Error as exc:
             raise ConnectionResetError(f"HTTP/2: cannot open a stream: {exc}") from exc
@@ -412,16 +424,15 @@ class _H2Connection:
         self.streams[sid] = stream
         waiter: asyncio.Future[int] = loop.create_future()
         self._responses[sid] = waiter
+        if first:
+            stream.write(first)
         self.flush()
         try:
             status = await waiter
         except BaseException:
             stream.close()
             raise
-        if status != 200:
-            stream.close()
-            raise ConnectionRefusedError(f"unexpected status {status}")
-        return stream
+        return stream, status
 
     def client_event(self, event: h2.events.Event) -> None:
         import h2.events
