@@ -572,13 +572,6 @@ class Builder:
             case SocksInboundSettings() as s:
                 from v2py.proxy.socks_inbound import SocksInbound
 
-                if s.udp and socket_options(cfg.stream) is not None:
-                    # 4.34 sets them on the UDP socket too; v2py's socks UDP does not yet.
-                    raise ConfigError(
-                        f"{cfg.path}.streamSettings.sockopt",
-                        "with socks udp not supported by v2py yet",
-                    )
-
                 return SocksInbound(
                     tag=tag,
                     listen=cfg.listen,
@@ -592,6 +585,8 @@ class Builder:
                     sniffing=sniffing,
                     reuse_port=reuse_port,
                     strict_udp=self._socks_strict_udp(cfg, s.udp),
+                    # 4.34 sets sockopt on the UDP relay socket too (ListenSystemPacket).
+                    socket_options=self._socket_options(cfg.path, cfg.stream) if s.udp else None,
                 )
             case HttpInboundSettings() as s:
                 from v2py.proxy.http_inbound import HttpInbound

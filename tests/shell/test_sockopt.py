@@ -432,3 +432,28 @@ def test_sockopt_and_send_through_accepted_on_every_network() -> None:
             }
         )
         load_config([("t.json", text)], {})
+
+
+@needs_root
+async def test_socks_udp_relay_socket_carries_sockopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socks inbound with ``udp`` sets ``sockopt`` on its UDP relay socket too (4.34's
+    proxyman listens with ListenSystemPacket); v2py refused that config before."""
+    seen = _record_option_sockets(monkeypatch)
+    (port,) = free_ports_of(1, (socket.SOCK_STREAM, socket.SOCK_DGRAM))
+    config = {
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": port,
+                "protocol": "socks",
+                "settings": {"udp": True},
+                "streamSettings": {"sockopt": {"mark": 13}},
+            }
+        ],
+        "outbounds": [{"protocol": "freedom"}],
+    }
+    async with run_v2py(config):
+        udp_socks = [s for s in seen if s.type == socket.SOCK_DGRAM]
+        assert len(udp_socks) == 1
+        assert udp_socks[0].getsockopt(socket.SOL_SOCKET, SO_MARK) == 13
+        assert udp_socks[0].getsockname() == ("127.0.0.1", port)

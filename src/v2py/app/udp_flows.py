@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from v2py.app.handler import Dispatch
 from v2py.app.idle import IdleTimer
@@ -21,6 +22,9 @@ from v2py.app.packet import PacketLink
 from v2py.app.session import Session, session_logger
 from v2py.common.net import Destination
 from v2py.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from v2py.transport.sockopt import SocketOptions
 
 __all__ = [
     "UDP_FLOW_IDLE_S",
@@ -230,17 +234,38 @@ class UdpFlowServer(asyncio.DatagramProtocol):
 
 
 async def open_udp_flow_server(
-    host: str, port: int, *, reuse_port: bool = False, **kwargs: object
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    options: SocketOptions | None = None,
+    **kwargs: object,
 ) -> tuple[UdpFlowServer, int]:
     """Bind a :class:`UdpFlowServer` on ``host:port``; return it and the bound port.
 
-    ``reuse_port`` sets SO_REUSEPORT (worker processes sharing the port).
+    ``reuse_port`` sets SO_REUSEPORT (worker processes sharing the port); ``options``
+    (``sockopt``) are set on the socket before it is bound, as 4.34's
+    ``ListenSystemPacket`` sets them.
     """
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpFlowServer(**kwargs),  # type: ignore[arg-type]
-        local_addr=(host, port),
-        reuse_port=reuse_port or None,
-    )
+    if options is None:
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: UdpFlowServer(**kwargs),  # type: ignore[arg-type]
+            local_addr=(host, port),
+            reuse_port=reuse_port or None,
+        )
+    else:
+        from v2py.transport.sockopt import bound_udp_socket
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = bound_udp_socket(family, (host, port), options, reuse_port=reuse_port)
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: UdpFlowServer(**kwargs),  # type: ignore[arg-type]
+                sock=sock,
+            )
+        except BaseException:
+            sock.close()
+            raise
     sockname = transport.get_extra_info("sockname")
     return protocol, int(sockname[1])

@@ -36,9 +36,9 @@ from v2py.transport.sockopt import (
     SocketOptions,
     TproxyMode,
     accepted_original_destination,
-    apply_inbound_options,
     apply_outbound_options,
     bind_transparent,
+    bound_udp_socket,
     parse_original_destination,
 )
 from v2py.transport.stream import Stream
@@ -168,9 +168,7 @@ class DokodemoInbound:
                 source_idle=self._udp_idle,
             )
             return
-        sock = _udp_listening_socket(
-            self._listen or "0.0.0.0", self._port, self._options, reuse_port=self._reuse_port
-        )
+        sock = _udp_socket(self._listen or "0.0.0.0", self._port, self._options, self._reuse_port)
         loop = asyncio.get_running_loop()
         try:
             _, server = await loop.create_datagram_endpoint(
@@ -195,9 +193,7 @@ class DokodemoInbound:
         )
         # 4.34 sets SO_REUSEPORT on every listener; here it also lets a response socket
         # bind the listener's own address when that was the original destination.
-        sock = _udp_listening_socket(
-            self._listen or "0.0.0.0", self._port, options, reuse_port=True
-        )
+        sock = _udp_socket(self._listen or "0.0.0.0", self._port, options, True)
         fallback = udp(self._address, self._dest_port) if self._address is not None else None
 
         server = _TransparentUdp(
@@ -227,22 +223,11 @@ _READ_BATCH = 64
 Address = tuple[str, int]
 
 
-def _udp_listening_socket(
-    host: str, port: int, options: SocketOptions, *, reuse_port: bool
+def _udp_socket(
+    host: str, port: int, options: SocketOptions | None, reuse_port: bool
 ) -> socket.socket:
-    """A bound, non-blocking UDP socket with ``options`` set before binding."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        apply_inbound_options(sock, options)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bound_udp_socket(family, (host, port), options, reuse_port=reuse_port)
 
 
 class _TransparentFlow:

@@ -48,6 +48,7 @@ from v2py.protocol.socks5 import (
     encode_udp_datagram,
     udp_associate_reply_host,
 )
+from v2py.transport.sockopt import SocketOptions
 from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, Stream
 
 __all__ = ["SocksInbound"]
@@ -132,8 +133,11 @@ class SocksInbound:
         udp_source_idle: float = UDP_SOURCE_IDLE_S,
         reuse_port: bool = False,
         strict_udp: bool = False,
+        socket_options: SocketOptions | None = None,
     ) -> None:
         self.tag = tag
+        #: ``sockopt`` of the UDP relay socket (the TCP listener's are the transport's).
+        self._options = socket_options
         self._strict_udp = strict_udp
         # strict_udp: IP (see _host_key) -> live ASSOCIATE control connections from it
         self._associations: dict[str, int] = {}
@@ -194,6 +198,7 @@ class SocksInbound:
             self._listen or "0.0.0.0",
             self._port,
             reuse_port=self._reuse_port,
+            options=self._options,
             make_session=make_session,
             dispatcher=dispatcher,
             decode=decode,
