@@ -31,6 +31,8 @@ RULES = [
     ("attrs[':path'] == '/a b'", "decoded"),
     # Host is no header any more once Go has read the request
     ("attrs['x-list'] in ['one', 'two'] and not 'host' in attrs", "list"),
+    # Starlark strings are bytes: a UTF-8 literal equals the header's bytes, len counts them
+    ("attrs.get('x-utf') == 'café' and len(attrs['x-utf']) == 5", "utf"),
 ]
 SINKS = sorted({tag for _, tag in RULES} | {"other"})
 #: (request line and headers after the Host line, the sink it must reach)
@@ -49,6 +51,8 @@ CASES = [
     ("GET {url}/a%20b HTTP/1.1\r\n" + UA, "decoded"),
     ("GET {url}/x HTTP/1.1\r\nX-List: two\r\n" + UA, "list"),
     ("GET {url}/x HTTP/1.1\r\nX-List: three\r\n" + UA, "other"),
+    ("GET {url}/x HTTP/1.1\r\nX-Utf: café\r\n" + UA, "utf"),
+    ("GET {url}/x HTTP/1.1\r\nX-Utf: cafe\r\n" + UA, "other"),
 ]
 
 

@@ -40,6 +40,13 @@ def test_expressions(code: str, expected: bool) -> None:
     assert compile_attrs(code).matches(ATTRS) is expected
 
 
+def test_len_of_a_string_counts_utf8_bytes_as_starlark() -> None:
+    attrs = {"x-name": "café", "x-raw": "\udce9"}  # a lone byte kept as a surrogate escape
+    assert compile_attrs("len(attrs['x-name']) == 5").matches(attrs) is True
+    assert compile_attrs("len(attrs['x-raw']) == 1").matches(attrs) is True
+    assert compile_attrs("len(['a', 'bb']) == 2").matches(attrs) is True
+
+
 def test_sessions_without_attributes_never_match() -> None:
     assert compile_attrs("True").matches(None) is False
     assert compile_attrs("True").matches({}) is True
@@ -93,3 +100,13 @@ def test_plain_request_attributes_as_4_34() -> None:
         "cache-control": "no-cache",
         "user-agent": "",
     }
+
+
+def test_non_ascii_header_values_compare_and_count_as_starlark_bytes() -> None:
+    """4.34 hands Starlark the header's bytes: a UTF-8 literal equals them and ``len``
+    counts bytes (v2py's header values are kept as latin-1 text elsewhere)."""
+    raw = "café".encode().decode("latin-1")  # how the HTTP parser hands the value on
+    request = make_proxy_request("get", "http://h.test/", "HTTP/1.1", [("X-Name", raw)])
+    attributes = plan_forward_request(request, chunked=False, length=0).attributes
+    assert compile_attrs("attrs['x-name'] == 'café'").matches(attributes) is True
+    assert compile_attrs("len(attrs['x-name']) == 5").matches(attributes) is True

@@ -15,6 +15,11 @@ list / tuple literals, ``len(...)``, ``attrs.get(...)`` and the string methods i
 :data:`METHODS`. Anything else is refused when the config is loaded (one line naming
 ``attrs``), never guessed. The checked expression is compiled once and evaluated with
 no builtins but ``len``; no attribute other than those methods is reachable.
+
+Starlark strings are bytes: the header values are the request's bytes read as UTF-8
+(anything else kept as surrogate escapes), so a UTF-8 literal compares as in 4.34, and
+``len`` of a string counts its UTF-8 bytes. Left different: indexing a non-ASCII string
+gives a character where Starlark gives a byte.
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ from types import CodeType
 __all__ = ["METHODS", "AttrsMatcher", "compile_attrs"]
 
 log = logging.getLogger(__name__)
+
+
+def _starlark_len(value: object) -> int:
+    """Starlark's ``len``: a string's length is its UTF-8 bytes (header bytes that are
+    not UTF-8 were kept as surrogate escapes), anything else counts its elements."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogateescape"))
+    return len(value)  # type: ignore[arg-type]
+
 
 #: Methods callable in an expression: Starlark's dict ``get`` and string methods whose
 #: results are the same in Python for the same arguments.
@@ -135,7 +149,9 @@ class AttrsMatcher:
             return False
         try:
             # The tree was checked: only the names and methods above are reachable.
-            result = eval(self._code, {"__builtins__": {}, "len": len}, {"attrs": attributes})  # noqa: S307
+            result = eval(  # noqa: S307
+                self._code, {"__builtins__": {}, "len": _starlark_len}, {"attrs": attributes}
+            )
         except Exception as exc:  # a Starlark evaluation error: not satisfied (4.34)
             log.info("router: attr matcher > %s", exc)
             return False

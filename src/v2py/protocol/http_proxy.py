@@ -504,7 +504,10 @@ def plan_forward_request(request: ProxyRequest, *, chunked: bool, length: int) -
     remove_hop_by_hop(header)
     attributes = {":method": request.method.upper(), ":path": request.path}
     for name in header.names():
-        attributes[name.lower()] = header.get(name)
+        # Starlark strings are bytes: the header's bytes as UTF-8 (others kept as escapes),
+        # so that a literal compares as in 4.34 and len() counts the bytes.
+        value = header.get(name).encode("latin-1").decode("utf-8", "surrogateescape")
+        attributes[name.lower()] = value
     attributes.setdefault("user-agent", "")  # 4.34 sets an absent User-Agent to ""
     user_agent = header.get("User-Agent") if header.has("User-Agent") else ""
     header.set("Connection", "close")
