@@ -175,3 +175,17 @@ async def test_concurrent_dials_all_carry_their_bytes() -> None:
         assert got == [p for _, p in rest]
         assert len(echo.peers) == count
     await client.aclose()
+
+
+def test_first_congestion_window_is_quic_gos() -> None:
+    """Both ends start with quic-go 0.29's 32 x 1252-byte window (aioquic: 10 packets)."""
+    from aioquic.quic.congestion.base import create_congestion_control
+
+    from v2py.transport.quic import INITIAL_CONGESTION_WINDOW_BYTES
+
+    for client in (True, False):
+        config = QuicTransport(quic(), None)._configuration(client=client)
+        control = create_congestion_control(
+            config.congestion_control_algorithm, max_datagram_size=config.max_datagram_size
+        )
+        assert control.congestion_window == INITIAL_CONGESTION_WINDOW_BYTES == 40_064
