@@ -40,7 +40,8 @@ class ChainSpec:
 
     @property
     def is_udp(self) -> bool:
-        """mKCP and QUIC: a UDP server port, and the smaller bulk / many-connection sizes."""
+        """mKCP and QUIC: a UDP server port and the smaller many-connection size (the
+        smaller bulk size is mKCP's only)."""
         return self.network in ("kcp", "quic")
 
 
