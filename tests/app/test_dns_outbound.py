@@ -255,3 +255,38 @@ async def _slow_udp(out: DnsOutbound, messages: list[bytes]) -> list[bytes]:
         link.close()
         await task
     return replies
+
+
+async def test_counters_count_only_forwarded_bytes_as_4_34() -> None:
+    """4.34 counts an outbound's traffic on what it dials: answered questions cost
+    nothing, a forwarded one counts its bytes up and the reply's down."""
+    import json
+
+    from tests.app.test_dns import dns_server
+    from v2py.config.load import load_config
+    from v2py.instance import Instance
+
+    async with dns_server({"a.test": ["10.0.0.1"]}) as fake:
+        data = {
+            "stats": {},
+            "policy": {"system": {"statsOutboundUplink": True, "statsOutboundDownlink": True}},
+            "dns": {"hosts": {"hosted.test": "10.0.0.9"}},
+            "outbounds": [{"tag": "dns-out", "protocol": "dns"}],
+        }
+        loaded = load_config([("t.json", json.dumps(data))], {})
+        instance = Instance(loaded.config, env={})
+        out = instance.outbounds.get("dns-out")
+        assert out is not None and instance.stats_manager is not None
+        a = query("hosted.test", "A", 1)
+        mx = query("a.test", "MX", 2)
+        try:
+            replies = await udp_session(out, session(udp("127.0.0.1", fake.port)), [a, mx], 2)
+        finally:
+            await instance.close()
+        forwarded = [r for r in replies if dns.message.from_wire(r).id == 2]
+        assert len(replies) == 2 and len(forwarded) == 1
+        counts = dict(instance.stats_manager.query("outbound>>>dns-out"))
+        assert counts == {
+            "outbound>>>dns-out>>>traffic>>>uplink": len(mx),
+            "outbound>>>dns-out>>>traffic>>>downlink": len(forwarded[0]),
+        }
