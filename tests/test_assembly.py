@@ -40,6 +40,11 @@ OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "vmess": {"vnext": [{"address": "127.0.0.1", "port": 1, "users": [{"id": UUID_A}]}]},
     "socks": {"servers": [{"address": "127.0.0.1", "port": 1, "users": [{"user": "u"}]}]},
     "http": {"servers": [{"address": "127.0.0.1", "port": 1}]},
+    "vless": {
+        "vnext": [
+            {"address": "127.0.0.1", "port": 1, "users": [{"id": UUID_A, "encryption": "none"}]}
+        ]
+    },
 }
 NETWORKS = {"tcp": TcpTransport, "kcp": KcpTransport}
 

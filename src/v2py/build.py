@@ -34,6 +34,7 @@ from v2py.config.settings import (
     SocksInboundSettings,
     SocksOutboundSettings,
     SocksServerConfig,
+    VlessOutboundSettings,
     VmessInboundSettings,
     VmessOutboundSettings,
     VmessServerConfig,
@@ -369,6 +370,27 @@ class Builder:
                     aead_forced=self.config.switches.vmess_aead_forced,
                     padding=self.config.switches.vmess_padding,
                     impl=self.vmess_impl,
+                )
+            case VlessOutboundSettings() as s:
+                import uuid
+
+                from v2py.proxy.vless_outbound import VlessOutbound, VlessServer, VlessUser
+
+                return VlessOutbound(
+                    tag=tag,
+                    servers=[
+                        VlessServer(
+                            server.address,
+                            server.port,
+                            tuple(
+                                VlessUser(uuid.UUID(u.id).bytes, u.level, u.email)
+                                for u in server.users
+                            ),
+                        )
+                        for server in s.vnext
+                    ],
+                    policy=self.policy,
+                    transport=self._dial_transport(cfg),
                 )
             case SocksOutboundSettings() as s:
                 from v2py.proxy.socks_outbound import SocksOutbound

@@ -290,6 +290,13 @@ BAD: list[Bad] = [
     Bad("dns-out-network-unix", config(outbounds=[{"protocol": "dns",
                                                    "settings": {"network": "unix"}}]),
         "outbounds[0].settings.network", '"unix" is not supported by v2py'),
+    Bad("vless-out-no-encryption", config(outbounds=[{"protocol": "vless", "settings": {
+        "vnext": [{"address": "127.0.0.1", "port": 1, "users": [{"id": UUID_A}]}]}}]),
+        "outbounds[0].settings.vnext[0].users[0].encryption",
+        'please add/set "encryption":"none" for every user'),
+    Bad("vless-out-no-users", config(outbounds=[{"protocol": "vless", "settings": {
+        "vnext": [{"address": "127.0.0.1", "port": 1, "users": []}]}}]),
+        "outbounds[0].settings.vnext[0].users", '"users" is empty'),
     # --- legacy layout and case-insensitive keys keep the written location
     Bad("legacy-inbound-detour-port", {"inbound": socks_in(),
                                        "inboundDetour": [socks_in(port="9-8")]},

@@ -21,6 +21,7 @@ from v2py.config.settings import (
     HttpOutboundSettings,
     SocksInboundSettings,
     SocksOutboundSettings,
+    VlessOutboundSettings,
     VmessInboundSettings,
     VmessOutboundSettings,
 )
@@ -47,6 +48,7 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "blackhole": BlackholeSettings,
         "dns": DnsOutboundSettings,
         "vmess": VmessOutboundSettings,
+        "vless": VlessOutboundSettings,
         "socks": SocksOutboundSettings,
         "http": HttpOutboundSettings,
     }
@@ -58,5 +60,5 @@ UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset(
     {"shadowsocks", "vless", "trojan", "mtproto"}
 )
 UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset(
-    {"shadowsocks", "vless", "trojan", "mtproto", "loopback"}
+    {"shadowsocks", "trojan", "mtproto", "loopback"}
 )

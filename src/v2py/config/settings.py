@@ -56,6 +56,9 @@ __all__ = [
     "VmessOutboundSettings",
     "VmessServerConfig",
     "VmessUserConfig",
+    "VlessOutboundSettings",
+    "VlessServerConfig",
+    "VlessUserConfig",
 ]
 
 # The user's VMess reference says a missing ``default.alterId`` means 64.
@@ -314,6 +317,57 @@ class VmessOutboundSettings(ConfigModel):
         return self
 
 
+def _vless_encryption(value: object) -> str:
+    if value != "none":
+        # 4.34's own words (infra/conf/vless.go).
+        raise fail('please add/set "encryption":"none" for every user')
+    return "none"
+
+
+def _vless_flow(value: object) -> str:
+    if value != "":
+        raise fail(f"{describe(value)} is not supported by v2py (4.34 never sends a flow)")
+    return ""
+
+
+class VlessUserConfig(ConfigModel):
+    """One user of a VLESS outbound server (4.34 ``infra/conf/vless.go``)."""
+
+    id: Uuid
+    encryption: Annotated[str, BeforeValidator(_vless_encryption)] = Field(
+        default="", validate_default=True
+    )
+    level: Byte = 0
+    email: Str = ""
+    flow: Annotated[str, BeforeValidator(_vless_flow)] = ""
+
+
+class VlessServerConfig(ConfigModel):
+    """One ``vnext`` entry of a VLESS outbound."""
+
+    address: Address
+    port: Port
+    users: tuple[VlessUserConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _has_users(self) -> VlessServerConfig:
+        if not self.users:
+            raise fail('"users" is empty', "users")
+        return self
+
+
+class VlessOutboundSettings(ConfigModel):
+    """VLESS outbound ``settings``."""
+
+    vnext: tuple[VlessServerConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _has_servers(self) -> VlessOutboundSettings:
+        if not self.vnext:
+            raise fail('no servers; add at least one {"address", "port", "users"} entry', "vnext")
+        return self
+
+
 # --------------------------------------------------------------------------
 # Outbounds
 
@@ -497,6 +551,7 @@ OutboundSettings = (
     | BlackholeSettings
     | DnsOutboundSettings
     | VmessOutboundSettings
+    | VlessOutboundSettings
     | SocksOutboundSettings
     | HttpOutboundSettings
 )

@@ -1,0 +1,230 @@
+"""The ``vless`` outbound (v2ray-core 4.34 ``proxy/vless/outbound``); the wire format is
+``protocol/vless.py``.
+
+As 4.34: a server is picked round robin and dialled through the outbound's transport
+(up to 5 attempts, VMess's delays), a user of it at random; the request header leaves
+with the first payload, or alone after 100 ms; the destination v1.mux.cool is command 3
+(Mux.Cool over VLESS), UDP sessions are command 2 with length-prefixed datagrams. The
+response header is checked (version) and stripped. No end marker exists: the connection
+closes when the relay ends (as for every transport, no half-close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from v2py.app.dial_guard import dial_watching
+from v2py.app.packet import PacketLink, relay_datagrams
+from v2py.app.policy import PolicyTable
+from v2py.app.relay import relay
+from v2py.app.session import Session, session_logger
+from v2py.common.net import Network
+from v2py.errors import ProtocolError, RemoteProtocolError
+from v2py.protocol.vless import (
+    COMMAND_MUX,
+    COMMAND_TCP,
+    COMMAND_UDP,
+    PacketReader,
+    ResponseHeader,
+    encode_request,
+    frame_packet,
+)
+from v2py.protocol.vmess.header import MUX_COOL_HOST
+from v2py.proxy.vmess_outbound import DIAL_DELAYS_S, DIAL_TIMEOUT_S, FIRST_PAYLOAD_WAIT_S
+from v2py.transport import Transport
+from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+
+__all__ = ["VlessOutbound", "VlessServer", "VlessStream", "VlessUser"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VlessUser:
+    id: bytes
+    level: int = 0
+    email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VlessServer:
+    address: str
+    port: int
+    users: tuple[VlessUser, ...]
+
+
+class VlessStream:
+    """The request/response framing over the transport stream ``below`` (pull mode):
+    the header goes with the first write (or alone after ``hold`` seconds), the
+    response header is stripped before the first read returns data. ``datagrams``:
+    the UDP framing (``write_datagram`` / ``read_datagram``)."""
+
+    #: No VLESS end marker: the relay never half-closes it (app/relay.py).
+    relays_end = False
+    can_push = False
+
+    def __init__(self, below: Stream, header: bytes, *, hold: float) -> None:
+        self._below = below
+        self._header: bytes | None = header
+        self._response = ResponseHeader()
+        self._pending = b""
+        self._packets: PacketReader | None = None
+        self._queue: list[bytes] = []
+        self._timer = asyncio.get_running_loop().call_later(hold, self._flush_header)
+
+    def _flush_header(self) -> None:
+        if self._header is not None:
+            header, self._header = self._header, None
+            self._below.write(header)
+
+    # -- writing ----------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if self._header is not None:
+            self._timer.cancel()
+            header, self._header = self._header, None
+            self._below.write(header + bytes(data))
+            return
+        self._below.write(data)
+
+    async def drain(self) -> None:
+        await self._below.drain()
+
+    def write_eof(self) -> None:
+        """Nothing to send: 4.34's VLESS client never half-closes."""
+
+    def write_datagram(self, data: bytes) -> None:
+        packet = frame_packet(data)
+        if packet is not None:
+            self.write(packet)
+
+    # -- reading ----------------------------------------------------------
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+            return data
+        while True:
+            data = await self._below.read(max_bytes)
+            if not data:
+                if not self._response.done:
+                    raise RemoteProtocolError("vless: connection ended before the response")
+                return b""
+            if self._response.done:
+                return data
+            try:
+                rest = self._response.feed(data)
+            except ValueError as exc:
+                raise RemoteProtocolError(f"vless: {exc}") from None
+            if rest:
+                data, self._pending = rest[:max_bytes], rest[max_bytes:]
+                return data
+
+    async def read_datagram(self) -> bytes | None:
+        if self._packets is None:
+            self._packets = PacketReader()
+        while not self._queue:
+            data = await self.read()
+            if not data:
+                return None
+            self._queue.extend(p for p in self._packets.feed(data) if p)
+        return self._queue.pop(0)
+
+    # -- the rest ----------------------------------------------------------
+    def close(self) -> None:
+        self._timer.cancel()
+        self._below.close()
+
+    async def wait_closed(self) -> None:
+        await self._below.wait_closed()
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self._below.peer
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        return self._below.local
+
+
+class VlessOutbound:
+    """The ``vless`` outbound handler; ``rng`` exists for tests."""
+
+    def __init__(
+        self,
+        *,
+        tag: str,
+        servers: Sequence[VlessServer],
+        policy: PolicyTable,
+        transport: Transport,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not servers or any(not s.users for s in servers):
+            raise ValueError("vless: every server needs a user")
+        self.tag = tag
+        self._servers = tuple(servers)
+        self._next = 0
+        self.policy = policy
+        self.transport = transport
+        self._rng = rng or random.Random()
+
+    def _pick(self) -> VlessServer:
+        server = self._servers[self._next % len(self._servers)]
+        self._next += 1
+        return server
+
+    async def _open(self, session: Session, command: int) -> VlessStream:
+        dest = session.destination
+        assert dest is not None
+        last: Exception | None = None
+        for delay in DIAL_DELAYS_S:
+            if delay:
+                await asyncio.sleep(delay)
+            server = self._pick()
+            try:
+                below = await self.transport.dial(
+                    server.address, server.port, timeout=DIAL_TIMEOUT_S
+                )
+            except (OSError, TimeoutError) as exc:
+                last = exc
+                continue
+            user = self._rng.choice(server.users)
+            try:
+                header = encode_request(user.id, command, dest.address, dest.port)
+            except ValueError:
+                below.close()
+                raise
+            if log.isEnabledFor(logging.INFO):
+                session_logger(log, session).info(
+                    "vless: tunneling request to %s via %s:%d", dest, server.address, server.port
+                )
+            return VlessStream(below, header, hold=FIRST_PAYLOAD_WAIT_S)
+        raise ConnectionError(f"vless: failed to find an available destination: {last}")
+
+    async def handle(self, session: Session, stream: Stream) -> None:
+        dest = session.destination
+        command = COMMAND_MUX if dest is not None and dest.address == MUX_COOL_HOST else COMMAND_TCP
+        timeouts = self.policy.for_level(session.level)
+        vstream, stream = await dial_watching(
+            stream, lambda: self._open(session, command), timeouts, discard=VlessStream.close
+        )
+        try:
+            await relay(stream, vstream, timeouts)
+        finally:
+            vstream.close()
+
+    async def handle_packets(self, session: Session, link: PacketLink) -> None:
+        dest = session.destination
+        assert dest is not None and dest.network is Network.UDP
+        vstream = await self._open(session, COMMAND_UDP)
+        timeouts = self.policy.for_level(session.level)
+        try:
+            await relay_datagrams(link, vstream, timeouts.downlink_only)
+        except* (OSError, ProtocolError) as errors:
+            session_logger(log, session).info("vless: udp relay ended: %s", errors.exceptions[0])
+        finally:
+            vstream.close()

@@ -1,0 +1,149 @@
+"""Interop: v2py's VLESS outbound against the real v2ray's VLESS inbound (4.34): TCP
+(1 MiB each way by hash, a server that speaks first), UDP round trips, Mux.Cool over
+VLESS, and an unknown id (4.34 closes the connection: the client gets nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
+from tests.support.v2py import run_v2py
+from tests.support.v2ray import free_port, run_v2ray
+
+pytestmark = pytest.mark.interop
+
+UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
+OTHER = "27848739-7e62-4138-9fd3-098a63964b6b"
+TIMEOUT_S = 30.0
+MIB = 1 << 20
+
+
+def server_config(port: int) -> dict[str, Any]:
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": port,
+                "protocol": "vless",
+                "settings": {"clients": [{"id": UUID}], "decryption": "none"},
+            }
+        ],
+        "outbounds": [{"protocol": "freedom"}],
+    }
+
+
+def client_config(
+    socks: int, server: int, *, user: str = UUID, mux: bool = False
+) -> dict[str, Any]:
+    outbound: dict[str, Any] = {
+        "protocol": "vless",
+        "settings": {
+            "vnext": [
+                {
+                    "address": "127.0.0.1",
+                    "port": server,
+                    "users": [{"id": user, "encryption": "none"}],
+                }
+            ]
+        },
+    }
+    if mux:
+        outbound["mux"] = {"enabled": True, "concurrency": 4}
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {"listen": "127.0.0.1", "port": socks, "protocol": "socks", "settings": {"udp": True}}
+        ],
+        "outbounds": [outbound],
+    }
+
+
+@contextlib.asynccontextmanager
+async def echo_server(greeting: bytes = b"") -> AsyncIterator[int]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if greeting:
+                writer.write(greeting)
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def bulk(socks: int, port: int) -> None:
+    reader, writer = await socks5_connect(socks, "127.0.0.1", port)
+    payload = os.urandom(MIB)
+    try:
+
+        async def send() -> None:
+            writer.write(payload)
+            await writer.drain()
+
+        sender = asyncio.create_task(send())
+        got = await reader.readexactly(MIB)
+        await sender
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("mux", [False, True], ids=["plain", "mux"])
+async def test_v2py_vless_client_to_v2ray_server(mux: bool) -> None:
+    server, socks = free_port(), free_port()
+    udp_echo, udp_port = await start_udp_echo()
+    try:
+        async with (
+            echo_server() as echo,
+            echo_server(b"hello first") as talker,
+            run_v2ray(server_config(server), wait_tcp=[server]),
+            run_v2py(client_config(socks, server, mux=mux)),
+            asyncio.timeout(TIMEOUT_S),
+        ):
+            await asyncio.gather(*(bulk(socks, echo) for _ in range(3)))
+            # The server speaks first: the header leaves alone after 100 ms.
+            reader, writer = await socks5_connect(socks, "127.0.0.1", talker)
+            try:
+                assert await reader.readexactly(11) == b"hello first"
+            finally:
+                writer.close()
+            for size in (1, 1400, 2000):  # (the socks reply holds 2038 bytes of payload)
+                payload = os.urandom(size)
+                got = await socks5_udp_roundtrip(socks, "127.0.0.1", udp_port, payload)
+                assert (size, len(got), got[:8]) == (size, size, payload[:8])
+                assert got == payload
+    finally:
+        udp_echo.close()
+
+
+async def test_unknown_id_gets_nothing() -> None:
+    server, socks = free_port(), free_port()
+    async with (
+        echo_server() as echo,
+        run_v2ray(server_config(server), wait_tcp=[server]),
+        run_v2py(client_config(socks, server, user=OTHER)),
+        asyncio.timeout(TIMEOUT_S),
+    ):
+        reader, writer = await socks5_connect(socks, "127.0.0.1", echo)
+        try:
+            writer.write(b"ping")
+            await writer.drain()
+            assert await reader.read(100) == b""
+        finally:
+            writer.close()
