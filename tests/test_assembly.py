@@ -32,6 +32,7 @@ INBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "http": {},
     "dokodemo-door": {"address": "127.0.0.1", "port": 80},
     "vmess": {"clients": [{"id": UUID_A}]},
+    "vless": {"clients": [{"id": UUID_A}], "decryption": "none"},
 }
 OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "freedom": {},

@@ -34,6 +34,7 @@ from v2py.config.settings import (
     SocksInboundSettings,
     SocksOutboundSettings,
     SocksServerConfig,
+    VlessInboundSettings,
     VlessOutboundSettings,
     VmessInboundSettings,
     VmessOutboundSettings,
@@ -642,6 +643,20 @@ class Builder:
                 )
             case VmessInboundSettings() as s:
                 return self._vmess_inbound(tag, s, where)
+            case VlessInboundSettings() as s:
+                import uuid
+
+                from v2py.proxy.vless_inbound import VlessInbound
+                from v2py.proxy.vless_outbound import VlessUser
+
+                return VlessInbound(
+                    tag=tag,
+                    users={
+                        uuid.UUID(c.id).bytes: VlessUser(uuid.UUID(c.id).bytes, c.level, c.email)
+                        for c in s.clients
+                    },
+                    policy=self.policy,
+                )
             case other:
                 _unreachable(other)
 

@@ -297,6 +297,12 @@ BAD: list[Bad] = [
     Bad("vless-out-no-users", config(outbounds=[{"protocol": "vless", "settings": {
         "vnext": [{"address": "127.0.0.1", "port": 1, "users": []}]}}]),
         "outbounds[0].settings.vnext[0].users", '"users" is empty'),
+    Bad("vless-in-no-decryption", config({"port": 1, "protocol": "vless",
+                                          "settings": {"clients": [{"id": UUID_A}]}}),
+        "inbounds[0].settings.decryption", 'please add/set "decryption":"none"'),
+    Bad("vless-in-fallbacks", config({"port": 1, "protocol": "vless", "settings": {
+        "clients": [{"id": UUID_A}], "decryption": "none", "fallbacks": [{"dest": 80}]}}),
+        "inbounds[0].settings.fallbacks", "not supported by v2py"),
     # --- legacy layout and case-insensitive keys keep the written location
     Bad("legacy-inbound-detour-port", {"inbound": socks_in(),
                                        "inboundDetour": [socks_in(port="9-8")]},

@@ -45,6 +45,7 @@ BOTH_REJECT = {
     "legacy-inbound-detour-port", "legacy-inbound-settings", "case-insensitive-key",
     "mux-concurrency-1025", "mux-concurrency-off-1025", "dns-out-port-70000",
     "dns-out-network-number", "vless-out-no-encryption", "vless-out-no-users",
+    "vless-in-no-decryption",
 }  # fmt: skip
 
 # 4.34 looks up the "type" key of header objects case-sensitively (a raw map

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -13,6 +14,7 @@ from v2py.protocol.vless import (
     COMMAND_TCP,
     COMMAND_UDP,
     PacketReader,
+    RequestDecoder,
     ResponseHeader,
     encode_request,
     frame_packet,
@@ -69,3 +71,61 @@ def test_packets_survive_any_split(packets: list[bytes], step: int) -> None:
     for i in range(0, len(wire), step):
         got += reader.feed(wire[i : i + step])
     assert got == packets
+
+
+USERS = {ID: "alice"}
+
+
+@pytest.mark.parametrize(
+    ("command", "address", "port"),
+    [(COMMAND_TCP, "1.2.3.4", 443), (COMMAND_UDP, "example.com", 53), (COMMAND_TCP, "::1", 80)],
+)
+def test_request_decoder_byte_at_a_time(command: int, address: str, port: int) -> None:
+    wire = encode_request(ID, command, address, port) + b"payload"
+    decoder = RequestDecoder(USERS.get)
+    found = None
+    for i in range(len(wire)):
+        found = decoder.feed(wire[i : i + 1])
+        if found is not None:
+            found.rest += wire[i + 1 :]
+            break
+    assert found is not None
+    assert (found.user, found.command, found.address, found.port, found.rest) == (
+        "alice",
+        command,
+        address,
+        port,
+        b"payload",
+    )
+
+
+def test_request_decoder_mux_and_addons_skipped() -> None:
+    wire = b"\x00" + ID + b"\x02\x0a\x00" + b"\x03" + b"rest"  # 2 bytes of addons
+    found = RequestDecoder(USERS.get).feed(wire)
+    assert found is not None
+    assert (found.command, found.address, found.port, found.rest) == (
+        COMMAND_MUX,
+        "v1.mux.cool",
+        0,
+        b"rest",
+    )
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [
+        (b"\x01" + ID, "invalid request version"),
+        (b"\x00" + bytes(16), "invalid request user id"),
+        (b"\x00" + ID + b"\x00\x04", "invalid request address"),
+        (b"\x00" + ID + b"\x00\x01\x00\x50\x07", "invalid request address"),
+    ],
+)
+def test_request_decoder_errors_as_4_34(wire: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        RequestDecoder(USERS.get).feed(wire)
+
+
+@given(st.binary(max_size=80))
+def test_request_decoder_never_raises_other_errors(data: bytes) -> None:
+    with contextlib.suppress(ValueError):
+        RequestDecoder(USERS.get).feed(data)

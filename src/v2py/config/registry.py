@@ -21,6 +21,7 @@ from v2py.config.settings import (
     HttpOutboundSettings,
     SocksInboundSettings,
     SocksOutboundSettings,
+    VlessInboundSettings,
     VlessOutboundSettings,
     VmessInboundSettings,
     VmessOutboundSettings,
@@ -39,6 +40,7 @@ INBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "http": HttpInboundSettings,
         "dokodemo-door": DokodemoSettings,
         "vmess": VmessInboundSettings,
+        "vless": VlessInboundSettings,
     }
 )
 
@@ -56,9 +58,7 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
 
 # Protocols V2Ray 4.34 knows but v2py does not implement: named in messages so
 # that a real config fails with "not supported" rather than "unknown".
-UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset(
-    {"shadowsocks", "vless", "trojan", "mtproto"}
-)
+UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset({"shadowsocks", "trojan", "mtproto"})
 UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset(
     {"shadowsocks", "trojan", "mtproto", "loopback"}
 )

@@ -56,6 +56,8 @@ __all__ = [
     "VmessOutboundSettings",
     "VmessServerConfig",
     "VmessUserConfig",
+    "VlessClientConfig",
+    "VlessInboundSettings",
     "VlessOutboundSettings",
     "VlessServerConfig",
     "VlessUserConfig",
@@ -342,6 +344,39 @@ class VlessUserConfig(ConfigModel):
     flow: Annotated[str, BeforeValidator(_vless_flow)] = ""
 
 
+def _vless_decryption(value: object) -> str:
+    if value != "none":
+        # 4.34's own words (infra/conf/vless.go).
+        raise fail('please add/set "decryption":"none" to every settings')
+    return "none"
+
+
+def _no_fallbacks(value: object) -> tuple[()]:
+    if value in (None, []):
+        return ()
+    raise fail("VLESS fallbacks are not supported by v2py")
+
+
+class VlessClientConfig(ConfigModel):
+    """One entry of VLESS inbound ``clients``."""
+
+    id: Uuid
+    level: Byte = 0
+    email: Str = ""
+    flow: Annotated[str, BeforeValidator(_vless_flow)] = ""
+
+
+class VlessInboundSettings(ConfigModel):
+    """VLESS inbound ``settings`` (4.34 ``infra/conf/vless.go``); fallbacks refused."""
+
+    clients: tuple[VlessClientConfig, ...] = ()
+    decryption: Annotated[str, BeforeValidator(_vless_decryption)] = Field(
+        default="", validate_default=True
+    )
+    fallbacks: Annotated[tuple[()], BeforeValidator(_no_fallbacks)] = ()
+    fallback: Annotated[tuple[()], BeforeValidator(_no_fallbacks)] = ()
+
+
 class VlessServerConfig(ConfigModel):
     """One ``vnext`` entry of a VLESS outbound."""
 
@@ -544,7 +579,11 @@ class HttpOutboundSettings(ConfigModel):
 
 
 InboundSettings = (
-    SocksInboundSettings | HttpInboundSettings | DokodemoSettings | VmessInboundSettings
+    SocksInboundSettings
+    | HttpInboundSettings
+    | DokodemoSettings
+    | VmessInboundSettings
+    | VlessInboundSettings
 )
 OutboundSettings = (
     FreedomSettings

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from v2py.common.net import pack_ip
 
@@ -24,8 +25,11 @@ __all__ = [
     "MAX_WRITTEN_PACKET_BYTES",
     "VERSION",
     "PacketReader",
+    "RequestDecoder",
     "ResponseHeader",
+    "VlessRequest",
     "encode_request",
+    "encode_response",
     "frame_packet",
 ]
 
@@ -124,3 +128,98 @@ class PacketReader:
             start += 2 + size
         del buffer[:start]
         return packets
+
+
+# -- server side ---------------------------------------------------------------------
+
+
+class VlessRequest:
+    """A decoded request header: the user (as the lookup returned it), the command,
+    the destination (``v1.mux.cool``, port 0, for Mux) and the bytes after the header."""
+
+    __slots__ = ("address", "command", "port", "rest", "user")
+
+    def __init__(self, user: object, command: int, address: str, port: int, rest: bytes) -> None:
+        self.user = user
+        self.command = command
+        self.address = address
+        self.port = port
+        self.rest = rest
+
+
+class RequestDecoder:
+    """Decodes the request header as 4.34's ``DecodeRequestHeader`` (server side).
+
+    ``lookup(id)`` returns the user of a 16-byte id or None. :meth:`feed` returns the
+    request once the header is complete, None while more is needed; raises ValueError
+    with 4.34's reason ("invalid request version", "invalid request user id",
+    "invalid request address"). The addons (protobuf) are skipped: 4.34 reads ``flow``
+    from them and uses nothing of it.
+    """
+
+    __slots__ = ("_buffer", "_lookup", "_user")
+
+    def __init__(self, lookup: Callable[[bytes], object | None]) -> None:
+        self._buffer = bytearray()
+        self._lookup = lookup
+        self._user: object | None = None
+
+    def feed(self, data: bytes) -> VlessRequest | None:
+        buffer = self._buffer
+        buffer += data
+        if not buffer:
+            return None
+        if buffer[0] != VERSION:
+            raise ValueError("invalid request version")
+        if len(buffer) < 17:
+            return None
+        if self._user is None:
+            self._user = self._lookup(bytes(buffer[1:17]))
+            if self._user is None:
+                raise ValueError("invalid request user id")
+        if len(buffer) < 18:
+            return None
+        pos = 18 + buffer[17]
+        if len(buffer) < pos + 1:
+            return None
+        command = buffer[pos]
+        pos += 1
+        if command == COMMAND_MUX:
+            return self._done("v1.mux.cool", 0, pos, command)
+        if command not in (COMMAND_TCP, COMMAND_UDP):
+            raise ValueError("invalid request address")
+        if len(buffer) < pos + 3:
+            return None
+        (port,) = _LENGTH.unpack_from(buffer, pos)
+        kind = buffer[pos + 2]
+        pos += 3
+        if kind == _ADDRESS_IPV4:
+            end = pos + 4
+        elif kind == _ADDRESS_IPV6:
+            end = pos + 16
+        elif kind == _ADDRESS_DOMAIN:
+            if len(buffer) < pos + 1:
+                return None
+            end = pos + 1 + buffer[pos]
+        else:
+            raise ValueError("invalid request address")
+        if len(buffer) < end:
+            return None
+        raw = bytes(buffer[pos:end])
+        if kind == _ADDRESS_DOMAIN:
+            address = raw[1:].decode("utf-8", "surrogateescape")
+        else:
+            import ipaddress
+
+            address = str(ipaddress.ip_address(raw))
+        return self._done(address, port, end, command)
+
+    def _done(self, address: str, port: int, end: int, command: int) -> VlessRequest:
+        rest = bytes(self._buffer[end:])
+        self._buffer.clear()
+        return VlessRequest(self._user, command, address, port, rest)
+
+
+def encode_response() -> bytes:
+    """The response header 4.34 writes: version 0, no addons."""
+    return bytes((VERSION, 0))

@@ -147,3 +147,48 @@ async def test_unknown_id_gets_nothing() -> None:
             assert await reader.read(100) == b""
         finally:
             writer.close()
+
+
+@pytest.mark.parametrize("mux", [False, True], ids=["plain", "mux"])
+async def test_v2ray_vless_client_to_v2py_server(mux: bool) -> None:
+    server, socks = free_port(), free_port()
+    udp_echo, udp_port = await start_udp_echo()
+    try:
+        async with (
+            echo_server() as echo,
+            echo_server(b"hello first") as talker,
+            run_v2py(server_config(server)),
+            run_v2ray(client_config(socks, server, mux=mux), wait_tcp=[socks]),
+            asyncio.timeout(TIMEOUT_S),
+        ):
+            await asyncio.gather(*(bulk(socks, echo) for _ in range(3)))
+            reader, writer = await socks5_connect(socks, "127.0.0.1", talker)
+            try:
+                assert await reader.readexactly(11) == b"hello first"
+            finally:
+                writer.close()
+            for size in (1, 1400, 2000):
+                payload = os.urandom(size)
+                got = await socks5_udp_roundtrip(socks, "127.0.0.1", udp_port, payload)
+                assert got == payload
+    finally:
+        udp_echo.close()
+
+
+@pytest.mark.parametrize("kind", ["v2ray", "v2py"])
+async def test_server_closes_an_unknown_id_at_once(kind: str) -> None:
+    """A raw client with a wrong id: both servers close without a byte (no drain)."""
+    import uuid
+
+    from tests.support.v2py import run_side
+    from v2py.protocol.vless import COMMAND_TCP, encode_request
+
+    server = free_port()
+    async with run_side(kind, server_config(server), server), asyncio.timeout(TIMEOUT_S):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server)
+        try:
+            writer.write(encode_request(uuid.UUID(OTHER).bytes, COMMAND_TCP, "1.2.3.4", 80))
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(100), 5) == b""
+        finally:
+            writer.close()

@@ -1,0 +1,176 @@
+"""The ``vless`` inbound (v2ray-core 4.34 ``proxy/vless/inbound``) without fallbacks; the
+wire format is ``protocol/vless.py``.
+
+As 4.34: the request header must arrive within the level-0 handshake timeout; a bad
+version, an unknown id or a bad address ends the connection at once (no drain) with a
+``rejected`` access line; the session carries the user's email and level (policy,
+stats, routing); command 3 is Mux.Cool (dispatched as ``v1.mux.cool``), command 2 UDP
+with length-prefixed datagrams both ways. The response header goes out with the first
+response bytes; a response that ends before any data closes the connection without it.
+No half-close (a VLESS stream has no end marker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from v2py.app.handler import Dispatch
+from v2py.app.log import ACCESS_REJECTED, log_access
+from v2py.app.packet import PacketLink
+from v2py.app.policy import PolicyTable
+from v2py.app.session import Session, session_logger
+from v2py.common.net import Destination, Network
+from v2py.errors import ProtocolError
+from v2py.protocol.vless import (
+    COMMAND_UDP,
+    PacketReader,
+    RequestDecoder,
+    VlessRequest,
+    encode_response,
+    frame_packet,
+)
+from v2py.proxy.vless_outbound import VlessUser
+from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+
+__all__ = ["VlessInbound", "VlessServerStream"]
+
+log = logging.getLogger(__name__)
+
+#: How 4.34 prefixes the decoder's reasons in its access log.
+_REASON_PREFIX = "v2ray.com/core/proxy/vless/encoding: "
+
+
+class VlessServerStream:
+    """The client connection after the request header: reads start with the bytes that
+    came with the header; the response header goes with the first write."""
+
+    relays_end = False
+    can_push = False
+
+    def __init__(self, below: Stream, first: bytes) -> None:
+        self._below = below
+        self._first = first
+        self._header_sent = False
+        self._packets: PacketReader | None = None
+        self._queue: list[bytes] = []
+
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
+        if self._first:
+            data, self._first = self._first[:max_bytes], self._first[max_bytes:]
+            return data
+        return await self._below.read(max_bytes)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._header_sent:
+            self._header_sent = True
+            self._below.write(encode_response() + bytes(data))
+            return
+        self._below.write(data)
+
+    async def drain(self) -> None:
+        await self._below.drain()
+
+    def write_eof(self) -> None:
+        """Nothing to send: 4.34's VLESS server never half-closes."""
+
+    async def read_datagram(self) -> bytes | None:
+        if self._packets is None:
+            self._packets = PacketReader()
+        while not self._queue:
+            data = await self.read()
+            if not data:
+                return None
+            self._queue.extend(p for p in self._packets.feed(data) if p)
+        return self._queue.pop(0)
+
+    def write_datagram(self, data: bytes) -> None:
+        packet = frame_packet(data)
+        if packet is not None:
+            self.write(packet)
+
+    def close(self) -> None:
+        self._below.close()
+
+    async def wait_closed(self) -> None:
+        await self._below.wait_closed()
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self._below.peer
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        return self._below.local
+
+
+class VlessInbound:
+    """The ``vless`` inbound handler: ``users`` maps each 16-byte id to its user."""
+
+    def __init__(self, *, tag: str, users: Mapping[bytes, VlessUser], policy: PolicyTable) -> None:
+        self.tag = tag
+        self.users = dict(users)
+        self.policy = policy
+
+    async def start(self, dispatcher: Dispatch) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    async def handle(self, session: Session, stream: Stream, dispatcher: Dispatch) -> None:
+        slog = session_logger(log, session)
+        decoder = RequestDecoder(self.users.get)
+        request: VlessRequest | None = None
+        try:
+            async with asyncio.timeout(self.policy.for_level(0).handshake):
+                while request is None:
+                    data = await stream.read(READ_CHUNK_BYTES)
+                    if not data:
+                        return  # 4.34 logs no rejection for a bare EOF
+                    request = decoder.feed(data)
+        except ValueError as exc:
+            slog.info("vless: invalid request from %s: %s", session.source_text(), exc)
+            log_access(session.source_text(), ACCESS_REJECTED, reason=f"{_REASON_PREFIX}{exc}")
+            return
+        except TimeoutError:
+            slog.info("vless: handshake timed out from %s", session.source_text())
+            return
+        user = request.user
+        assert isinstance(user, VlessUser)
+        session.user_email = user.email
+        session.level = user.level
+        network = Network.UDP if request.command == COMMAND_UDP else Network.TCP
+        session.destination = Destination(network, request.address, request.port)
+        vstream = VlessServerStream(stream, request.rest)
+        try:
+            if network is Network.UDP:
+                await self._handle_udp(session, vstream, dispatcher)
+            else:
+                await dispatcher.dispatch(session, vstream)
+        except (OSError, ProtocolError) as exc:
+            slog.info("vless: connection ends: %s", exc)
+
+    async def _handle_udp(
+        self, session: Session, vstream: VlessServerStream, dispatcher: Dispatch
+    ) -> None:
+        def send_back(data: bytes) -> None:
+            with contextlib.suppress(ConnectionError):
+                vstream.write_datagram(data)
+
+        link = PacketLink(send_back)
+
+        async def pump() -> None:
+            try:
+                while (data := await vstream.read_datagram()) is not None:
+                    link.push(data)
+            finally:
+                link.close()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(pump())
+            group.create_task(dispatcher.dispatch_packets(session, link))
