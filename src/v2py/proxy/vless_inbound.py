@@ -26,14 +26,12 @@ from v2py.common.net import Destination, Network
 from v2py.errors import ProtocolError
 from v2py.protocol.vless import (
     COMMAND_UDP,
-    PacketReader,
     RequestDecoder,
     VlessRequest,
     encode_response,
-    frame_packet,
 )
-from v2py.proxy.vless_outbound import VlessUser
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.proxy.vless_outbound import VlessLayer, VlessUser
+from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, Stream
 
 __all__ = ["VlessInbound", "VlessServerStream"]
 
@@ -43,25 +41,13 @@ log = logging.getLogger(__name__)
 _REASON_PREFIX = "v2ray.com/core/proxy/vless/encoding: "
 
 
-class VlessServerStream:
+class VlessServerStream(VlessLayer, PrefixedStream):
     """The client connection after the request header: reads start with the bytes that
     came with the header; the response header goes with the first write."""
 
-    relays_end = False
-    can_push = False
-
     def __init__(self, below: Stream, first: bytes) -> None:
-        self._below = below
-        self._first = first
+        super().__init__(first, below)
         self._header_sent = False
-        self._packets: PacketReader | None = None
-        self._queue: list[bytes] = []
-
-    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
-        if self._first:
-            data, self._first = self._first[:max_bytes], self._first[max_bytes:]
-            return data
-        return await self._below.read(max_bytes)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -71,41 +57,6 @@ class VlessServerStream:
             self._below.write(encode_response() + bytes(data))
             return
         self._below.write(data)
-
-    async def drain(self) -> None:
-        await self._below.drain()
-
-    def write_eof(self) -> None:
-        """Nothing to send: 4.34's VLESS server never half-closes."""
-
-    async def read_datagram(self) -> bytes | None:
-        if self._packets is None:
-            self._packets = PacketReader()
-        while not self._queue:
-            data = await self.read()
-            if not data:
-                return None
-            self._queue.extend(p for p in self._packets.feed(data) if p)
-        return self._queue.pop(0)
-
-    def write_datagram(self, data: bytes) -> None:
-        packet = frame_packet(data)
-        if packet is not None:
-            self.write(packet)
-
-    def close(self) -> None:
-        self._below.close()
-
-    async def wait_closed(self) -> None:
-        await self._below.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        return self._below.peer
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        return self._below.local
 
 
 class VlessInbound:

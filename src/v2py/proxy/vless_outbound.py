@@ -16,6 +16,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from v2py.app.dial_guard import dial_watching
 from v2py.app.packet import PacketLink, relay_datagrams
@@ -36,9 +37,9 @@ from v2py.protocol.vless import (
 from v2py.protocol.vmess.header import MUX_COOL_HOST
 from v2py.proxy.vmess_outbound import DIAL_DELAYS_S, DIAL_TIMEOUT_S, FIRST_PAYLOAD_WAIT_S
 from v2py.transport import Transport
-from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, StreamLayer
 
-__all__ = ["VlessOutbound", "VlessServer", "VlessStream", "VlessUser"]
+__all__ = ["VlessLayer", "VlessOutbound", "VlessServer", "VlessStream", "VlessUser"]
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +58,58 @@ class VlessServer:
     users: tuple[VlessUser, ...]
 
 
-class VlessStream:
-    """The request/response framing over the transport stream ``below`` (pull mode):
-    the header goes with the first write (or alone after ``hold`` seconds), the
-    response header is stripped before the first read returns data. ``datagrams``:
-    the UDP framing (``write_datagram`` / ``read_datagram``)."""
+class VlessLayer(StreamLayer):
+    """What both VLESS streams share over the transport stream ``_below``: no end marker
+    (the relay never half-closes one; 4.34 calls no ``CloseWrite``), pull mode only (a
+    header is stripped or added by ``read`` / ``write``), and the UDP framing
+    (``write_datagram`` / ``read_datagram``) on top of them."""
 
-    #: No VLESS end marker: the relay never half-closes it (app/relay.py).
-    relays_end = False
-    can_push = False
+    _packets: PacketReader | None = None
+    _datagrams: list[bytes]
+
+    @property
+    def relays_end(self) -> bool:
+        return False
+
+    @property
+    def can_push(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        """Nothing to send: 4.34's VLESS never half-closes."""
+
+    if TYPE_CHECKING:  # each stream has its own (a stub here would shadow a base's)
+
+        async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes: ...
+
+    def write_datagram(self, data: bytes) -> None:
+        packet = frame_packet(data)
+        if packet is not None:
+            self.write(packet)
+
+    async def read_datagram(self) -> bytes | None:
+        if self._packets is None:
+            self._packets = PacketReader()
+            self._datagrams = []
+        while not self._datagrams:
+            data = await self.read()
+            if not data:
+                return None
+            self._datagrams.extend(p for p in self._packets.feed(data) if p)
+        return self._datagrams.pop(0)
+
+
+class VlessStream(VlessLayer):
+    """The client side: the request header goes with the first write (or alone after
+    ``hold`` seconds), the response header is stripped before the first read returns
+    data."""
 
     def __init__(self, below: Stream, header: bytes, *, hold: float) -> None:
         self._below = below
+        self._push: PushTarget | None = None
         self._header: bytes | None = header
         self._response = ResponseHeader()
         self._pending = b""
-        self._packets: PacketReader | None = None
-        self._queue: list[bytes] = []
         self._timer = asyncio.get_running_loop().call_later(hold, self._flush_header)
 
     def _flush_header(self) -> None:
@@ -81,7 +117,6 @@ class VlessStream:
             header, self._header = self._header, None
             self._below.write(header)
 
-    # -- writing ----------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
@@ -92,24 +127,13 @@ class VlessStream:
             return
         self._below.write(data)
 
-    async def drain(self) -> None:
-        await self._below.drain()
-
-    def write_eof(self) -> None:
-        """Nothing to send: 4.34's VLESS client never half-closes."""
-
-    def write_datagram(self, data: bytes) -> None:
-        packet = frame_packet(data)
-        if packet is not None:
-            self.write(packet)
-
-    # -- reading ----------------------------------------------------------
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
         if self._pending:
             data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
             return data
+        below: Stream = self._below
         while True:
-            data = await self._below.read(max_bytes)
+            data = await below.read(max_bytes)
             if not data:
                 if not self._response.done:
                     raise RemoteProtocolError("vless: connection ended before the response")
@@ -124,31 +148,9 @@ class VlessStream:
                 data, self._pending = rest[:max_bytes], rest[max_bytes:]
                 return data
 
-    async def read_datagram(self) -> bytes | None:
-        if self._packets is None:
-            self._packets = PacketReader()
-        while not self._queue:
-            data = await self.read()
-            if not data:
-                return None
-            self._queue.extend(p for p in self._packets.feed(data) if p)
-        return self._queue.pop(0)
-
-    # -- the rest ----------------------------------------------------------
     def close(self) -> None:
         self._timer.cancel()
         self._below.close()
-
-    async def wait_closed(self) -> None:
-        await self._below.wait_closed()
-
-    @property
-    def peer(self) -> tuple[str, int] | None:
-        return self._below.peer
-
-    @property
-    def local(self) -> tuple[str, int] | None:
-        return self._below.local
 
 
 class VlessOutbound:
