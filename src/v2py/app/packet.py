@@ -6,7 +6,11 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from v2py.app.handler import Dispatch
+    from v2py.app.session import Session
 
 #: Queued datagrams per link before new ones are dropped (UDP may drop; never block).
 PACKET_QUEUE_LIMIT = 256
@@ -96,3 +100,29 @@ async def relay_datagrams(link: PacketLink, stream: DatagramStream, downlink_onl
             async with asyncio.timeout(downlink_only):
                 await asyncio.shield(down)
         down.cancel()
+
+
+async def dispatch_datagram_stream(
+    session: Session, stream: DatagramStream, dispatcher: Dispatch
+) -> None:
+    """Dispatch the datagrams an inbound reads from ``stream`` (a VMess or VLESS UDP
+    body) as one packet session whose answers go back on ``stream``; its writing is
+    ended when both directions are done."""
+
+    def send_back(data: bytes) -> None:
+        with contextlib.suppress(ConnectionError):
+            stream.write_datagram(data)
+
+    link = PacketLink(send_back)
+
+    async def pump() -> None:
+        try:
+            while (data := await stream.read_datagram()) is not None:
+                link.push(data)
+        finally:
+            link.close()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(pump())
+        group.create_task(dispatcher.dispatch_packets(session, link))
+    stream.write_eof()

@@ -13,13 +13,12 @@ No half-close (a VLESS stream has no end marker).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, log_access
-from v2py.app.packet import PacketLink
+from v2py.app.packet import dispatch_datagram_stream
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, session_logger
 from v2py.common.net import Destination, Network
@@ -100,28 +99,8 @@ class VlessInbound:
         vstream = VlessServerStream(stream, request.rest)
         try:
             if network is Network.UDP:
-                await self._handle_udp(session, vstream, dispatcher)
+                await dispatch_datagram_stream(session, vstream, dispatcher)
             else:
                 await dispatcher.dispatch(session, vstream)
         except (OSError, ProtocolError) as exc:
             slog.info("vless: connection ends: %s", exc)
-
-    async def _handle_udp(
-        self, session: Session, vstream: VlessServerStream, dispatcher: Dispatch
-    ) -> None:
-        def send_back(data: bytes) -> None:
-            with contextlib.suppress(ConnectionError):
-                vstream.write_datagram(data)
-
-        link = PacketLink(send_back)
-
-        async def pump() -> None:
-            try:
-                while (data := await vstream.read_datagram()) is not None:
-                    link.push(data)
-            finally:
-                link.close()
-
-        async with asyncio.TaskGroup() as group:
-            group.create_task(pump())
-            group.create_task(dispatcher.dispatch_packets(session, link))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from v2py.app import entropy
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, log_access
-from v2py.app.packet import PacketLink
+from v2py.app.packet import dispatch_datagram_stream
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, session_logger
 from v2py.common.net import Destination, Network
@@ -251,7 +251,7 @@ class VmessInbound:
         vstream = VmessStream(stream, core)  # picks up body bytes decoded with the header
         try:
             if network is Network.UDP:
-                await self._handle_udp(session, vstream, dispatcher)
+                await dispatch_datagram_stream(session, vstream, dispatcher)
             else:
                 await dispatcher.dispatch(session, vstream)
         except (OSError, ProtocolError) as exc:
@@ -287,24 +287,3 @@ class VmessInbound:
             if reset is not None:
                 reset()
         return remaining <= 0
-
-    async def _handle_udp(
-        self, session: Session, vstream: VmessStream, dispatcher: Dispatch
-    ) -> None:
-        def send_back(data: bytes) -> None:
-            with contextlib.suppress(ConnectionError):
-                vstream.write_datagram(data)
-
-        link = PacketLink(send_back)
-
-        async def pump() -> None:
-            try:
-                while (data := await vstream.read_datagram()) is not None:
-                    link.push(data)
-            finally:
-                link.close()
-
-        async with asyncio.TaskGroup() as group:
-            group.create_task(pump())
-            group.create_task(dispatcher.dispatch_packets(session, link))
-        vstream.write_eof()
