@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from v2py.protocol.framing import LengthPrefixed
+
 if TYPE_CHECKING:
     import dns.name
 
@@ -117,29 +119,11 @@ def frame_tcp(message: bytes) -> bytes:
     return _LENGTH.pack(len(message)) + message
 
 
-class TcpMessages:
-    """Splits a TCP link's bytes into messages (partial input kept for the next feed).
+class TcpMessages(LengthPrefixed):
+    """Splits a TCP link's bytes into messages; a length above
+    :data:`MAX_TCP_MESSAGE_BYTES` raises ValueError."""
 
-    :meth:`feed` raises ValueError for a length above :data:`MAX_TCP_MESSAGE_BYTES`.
-    """
-
-    __slots__ = ("_buffer",)
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer
-        buffer += data
-        messages: list[bytes] = []
-        start = 0
-        while len(buffer) - start >= 2:
-            (size,) = _LENGTH.unpack_from(buffer, start)
-            if size > MAX_TCP_MESSAGE_BYTES:
-                raise ValueError(f"message size too large: {size}")
-            if len(buffer) - start - 2 < size:
-                break
-            messages.append(bytes(buffer[start + 2 : start + 2 + size]))
-            start += 2 + size
-        del buffer[:start]
-        return messages
+        super().__init__(MAX_TCP_MESSAGE_BYTES)

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable
 
 from v2py.common.net import pack_ip
+from v2py.protocol.framing import LengthPrefixed
 
 __all__ = [
     "COMMAND_MUX",
@@ -107,27 +108,8 @@ def frame_packet(payload: bytes) -> bytes | None:
     return _LENGTH.pack(len(payload)) + payload
 
 
-class PacketReader:
-    """Splits the UDP stream into datagrams (partial input kept for the next feed)."""
-
-    __slots__ = ("_buffer",)
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer
-        buffer += data
-        packets: list[bytes] = []
-        start = 0
-        while len(buffer) - start >= 2:
-            (size,) = _LENGTH.unpack_from(buffer, start)
-            if len(buffer) - start - 2 < size:
-                break
-            packets.append(bytes(buffer[start + 2 : start + 2 + size]))
-            start += 2 + size
-        del buffer[:start]
-        return packets
+#: Splits the UDP stream into datagrams (any length, as 4.34's reader).
+PacketReader = LengthPrefixed
 
 
 # -- server side ---------------------------------------------------------------------
