@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -32,6 +31,7 @@ from v2py.app.packet import PacketLink
 from v2py.app.session import Session
 from v2py.common.net import Destination, Network
 from v2py.transport import Listener, StreamHandler
+from v2py.transport.multiplex import cancel_and_wait
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
 __all__ = ["PIPE_LIMIT_BYTES", "ChainTransport", "PacketChannel", "PipeStream", "stream_pair"]
@@ -314,10 +314,4 @@ class ChainTransport:
 
     async def aclose(self) -> None:
         """Cancel the chained sessions still running."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLOSE_WAIT_S):
-                    await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, CLOSE_WAIT_S)

@@ -31,6 +31,7 @@ from v2py.app.relay import ActivityTimer
 from v2py.app.session import Session, session_logger
 from v2py.errors import MuxError, ProtocolError
 from v2py.protocol.mux import MUX_COOL_HOST, MuxRole
+from v2py.transport.multiplex import cancel_and_wait
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
 log = logging.getLogger(__name__)
@@ -219,14 +220,7 @@ class MuxServerConnection:
         return ok
 
     async def _teardown(self) -> None:
-        tasks = set(self._tasks)
-        if not tasks:
-            return
-        for t in tasks:
-            t.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(TEARDOWN_TIMEOUT_S):
-                await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, TEARDOWN_TIMEOUT_S)
 
     # -- sessions -------------------------------------------------------------------
     def _on_open(self, sub: MuxSubStream) -> None:

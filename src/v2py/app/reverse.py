@@ -58,6 +58,7 @@ from v2py.protocol.reverse import (
     new_control,
     pick_worker,
 )
+from v2py.transport.multiplex import cancel_and_wait
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
 __all__ = ["Bridge", "BridgeWorker", "Portal", "PortalWorker", "Reverse"]
@@ -176,12 +177,9 @@ class BridgeWorker:
         return self._serve_task.done() and self._link_task.done()
 
     async def aclose(self) -> None:
-        tasks = (self._serve_task, self._link_task, *self._control_tasks)
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_WAIT_S):
-                await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(
+            (self._serve_task, self._link_task, *self._control_tasks), CLOSE_WAIT_S
+        )
 
 
 class Bridge:

@@ -33,7 +33,6 @@ session); a failed dial is logged and its message dropped, as in 4.34.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -52,6 +51,7 @@ from v2py.protocol.dns_proxy import (
     frame_tcp,
     parse_ip_query,
 )
+from v2py.transport.multiplex import cancel_and_wait
 from v2py.transport.stream import Stream
 
 __all__ = ["MAX_PENDING_LOOKUPS", "DnsOutbound"]
@@ -272,10 +272,7 @@ class _Upstream:
             self._pipe.close()
         if self._link is not None:
             self._link.close()
-        tasks = [t for t in (self._task, self._reader) if t is not None and not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLOSE_WAIT_S):
-                    await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(
+            [t for t in (self._task, self._reader) if t is not None and not t.done()],
+            CLOSE_WAIT_S,
+        )

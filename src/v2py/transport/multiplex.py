@@ -12,14 +12,15 @@ QUIC in ``quic.py``) share:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from v2py.transport.layer import LayerHandler
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
 
-__all__ = ["ConnectionPool", "FedStream", "TaskSet", "run_handler"]
+__all__ = ["ConnectionPool", "FedStream", "TaskSet", "cancel_and_wait", "run_handler"]
 
 
 class FedStream:
@@ -138,6 +139,18 @@ class ConnectionPool(Generic[C]):
 
     def clear(self) -> None:
         self._conns.clear()
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float) -> None:
+    """Cancel ``tasks`` and wait at most ``timeout`` seconds for them to end (their
+    results and errors are dropped)."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*pending, return_exceptions=True)
 
 
 class TaskSet:
