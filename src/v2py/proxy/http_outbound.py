@@ -186,7 +186,7 @@ class HttpOutbound:
             if delay:
                 await asyncio.sleep(delay)
             server = self.picker.pick()
-            user = self.picker.user(server)
+            user = self.picker.user(server.users)
             try:
                 remote, trailing = await self._tunnel(server, user, target, payload)
             except (OSError, TimeoutError, ProtocolError) as exc:  # incl. a non-200 answer

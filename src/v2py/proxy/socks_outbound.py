@@ -25,7 +25,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
@@ -87,38 +87,51 @@ class UpstreamServer:
     users: tuple[UpstreamUser, ...] = ()
 
 
-class ServerPicker:
-    """4.34's ``RoundRobinServerPicker`` and ``ServerSpec.PickUser`` (shared by the
-    SOCKS and HTTP outbounds)."""
+class _Endpoint(Protocol):
+    @property
+    def address(self) -> str: ...
 
-    def __init__(self, servers: Sequence[UpstreamServer], rng: random.Random | None = None) -> None:
+    @property
+    def port(self) -> int: ...
+
+
+S = TypeVar("S", bound=_Endpoint)
+U = TypeVar("U")
+
+
+class ServerPicker(Generic[S]):
+    """4.34's ``RoundRobinServerPicker`` and ``ServerSpec.PickUser`` (shared by the
+    SOCKS, HTTP and VLESS outbounds)."""
+
+    def __init__(self, servers: Sequence[S], rng: random.Random | None = None) -> None:
         if not servers:
             raise ValueError("0 target server")
         self.servers = tuple(servers)
         self._next = 0
         self._rng = rng or random.Random()
 
-    def pick(self) -> UpstreamServer:
+    def pick(self) -> S:
         server = self.servers[self._next]
         self._next = (self._next + 1) % len(self.servers)
         return server
 
-    def user(self, server: UpstreamServer) -> UpstreamUser | None:
-        if not server.users:
+    def user(self, users: Sequence[U]) -> U | None:
+        """A random one of a server's ``users`` (None when it has none)."""
+        if not users:
             return None
-        if len(server.users) == 1:
-            return server.users[0]
-        return server.users[self._rng.randrange(len(server.users))]
+        if len(users) == 1:
+            return users[0]
+        return users[self._rng.randrange(len(users))]
 
 
 async def dial_with_retries(
     transport: Transport,
-    picker: ServerPicker,
+    picker: ServerPicker[S],
     delays: Sequence[float],
     timeout: float,
     slog: logging.LoggerAdapter[logging.Logger],
     what: str,
-) -> tuple[Stream, UpstreamServer]:
+) -> tuple[Stream, S]:
     """Dial the next server until one answers (4.34's retry loop around ``dialer.Dial``).
 
     Raises ConnectionError naming the last failure.
@@ -244,7 +257,7 @@ class SocksOutbound:
             self.transport, self.picker, self._dial_delays, self._dial_timeout, slog, "socks"
         )
         try:
-            user = self.picker.user(server)
+            user = self.picker.user(server.users)
             timeouts = self.policy.for_level(user.level if user is not None else 0)
             try:
                 core = Socks5ClientConnection(

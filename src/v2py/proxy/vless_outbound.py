@@ -35,6 +35,7 @@ from v2py.protocol.vless import (
     frame_packet,
 )
 from v2py.protocol.vmess.header import MUX_COOL_HOST
+from v2py.proxy.socks_outbound import ServerPicker, dial_with_retries
 from v2py.proxy.vmess_outbound import DIAL_DELAYS_S, DIAL_TIMEOUT_S, FIRST_PAYLOAD_WAIT_S
 from v2py.transport import Transport
 from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, StreamLayer
@@ -168,44 +169,27 @@ class VlessOutbound:
         if not servers or any(not s.users for s in servers):
             raise ValueError("vless: every server needs a user")
         self.tag = tag
-        self._servers = tuple(servers)
-        self._next = 0
+        self.picker = ServerPicker(servers, rng)
         self.policy = policy
         self.transport = transport
-        self._rng = rng or random.Random()
-
-    def _pick(self) -> VlessServer:
-        server = self._servers[self._next % len(self._servers)]
-        self._next += 1
-        return server
 
     async def _open(self, session: Session, command: int) -> VlessStream:
         dest = session.destination
         assert dest is not None
-        last: Exception | None = None
-        for delay in DIAL_DELAYS_S:
-            if delay:
-                await asyncio.sleep(delay)
-            server = self._pick()
-            try:
-                below = await self.transport.dial(
-                    server.address, server.port, timeout=DIAL_TIMEOUT_S
-                )
-            except (OSError, TimeoutError) as exc:
-                last = exc
-                continue
-            user = self._rng.choice(server.users)
-            try:
-                header = encode_request(user.id, command, dest.address, dest.port)
-            except ValueError:
-                below.close()
-                raise
-            if log.isEnabledFor(logging.INFO):
-                session_logger(log, session).info(
-                    "vless: tunneling request to %s via %s:%d", dest, server.address, server.port
-                )
-            return VlessStream(below, header, hold=FIRST_PAYLOAD_WAIT_S)
-        raise ConnectionError(f"vless: failed to find an available destination: {last}")
+        slog = session_logger(log, session)
+        below, server = await dial_with_retries(
+            self.transport, self.picker, DIAL_DELAYS_S, DIAL_TIMEOUT_S, slog, "vless"
+        )
+        user = self.picker.user(server.users)
+        assert user is not None
+        try:
+            header = encode_request(user.id, command, dest.address, dest.port)
+        except ValueError:
+            below.close()
+            raise
+        if log.isEnabledFor(logging.INFO):
+            slog.info("vless: tunneling request to %s via %s:%d", dest, server.address, server.port)
+        return VlessStream(below, header, hold=FIRST_PAYLOAD_WAIT_S)
 
     async def handle(self, session: Session, stream: Stream) -> None:
         dest = session.destination
