@@ -6,12 +6,11 @@ the request, both tunnels on one cached connection; a non-200 answer fails the t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tests.support.forward import echo_server
 from tests.support.h2_proxy import H2ProxyRecord, h2_connect_proxy
 from tests.support.tls_certs import TestCA
 from tests.support.v2py import run_side
@@ -20,25 +19,6 @@ from tests.support.v2ray import free_port
 pytestmark = pytest.mark.interop
 
 TIMEOUT_S = 20.0
-
-
-@contextlib.asynccontextmanager
-async def echo_server() -> AsyncIterator[int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(4096):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
 
 
 def config(socks: int, proxy: int) -> dict[str, Any]:

@@ -5,16 +5,15 @@ VLESS, and an unknown id (4.34 closes the connection: the client gets nothing)."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tests.support.forward import echo_server
 from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
-from tests.support.v2py import run_v2py
+from tests.support.v2py import run_side, run_v2py
 from tests.support.v2ray import free_port, run_v2ray
 
 pytestmark = pytest.mark.interop
@@ -66,27 +65,6 @@ def client_config(
     }
 
 
-@contextlib.asynccontextmanager
-async def echo_server(greeting: bytes = b"") -> AsyncIterator[int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            if greeting:
-                writer.write(greeting)
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-
-
 async def bulk(socks: int, port: int) -> None:
     reader, writer = await socks5_connect(socks, "127.0.0.1", port)
     payload = os.urandom(MIB)
@@ -105,15 +83,18 @@ async def bulk(socks: int, port: int) -> None:
 
 
 @pytest.mark.parametrize("mux", [False, True], ids=["plain", "mux"])
-async def test_v2py_vless_client_to_v2ray_server(mux: bool) -> None:
+@pytest.mark.parametrize(
+    ("client", "server_kind"), [("v2py", "v2ray"), ("v2ray", "v2py")], ids=["v2py-out", "v2py-in"]
+)
+async def test_vless_between_v2py_and_v2ray(client: str, server_kind: str, mux: bool) -> None:
     server, socks = free_port(), free_port()
     udp_echo, udp_port = await start_udp_echo()
     try:
         async with (
             echo_server() as echo,
             echo_server(b"hello first") as talker,
-            run_v2ray(server_config(server), wait_tcp=[server]),
-            run_v2py(client_config(socks, server, mux=mux)),
+            run_side(server_kind, server_config(server), server),
+            run_side(client, client_config(socks, server, mux=mux), socks),
             asyncio.timeout(TIMEOUT_S),
         ):
             await asyncio.gather(*(bulk(socks, echo) for _ in range(3)))
@@ -149,38 +130,11 @@ async def test_unknown_id_gets_nothing() -> None:
             writer.close()
 
 
-@pytest.mark.parametrize("mux", [False, True], ids=["plain", "mux"])
-async def test_v2ray_vless_client_to_v2py_server(mux: bool) -> None:
-    server, socks = free_port(), free_port()
-    udp_echo, udp_port = await start_udp_echo()
-    try:
-        async with (
-            echo_server() as echo,
-            echo_server(b"hello first") as talker,
-            run_v2py(server_config(server)),
-            run_v2ray(client_config(socks, server, mux=mux), wait_tcp=[socks]),
-            asyncio.timeout(TIMEOUT_S),
-        ):
-            await asyncio.gather(*(bulk(socks, echo) for _ in range(3)))
-            reader, writer = await socks5_connect(socks, "127.0.0.1", talker)
-            try:
-                assert await reader.readexactly(11) == b"hello first"
-            finally:
-                writer.close()
-            for size in (1, 1400, 2000):
-                payload = os.urandom(size)
-                got = await socks5_udp_roundtrip(socks, "127.0.0.1", udp_port, payload)
-                assert got == payload
-    finally:
-        udp_echo.close()
-
-
 @pytest.mark.parametrize("kind", ["v2ray", "v2py"])
 async def test_server_closes_an_unknown_id_at_once(kind: str) -> None:
     """A raw client with a wrong id: both servers close without a byte (no drain)."""
     import uuid
 
-    from tests.support.v2py import run_side
     from v2py.protocol.vless import COMMAND_TCP, encode_request
 
     server = free_port()

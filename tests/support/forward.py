@@ -41,3 +41,19 @@ async def forwarder(connect: Connect, header: bytes = b"") -> AsyncIterator[int]
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+
+
+@contextlib.asynccontextmanager
+async def echo_server(greeting: bytes = b"") -> AsyncIterator[int]:
+    """A TCP echo server on 127.0.0.1 that first sends ``greeting`` (if any); yields
+    the port."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
+        await pipe(reader, writer)
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
