@@ -373,8 +373,7 @@ class Builder:
                     impl=self.vmess_impl,
                 )
             case VlessOutboundSettings() as s:
-                import uuid
-
+                from v2py.protocol.vmess.account import parse_uuid
                 from v2py.proxy.vless_outbound import VlessOutbound, VlessServer, VlessUser
 
                 return VlessOutbound(
@@ -384,8 +383,7 @@ class Builder:
                             server.address,
                             server.port,
                             tuple(
-                                VlessUser(uuid.UUID(u.id).bytes, u.level, u.email)
-                                for u in server.users
+                                VlessUser(parse_uuid(u.id), u.level, u.email) for u in server.users
                             ),
                         )
                         for server in s.vnext
@@ -644,18 +642,13 @@ class Builder:
             case VmessInboundSettings() as s:
                 return self._vmess_inbound(tag, s, where)
             case VlessInboundSettings() as s:
-                import uuid
-
+                from v2py.protocol.vmess.account import parse_uuid
                 from v2py.proxy.vless_inbound import VlessInbound
                 from v2py.proxy.vless_outbound import VlessUser
 
+                users = [VlessUser(parse_uuid(c.id), c.level, c.email) for c in s.clients]
                 return VlessInbound(
-                    tag=tag,
-                    users={
-                        uuid.UUID(c.id).bytes: VlessUser(uuid.UUID(c.id).bytes, c.level, c.email)
-                        for c in s.clients
-                    },
-                    policy=self.policy,
+                    tag=tag, users={user.id: user for user in users}, policy=self.policy
                 )
             case other:
                 _unreachable(other)
