@@ -33,6 +33,7 @@ INBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "dokodemo-door": {"address": "127.0.0.1", "port": 80},
     "vmess": {"clients": [{"id": UUID_A}]},
     "vless": {"clients": [{"id": UUID_A}], "decryption": "none"},
+    "shadowsocks": {"method": "aes-128-gcm", "password": "p"},
 }
 OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "freedom": {},
@@ -41,6 +42,9 @@ OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "vmess": {"vnext": [{"address": "127.0.0.1", "port": 1, "users": [{"id": UUID_A}]}]},
     "socks": {"servers": [{"address": "127.0.0.1", "port": 1, "users": [{"user": "u"}]}]},
     "http": {"servers": [{"address": "127.0.0.1", "port": 1}]},
+    "shadowsocks": {
+        "servers": [{"address": "127.0.0.1", "port": 1, "method": "none", "password": "p"}]
+    },
     "vless": {
         "vnext": [
             {"address": "127.0.0.1", "port": 1, "users": [{"id": UUID_A, "encryption": "none"}]}

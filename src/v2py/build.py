@@ -31,6 +31,8 @@ from v2py.config.settings import (
     HttpInboundSettings,
     HttpOutboundSettings,
     HttpServerConfig,
+    ShadowsocksInboundSettings,
+    ShadowsocksOutboundSettings,
     SocksInboundSettings,
     SocksOutboundSettings,
     SocksServerConfig,
@@ -391,6 +393,31 @@ class Builder:
                     policy=self.policy,
                     transport=self._dial_transport(cfg),
                 )
+            case ShadowsocksOutboundSettings() as s:
+                from v2py.protocol.shadowsocks import cipher_named, password_key
+                from v2py.proxy.shadowsocks_outbound import ShadowsocksOutbound, ShadowsocksServer
+
+                chain = self._chain(cfg)
+                servers = []
+                for server in s.servers:
+                    cipher = cipher_named(server.method)
+                    servers.append(
+                        ShadowsocksServer(
+                            server.address,
+                            server.port,
+                            cipher,
+                            password_key(server.password, cipher.key_size),
+                            server.level,
+                            server.email,
+                        )
+                    )
+                return ShadowsocksOutbound(
+                    tag=tag,
+                    servers=servers,
+                    policy=self.policy,
+                    transport=self._dial_transport(cfg, chain),
+                    open_packets=self._packet_opener(cfg, chain),
+                )
             case SocksOutboundSettings() as s:
                 from v2py.proxy.socks_outbound import SocksOutbound
 
@@ -507,7 +534,7 @@ class Builder:
         return transport
 
     def _packet_opener(self, cfg: OutboundConfig, chain: ChainTransport | None) -> PacketOpener:
-        """How the SOCKS outbound opens its UDP relay channel: a UDP socket (bound to
+        """How the SOCKS and Shadowsocks outbounds open their UDP channel: a UDP socket (bound to
         ``sendThrough``, with ``sockopt``), or the chained outbound's packet link under
         ``proxySettings``."""
         from v2py.proxy.socks_outbound import open_udp_channel
@@ -521,7 +548,7 @@ class Builder:
         if cfg.stream.tls is not None:
 
             async def refuse(host: str, port: int) -> PacketChannel:
-                raise OSError("socks: UDP through proxySettings with TLS is not supported")
+                raise OSError("UDP through proxySettings with TLS is not supported")
 
             return refuse
         return chain.open_packets
@@ -641,6 +668,30 @@ class Builder:
                 )
             case VmessInboundSettings() as s:
                 return self._vmess_inbound(tag, s, where)
+            case ShadowsocksInboundSettings() as s:
+                from v2py.protocol.shadowsocks import cipher_named, password_key
+                from v2py.proxy.shadowsocks_inbound import ShadowsocksInbound
+
+                cipher = cipher_named(s.method)
+                networks = set(s.network) or {"tcp"}
+                if s.udp:
+                    networks.add("udp")
+                return ShadowsocksInbound(
+                    tag=tag,
+                    listen=cfg.listen,
+                    port=cfg.port.first,
+                    cipher=cipher,
+                    key=password_key(s.password, cipher.key_size),
+                    level=s.level,
+                    email=s.email,
+                    networks=frozenset(networks),
+                    policy=self.policy,
+                    reuse_port=reuse_port,
+                    # 4.34's UDP worker listens with sockopt too (ListenSystemPacket).
+                    socket_options=(
+                        self._socket_options(cfg.path, cfg.stream) if "udp" in networks else None
+                    ),
+                )
             case VlessInboundSettings() as s:
                 from v2py.protocol.vmess.account import parse_uuid
                 from v2py.proxy.vless_inbound import VlessInbound

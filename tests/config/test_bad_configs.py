@@ -83,7 +83,7 @@ BAD: list[Bad] = [
     # --- protocols and required settings
     Bad("inbound-protocol-unknown", with_(BASE, "inbounds.0.protocol", "foo"),
         "inbounds[0].protocol", '"foo" is not a known protocol; use one of: socks, http'),
-    Bad("inbound-protocol-unsupported", with_(BASE, "inbounds.0.protocol", "shadowsocks"),
+    Bad("inbound-protocol-unsupported", with_(BASE, "inbounds.0.protocol", "mtproto"),
         "inbounds[0].protocol", "not supported by v2py"),
     Bad("inbound-protocol-missing", config({"port": 1}), "inbounds[0].protocol",
         "missing; add \"protocol\""),
@@ -264,8 +264,8 @@ BAD: list[Bad] = [
         "outbounds[0].streamSettings.sockopt.mark", ""),
     Bad("outbound-socks-no-servers", with_(BASE, "outbounds.0.protocol", "socks"),
         "outbounds[0].settings.servers", "no servers"),
-    Bad("outbound-shadowsocks", with_(BASE, "outbounds.0.protocol", "shadowsocks"),
-        "outbounds[0].protocol", '"shadowsocks" is not supported by v2py'),
+    Bad("outbound-mtproto", with_(BASE, "outbounds.0.protocol", "mtproto"),
+        "outbounds[0].protocol", '"mtproto" is not supported by v2py'),
     # --- outbound details
     Bad("mux-concurrency-1025",
         with_(BASE, "outbounds.0.mux", {"enabled": True, "concurrency": 1025}),
@@ -303,6 +303,23 @@ BAD: list[Bad] = [
     Bad("vless-in-fallbacks", config({"port": 1, "protocol": "vless", "settings": {
         "clients": [{"id": UUID_A}], "decryption": "none", "fallbacks": [{"dest": 80}]}}),
         "inbounds[0].settings.fallbacks", "not supported by v2py"),
+    Bad("ss-in-no-password", config({"port": 1, "protocol": "shadowsocks",
+                                     "settings": {"method": "aes-128-gcm"}}),
+        "inbounds[0].settings.password", "Shadowsocks password is not specified."),
+    Bad("ss-in-stream-cipher", config({"port": 1, "protocol": "shadowsocks", "settings": {
+        "method": "aes-256-cfb", "password": "p"}}),
+        "inbounds[0].settings.method", "unknown cipher method: aes-256-cfb"),
+    Bad("ss-in-no-method", config({"port": 1, "protocol": "shadowsocks",
+                                   "settings": {"password": "p"}}),
+        "inbounds[0].settings.method", "unknown cipher method: "),
+    Bad("ss-in-network-unix", config({"port": 1, "protocol": "shadowsocks", "settings": {
+        "method": "none", "password": "p", "network": "unix"}}),
+        "inbounds[0].settings.network", '"unix" is not a network'),
+    Bad("ss-out-no-servers", config(outbounds=[{"protocol": "shadowsocks", "settings": {}}]),
+        "outbounds[0].settings.servers", "0 Shadowsocks server configured."),
+    Bad("ss-out-no-port", config(outbounds=[{"protocol": "shadowsocks", "settings": {
+        "servers": [{"address": "127.0.0.1", "method": "none", "password": "p"}]}}]),
+        "outbounds[0].settings.servers[0].port", "missing"),
     # --- legacy layout and case-insensitive keys keep the written location
     Bad("legacy-inbound-detour-port", {"inbound": socks_in(),
                                        "inboundDetour": [socks_in(port="9-8")]},

@@ -46,6 +46,8 @@ BOTH_REJECT = {
     "mux-concurrency-1025", "mux-concurrency-off-1025", "dns-out-port-70000",
     "dns-out-network-number", "vless-out-no-encryption", "vless-out-no-users",
     "vless-in-no-decryption",
+    "ss-in-no-password", "ss-in-stream-cipher", "ss-in-no-method", "ss-out-no-servers",
+    "ss-out-no-port",
 }  # fmt: skip
 
 # 4.34 looks up the "type" key of header objects case-sensitively (a raw map

@@ -19,6 +19,8 @@ from v2py.config.settings import (
     FreedomSettings,
     HttpInboundSettings,
     HttpOutboundSettings,
+    ShadowsocksInboundSettings,
+    ShadowsocksOutboundSettings,
     SocksInboundSettings,
     SocksOutboundSettings,
     VlessInboundSettings,
@@ -41,6 +43,7 @@ INBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "dokodemo-door": DokodemoSettings,
         "vmess": VmessInboundSettings,
         "vless": VlessInboundSettings,
+        "shadowsocks": ShadowsocksInboundSettings,
     }
 )
 
@@ -51,6 +54,7 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "dns": DnsOutboundSettings,
         "vmess": VmessOutboundSettings,
         "vless": VlessOutboundSettings,
+        "shadowsocks": ShadowsocksOutboundSettings,
         "socks": SocksOutboundSettings,
         "http": HttpOutboundSettings,
     }
@@ -58,7 +62,5 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
 
 # Protocols V2Ray 4.34 knows but v2py does not implement: named in messages so
 # that a real config fails with "not supported" rather than "unknown".
-UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset({"shadowsocks", "trojan", "mtproto"})
-UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset(
-    {"shadowsocks", "trojan", "mtproto", "loopback"}
-)
+UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset({"trojan", "mtproto"})
+UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset({"trojan", "mtproto", "loopback"})

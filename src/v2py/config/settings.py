@@ -48,6 +48,9 @@ __all__ = [
     "SocksOutboundSettings",
     "SocksServerConfig",
     "SocksUserConfig",
+    "ShadowsocksInboundSettings",
+    "ShadowsocksOutboundSettings",
+    "ShadowsocksServerConfig",
     "VmessClientConfig",
     "VmessDefaultConfig",
     "VmessDetourConfig",
@@ -403,6 +406,84 @@ class VlessOutboundSettings(ConfigModel):
         return self
 
 
+#: 4.34's Shadowsocks ``method`` spellings (``cipherFromString``, any case) and the
+#: cipher each names; 4.34 has no stream ciphers.
+SHADOWSOCKS_METHODS = {
+    "aes-128-gcm": "aes-128-gcm",
+    "aead_aes_128_gcm": "aes-128-gcm",
+    "aes-256-gcm": "aes-256-gcm",
+    "aead_aes_256_gcm": "aes-256-gcm",
+    "chacha20-poly1305": "chacha20-poly1305",
+    "aead_chacha20_poly1305": "chacha20-poly1305",
+    "chacha20-ietf-poly1305": "chacha20-poly1305",
+    "none": "none",
+    "plain": "none",
+}
+
+
+def _shadowsocks_method(value: object) -> str:
+    if not isinstance(value, str):
+        raise fail(f"{describe(value)} is not a cipher method string")
+    method = SHADOWSOCKS_METHODS.get(value.lower())
+    if method is None:
+        # 4.34's own words (infra/conf/shadowsocks.go), then what it accepts.
+        shown = ", ".join(sorted({v for v in SHADOWSOCKS_METHODS.values()}))
+        raise fail(f"unknown cipher method: {value} (4.34 has {shown})")
+    return method
+
+
+def _shadowsocks_password(value: object) -> str:
+    if not isinstance(value, str):
+        raise fail(f"{describe(value)} is not a password string")
+    if not value:
+        raise fail("Shadowsocks password is not specified.")  # 4.34's words
+    return value
+
+
+ShadowsocksMethod = Annotated[str, BeforeValidator(_shadowsocks_method)]
+ShadowsocksPassword = Annotated[str, BeforeValidator(_shadowsocks_password)]
+
+
+class ShadowsocksInboundSettings(ConfigModel):
+    """Shadowsocks inbound ``settings`` (4.34 ``ShadowsocksServerConfig``): one user.
+    ``network`` empty means TCP; ``udp`` adds UDP."""
+
+    method: ShadowsocksMethod = Field(default="", validate_default=True)
+    password: ShadowsocksPassword = Field(default="", validate_default=True)
+    udp: Bool = False
+    level: Byte = 0
+    email: Str = ""
+    network: Annotated[
+        tuple[str, ...], BeforeValidator(string_list(_network_name, what='"tcp"/"udp"'))
+    ] = ()
+
+
+class ShadowsocksServerConfig(ConfigModel):
+    """One ``servers`` entry of a Shadowsocks outbound. ``ota`` is read and ignored,
+    as in 4.34 (which has no one-time auth)."""
+
+    address: Address
+    port: Port
+    method: ShadowsocksMethod = Field(default="", validate_default=True)
+    password: ShadowsocksPassword = Field(default="", validate_default=True)
+    email: Str = ""
+    ota: Bool = False
+    level: Byte = 0
+
+
+class ShadowsocksOutboundSettings(ConfigModel):
+    """Shadowsocks outbound ``settings``."""
+
+    servers: tuple[ShadowsocksServerConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _has_servers(self) -> ShadowsocksOutboundSettings:
+        if not self.servers:
+            # 4.34's own words.
+            raise fail("0 Shadowsocks server configured.", "servers")
+        return self
+
+
 # --------------------------------------------------------------------------
 # Outbounds
 
@@ -584,6 +665,7 @@ InboundSettings = (
     | DokodemoSettings
     | VmessInboundSettings
     | VlessInboundSettings
+    | ShadowsocksInboundSettings
 )
 OutboundSettings = (
     FreedomSettings
@@ -591,6 +673,7 @@ OutboundSettings = (
     | DnsOutboundSettings
     | VmessOutboundSettings
     | VlessOutboundSettings
+    | ShadowsocksOutboundSettings
     | SocksOutboundSettings
     | HttpOutboundSettings
 )

@@ -9,12 +9,12 @@ replies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 from v2py.app import entropy
+from v2py.app.drain import drain_stream
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, log_access
 from v2py.app.packet import dispatch_datagram_stream
@@ -270,20 +270,4 @@ class VmessInbound:
     ) -> bool:
         """Read and discard until the drain budget is consumed or the handshake deadline;
         True if the whole budget was read. ``received``: bytes read so far."""
-        remaining = core.drain_budget - received
-        with contextlib.suppress(TimeoutError, OSError):
-            async with asyncio.timeout_at(deadline):
-                while remaining > 0:
-                    data = await stream.read(READ_CHUNK_BYTES)
-                    if not data:
-                        return False  # the peer closed first: io.CopyN ends at EOF in 4.34 too
-                    remaining -= len(data)
-        if remaining < 0:
-            # The peer sent more than the budget: 4.34 stops reading and closes with
-            # those bytes unread, so its kernel answers RST, not FIN (drainConnection,
-            # proxy/vmess/encoding/server.go). Close the same way, or one probe tells
-            # the two apart.
-            reset = getattr(stream, "reset", None)
-            if reset is not None:
-                reset()
-        return remaining <= 0
+        return await drain_stream(stream, core.drain_budget - received, deadline)

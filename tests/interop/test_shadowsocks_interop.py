@@ -1,0 +1,158 @@
+"""Interop: Shadowsocks between v2py and the real v2ray 4.34, both directions, every
+cipher 4.34 has: TCP (1 MiB each way by hash, a server that speaks first), UDP round
+trips, Mux.Cool over Shadowsocks; and how both servers treat a client with the wrong
+password (they read on, then close without a byte)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from typing import Any
+
+import pytest
+
+from tests.support.forward import echo_server
+from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
+from tests.support.v2py import run_side
+from tests.support.v2ray import free_port
+
+pytestmark = pytest.mark.interop
+
+PASSWORD = "correct horse battery staple"
+TIMEOUT_S = 30.0
+MIB = 1 << 20
+CIPHERS = ["aes-128-gcm", "aes-256-gcm", "chacha20-poly1305", "none"]
+
+
+def server_config(port: int, method: str, *, handshake: int = 4) -> dict[str, Any]:
+    return {
+        "log": {"loglevel": "warning"},
+        "policy": {"levels": {"0": {"handshake": handshake}}},
+        "inbounds": [
+            {
+                "listen": "127.0.0.1",
+                "port": port,
+                "protocol": "shadowsocks",
+                "settings": {"method": method, "password": PASSWORD, "network": "tcp,udp"},
+            }
+        ],
+        "outbounds": [{"protocol": "freedom"}],
+    }
+
+
+def client_config(
+    socks: int, server: int, method: str, *, password: str = PASSWORD, mux: bool = False
+) -> dict[str, Any]:
+    outbound: dict[str, Any] = {
+        "protocol": "shadowsocks",
+        "settings": {
+            "servers": [
+                {"address": "127.0.0.1", "port": server, "method": method, "password": password}
+            ]
+        },
+    }
+    if mux:
+        outbound["mux"] = {"enabled": True, "concurrency": 4}
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {"listen": "127.0.0.1", "port": socks, "protocol": "socks", "settings": {"udp": True}}
+        ],
+        "outbounds": [outbound],
+    }
+
+
+async def bulk(socks: int, port: int) -> None:
+    reader, writer = await socks5_connect(socks, "127.0.0.1", port)
+    payload = os.urandom(MIB)
+    try:
+
+        async def send() -> None:
+            writer.write(payload)
+            await writer.drain()
+
+        sender = asyncio.create_task(send())
+        got = await reader.readexactly(MIB)
+        await sender
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    finally:
+        writer.close()
+
+
+CASES = [(cipher, False) for cipher in CIPHERS] + [("aes-128-gcm", True)]
+
+
+@pytest.mark.parametrize(
+    ("method", "mux"), CASES, ids=[f"{c}{'-mux' if m else ''}" for c, m in CASES]
+)
+@pytest.mark.parametrize(
+    ("client", "server_kind"), [("v2py", "v2ray"), ("v2ray", "v2py")], ids=["v2py-out", "v2py-in"]
+)
+async def test_shadowsocks_between_v2py_and_v2ray(
+    client: str, server_kind: str, method: str, mux: bool
+) -> None:
+    server, socks = free_port(), free_port()
+    udp_echo, udp_port = await start_udp_echo()
+    try:
+        async with (
+            echo_server() as echo,
+            echo_server(b"hello first") as talker,
+            run_side(server_kind, server_config(server, method), server),
+            run_side(client, client_config(socks, server, method, mux=mux), socks),
+            asyncio.timeout(TIMEOUT_S),
+        ):
+            await asyncio.gather(*(bulk(socks, echo) for _ in range(3)))
+            # The server speaks first: the client's salt and address left at once.
+            reader, writer = await socks5_connect(socks, "127.0.0.1", talker)
+            try:
+                assert await reader.readexactly(11) == b"hello first"
+            finally:
+                writer.close()
+            for size in (1, 1400, 1900):  # 4.34 cannot seal a datagram above 2048 bytes
+                payload = os.urandom(size)
+                got = await socks5_udp_roundtrip(socks, "127.0.0.1", udp_port, payload)
+                assert got == payload
+    finally:
+        udp_echo.close()
+
+
+async def _probe(port: int, data: bytes) -> tuple[str, float]:
+    """Send ``data`` and report how the server ended the connection, and when."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = loop.time()
+    try:
+        writer.write(data)
+        await writer.drain()
+        try:
+            got = await asyncio.wait_for(reader.read(100), 10)
+        except ConnectionResetError:
+            return "rst", loop.time() - start
+        return ("fin" if got == b"" else f"data {got!r}"), loop.time() - start
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("method", ["aes-128-gcm", "chacha20-poly1305"])
+async def test_wrong_password_is_drained_then_closed_as_4_34(method: str) -> None:
+    """A client with the wrong key: both servers keep reading until the handshake
+    timeout (a short probe), or close with RST at once once more than the drain budget
+    (at most 3266 + 54 + 64 bytes) arrived; neither sends a byte."""
+    from v2py.protocol.shadowsocks import cipher_named, encode_request_header, password_key
+
+    cipher = cipher_named(method)
+    wrong = password_key("wrong", cipher.key_size)
+    head, sealer = encode_request_header(cipher, wrong, "1.2.3.4", 80, os.urandom)
+    assert sealer is not None
+    short = head + sealer.seal(b"GET / HTTP/1.1\r\n\r\n")
+    results: dict[str, list[tuple[str, float]]] = {}
+    for kind in ("v2ray", "v2py"):
+        server = free_port()
+        async with run_side(kind, server_config(server, method, handshake=1), server):
+            results[kind] = list(
+                await asyncio.gather(_probe(server, short), _probe(server, os.urandom(5000)))
+            )
+    for kind, ((short_end, short_time), (long_end, long_time)) in results.items():
+        assert short_end == "fin" and 0.8 < short_time < 3, (kind, results)
+        assert long_end == "rst" and long_time < 0.8, (kind, results)
