@@ -29,6 +29,8 @@ class ChainSpec:
     mux_concurrency: int | None = None
     # streamSettings.security "tls" on both vmess sides (self-signed; client allowInsecure)
     tls: bool = False
+    # the proxy protocol between the two processes ("security" is the cipher method)
+    proxy: str = "vmess"
 
     @property
     def is_vmess(self) -> bool:
@@ -70,6 +72,10 @@ CHAINS: dict[str, ChainSpec] = {
                   security="aes-128-gcm", network="http", tls=True),
         ChainSpec("vmess-quic", "as vmess-aead-gcm over QUIC (aes-128-gcm packet encryption)",
                   security="aes-128-gcm", network="quic"),
+        ChainSpec("ss-gcm", "socks -> shadowsocks(aes-128-gcm) => shadowsocks -> freedom",
+                  security="aes-128-gcm", proxy="shadowsocks"),
+        ChainSpec("ss-chacha", "socks -> shadowsocks(chacha20-poly1305) => shadowsocks -> freedom",
+                  security="chacha20-poly1305", proxy="shadowsocks"),
     )
 }
 
@@ -168,8 +174,6 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
         },
         "streamSettings": _stream(spec),
     }
-    if spec.mux_concurrency is not None:
-        vmess_out["mux"] = {"enabled": True, "concurrency": spec.mux_concurrency}
     vmess_in = {
         "tag": "vmess-in",
         "listen": "127.0.0.1",
@@ -178,6 +182,24 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
         "settings": {"clients": [{"id": BENCH_UUID, "alterId": spec.alter_id}]},
         "streamSettings": _stream(spec, server=True),
     }
+    if spec.proxy == "shadowsocks":
+        vmess_out = {
+            "tag": "ss-out",
+            "protocol": "shadowsocks",
+            "settings": {"servers": [{"address": "127.0.0.1", "port": ports.dial,
+                                      "method": spec.security, "password": BENCH_UUID}]},
+            "streamSettings": _stream(spec),
+        }
+        vmess_in = {
+            "tag": "ss-in",
+            "listen": "127.0.0.1",
+            "port": ports.vmess,
+            "protocol": "shadowsocks",
+            "settings": {"method": spec.security, "password": BENCH_UUID},
+            "streamSettings": _stream(spec, server=True),
+        }
+    if spec.mux_concurrency is not None:
+        vmess_out["mux"] = {"enabled": True, "concurrency": spec.mux_concurrency}
     client = ProcPlan("client", {"log": LOG, "inbounds": [socks_in], "outbounds": [vmess_out]},
                       tcp_ports=[ports.socks])
     server = ProcPlan("server", {"log": LOG, "inbounds": [vmess_in], "outbounds": [freedom_out]})

@@ -47,6 +47,7 @@ static struct {
     fn_ctx_free ctx_free;
     fn_cipher aes_128_gcm;
     fn_cipher chacha20_poly1305;
+    fn_cipher aes_256_gcm; /* Shadowsocks only; NULL when missing */
     fn_init encrypt_init;
     fn_init decrypt_init;
     fn_update encrypt_update;
@@ -103,6 +104,7 @@ load_libcrypto(void)
     SYM(aes_128_ecb, "EVP_aes_128_ecb");
     SYM(set_padding, "EVP_CIPHER_CTX_set_padding");
 #undef SYM
+    *(void **)(&evp.aes_256_gcm) = dlsym(h, "EVP_aes_256_gcm");
     /* zlib's crc32 (the AuthID checksum): Python's own zlib module links the same library. */
     void *z = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
     if (z == NULL) z = dlopen("libz.so", RTLD_NOW | RTLD_LOCAL);
@@ -154,9 +156,13 @@ Aead_init(AeadObject *self, PyObject *args, PyObject *kwds)
     } else if (strcmp(cipher, "chacha20-poly1305") == 0) {
         c = evp.chacha20_poly1305();
         want = 32;
+    } else if (strcmp(cipher, "aes-256-gcm") == 0 && evp.aes_256_gcm != NULL) {
+        c = evp.aes_256_gcm();
+        want = 32;
     } else {
         PyBuffer_Release(&key);
-        PyErr_SetString(PyExc_ValueError, "cipher must be aes-128-gcm or chacha20-poly1305");
+        PyErr_SetString(PyExc_ValueError,
+                        "cipher must be aes-128-gcm, aes-256-gcm or chacha20-poly1305");
         return -1;
     }
     if (key.len != want || c == NULL) {
@@ -436,9 +442,136 @@ done_nomask:
     return result;
 }
 
+/* ------------------------------------------------------- Shadowsocks chunks */
+
+/* The Shadowsocks AEAD nonce: a 12-byte little-endian counter (its top 4 bytes stay 0). */
+static inline void
+le_nonce(unsigned char *nonce, unsigned long long counter)
+{
+    for (int i = 0; i < 8; i++) nonce[i] = (unsigned char)(counter >> (8 * i));
+    memset(nonce + 8, 0, NONCE_LEN - 8);
+}
+
+PyDoc_STRVAR(ss_seal_doc,
+"ss_seal(data, step, counter) -> (bytearray, counter)\n\n"
+"Seal ``data`` as Shadowsocks chunks of at most ``step`` payload bytes: AEAD(2-byte\n"
+"big-endian length) || AEAD(payload), one nonce step per seal from ``counter``.\n"
+"Empty data gives no chunk.");
+
+static PyObject *
+Aead_ss_seal(AeadObject *self, PyObject *args)
+{
+    Py_buffer data;
+    Py_ssize_t step;
+    unsigned long long counter;
+    if (self->ctx == NULL || !self->encrypt) {
+        PyErr_SetString(PyExc_ValueError, "context not made for sealing");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*nK", &data, &step, &counter)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (step <= 0 || step > 0x3FFF) {
+        PyErr_SetString(PyExc_ValueError, "bad step");
+        goto done;
+    }
+    Py_ssize_t n = data.len;
+    Py_ssize_t nchunks = (n + step - 1) / step;
+    PyObject *outobj = PyByteArray_FromStringAndSize(NULL, n + nchunks * (2 + 2 * AEAD_TAG));
+    if (outobj == NULL) goto done;
+    unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(outobj);
+    const unsigned char *in = (const unsigned char *)data.buf;
+    unsigned char nonce[NONCE_LEN], size[2];
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t off = 0; off < n; off += step) {
+        Py_ssize_t plen = n - off > step ? step : n - off;
+        size[0] = (unsigned char)(plen >> 8);
+        size[1] = (unsigned char)plen;
+        le_nonce(nonce, counter++);
+        if (!seal_one(self->ctx, nonce, size, 2, out + pos)) goto failed;
+        pos += 2 + AEAD_TAG;
+        le_nonce(nonce, counter++);
+        if (!seal_one(self->ctx, nonce, in + off, (int)plen, out + pos)) goto failed;
+        pos += plen + AEAD_TAG;
+    }
+    result = Py_BuildValue("NK", outobj, counter);
+    goto done;
+failed:
+    Py_DECREF(outobj);
+    PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal a chunk");
+done:
+    PyBuffer_Release(&data);
+    return result;
+}
+
+PyDoc_STRVAR(ss_open_doc,
+"ss_open(data, pos, out, opos, counter) -> (status, pos, opos, counter)\n\n"
+"Open complete Shadowsocks chunks of ``data[pos:]`` into ``out[opos:]``.  status: 0\n"
+"stopped at an incomplete chunk (``pos`` at its start: its length is opened again\n"
+"next time), 1 a zero-length chunk, the end (``pos`` after it), -1 a tag did not\n"
+"verify, 2 ``out`` is full.");
+
+static PyObject *
+Aead_ss_open(AeadObject *self, PyObject *args)
+{
+    Py_buffer data, out;
+    Py_ssize_t pos, opos;
+    unsigned long long counter;
+    if (self->ctx == NULL || self->encrypt) {
+        PyErr_SetString(PyExc_ValueError, "context not made for opening");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*nw*nK", &data, &pos, &out, &opos, &counter)) {
+        return NULL;
+    }
+    const unsigned char *in = (const unsigned char *)data.buf;
+    unsigned char *o = (unsigned char *)out.buf;
+    unsigned char nonce[NONCE_LEN], size[2];
+    int status = 0;
+    if (pos < 0 || opos < 0 || pos > data.len || opos > out.len) {
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "bad offsets");
+        return NULL;
+    }
+    while (data.len - pos >= 2 + AEAD_TAG) {
+        le_nonce(nonce, counter);
+        if (!open_one(self->ctx, nonce, in + pos, 2, size)) {
+            status = -1;
+            break;
+        }
+        Py_ssize_t plen = ((Py_ssize_t)size[0] << 8) | size[1];
+        if (plen == 0) {
+            counter++;
+            pos += 2 + AEAD_TAG;
+            status = 1;
+            break;
+        }
+        if (data.len - pos - 2 - AEAD_TAG < plen + AEAD_TAG) break;
+        if (out.len - opos < plen) {
+            status = 2;
+            break;
+        }
+        le_nonce(nonce, counter + 1);
+        if (!open_one(self->ctx, nonce, in + pos + 2 + AEAD_TAG, (int)plen, o + opos)) {
+            status = -1;
+            break;
+        }
+        counter += 2;
+        pos += 2 + 2 * AEAD_TAG + plen;
+        opos += plen;
+    }
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    return Py_BuildValue("innK", status, pos, opos, counter);
+}
+
 static PyMethodDef Aead_methods[] = {
     {"seal", (PyCFunction)Aead_seal, METH_VARARGS, seal_doc},
     {"open", (PyCFunction)Aead_open, METH_VARARGS, open_doc},
+    {"ss_seal", (PyCFunction)Aead_ss_seal, METH_VARARGS, ss_seal_doc},
+    {"ss_open", (PyCFunction)Aead_ss_open, METH_VARARGS, ss_open_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -27,7 +27,7 @@ import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -36,6 +36,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from v2py.errors import Socks5Error
 from v2py.protocol.socks5 import decode_address, encode_address
+
+try:  # optional C accelerator (setup.py): all chunks of a read or write in one call
+    from v2py import _chunkcrypt
+except ImportError:  # not built, or no system libcrypto: the loops below do the work
+    _chunkcrypt = None  # type: ignore[assignment]
 
 __all__ = [
     "CIPHERS",
@@ -92,17 +97,35 @@ class Cipher:
     def is_aead(self) -> bool:
         return self.key_size > 0
 
-    def aead(self, key: bytes, salt: bytes) -> _Aead:
-        """The AEAD of one stream or datagram: its key from ``key`` and ``salt``."""
-        subkey = HKDF(
+    def subkey(self, key: bytes, salt: bytes) -> bytes:
+        """The AEAD key of one stream or datagram: HKDF-SHA1(key, salt, "ss-subkey")."""
+        return HKDF(
             algorithm=hashes.SHA1(),  # noqa: S303 - the protocol's KDF (ss-subkey)
             length=self.key_size,
             salt=salt,
             info=_SUBKEY_INFO,
         ).derive(key)
+
+    def aead(self, key: bytes, salt: bytes) -> _Aead:
+        """The AEAD of one stream or datagram: its key from ``key`` and ``salt``."""
+        subkey = self.subkey(key, salt)
         if self.name == "chacha20-poly1305":
             return ChaCha20Poly1305(subkey)
         return AESGCM(subkey)
+
+    def sealer(self, key: bytes, salt: bytes) -> ChunkSealer:
+        """The chunk sealer of a stream that starts with ``salt``."""
+        accel = _accelerated(self.name, self.subkey(key, salt), encrypt=True)
+        if accel is not None:
+            return _BatchSealer(accel)
+        return ChunkSealer(self.aead(key, salt))
+
+    def opener(self, key: bytes, salt: bytes) -> ChunkOpener:
+        """The chunk opener of a stream that starts with ``salt``."""
+        accel = _accelerated(self.name, self.subkey(key, salt), encrypt=False)
+        if accel is not None:
+            return _BatchOpener(accel)
+        return ChunkOpener(self.aead(key, salt))
 
 
 #: 4.34's ciphers by canonical name.
@@ -229,6 +252,65 @@ class ChunkOpener:
         return b"".join(out)
 
 
+def _accelerated(name: str, subkey: bytes, *, encrypt: bool) -> Any:
+    if _chunkcrypt is None:
+        return None
+    try:
+        return _chunkcrypt.Aead(name, subkey, encrypt)
+    except (ValueError, RuntimeError):  # cipher missing from this libcrypto
+        return None
+
+
+class _BatchSealer(ChunkSealer):
+    """:class:`ChunkSealer` with every chunk of a write sealed in one C call."""
+
+    __slots__ = ("_accel",)
+
+    def __init__(self, accel: Any) -> None:
+        self._accel = accel
+        self._counter = 0
+
+    def seal(self, data: bytes | bytearray | memoryview) -> bytes:
+        sealed, self._counter = self._accel.ss_seal(data, MAX_CHUNK_PAYLOAD, self._counter)
+        return bytes(sealed)
+
+
+class _BatchOpener(ChunkOpener):
+    """:class:`ChunkOpener` with every complete chunk of a read opened in one C call."""
+
+    __slots__ = ("_accel",)
+
+    def __init__(self, accel: Any) -> None:
+        self._accel = accel
+        self._counter = 0
+        self._buffer = bytearray()
+        self._size = None
+        self.ended = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        if self.ended:
+            return b""
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            source: bytes | bytearray | memoryview = buffer
+        else:
+            source = data
+        out = bytearray(len(source))
+        status, pos, opos, self._counter = self._accel.ss_open(source, 0, out, 0, self._counter)
+        if status < 0:
+            raise ValueError(_AUTH_FAILED)
+        if status == 1:
+            self.ended = True
+            buffer.clear()
+        elif buffer:
+            del buffer[:pos]
+        else:
+            buffer += source[pos:]
+        del out[opos:]
+        return bytes(out)
+
+
 def encode_request_header(
     cipher: Cipher, key: bytes, address: str, port: int, rng: Rng
 ) -> tuple[bytes, ChunkSealer | None]:
@@ -238,7 +320,7 @@ def encode_request_header(
     if not cipher.is_aead:
         return header, None
     salt = rng(cipher.salt_size)
-    sealer = ChunkSealer(cipher.aead(key, salt))
+    sealer = cipher.sealer(key, salt)
     return salt + sealer.seal(header), sealer
 
 
@@ -277,7 +359,7 @@ class RequestDecoder:
                 data = data[need:]
                 if len(self._salt) < cipher.salt_size:
                     return None
-                opener = self._opener = ChunkOpener(cipher.aead(self._key, bytes(self._salt)))
+                opener = self._opener = cipher.opener(self._key, bytes(self._salt))
             try:
                 self._plain += opener.feed(data)
             except ValueError as exc:

@@ -179,7 +179,7 @@ class ShadowsocksInbound:
         salt = b""
         if self.cipher.is_aead:
             salt = os.urandom(self.cipher.salt_size)
-            sealer = ChunkSealer(self.cipher.aead(self.key, salt))
+            sealer = self.cipher.sealer(self.key, salt)
         sstream = ShadowsocksLayer(
             stream,
             self.cipher,

@@ -131,7 +131,7 @@ class ShadowsocksLayer(StreamLayer):
             data = data[need:]
             if len(salt) < self._cipher.salt_size:
                 return b""
-            self._opener = ChunkOpener(self._cipher.aead(self._key, bytes(salt)))
+            self._opener = self._cipher.opener(self._key, bytes(salt))
             self._salt = None
         opener = self._opener
         if opener is None:
