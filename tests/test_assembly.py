@@ -34,6 +34,7 @@ INBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "vmess": {"clients": [{"id": UUID_A}]},
     "vless": {"clients": [{"id": UUID_A}], "decryption": "none"},
     "shadowsocks": {"method": "aes-128-gcm", "password": "p"},
+    "trojan": {"clients": [{"password": "p", "email": "e@x", "level": 1}]},
 }
 OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "freedom": {},
@@ -45,6 +46,7 @@ OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "shadowsocks": {
         "servers": [{"address": "127.0.0.1", "port": 1, "method": "none", "password": "p"}]
     },
+    "trojan": {"servers": [{"address": "127.0.0.1", "port": 1, "password": "p"}]},
     "vless": {
         "vnext": [
             {"address": "127.0.0.1", "port": 1, "users": [{"id": UUID_A, "encryption": "none"}]}

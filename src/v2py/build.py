@@ -42,6 +42,7 @@ from v2py.config.settings import (
     VmessOutboundSettings,
     VmessServerConfig,
 )
+from v2py.config.trojan import TrojanInboundSettings, TrojanOutboundSettings
 from v2py.errors import ConfigError
 from v2py.transport import KcpTransport, TcpTransport, Transport
 
@@ -418,6 +419,22 @@ class Builder:
                     transport=self._dial_transport(cfg, chain),
                     open_packets=self._packet_opener(cfg, chain),
                 )
+            case TrojanOutboundSettings() as s:
+                from v2py.proxy.trojan_outbound import TrojanOutbound, TrojanServer, TrojanUser
+
+                return TrojanOutbound(
+                    tag=tag,
+                    servers=[
+                        TrojanServer(
+                            server.address or "",
+                            server.port,
+                            TrojanUser(server.password, server.level, server.email),
+                        )
+                        for server in s.servers
+                    ],
+                    policy=self.policy,
+                    transport=self._dial_transport(cfg),
+                )
             case SocksOutboundSettings() as s:
                 from v2py.proxy.socks_outbound import SocksOutbound
 
@@ -692,15 +709,19 @@ class Builder:
                         self._socket_options(cfg.path, cfg.stream) if "udp" in networks else None
                     ),
                 )
+            case TrojanInboundSettings() as s:
+                from v2py.proxy.trojan_inbound import TrojanInbound
+                from v2py.proxy.trojan_outbound import TrojanUser
+
+                trojan_users = [TrojanUser(c.password, c.level, c.email) for c in s.clients]
+                return TrojanInbound(tag=tag, users=trojan_users, policy=self.policy)
             case VlessInboundSettings() as s:
                 from v2py.protocol.vmess.account import parse_uuid
                 from v2py.proxy.vless_inbound import VlessInbound
                 from v2py.proxy.vless_outbound import VlessUser
 
                 users = [VlessUser(parse_uuid(c.id), c.level, c.email) for c in s.clients]
-                return VlessInbound(
-                    tag=tag, users={user.id: user for user in users}, policy=self.policy
-                )
+                return VlessInbound(tag=tag, users=users, policy=self.policy)
             case other:
                 _unreachable(other)
 

@@ -320,6 +320,30 @@ BAD: list[Bad] = [
     Bad("ss-out-no-port", config(outbounds=[{"protocol": "shadowsocks", "settings": {
         "servers": [{"address": "127.0.0.1", "method": "none", "password": "p"}]}}]),
         "outbounds[0].settings.servers[0].port", "missing"),
+    Bad("trojan-in-fallback-null", config({"port": 1, "protocol": "trojan", "settings": {
+        "clients": [{"password": "p"}], "fallback": None}}),
+        "inbounds[0].settings.fallback",
+        'Trojan settings: please use "fallbacks":[{}] instead of "fallback":{}'),
+    Bad("trojan-in-fallbacks", config({"port": 1, "protocol": "trojan", "settings": {
+        "clients": [{"password": "p"}], "fallbacks": [{"dest": 80}]}}),
+        "inbounds[0].settings.fallbacks", "not supported by v2py"),
+    Bad("trojan-in-duplicate-email", config({"port": 1, "protocol": "trojan", "settings": {
+        "clients": [{"password": "a", "email": "A@b"}, {"password": "b", "email": "a@B"}]}}),
+        "inbounds[0].settings.clients[1].email", "User a@B already exists."),
+    Bad("trojan-out-no-servers", config(outbounds=[{"protocol": "trojan", "settings": {}}]),
+        "outbounds[0].settings.servers", "0 Trojan server configured."),
+    Bad("trojan-out-no-address", config(outbounds=[{"protocol": "trojan", "settings": {
+        "servers": [{"port": 1, "password": "p"}]}}]),
+        "outbounds[0].settings.servers[0].address", "Trojan server address is not set."),
+    Bad("trojan-out-no-port", config(outbounds=[{"protocol": "trojan", "settings": {
+        "servers": [{"address": "127.0.0.1", "password": "p"}]}}]),
+        "outbounds[0].settings.servers[0].port", "Invalid Trojan port."),
+    Bad("trojan-out-no-password", config(outbounds=[{"protocol": "trojan", "settings": {
+        "servers": [{"address": "127.0.0.1", "port": 1, "password": ""}]}}]),
+        "outbounds[0].settings.servers[0].password", "Trojan password is not specified."),
+    Bad("trojan-out-level-256", config(outbounds=[{"protocol": "trojan", "settings": {
+        "servers": [{"address": "127.0.0.1", "port": 1, "password": "p", "level": 256}]}}]),
+        "outbounds[0].settings.servers[0].level", "256 is out of range"),
     # --- legacy layout and case-insensitive keys keep the written location
     Bad("legacy-inbound-detour-port", {"inbound": socks_in(),
                                        "inboundDetour": [socks_in(port="9-8")]},

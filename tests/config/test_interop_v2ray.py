@@ -48,6 +48,9 @@ BOTH_REJECT = {
     "vless-in-no-decryption",
     "ss-in-no-password", "ss-in-stream-cipher", "ss-in-no-method", "ss-out-no-servers",
     "ss-out-no-port",
+    "trojan-in-fallback-null", "trojan-in-duplicate-email", "trojan-out-no-servers",
+    "trojan-out-no-address", "trojan-out-no-port", "trojan-out-no-password",
+    "trojan-out-level-256",
 }  # fmt: skip
 
 # 4.34 looks up the "type" key of header objects case-sensitively (a raw map

@@ -21,7 +21,9 @@ from v2py.app.commander.proto import net_pb2 as npb
 from v2py.app.commander.proto import protocol_pb2 as ppb
 from v2py.app.commander.proto import proxyman_pb2 as mpb
 from v2py.app.commander.proto import stats_command_pb2 as spb
+from v2py.app.commander.proto import trojan_pb2 as jpb
 from v2py.app.commander.proto import typed_message_pb2 as tpb
+from v2py.app.commander.proto import vless_pb2 as lpb
 from v2py.app.commander.proto import vmess_pb2 as vpb
 from v2py.app.commander.services import typed
 
@@ -32,7 +34,9 @@ HANDLER = "/v2ray.core.app.proxyman.command.HandlerService/"
 STATS = "/v2ray.core.app.stats.command.StatsService/"
 
 
-def config(api_port: int, vmess_port: int) -> dict[str, Any]:
+def config(
+    api_port: int, vmess_port: int, vless_port: int | None = None, trojan_port: int | None = None
+) -> dict[str, Any]:
     return {
         "log": {"loglevel": "warning"},
         "api": {"tag": "api", "services": ["HandlerService", "StatsService"]},
@@ -42,6 +46,12 @@ def config(api_port: int, vmess_port: int) -> dict[str, Any]:
              "protocol": "dokodemo-door", "settings": {"address": "127.0.0.1"}},
             {"tag": "vm", "listen": "127.0.0.1", "port": vmess_port, "protocol": "vmess",
              "settings": {"clients": [{"id": ALICE, "email": "alice@x"}]}},
+            {"tag": "vl", "listen": "127.0.0.1", "port": vless_port or vmess_port + 1,
+             "protocol": "vless",
+             "settings": {"clients": [{"id": ALICE, "email": "alice@x"}], "decryption": "none"}},
+            {"tag": "tj", "listen": "127.0.0.1", "port": trojan_port or vmess_port + 2,
+             "protocol": "trojan",
+             "settings": {"clients": [{"password": ALICE, "email": "alice@x"}]}},
         ],
         "outbounds": [{"tag": "direct", "protocol": "freedom"}],
         "routing": {"rules": [{"type": "field", "inboundTag": ["api"], "outboundTag": "api"}]},
@@ -58,6 +68,7 @@ def _add_user(email: str, account: tpb.TypedMessage | None) -> tpb.TypedMessage:
 
 
 _VMESS = typed(vpb.Account(id=ALICE))
+_VLESS = typed(lpb.Account(id=ALICE))
 #: (name, method path, request bytes): each is refused by 4.34 without crashing.
 REFUSED: list[tuple[str, str, bytes]] = [
     ("duplicate email", HANDLER + "AlterInbound", _alter("vm", _add_user("ALICE@x", _VMESS))),
@@ -76,6 +87,21 @@ REFUSED: list[tuple[str, str, bytes]] = [
     ("no account", HANDLER + "AlterInbound", _alter("vm", _add_user("bob@x", None))),
     ("bad uuid", HANDLER + "AlterInbound",
      _alter("vm", _add_user("bob@x", typed(vpb.Account(id="not-a-uuid"))))),
+    ("vless duplicate email", HANDLER + "AlterInbound",
+     _alter("vl", _add_user("ALICE@x", _VLESS))),
+    ("vless remove unknown email", HANDLER + "AlterInbound",
+     _alter("vl", typed(hpb.RemoveUserOperation(email="bob@x")))),
+    ("vless remove empty email", HANDLER + "AlterInbound",
+     _alter("vl", typed(hpb.RemoveUserOperation(email="")))),
+    ("vless no account", HANDLER + "AlterInbound", _alter("vl", _add_user("bob@x", None))),
+    ("vless bad uuid", HANDLER + "AlterInbound",
+     _alter("vl", _add_user("bob@x", typed(lpb.Account(id="not-a-uuid"))))),
+    ("trojan duplicate email", HANDLER + "AlterInbound",
+     _alter("tj", _add_user("ALICE@x", typed(jpb.Account(password="x"))))),
+    ("trojan remove unknown email", HANDLER + "AlterInbound",
+     _alter("tj", typed(hpb.RemoveUserOperation(email="bob@x")))),
+    ("trojan remove empty email", HANDLER + "AlterInbound",
+     _alter("tj", typed(hpb.RemoveUserOperation(email="")))),
     ("AlterOutbound", HANDLER + "AlterOutbound",
      hpb.AlterOutboundRequest(tag="direct", operation=typed(hpb.RemoveUserOperation(email="a")))
      .SerializeToString()),
@@ -100,10 +126,12 @@ async def _call(channel: grpc.aio.Channel, path: str, request: bytes) -> tuple[s
 
 
 @contextlib.asynccontextmanager
-async def served(kind: str) -> AsyncIterator[grpc.aio.Channel]:
+async def served(
+    kind: str, vless_port: int | None = None, trojan_port: int | None = None
+) -> AsyncIterator[grpc.aio.Channel]:
     api_port, vmess_port = free_ports(2)
     async with (
-        run_side(kind, config(api_port, vmess_port), api_port),
+        run_side(kind, config(api_port, vmess_port, vless_port, trojan_port), api_port),
         grpc.aio.insecure_channel(f"127.0.0.1:{api_port}") as channel,
     ):
         yield channel
@@ -174,3 +202,76 @@ async def test_v2py_refuses_what_crashes_4_34() -> None:
             "UNKNOWN",
             "not enough information for making a decision",
         )
+
+
+async def _answer(channel: grpc.aio.Channel, path: str, request: bytes) -> tuple[str, str]:
+    """(status code name, details) of a call that may succeed ("OK", "")."""
+    call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+    try:
+        async with asyncio.timeout(5):
+            await call(request)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name, exc.details() or ""
+    return "OK", ""
+
+
+async def _echo_through(kind: str, port: int, secret: str, echo: int) -> bytes:
+    """What a VLESS (id) or Trojan (password) connection to an echo server gets back
+    for b"ping"."""
+    from v2py.protocol import trojan, vless
+
+    want = 6 if kind == "vless" else 4  # (VLESS answers with a 2-byte header)
+    if kind == "vless":
+        header = vless.encode_request(uuid.UUID(secret).bytes, vless.COMMAND_TCP, "127.0.0.1", echo)
+    else:
+        header = trojan.encode_request(trojan.password_key(secret), 1, "127.0.0.1", echo)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(header + b"ping")
+        await writer.drain()
+        got = b""
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(5):
+                while len(got) < want and (chunk := await reader.read(100)):
+                    got += chunk
+        return got
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("protocol", ["vless", "trojan"])
+async def test_users_through_the_api_as_4_34(protocol: str) -> None:
+    """AddUser / RemoveUser on a VLESS or Trojan inbound: the same answers as 4.34 for a
+    sequence (add, the same email in another case, remove in another case, remove
+    again), and the added user connects until removed."""
+    from tests.support.forward import echo_server
+
+    require_v2ray()
+    bob = str(uuid.UUID(int=0xB0B))
+    tag = "vl" if protocol == "vless" else "tj"
+
+    def account(secret: str) -> tpb.TypedMessage:
+        if protocol == "vless":
+            return typed(lpb.Account(id=secret))
+        return typed(jpb.Account(password=secret))
+
+    steps = [
+        _alter(tag, _add_user("bob@x", account(bob))),
+        _alter(tag, _add_user("BOB@x", account(ALICE))),
+        _alter(tag, typed(hpb.RemoveUserOperation(email="Bob@X"))),
+        _alter(tag, typed(hpb.RemoveUserOperation(email="bob@x"))),
+    ]
+    answers: dict[str, list[object]] = {}
+    async with echo_server() as echo:
+        for kind in ("v2ray", "v2py"):
+            port = free_ports(1)[0]
+            ports = {"vless_port": port} if protocol == "vless" else {"trojan_port": port}
+            async with served(kind, **ports) as channel:
+                seen: list[object] = [await _echo_through(protocol, port, bob, echo)]
+                for step in steps:
+                    seen.append(await _answer(channel, HANDLER + "AlterInbound", step))
+                    seen.append(await _echo_through(protocol, port, bob, echo))
+                answers[kind] = seen
+    assert answers["v2py"] == answers["v2ray"]
+    reply = b"\x00\x00ping" if protocol == "vless" else b"ping"
+    assert answers["v2py"][:3] == [b"", ("OK", ""), reply]

@@ -27,9 +27,12 @@ import logging.handlers
 import os
 import sys
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from v2py.errors import ConfigError
+
+if TYPE_CHECKING:
+    from v2py.transport.stream import Stream
 
 __all__ = [
     "ACCESS_ACCEPTED",
@@ -246,3 +249,16 @@ def log_access(
             "%s",
             access_line(source, status, destination, detour=detour, reason=reason, email=email),
         )
+
+
+def go_read_timeout(stream: Stream) -> str:
+    """Go's error for a read past its deadline on ``stream``, as 4.34 puts it in access
+    lines: ``read tcp LOCAL->PEER: i/o timeout``."""
+
+    def text(address: tuple[str, int] | None) -> str:
+        if address is None:
+            return ""
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    return f"read tcp {text(stream.local)}->{text(stream.peer)}: i/o timeout"

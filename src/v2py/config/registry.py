@@ -28,6 +28,7 @@ from v2py.config.settings import (
     VmessInboundSettings,
     VmessOutboundSettings,
 )
+from v2py.config.trojan import TrojanInboundSettings, TrojanOutboundSettings
 
 __all__ = [
     "INBOUND_SETTINGS",
@@ -43,6 +44,7 @@ INBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "dokodemo-door": DokodemoSettings,
         "vmess": VmessInboundSettings,
         "vless": VlessInboundSettings,
+        "trojan": TrojanInboundSettings,
         "shadowsocks": ShadowsocksInboundSettings,
     }
 )
@@ -54,6 +56,7 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "dns": DnsOutboundSettings,
         "vmess": VmessOutboundSettings,
         "vless": VlessOutboundSettings,
+        "trojan": TrojanOutboundSettings,
         "shadowsocks": ShadowsocksOutboundSettings,
         "socks": SocksOutboundSettings,
         "http": HttpOutboundSettings,
@@ -62,5 +65,5 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
 
 # Protocols V2Ray 4.34 knows but v2py does not implement: named in messages so
 # that a real config fails with "not supported" rather than "unknown".
-UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset({"trojan", "mtproto"})
-UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset({"trojan", "mtproto", "loopback"})
+UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset({"mtproto"})
+UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset({"mtproto", "loopback"})

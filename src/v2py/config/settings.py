@@ -29,6 +29,7 @@ from v2py.config.base import (
     one_of,
     string_list,
 )
+from v2py.config.trojan import TrojanInboundSettings, TrojanOutboundSettings
 
 __all__ = [
     "AccountConfig",
@@ -379,6 +380,18 @@ class VlessInboundSettings(ConfigModel):
     fallbacks: Annotated[tuple[()], BeforeValidator(_no_fallbacks)] = ()
     fallback: Annotated[tuple[()], BeforeValidator(_no_fallbacks)] = ()
 
+    @model_validator(mode="after")
+    def _unique_emails(self) -> VlessInboundSettings:
+        # 4.34 adds every client through its validator at start: a second user with
+        # an email already there (any case) fails the inbound.
+        seen: set[str] = set()
+        for index, client in enumerate(self.clients):
+            email = client.email.lower()
+            if email and email in seen:
+                raise fail(f"User {client.email} already exists.", f"clients[{index}].email")
+            seen.add(email)
+        return self
+
 
 class VlessServerConfig(ConfigModel):
     """One ``vnext`` entry of a VLESS outbound."""
@@ -665,6 +678,7 @@ InboundSettings = (
     | DokodemoSettings
     | VmessInboundSettings
     | VlessInboundSettings
+    | TrojanInboundSettings
     | ShadowsocksInboundSettings
 )
 OutboundSettings = (
@@ -673,6 +687,7 @@ OutboundSettings = (
     | DnsOutboundSettings
     | VmessOutboundSettings
     | VlessOutboundSettings
+    | TrojanOutboundSettings
     | ShadowsocksOutboundSettings
     | SocksOutboundSettings
     | HttpOutboundSettings

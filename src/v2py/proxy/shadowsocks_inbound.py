@@ -21,7 +21,7 @@ import os
 
 from v2py.app.drain import drain_stream
 from v2py.app.handler import Dispatch
-from v2py.app.log import ACCESS_REJECTED, log_access
+from v2py.app.log import ACCESS_REJECTED, go_read_timeout, log_access
 from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, SniffingSettings, session_logger
 from v2py.app.udp_flows import UdpFlowServer, open_udp_flow_server
@@ -166,7 +166,7 @@ class ShadowsocksInbound:
             await drain_stream(stream, self.drain_budget() - received, deadline)
         except TimeoutError:
             part = "IV" if received < salt_size else "address"
-            reason = f"failed to read {part} > {_go_timeout(stream)}"
+            reason = f"failed to read {part} > {go_read_timeout(stream)}"
         if reason:
             slog.info("shadowsocks: invalid request from %s: %s", session.source_text(), reason)
             log_access(session.source_text(), ACCESS_REJECTED, reason=f"{_REASON_PREFIX}{reason}")
@@ -193,15 +193,3 @@ class ShadowsocksInbound:
             await dispatcher.dispatch(session, sstream)
         except (OSError, ProtocolError) as exc:
             slog.info("shadowsocks: connection ends: %s", exc)
-
-
-def _go_timeout(stream: Stream) -> str:
-    """Go's text for a read past the deadline: ``read tcp LOCAL->PEER: i/o timeout``."""
-
-    def address(where: tuple[str, int] | None) -> str:
-        if where is None:
-            return "?"
-        host, port = where[0], where[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    return f"read tcp {address(stream.local)}->{address(stream.peer)}: i/o timeout"

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable
 
+from v2py.app.accounts import KeyedAccounts
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, log_access
 from v2py.app.packet import dispatch_datagram_stream
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: How 4.34 prefixes the decoder's reasons in its access log.
 _REASON_PREFIX = "v2ray.com/core/proxy/vless/encoding: "
+#: How 4.34 prefixes its VLESS validator's and account's errors.
+_VLESS = "v2ray.com/core/proxy/vless: "
 
 
 class VlessServerStream(VlessLayer, PrefixedStream):
@@ -58,12 +61,35 @@ class VlessServerStream(VlessLayer, PrefixedStream):
         self._below.write(data)
 
 
-class VlessInbound:
-    """The ``vless`` inbound handler: ``users`` maps each 16-byte id to its user."""
+def parse_vless_account(account: bytes, level: int, email: str) -> VlessUser:
+    """The user of a ``v2ray.core.proxy.vless.Account`` (AlterInbound's AddUser)."""
+    from v2py.app.commander.proto.vless_pb2 import Account
+    from v2py.protocol.vmess.account import parse_uuid
 
-    def __init__(self, *, tag: str, users: Mapping[bytes, VlessUser], policy: PolicyTable) -> None:
+    message = Account()
+    try:
+        message.ParseFromString(account)
+    except Exception:  # noqa: BLE001 - any decode failure of peer bytes
+        raise ValueError("proto: cannot parse invalid wire-format data") from None
+    try:
+        uid = parse_uuid(message.id)
+    except ValueError:
+        raise ValueError(f"{_VLESS}failed to parse ID > invalid UUID: {message.id}") from None
+    return VlessUser(uid, level, email)
+
+
+class VlessInbound:
+    """The ``vless`` inbound handler over its users."""
+
+    def __init__(self, *, tag: str, users: Iterable[VlessUser], policy: PolicyTable) -> None:
         self.tag = tag
-        self.users = dict(users)
+        self.accounts = KeyedAccounts(
+            users,
+            key=lambda user: user.id,
+            parse=parse_vless_account,
+            account_type="v2ray.core.proxy.vless.Account",
+            error_prefix=_VLESS,
+        )
         self.policy = policy
 
     async def start(self, dispatcher: Dispatch) -> None:
@@ -74,7 +100,7 @@ class VlessInbound:
 
     async def handle(self, session: Session, stream: Stream, dispatcher: Dispatch) -> None:
         slog = session_logger(log, session)
-        decoder = RequestDecoder(self.users.get)
+        decoder = RequestDecoder(self.accounts.by_key.get)
         request: VlessRequest | None = None
         try:
             async with asyncio.timeout(self.policy.for_level(0).handshake):

@@ -12,6 +12,7 @@ from v2py.app.commander.proto import log_command_pb2 as lpb
 from v2py.app.commander.proto import stats_command_pb2 as spb
 from v2py.app.commander.server import Commander, ServiceSpec
 from v2py.app.commander.services import (
+    AccountTable,
     HandlerServiceImpl,
     LoggerServiceImpl,
     StatsServiceImpl,
@@ -52,7 +53,7 @@ class InstanceHost:
         self._build_inbound = build_inbound
         self._build_outbound = build_outbound
 
-    def inbound_users(self, tag: str) -> UserTable | None:
+    def inbound_users(self, tag: str) -> UserTable | AccountTable | None:
         handler = self._inbounds.get(tag)
         if handler is None:
             raise KeyError(tag)
@@ -61,7 +62,10 @@ class InstanceHost:
         if proxy is None:
             raise LookupError(tag)
         validator = getattr(proxy, "validator", None)
-        return validator if isinstance(validator, UserValidator) else None
+        if isinstance(validator, UserValidator):
+            return validator
+        accounts = getattr(proxy, "accounts", None)  # VLESS and Trojan
+        return accounts if isinstance(accounts, AccountTable) else None
 
     async def add_inbound(self, config: InboundConfig) -> None:
         if config.tag and self._inbounds.get(config.tag) is not None:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from v2py.app.commander.proto import handler_command_pb2 as hpb
 from v2py.app.commander.proto import log_command_pb2 as lpb
@@ -42,6 +42,7 @@ __all__ = [
     "LoggerServiceImpl",
     "StatsServiceImpl",
     "UserTable",
+    "AccountTable",
     "canonical_type",
 ]
 
@@ -113,14 +114,40 @@ class UserTable(Protocol):
     def get_user(self, email: str) -> VmessUser | None: ...
 
 
+@runtime_checkable
+class AccountTable(Protocol):
+    """A VLESS or Trojan inbound's users as AlterInbound changes them (4.34's
+    ``Validator`` of those packages: users by their secret, an email unique
+    case-insensitively when given, only users with one removable)."""
+
+    #: The account TypedMessage it takes, e.g. ``v2ray.core.proxy.vless.Account``.
+    account_type: str
+    #: 4.34's package prefix of its validator's errors, e.g. ``v2ray.com/core/proxy/vless: ``.
+    error_prefix: str
+
+    def parse_account(self, account: bytes, level: int, email: str) -> object:
+        """The user of an account message's bytes; raises ValueError with 4.34's reason
+        (after ``failed to parse user > ``)."""
+        ...
+
+    def add(self, user: object) -> None:
+        """Add a parsed user; raises ValueError with 4.34's text (after the prefix)."""
+        ...
+
+    def remove(self, email: str) -> None:
+        """Remove the user with ``email``; raises ValueError with 4.34's text."""
+        ...
+
+
 class HandlerHost(Protocol):
     """The running instance as HandlerService changes it (``inbound.Manager`` and
     ``outbound.Manager`` plus the assembly that builds handlers from config)."""
 
-    def inbound_users(self, tag: str) -> UserTable | None:
-        """The user table of the always-on inbound ``tag``; None if its proxy has no
-        users (socks, dokodemo, ...). Raises KeyError (no such tag) or LookupError
-        (a handler that exposes no proxy: ``allocate: random``)."""
+    def inbound_users(self, tag: str) -> UserTable | AccountTable | None:
+        """The user table of the always-on inbound ``tag`` (VMess's validator, or the
+        VLESS / Trojan users); None if its proxy has no users (socks, dokodemo, ...).
+        Raises KeyError (no such tag) or LookupError (a handler that exposes no proxy:
+        ``allocate: random``)."""
         ...
 
     async def add_inbound(self, config: InboundConfig) -> None:
@@ -225,6 +252,9 @@ class HandlerServiceImpl:
             raise ApiError(f"{_CMD}can't get inbound proxy from handler.") from None
         if users is None:
             raise ApiError(f"{_CMD}proxy is not a UserManager")
+        if isinstance(users, AccountTable):
+            self._alter_accounts(users, message)
+            return hpb.AlterInboundResponse()
         if isinstance(message, hpb.AddUserOperation):
             self._add_user(users, message)
         else:
@@ -242,6 +272,35 @@ class HandlerServiceImpl:
             users.add_user(user)
         except ValueError as exc:
             raise ApiError(f"{_VMESS_IN}{exc}") from None
+
+    @staticmethod
+    def _alter_accounts(
+        users: AccountTable, message: hpb.AddUserOperation | hpb.RemoveUserOperation
+    ) -> None:
+        prefix = users.error_prefix
+        if isinstance(message, hpb.RemoveUserOperation):
+            try:
+                users.remove(message.email)
+            except ValueError as exc:
+                raise ApiError(f"{prefix}{exc}") from None
+            return
+        if not message.HasField("user") or not message.user.HasField("account"):
+            raise ApiError(_NO_ACCOUNT)
+        user = message.user
+        kind = canonical_type(user.account.type)
+        if kind != users.account_type:
+            if kind in _OTHER_ACCOUNTS or kind == VMESS_ACCOUNT:
+                # 4.34 panics here (its validator casts the account).
+                raise ApiError(f"{prefix}{kind} is not a {users.account_type} account")
+            raise ApiError(f"{_CMD}failed to parse user > {_unknown_type(user.account.type)}")
+        try:
+            parsed = users.parse_account(user.account.value, user.level, user.email)
+        except ValueError as exc:
+            raise ApiError(f"{_CMD}failed to parse user > {exc}") from None
+        try:
+            users.add(parsed)
+        except ValueError as exc:
+            raise ApiError(f"{prefix}{exc}") from None
 
     @staticmethod
     def _remove_user(users: UserTable, email: str) -> None:
