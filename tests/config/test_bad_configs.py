@@ -300,6 +300,10 @@ BAD: list[Bad] = [
     Bad("vless-in-no-decryption", config({"port": 1, "protocol": "vless",
                                           "settings": {"clients": [{"id": UUID_A}]}}),
         "inbounds[0].settings.decryption", 'please add/set "decryption":"none"'),
+    Bad("vless-in-duplicate-email", config({"port": 1, "protocol": "vless", "settings": {
+        "clients": [{"id": UUID_A, "email": "A@b"}, {"id": UUID_B, "email": "a@B"}],
+        "decryption": "none"}}),
+        "inbounds[0].settings.clients[1].email", "User a@B already exists."),
     Bad("vless-in-fallbacks", config({"port": 1, "protocol": "vless", "settings": {
         "clients": [{"id": UUID_A}], "decryption": "none", "fallbacks": [{"dest": 80}]}}),
         "inbounds[0].settings.fallbacks", "not supported by v2py"),

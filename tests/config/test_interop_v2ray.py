@@ -47,7 +47,7 @@ BOTH_REJECT = {
     "dns-out-network-number", "vless-out-no-encryption", "vless-out-no-users",
     "vless-in-no-decryption",
     "ss-in-no-password", "ss-in-stream-cipher", "ss-in-no-method", "ss-out-no-servers",
-    "ss-out-no-port",
+    "ss-out-no-port", "vless-in-duplicate-email",
     "trojan-in-fallback-null", "trojan-in-duplicate-email", "trojan-out-no-servers",
     "trojan-out-no-address", "trojan-out-no-port", "trojan-out-no-password",
     "trojan-out-level-256",
