@@ -74,6 +74,7 @@ from v2py.transport.layer import LayerHandler
 from v2py.transport.multiplex import ConnectionPool, FedStream, TaskSet, run_handler
 from v2py.transport.sockopt import bound_udp_socket
 from v2py.transport.stream import READ_CHUNK_BYTES
+from v2py.transport.udp_batch import open_batch_endpoint
 
 if TYPE_CHECKING:
     from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -207,6 +208,16 @@ class QuicStream(FedStream):
 # UDP wrapping
 
 
+def send_many(transport: Any, datagrams: list[bytes], addr: Any) -> None:
+    """Send ``datagrams`` through ``transport``: in batches where it can."""
+    batch = getattr(transport, "send_many", None)
+    if batch is not None:
+        batch(datagrams, addr)
+        return
+    for data in datagrams:
+        transport.sendto(data, addr)
+
+
 class _SealingTransport:
     """What aioquic writes to: seals each datagram, then sends it."""
 
@@ -216,6 +227,10 @@ class _SealingTransport:
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         self._transport.sendto(self._codec.seal(data), addr)
+
+    def send_many(self, datagrams: list[bytes], addr: Any) -> None:
+        seal = self._codec.seal
+        send_many(self._transport, [seal(data) for data in datagrams], addr)
 
     def close(self) -> None:
         self._transport.close()
@@ -291,7 +306,25 @@ def _protocol_class() -> type[QuicConnectionProtocol]:
                 self._transmit_soon()
 
             def transmit(self) -> None:
-                super().transmit()
+                # aioquic's transmit, with the datagrams of a turn handed over together
+                # (one GSO send per run of equal-size ones, transport/udp_batch.py).
+                self._transmit_task = None
+                pending = self._quic.datagrams_to_send(now=self._loop.time())
+                transport = self._transport
+                if pending and transport is not None:
+                    addr = pending[0][1]
+                    if all(a == addr for _, a in pending):
+                        send_many(transport, [data for data, _ in pending], addr)
+                    else:
+                        for data, a in pending:
+                            transport.sendto(data, a)
+                timer_at = self._quic.get_timer()
+                if self._timer is not None and self._timer_at != timer_at:
+                    self._timer.cancel()
+                    self._timer = None
+                if self._timer is None and timer_at is not None:
+                    self._timer = self._loop.call_at(timer_at, self._handle_timer)
+                self._timer_at = timer_at
                 self.owner.transmitted()
 
         _PROTOCOL_CLASS = _Protocol
@@ -771,9 +804,7 @@ class QuicTransport:
         local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
         sock = bound_udp_socket(family, local, self.options)
         try:
-            transport, udp = await loop.create_datagram_endpoint(
-                lambda: _OpeningProtocol(conn.protocol, codec), sock=sock
-            )
+            transport = await open_batch_endpoint(_OpeningProtocol(conn.protocol, codec), sock)
         except BaseException:
             sock.close()
             raise
@@ -847,15 +878,13 @@ class QuicListener:
     ) -> None:
         from aioquic.asyncio.server import QuicServer
 
-        loop = asyncio.get_running_loop()
         server = QuicServer(configuration=self._configuration, create_protocol=self._protocol)
         self._server = server
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = bound_udp_socket(family, (host, port), options, reuse_port=reuse_port)
+        udp = _OpeningProtocol(server, codec)
         try:
-            transport, udp = await loop.create_datagram_endpoint(
-                lambda: _OpeningProtocol(server, codec), sock=sock
-            )
+            transport = await open_batch_endpoint(udp, sock)
         except BaseException:
             sock.close()
             raise
