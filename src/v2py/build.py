@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 from v2py.app.handler import InboundHandler, InboundProxy, Outbound
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.session import SniffingSettings
+from v2py.config.fallback import FallbackConfig, check_fallbacks
 from v2py.config.model import Config, InboundConfig, OutboundConfig, StreamConfig
 from v2py.config.settings import (
     BlackholeSettings,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from v2py.app.proxyman import InboundManager, OutboundManager
     from v2py.app.shared_state import WorkerContext
     from v2py.app.stats import TrafficStats
+    from v2py.protocol.fallback import FallbackTable
     from v2py.protocol.mkcp.settings import KcpSettings
     from v2py.protocol.vmess.account import VmessUser
     from v2py.protocol.vmess.constants import SecurityType
@@ -714,14 +716,24 @@ class Builder:
                 from v2py.proxy.trojan_outbound import TrojanUser
 
                 trojan_users = [TrojanUser(c.password, c.level, c.email) for c in s.clients]
-                return TrojanInbound(tag=tag, users=trojan_users, policy=self.policy)
+                return TrojanInbound(
+                    tag=tag,
+                    users=trojan_users,
+                    policy=self.policy,
+                    fallbacks=_fallback_table(s.fallbacks, "Trojan"),
+                )
             case VlessInboundSettings() as s:
                 from v2py.protocol.vmess.account import parse_uuid
                 from v2py.proxy.vless_inbound import VlessInbound
                 from v2py.proxy.vless_outbound import VlessUser
 
                 users = [VlessUser(parse_uuid(c.id), c.level, c.email) for c in s.clients]
-                return VlessInbound(tag=tag, users=users, policy=self.policy)
+                return VlessInbound(
+                    tag=tag,
+                    users=users,
+                    policy=self.policy,
+                    fallbacks=_fallback_table(s.fallbacks, "VLESS"),
+                )
             case other:
                 _unreachable(other)
 
@@ -820,3 +832,12 @@ class Builder:
         except RuntimeError:  # no running loop: the default one reads time.monotonic()
             offset = 0.0
         return self.worker.start_monotonic + offset
+
+
+def _fallback_table(fallbacks: tuple[FallbackConfig, ...], protocol: str) -> FallbackTable | None:
+    """A VLESS or Trojan inbound's fallbacks (None without any, as 4.34)."""
+    if not fallbacks:
+        return None
+    from v2py.protocol.fallback import FallbackTable, FallbackTarget  # noqa: F811
+
+    return FallbackTable([FallbackTarget(*entry) for entry in check_fallbacks(fallbacks, protocol)])

@@ -304,9 +304,28 @@ BAD: list[Bad] = [
         "clients": [{"id": UUID_A, "email": "A@b"}, {"id": UUID_B, "email": "a@B"}],
         "decryption": "none"}}),
         "inbounds[0].settings.clients[1].email", "User a@B already exists."),
-    Bad("vless-in-fallbacks", config({"port": 1, "protocol": "vless", "settings": {
-        "clients": [{"id": UUID_A}], "decryption": "none", "fallbacks": [{"dest": 80}]}}),
-        "inbounds[0].settings.fallbacks", "not supported by v2py"),
+    Bad("vless-in-fallback-null", config({"port": 1, "protocol": "vless", "settings": {
+        "clients": [{"id": UUID_A}], "decryption": "none", "fallback": None}}),
+        "inbounds[0].settings.fallback",
+        'VLESS settings: please use "fallbacks":[{}] instead of "fallback":{}'),
+    Bad("vless-in-fallback-path", config({"port": 1, "protocol": "vless", "settings": {
+        "clients": [{"id": UUID_A}], "decryption": "none",
+        "fallbacks": [{"dest": 80, "path": "ws"}]}}),
+        "inbounds[0].settings.fallbacks[0]",
+        'VLESS fallbacks: "path" must be empty or start with "/"'),
+    Bad("vless-in-fallback-no-dest", config({"port": 1, "protocol": "vless", "settings": {
+        "clients": [{"id": UUID_A}], "decryption": "none", "fallbacks": [{"dest": "nginx"}]}}),
+        "inbounds[0].settings.fallbacks[0]",
+        'VLESS fallbacks: please fill in a valid value for every "dest"'),
+    Bad("vless-in-fallback-xver", config({"port": 1, "protocol": "vless", "settings": {
+        "clients": [{"id": UUID_A}], "decryption": "none",
+        "fallbacks": [{"dest": 80, "xver": 3}]}}),
+        "inbounds[0].settings.fallbacks[0].xver",
+        'VLESS fallbacks: invalid PROXY protocol version, "xver" only accepts 0, 1, 2'),
+    Bad("vless-in-fallback-serve", config({"port": 1, "protocol": "vless", "settings": {
+        "clients": [{"id": UUID_A}], "decryption": "none",
+        "fallbacks": [{"dest": "serve-ws-none"}]}}),
+        "inbounds[0].settings.fallbacks[0].dest", "not supported by v2py"),
     Bad("ss-in-no-password", config({"port": 1, "protocol": "shadowsocks",
                                      "settings": {"method": "aes-128-gcm"}}),
         "inbounds[0].settings.password", "Shadowsocks password is not specified."),
@@ -328,9 +347,10 @@ BAD: list[Bad] = [
         "clients": [{"password": "p"}], "fallback": None}}),
         "inbounds[0].settings.fallback",
         'Trojan settings: please use "fallbacks":[{}] instead of "fallback":{}'),
-    Bad("trojan-in-fallbacks", config({"port": 1, "protocol": "trojan", "settings": {
-        "clients": [{"password": "p"}], "fallbacks": [{"dest": 80}]}}),
-        "inbounds[0].settings.fallbacks", "not supported by v2py"),
+    Bad("trojan-in-fallback-no-dest", config({"port": 1, "protocol": "trojan", "settings": {
+        "clients": [{"password": "p"}], "fallbacks": [{"alpn": "h2"}]}}),
+        "inbounds[0].settings.fallbacks[0]",
+        'Trojan fallbacks: please fill in a valid value for every "dest"'),
     Bad("trojan-in-duplicate-email", config({"port": 1, "protocol": "trojan", "settings": {
         "clients": [{"password": "a", "email": "A@b"}, {"password": "b", "email": "a@B"}]}}),
         "inbounds[0].settings.clients[1].email", "User a@B already exists."),

@@ -41,6 +41,7 @@ __all__ = [
     "StatsPolicy",
     "TrafficStats",
     "counter_name",
+    "negotiated_alpn",
 ]
 
 #: The separator V2Ray puts between the parts of a counter name.
@@ -402,3 +403,12 @@ def counting_send(
         send(data)
 
     return counted
+
+
+def negotiated_alpn(stream: object) -> str | None:
+    """The ALPN protocol of ``stream`` when it is a TLS connection (seen through a
+    traffic counter, as 4.34 unwraps its ``StatCouterConnection``), else None."""
+    while isinstance(stream, CountingStream):
+        stream = stream.inner
+    alpn = getattr(stream, "alpn", None)
+    return alpn if isinstance(alpn, str) else None

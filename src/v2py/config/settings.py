@@ -10,9 +10,9 @@ to AsIs.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, ValidatorFunctionWrapHandler, model_validator
 
 from v2py.common.net import normalize_address
 from v2py.config.base import (
@@ -29,6 +29,7 @@ from v2py.config.base import (
     one_of,
     string_list,
 )
+from v2py.config.fallback import FallbackConfig, check_fallbacks
 from v2py.config.trojan import TrojanInboundSettings, TrojanOutboundSettings
 
 __all__ = [
@@ -355,12 +356,6 @@ def _vless_decryption(value: object) -> str:
     return "none"
 
 
-def _no_fallbacks(value: object) -> tuple[()]:
-    if value in (None, []):
-        return ()
-    raise fail("VLESS fallbacks are not supported by v2py")
-
-
 class VlessClientConfig(ConfigModel):
     """One entry of VLESS inbound ``clients``."""
 
@@ -371,14 +366,32 @@ class VlessClientConfig(ConfigModel):
 
 
 class VlessInboundSettings(ConfigModel):
-    """VLESS inbound ``settings`` (4.34 ``infra/conf/vless.go``); fallbacks refused."""
+    """VLESS inbound ``settings`` (4.34 ``infra/conf/vless.go``)."""
 
     clients: tuple[VlessClientConfig, ...] = ()
     decryption: Annotated[str, BeforeValidator(_vless_decryption)] = Field(
         default="", validate_default=True
     )
-    fallbacks: Annotated[tuple[()], BeforeValidator(_no_fallbacks)] = ()
-    fallback: Annotated[tuple[()], BeforeValidator(_no_fallbacks)] = ()
+    fallbacks: tuple[FallbackConfig, ...] = ()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_fallback(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # 4.34's own words (infra/conf/vless.go): it fails on the key whatever its
+        # value, null too (a json.RawMessage), so this looks before nulls are dropped.
+        if isinstance(data, dict):
+            for key in data:
+                if isinstance(key, str) and key.lower() == "fallback":
+                    raise fail(
+                        'VLESS settings: please use "fallbacks":[{}] instead of "fallback":{}',
+                        key,
+                    )
+        return handler(data)
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> VlessInboundSettings:
+        check_fallbacks(self.fallbacks, "VLESS")
+        return self
 
     @model_validator(mode="after")
     def _unique_emails(self) -> VlessInboundSettings:

@@ -3,7 +3,7 @@
 Inbound: ``clients`` [{password, email, level}]. 4.34 checks no password (an empty one
 is the key of ""); emails must be unique, case-insensitively (4.34 fails creating the
 server: ``User X already exists.``). ``fallback`` is 4.34's own error whatever its
-value; non-empty ``fallbacks`` are refused (not implemented by v2py). Outbound:
+value; ``fallbacks`` as ``config/fallback.py`` reads them. Outbound:
 ``servers`` [{address, port, password, email, level}] with 4.34's errors for no
 server, no address, port 0 and an empty password. 4.34 reads no ``flow`` here: like
 any key it does not know, it only warns.
@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ValidatorFunctionWrapHandler, model_validator
 
 from v2py.config.base import Byte, ConfigModel, Str, Uint16, describe, fail, ip_address
+from v2py.config.fallback import FallbackConfig, check_fallbacks
 from v2py.errors import printable
 
 __all__ = [
@@ -24,12 +25,6 @@ __all__ = [
     "TrojanOutboundSettings",
     "TrojanServerConfig",
 ]
-
-
-def _no_fallbacks(value: object) -> tuple[()]:
-    if value in (None, []):
-        return ()
-    raise fail("Trojan fallbacks are not supported by v2py")
 
 
 def _address(value: object) -> str:
@@ -50,10 +45,15 @@ class TrojanClientConfig(ConfigModel):
 
 
 class TrojanInboundSettings(ConfigModel):
-    """Trojan inbound ``settings``; fallbacks refused."""
+    """Trojan inbound ``settings``."""
 
     clients: tuple[TrojanClientConfig, ...] = ()
-    fallbacks: Annotated[tuple[()], BeforeValidator(_no_fallbacks)] = ()
+    fallbacks: tuple[FallbackConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> TrojanInboundSettings:
+        check_fallbacks(self.fallbacks, "Trojan")
+        return self
 
     @model_validator(mode="wrap")
     @classmethod

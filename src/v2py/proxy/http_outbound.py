@@ -39,6 +39,7 @@ from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.relay import relay
 from v2py.app.session import Session, session_logger
+from v2py.app.stats import negotiated_alpn
 from v2py.common.net import Network
 from v2py.errors import LocalProtocolError, ProtocolError
 from v2py.protocol.http_proxy import HttpConnectClient, TunnelEstablished, connect_target
@@ -55,24 +56,13 @@ from v2py.transport.stream import PrefixedStream, Stream
 if TYPE_CHECKING:
     from v2py.transport.h2 import _H2Connection
 
-__all__ = ["HttpOutbound", "negotiated_alpn"]
+__all__ = ["HttpOutbound"]
 
 log = logging.getLogger(__name__)
 
 _HANDSHAKE_READ_BYTES = 4096
 #: Request headers Go's HTTP/2 transport adds to a CONNECT (checked against 4.34).
 _H2_TRAILING_HEADERS = [(b"accept-encoding", b"gzip"), (b"user-agent", b"Go-http-client/2.0")]
-
-
-def negotiated_alpn(stream: Stream) -> str | None:
-    """The ALPN protocol of ``stream`` when it is a TLS connection (seen through a
-    traffic counter, as 4.34 unwraps its ``StatCouterConnection``), else None."""
-    from v2py.app.stats import CountingStream
-
-    while isinstance(stream, CountingStream):
-        stream = stream.inner
-    alpn = getattr(stream, "alpn", None)
-    return alpn if isinstance(alpn, str) else None
 
 
 class HttpOutbound:

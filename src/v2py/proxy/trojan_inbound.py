@@ -1,4 +1,4 @@
-"""The ``trojan`` inbound (v2ray-core 4.34 ``proxy/trojan/server.go``) without fallbacks;
+"""The ``trojan`` inbound (v2ray-core 4.34 ``proxy/trojan/server.go``);
 the wire format is ``protocol/trojan.py``.
 
 As 4.34 [checked against the binary]: the header must arrive within the level-0
@@ -13,6 +13,11 @@ each packet names its destination, one packet session per destination (closed af
 4 s of silence, as 4.34's ``udp.Dispatcher``) and all of them end with the connection;
 answers go back framed with the address they came from.
 
+Fallbacks (``app/fallback.py``): after the first read's "not trojan protocol" or "not a
+valid user" (logged as rejected), by request path; never by ALPN, as in 4.34 (its check
+for a TLS connection looks for Go's type, not v2ray's wrapper: checked against the
+binary).
+
 Deliberate difference: a UDP packet is dispatched as one datagram. 4.34 cuts its payload
 into 2048-byte buffers and sends each to the target as a datagram of its own.
 """
@@ -25,6 +30,7 @@ import logging
 from collections.abc import Iterable
 
 from v2py.app.accounts import KeyedAccounts
+from v2py.app.fallback import serve_fallback
 from v2py.app.handler import Dispatch
 from v2py.app.idle import IdleTimer
 from v2py.app.log import ACCESS_REJECTED, AccessMessage, go_read_timeout, log_access
@@ -34,6 +40,7 @@ from v2py.app.session import Session, SniffingSettings, session_logger
 from v2py.app.udp_flows import UDP_FLOW_IDLE_S
 from v2py.common.net import Destination, Network, udp
 from v2py.errors import ProtocolError
+from v2py.protocol.fallback import FallbackTable
 from v2py.protocol.trojan import (
     COMMAND_UDP,
     PacketReader,
@@ -48,6 +55,8 @@ __all__ = ["TrojanInbound", "TrojanServerStream"]
 
 log = logging.getLogger(__name__)
 
+#: The first read's verdicts after which 4.34 hands the connection to a fallback.
+_FALLBACK_REASONS = frozenset({"not trojan protocol", "not a valid user"})
 #: How 4.34 prefixes the server's reasons in its access log.
 _REASON_PREFIX = "v2ray.com/core/proxy/trojan: "
 
@@ -83,8 +92,10 @@ class TrojanInbound:
         users: Iterable[TrojanUser],
         policy: PolicyTable,
         udp_flow_idle: float = UDP_FLOW_IDLE_S,
+        fallbacks: FallbackTable | None = None,
     ) -> None:
         self.tag = tag
+        self.fallbacks = fallbacks or None
         self.accounts = KeyedAccounts(
             users,
             key=lambda user: user.key,
@@ -106,6 +117,8 @@ class TrojanInbound:
         decoder = RequestDecoder(self.accounts.by_key.get)
         request: TrojanRequest | None = None
         reason: str | None = None
+        first: bytes | None = None
+        fall_back = False
         try:
             async with asyncio.timeout(self.policy.for_level(0).handshake):
                 while request is None:
@@ -113,9 +126,13 @@ class TrojanInbound:
                     if not data:
                         reason = decoder.end_reason()
                         break
+                    if first is None:
+                        first = data
                     request = decoder.feed(data)
         except ValueError as exc:
             reason = str(exc)
+            # 4.34 falls back on its first read's verdicts only.
+            fall_back = self.fallbacks is not None and reason in _FALLBACK_REASONS
         except TimeoutError:  # (an OSError: before the next clause)
             slog.info("trojan: handshake timed out from %s", session.source_text())
             # Go's read error once the deadline passed, as 4.34 logs it.
@@ -128,6 +145,13 @@ class TrojanInbound:
                 slog.info("trojan: invalid request from %s: %s", session.source_text(), reason)
                 log_access(
                     session.source_text(), ACCESS_REJECTED, reason=f"{_REASON_PREFIX}{reason}"
+                )
+            if fall_back and self.fallbacks is not None:
+                timeouts = self.policy.for_level(0)
+                # 4.34's Trojan looks for Go's own *tls.Conn, never its TLS wrapper: it
+                # never sees the ALPN, so an "alpn" entry only shapes the table.
+                await serve_fallback(
+                    stream, first or b"", self.fallbacks, timeouts, slog, by_alpn=False
                 )
             return
         user = request.user

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 
 from v2py.app.accounts import KeyedAccounts
+from v2py.app.fallback import serve_fallback
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, log_access
 from v2py.app.packet import dispatch_datagram_stream
@@ -24,6 +25,7 @@ from v2py.app.policy import PolicyTable
 from v2py.app.session import Session, session_logger
 from v2py.common.net import Destination, Network
 from v2py.errors import ProtocolError
+from v2py.protocol.fallback import FallbackTable
 from v2py.protocol.vless import (
     COMMAND_UDP,
     RequestDecoder,
@@ -39,6 +41,11 @@ log = logging.getLogger(__name__)
 
 #: How 4.34 prefixes the decoder's reasons in its access log.
 _REASON_PREFIX = "v2ray.com/core/proxy/vless/encoding: "
+#: With fallbacks: 4.34's first read (one ``buf.Size`` buffer), the length below which
+#: it falls back at once, and the decoder's reasons that fall back.
+_FIRST_READ_BYTES = 2048
+_FALLBACK_MIN_BYTES = 18
+_FALLBACK_REASONS = frozenset({"invalid request version", "invalid request user id"})
 #: How 4.34 prefixes its VLESS validator's and account's errors.
 _VLESS = "v2ray.com/core/proxy/vless: "
 
@@ -81,8 +88,16 @@ def parse_vless_account(account: bytes, level: int, email: str) -> VlessUser:
 class VlessInbound:
     """The ``vless`` inbound handler over its users."""
 
-    def __init__(self, *, tag: str, users: Iterable[VlessUser], policy: PolicyTable) -> None:
+    def __init__(
+        self,
+        *,
+        tag: str,
+        users: Iterable[VlessUser],
+        policy: PolicyTable,
+        fallbacks: FallbackTable | None = None,
+    ) -> None:
         self.tag = tag
+        self.fallbacks = fallbacks or None
         self.accounts = KeyedAccounts(
             users,
             key=lambda user: user.id,
@@ -95,6 +110,22 @@ class VlessInbound:
     async def start(self, dispatcher: Dispatch) -> None:
         return None
 
+    @staticmethod
+    async def _first_read(stream: Stream, decoder: RequestDecoder) -> bytes | VlessRequest | None:
+        """With fallbacks, 4.34 decides on one read (of at most 2048 bytes): shorter than
+        18 bytes, another version or an unknown id falls back (the bytes read are
+        returned); else the header is read on as without fallbacks (the request, or
+        None while the decoder needs more)."""
+        first = await stream.read(_FIRST_READ_BYTES)
+        if len(first) < _FALLBACK_MIN_BYTES:
+            return first
+        try:
+            return decoder.feed(first)
+        except ValueError as exc:
+            if str(exc) in _FALLBACK_REASONS:
+                return first
+            raise
+
     def close(self) -> None:
         return None
 
@@ -102,20 +133,35 @@ class VlessInbound:
         slog = session_logger(log, session)
         decoder = RequestDecoder(self.accounts.by_key.get)
         request: VlessRequest | None = None
+        fallbacks = self.fallbacks
+        first: bytes | None = None
         try:
             async with asyncio.timeout(self.policy.for_level(0).handshake):
-                while request is None:
+                if fallbacks is not None:
+                    decided = await self._first_read(stream, decoder)
+                    if isinstance(decided, bytes):
+                        first = decided
+                    else:
+                        request = decided
+                while request is None and first is None:
                     data = await stream.read(READ_CHUNK_BYTES)
                     if not data:
                         return  # 4.34 logs no rejection for a bare EOF
                     request = decoder.feed(data)
+        except TimeoutError:
+            if fallbacks is None:
+                slog.info("vless: handshake timed out from %s", session.source_text())
+                return
+            first = b""  # 4.34 ignores the first read's error: a silent client falls back
         except ValueError as exc:
             slog.info("vless: invalid request from %s: %s", session.source_text(), exc)
             log_access(session.source_text(), ACCESS_REJECTED, reason=f"{_REASON_PREFIX}{exc}")
             return
-        except TimeoutError:
-            slog.info("vless: handshake timed out from %s", session.source_text())
+        if first is not None:
+            assert fallbacks is not None
+            await serve_fallback(stream, first, fallbacks, self.policy.for_level(0), slog)
             return
+        assert request is not None
         user = request.user
         assert isinstance(user, VlessUser)
         session.user_email = user.email
