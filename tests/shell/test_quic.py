@@ -61,7 +61,11 @@ async def serving(transport: QuicTransport, handler: Any) -> AsyncIterator[QuicL
 async def exchange(client: QuicTransport, port: int, payload: bytes) -> bytes:
     """Send ``payload`` while reading the echo: receive windows are bounded, so a
     writer that reads only after writing it all would wait on itself."""
-    stream = await client.dial("127.0.0.1", port, timeout=5)
+    return await echo_on(await client.dial("127.0.0.1", port, timeout=5), payload)
+
+
+async def echo_on(stream: Stream, payload: bytes) -> bytes:
+    """:func:`exchange` on a stream already open."""
 
     async def send() -> None:
         stream.write(payload)
@@ -85,7 +89,15 @@ async def test_streams_share_connections(streams: int, connections: int) -> None
     async with serving(server, echo) as listener:
         payloads = [os.urandom(20_000 + 997 * i) for i in range(streams)]
         async with asyncio.timeout(30):
-            got = await asyncio.gather(*(exchange(client, listener.port, p) for p in payloads))
+            # All streams open before any data moves: a finished stream frees its place
+            # (and the server's stream credit), so exchanges run as they open could fit
+            # on fewer connections.
+            opened = await asyncio.gather(
+                *(client.dial("127.0.0.1", listener.port, timeout=5) for _ in payloads)
+            )
+            got = await asyncio.gather(
+                *(echo_on(s, p) for s, p in zip(opened, payloads, strict=True))
+            )
         assert got == payloads
         # Every connection dials from its own UDP socket: one peer per connection.
         assert len(set(echo.peers)) == connections

@@ -88,16 +88,11 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         if self._queue:
             self._loop.remove_writer(self._sock.fileno())
             self._queue.clear()
-        self._loop.call_soon(self._finish)
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
 
     def abort(self) -> None:
         self.close()
-
-    def _finish(self) -> None:
-        try:
-            self._protocol.connection_lost(None)
-        finally:
-            self._sock.close()
 
     # -- receiving --------------------------------------------------------------
     def _read_ready(self) -> None:
