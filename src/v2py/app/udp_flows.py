@@ -77,7 +77,8 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         make_session: builds the Session for a new flow from (source, destination).
         dispatcher: receives each flow as ``dispatch_packets(session, link)``.
         decode: datagram -> (destination, payload), or None to drop it.
-        encode: (flow destination, response payload) -> datagram for the client.
+        encode: (flow destination, response payload) -> datagram for the client, or
+            None to drop the response.
         flow_idle / source_idle: idle teardown, seconds.
         admit: when given, a datagram is served only if ``admit(source)`` is true
             (checked before decoding; refused ones are only counted). None: every
@@ -92,7 +93,7 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         make_session: Callable[[Address, Destination], Session],
         dispatcher: Dispatch,
         decode: Callable[[bytes], tuple[Destination, bytes] | None],
-        encode: Callable[[Destination, bytes], bytes],
+        encode: Callable[[Destination, bytes], bytes | None],
         flow_idle: float = UDP_FLOW_IDLE_S,
         source_idle: float = UDP_SOURCE_IDLE_S,
         admit: Callable[[Address], bool] | None = None,
@@ -153,7 +154,9 @@ class UdpFlowServer(asyncio.DatagramProtocol):
             flow.clock.touch()
             if entry.clock is not None:
                 entry.clock.touch()
-            transport.sendto(self._encode(dest, payload), source)
+            packet = self._encode(dest, payload)
+            if packet is not None:  # None: the inbound's protocol cannot carry it
+                transport.sendto(packet, source)
 
         link = PacketLink(send_back)
         self._flows_opened += 1
