@@ -8,8 +8,10 @@ loader's one-line message (as a gRPC error) instead of being dropped.
 
 Covered (what panels send): the receiver's port range, listen address, sniffing
 and allocation strategy; TCP with no transport or security settings; proxies
-``vmess`` and ``dokodemo-door`` inbound, ``freedom``, ``blackhole`` and ``vmess``
-outbound. Anything else is an error naming what is not supported.
+``vmess``, ``dokodemo-door``, ``shadowsocks``, ``vless`` and ``trojan`` inbound,
+``freedom``, ``blackhole``, ``vmess``, ``shadowsocks``, ``vless`` and ``trojan``
+outbound (one user per Shadowsocks / Trojan server, as 4.34's JSON writes them).
+Anything else is an error naming what is not supported.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from v2py.app.commander.proto import internet_pb2 as ipb
 from v2py.app.commander.proto import net_pb2 as npb
 from v2py.app.commander.proto import protocol_pb2 as ppb
 from v2py.app.commander.proto import proxyman_pb2 as mpb
+from v2py.app.commander.proto import shadowsocks_pb2 as sspb
+from v2py.app.commander.proto import trojan_pb2 as tjpb
 from v2py.app.commander.proto import typed_message_pb2 as tpb
+from v2py.app.commander.proto import vless_inbound_pb2 as vlipb
+from v2py.app.commander.proto import vless_outbound_pb2 as vlopb
+from v2py.app.commander.proto import vless_pb2 as vlpb
 from v2py.app.commander.proto import vmess_inbound_pb2 as vipb
 from v2py.app.commander.proto import vmess_outbound_pb2 as vopb
 from v2py.app.commander.proto import vmess_pb2 as vpb
@@ -130,9 +137,102 @@ def _dokodemo(typed: tpb.TypedMessage) -> JsonObject:
     return settings
 
 
+def _account(user: ppb.User, account: Message) -> None:
+    """Decode ``user``'s account into ``account`` (4.34 ``ToMemoryUser``)."""
+    if not user.HasField("account"):
+        raise ApiError("v2ray.com/core/common/protocol: Account missing")
+    _unpack(user.account, account, "user.account")
+
+
+def _named(user: ppb.User, entry: JsonObject) -> JsonObject:
+    """``entry`` with the user's level and (when set) email."""
+    entry["level"] = user.level
+    if user.email:
+        entry["email"] = user.email
+    return entry
+
+
+_SS_METHODS = {
+    sspb.AES_128_GCM: "aes-128-gcm",
+    sspb.AES_256_GCM: "aes-256-gcm",
+    sspb.CHACHA20_POLY1305: "chacha20-poly1305",
+    sspb.NONE: "none",
+}
+_SS = "v2ray.com/core/proxy/shadowsocks: "
+
+
+def _ss_account(user: ppb.User) -> JsonObject:
+    account = sspb.Account()
+    _account(user, account)
+    method = _SS_METHODS.get(account.cipher_type)
+    if method is None:
+        raise ApiError(f"{_SS}failed to parse user account > {_SS}failed to get cipher > "
+                       f"{_SS}Unsupported cipher.")  # fmt: skip
+    return _named(user, {"method": method, "password": account.password})
+
+
+def _shadowsocks_inbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = sspb.ServerConfig()
+    _unpack(typed, cfg, "proxySettings")
+    if not cfg.HasField("user"):
+        raise ApiError(f"{_SS}user is not specified")
+    settings = _ss_account(cfg.user)
+    settings["udp"] = cfg.udp_enabled
+    networks = [_NETWORKS.get(n, "tcp") for n in cfg.network]
+    if networks:
+        settings["network"] = ",".join(dict.fromkeys(networks))
+    return settings
+
+
+def _fallbacks(entries: Any) -> list[JsonObject]:
+    """Fallbacks as 4.34's loader left them (a ``type`` set, ``dest`` resolved)."""
+    return [
+        {"alpn": f.alpn, "path": f.path, "type": f.type, "dest": f.dest, "xver": f.xver}
+        for f in entries
+    ]
+
+
+def _vless_user(user: ppb.User, *, outbound: bool) -> JsonObject:
+    account = vlpb.Account()
+    _account(user, account)
+    entry: JsonObject = {"id": account.id, "flow": account.flow}
+    if outbound:
+        entry["encryption"] = account.encryption
+    return _named(user, entry)
+
+
+def _vless_inbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = vlipb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    return {
+        "clients": [_vless_user(u, outbound=False) for u in cfg.clients],
+        # 4.34's handler never looks at it (its JSON loader wants "none").
+        "decryption": cfg.decryption or "none",
+        "fallbacks": _fallbacks(cfg.fallbacks),
+    }
+
+
+def _trojan_user(user: ppb.User) -> JsonObject:
+    account = tjpb.Account()
+    _account(user, account)
+    return _named(user, {"password": account.password})
+
+
+def _trojan_inbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = tjpb.ServerConfig()
+    _unpack(typed, cfg, "proxySettings")
+    return {
+        "clients": [_trojan_user(u) for u in cfg.users],
+        "fallbacks": _fallbacks(cfg.fallbacks),
+    }
+
+
 _INBOUND_PROXIES: dict[str, tuple[str, Callable[[tpb.TypedMessage], JsonObject]]] = {
     "v2ray.core.proxy.vmess.inbound.Config": ("vmess", _vmess_inbound),
     "v2ray.core.proxy.dokodemo.Config": ("dokodemo-door", _dokodemo),
+    "v2ray.core.proxy.shadowsocks.ServerConfig": ("shadowsocks", _shadowsocks_inbound),
+    "v2ray.core.proxy.vless.inbound.Config": ("vless", _vless_inbound),
+    "v2ray.core.proxy.trojan.ServerConfig": ("trojan", _trojan_inbound),
 }
 
 
@@ -215,10 +315,57 @@ def _vmess_outbound(typed: tpb.TypedMessage) -> JsonObject:
     }
 
 
+def _one_user(endpoint: ppb.ServerEndpoint) -> ppb.User:
+    """The user of a Shadowsocks or Trojan server (4.34's JSON gives each one user)."""
+    if len(endpoint.user) != 1:
+        raise ApiError(f"{_CORE}a server with {len(endpoint.user)} users is {_NOT_SUPPORTED}")
+    return endpoint.user[0]
+
+
+def _shadowsocks_outbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = sspb.ClientConfig()
+    _unpack(typed, cfg, "proxySettings")
+    return {
+        "servers": [
+            {"address": _address(r.address), "port": r.port, **_ss_account(_one_user(r))}
+            for r in cfg.server
+        ]
+    }
+
+
+def _vless_outbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = vlopb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    return {
+        "vnext": [
+            {
+                "address": _address(r.address),
+                "port": r.port,
+                "users": [_vless_user(u, outbound=True) for u in r.user],
+            }
+            for r in cfg.vnext
+        ]
+    }
+
+
+def _trojan_outbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = tjpb.ClientConfig()
+    _unpack(typed, cfg, "proxySettings")
+    return {
+        "servers": [
+            {"address": _address(r.address), "port": r.port, **_trojan_user(_one_user(r))}
+            for r in cfg.server
+        ]
+    }
+
+
 _OUTBOUND_PROXIES: dict[str, tuple[str, Callable[[tpb.TypedMessage], JsonObject]]] = {
     "v2ray.core.proxy.freedom.Config": ("freedom", _freedom),
     "v2ray.core.proxy.blackhole.Config": ("blackhole", _blackhole),
     "v2ray.core.proxy.vmess.outbound.Config": ("vmess", _vmess_outbound),
+    "v2ray.core.proxy.shadowsocks.ClientConfig": ("shadowsocks", _shadowsocks_outbound),
+    "v2ray.core.proxy.vless.outbound.Config": ("vless", _vless_outbound),
+    "v2ray.core.proxy.trojan.ClientConfig": ("trojan", _trojan_outbound),
 }
 
 

@@ -22,15 +22,22 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from v2py.app.commander.proto import protocol_pb2 as v2py_dot_app_dot_commander_dot_proto_dot_protocol__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%v2py/app/commander/proto/trojan.proto\x12\x17v2ray.core.proxy.trojan\"\x1b\n\x07\x41\x63\x63ount\x12\x10\n\x08password\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%v2py/app/commander/proto/trojan.proto\x12\x17v2ray.core.proxy.trojan\x1a\'v2py/app/commander/proto/protocol.proto\"\x1b\n\x07\x41\x63\x63ount\x12\x10\n\x08password\x18\x01 \x01(\t\"P\n\x08\x46\x61llback\x12\x0c\n\x04\x61lpn\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x65st\x18\x04 \x01(\t\x12\x0c\n\x04xver\x18\x05 \x01(\x04\"J\n\x0c\x43lientConfig\x12:\n\x06server\x18\x01 \x03(\x0b\x32*.v2ray.core.common.protocol.ServerEndpoint\"u\n\x0cServerConfig\x12/\n\x05users\x18\x01 \x03(\x0b\x32 .v2ray.core.common.protocol.User\x12\x34\n\tfallbacks\x18\x03 \x03(\x0b\x32!.v2ray.core.proxy.trojan.Fallbackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'v2py.app.commander.proto.trojan_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCOUNT']._serialized_start=66
-  _globals['_ACCOUNT']._serialized_end=93
+  _globals['_ACCOUNT']._serialized_start=107
+  _globals['_ACCOUNT']._serialized_end=134
+  _globals['_FALLBACK']._serialized_start=136
+  _globals['_FALLBACK']._serialized_end=216
+  _globals['_CLIENTCONFIG']._serialized_start=218
+  _globals['_CLIENTCONFIG']._serialized_end=292
+  _globals['_SERVERCONFIG']._serialized_start=294
+  _globals['_SERVERCONFIG']._serialized_end=411
 # @@protoc_insertion_point(module_scope)
