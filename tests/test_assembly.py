@@ -35,6 +35,7 @@ INBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "vless": {"clients": [{"id": UUID_A}], "decryption": "none"},
     "shadowsocks": {"method": "aes-128-gcm", "password": "p"},
     "trojan": {"clients": [{"password": "p", "email": "e@x", "level": 1}]},
+    "mtproto": {"users": [{"secret": "0123456789abcdef0123456789abcdef"}]},
 }
 OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "freedom": {},
@@ -46,6 +47,7 @@ OUTBOUND_EXAMPLES: dict[str, dict[str, Any]] = {
     "shadowsocks": {
         "servers": [{"address": "127.0.0.1", "port": 1, "method": "none", "password": "p"}]
     },
+    "mtproto": {},
     "trojan": {"servers": [{"address": "127.0.0.1", "port": 1, "password": "p"}]},
     "vless": {
         "vnext": [

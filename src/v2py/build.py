@@ -32,6 +32,8 @@ from v2py.config.settings import (
     HttpInboundSettings,
     HttpOutboundSettings,
     HttpServerConfig,
+    MtprotoInboundSettings,
+    MtprotoOutboundSettings,
     ShadowsocksInboundSettings,
     ShadowsocksOutboundSettings,
     SocksInboundSettings,
@@ -396,6 +398,12 @@ class Builder:
                     policy=self.policy,
                     transport=self._dial_transport(cfg),
                 )
+            case MtprotoOutboundSettings():
+                from v2py.proxy.mtproto import MtprotoOutbound
+
+                return MtprotoOutbound(
+                    tag=tag, policy=self.policy, transport=self._dial_transport(cfg)
+                )
             case ShadowsocksOutboundSettings() as s:
                 from v2py.protocol.shadowsocks import cipher_named, password_key
                 from v2py.proxy.shadowsocks_outbound import ShadowsocksOutbound, ShadowsocksServer
@@ -687,6 +695,17 @@ class Builder:
                 )
             case VmessInboundSettings() as s:
                 return self._vmess_inbound(tag, s, where)
+            case MtprotoInboundSettings() as s:
+                from v2py.proxy.mtproto import MtprotoInbound
+
+                first = s.users[0]  # 4.34 serves the first user only
+                return MtprotoInbound(
+                    tag=tag,
+                    secret=bytes.fromhex(first.secret),
+                    level=first.level,
+                    email=first.email,
+                    policy=self.policy,
+                )
             case ShadowsocksInboundSettings() as s:
                 from v2py.protocol.shadowsocks import cipher_named, password_key
                 from v2py.proxy.shadowsocks_inbound import ShadowsocksInbound

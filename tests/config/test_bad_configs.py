@@ -83,8 +83,6 @@ BAD: list[Bad] = [
     # --- protocols and required settings
     Bad("inbound-protocol-unknown", with_(BASE, "inbounds.0.protocol", "foo"),
         "inbounds[0].protocol", '"foo" is not a known protocol; use one of: socks, http'),
-    Bad("inbound-protocol-unsupported", with_(BASE, "inbounds.0.protocol", "mtproto"),
-        "inbounds[0].protocol", "not supported by v2py"),
     Bad("inbound-protocol-missing", config({"port": 1}), "inbounds[0].protocol",
         "missing; add \"protocol\""),
     Bad("outbound-protocol-unknown", with_(BASE, "outbounds.0.protocol", "teleport"),
@@ -264,8 +262,8 @@ BAD: list[Bad] = [
         "outbounds[0].streamSettings.sockopt.mark", ""),
     Bad("outbound-socks-no-servers", with_(BASE, "outbounds.0.protocol", "socks"),
         "outbounds[0].settings.servers", "no servers"),
-    Bad("outbound-mtproto", with_(BASE, "outbounds.0.protocol", "mtproto"),
-        "outbounds[0].protocol", '"mtproto" is not supported by v2py'),
+    Bad("outbound-loopback", with_(BASE, "outbounds.0.protocol", "loopback"),
+        "outbounds[0].protocol", '"loopback" is not supported by v2py'),
     # --- outbound details
     Bad("mux-concurrency-1025",
         with_(BASE, "outbounds.0.mux", {"enabled": True, "concurrency": 1025}),
@@ -326,6 +324,14 @@ BAD: list[Bad] = [
         "clients": [{"id": UUID_A}], "decryption": "none",
         "fallbacks": [{"dest": "serve-ws-none"}]}}),
         "inbounds[0].settings.fallbacks[0].dest", "not supported by v2py"),
+    Bad("mtproto-in-no-users", config({"port": 1, "protocol": "mtproto", "settings": {}}),
+        "inbounds[0].settings.users", "zero MTProto users configured."),
+    Bad("mtproto-in-short-secret", config({"port": 1, "protocol": "mtproto", "settings": {
+        "users": [{"secret": "abcd"}]}}),
+        "inbounds[0].settings.users[0].secret", "MTProto secret must have 32 chars"),
+    Bad("mtproto-in-bad-secret", config({"port": 1, "protocol": "mtproto", "settings": {
+        "users": [{"secret": "z" * 32}]}}),
+        "inbounds[0].settings.users[0].secret", "failed to decode secret: "),
     Bad("ss-in-no-password", config({"port": 1, "protocol": "shadowsocks",
                                      "settings": {"method": "aes-128-gcm"}}),
         "inbounds[0].settings.password", "Shadowsocks password is not specified."),

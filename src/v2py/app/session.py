@@ -46,6 +46,9 @@ class Session:
     mux_preferred: bool = False
     #: A plain HTTP request's attributes (HTTP inbound) for ``attrs`` rules, else None.
     attributes: dict[str, str] | None = None
+    #: The connection type and datacenter an MTProto inbound read, for the MTProto
+    #: outbound (4.34 ``mtproto.SessionContext``); None from other inbounds.
+    mtproto: tuple[bytes, int] | None = None
     id: int = field(default_factory=lambda: next(_ids))
 
     def source_text(self) -> str:

@@ -19,6 +19,8 @@ from v2py.config.settings import (
     FreedomSettings,
     HttpInboundSettings,
     HttpOutboundSettings,
+    MtprotoInboundSettings,
+    MtprotoOutboundSettings,
     ShadowsocksInboundSettings,
     ShadowsocksOutboundSettings,
     SocksInboundSettings,
@@ -46,6 +48,7 @@ INBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "vless": VlessInboundSettings,
         "trojan": TrojanInboundSettings,
         "shadowsocks": ShadowsocksInboundSettings,
+        "mtproto": MtprotoInboundSettings,
     }
 )
 
@@ -58,6 +61,7 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
         "vless": VlessOutboundSettings,
         "trojan": TrojanOutboundSettings,
         "shadowsocks": ShadowsocksOutboundSettings,
+        "mtproto": MtprotoOutboundSettings,
         "socks": SocksOutboundSettings,
         "http": HttpOutboundSettings,
     }
@@ -65,5 +69,5 @@ OUTBOUND_SETTINGS: Final[Mapping[str, type[ConfigModel]]] = MappingProxyType(
 
 # Protocols V2Ray 4.34 knows but v2py does not implement: named in messages so
 # that a real config fails with "not supported" rather than "unknown".
-UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset({"mtproto"})
-UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset({"mtproto", "loopback"})
+UNSUPPORTED_INBOUNDS: Final[frozenset[str]] = frozenset()
+UNSUPPORTED_OUTBOUNDS: Final[frozenset[str]] = frozenset({"loopback"})

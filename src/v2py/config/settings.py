@@ -50,6 +50,9 @@ __all__ = [
     "SocksOutboundSettings",
     "SocksServerConfig",
     "SocksUserConfig",
+    "MtprotoInboundSettings",
+    "MtprotoOutboundSettings",
+    "MtprotoUserConfig",
     "ShadowsocksInboundSettings",
     "ShadowsocksOutboundSettings",
     "ShadowsocksServerConfig",
@@ -510,6 +513,45 @@ class ShadowsocksOutboundSettings(ConfigModel):
         return self
 
 
+def _mtproto_secret(value: object) -> str:
+    if not isinstance(value, str):
+        raise fail(f"{describe(value)} is not a secret string")
+    if len(value) != 32:
+        raise fail("MTProto secret must have 32 chars")  # 4.34's words
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise fail(f"failed to decode secret: {value}") from None  # 4.34's words
+    return value.lower()
+
+
+class MtprotoUserConfig(ConfigModel):
+    """One ``users`` entry of an MTProto inbound: a 32-hex-digit ``secret``."""
+
+    secret: Annotated[str, BeforeValidator(_mtproto_secret)] = Field(
+        default="", validate_default=True
+    )
+    email: Str = ""
+    level: Byte = 0
+
+
+class MtprotoInboundSettings(ConfigModel):
+    """MTProto inbound ``settings`` (4.34 ``infra/conf/mtproto.go``); 4.34 serves the
+    first user only."""
+
+    users: tuple[MtprotoUserConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _has_users(self) -> MtprotoInboundSettings:
+        if not self.users:
+            raise fail("zero MTProto users configured.", "users")  # 4.34's words
+        return self
+
+
+class MtprotoOutboundSettings(ConfigModel):
+    """MTProto outbound ``settings``: 4.34 reads none."""
+
+
 # --------------------------------------------------------------------------
 # Outbounds
 
@@ -693,6 +735,7 @@ InboundSettings = (
     | VlessInboundSettings
     | TrojanInboundSettings
     | ShadowsocksInboundSettings
+    | MtprotoInboundSettings
 )
 OutboundSettings = (
     FreedomSettings
@@ -702,6 +745,7 @@ OutboundSettings = (
     | VlessOutboundSettings
     | TrojanOutboundSettings
     | ShadowsocksOutboundSettings
+    | MtprotoOutboundSettings
     | SocksOutboundSettings
     | HttpOutboundSettings
 )
