@@ -39,7 +39,8 @@ class Backend:
         data = b""
         with contextlib.suppress(ConnectionError, TimeoutError):
             async with asyncio.timeout(5):
-                while b"\r\n\r\n" not in data:
+                # (a PROXY v2 header starts with CRLF CRLF and may come alone)
+                while not data.endswith(b"\r\n\r\n"):
                     chunk = await reader.read(4096)
                     if not chunk:
                         break

@@ -85,8 +85,10 @@ async def serve_fallback(
                 slog.warning("fallback: no address for the PROXY header")
                 return
             head = proxy_header(target.xver, remote, local)
-        if head or first:
-            below.write(head + first)
+        if head:
+            below.write(head)  # 4.34 writes the PROXY header on its own, then the bytes
+        if first:
+            below.write(first)
         if _is_tls(stream):
             # 4.34 closes a TLS client connection as soon as the fallback's answer ended
             # (its TLS conn is a buffer writer, closed at the end of the copy); a plain
