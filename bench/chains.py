@@ -76,6 +76,10 @@ CHAINS: dict[str, ChainSpec] = {
                   security="aes-128-gcm", proxy="shadowsocks"),
         ChainSpec("ss-chacha", "socks -> shadowsocks(chacha20-poly1305) => shadowsocks -> freedom",
                   security="chacha20-poly1305", proxy="shadowsocks"),
+        ChainSpec("vless-tls", "socks -> vless => vless -> freedom, over TLS (tcp)",
+                  security="none", tls=True, proxy="vless"),
+        ChainSpec("trojan-tls", "socks -> trojan => trojan -> freedom, over TLS (tcp)",
+                  security="none", tls=True, proxy="trojan"),
     )
 }
 
@@ -196,6 +200,38 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
             "port": ports.vmess,
             "protocol": "shadowsocks",
             "settings": {"method": spec.security, "password": BENCH_UUID},
+            "streamSettings": _stream(spec, server=True),
+        }
+    if spec.proxy == "vless":
+        vmess_out = {
+            "tag": "vless-out",
+            "protocol": "vless",
+            "settings": {"vnext": [{"address": "127.0.0.1", "port": ports.dial,
+                                    "users": [{"id": BENCH_UUID, "encryption": "none"}]}]},
+            "streamSettings": _stream(spec),
+        }
+        vmess_in = {
+            "tag": "vless-in",
+            "listen": "127.0.0.1",
+            "port": ports.vmess,
+            "protocol": "vless",
+            "settings": {"clients": [{"id": BENCH_UUID}], "decryption": "none"},
+            "streamSettings": _stream(spec, server=True),
+        }
+    if spec.proxy == "trojan":
+        vmess_out = {
+            "tag": "trojan-out",
+            "protocol": "trojan",
+            "settings": {"servers": [{"address": "127.0.0.1", "port": ports.dial,
+                                      "password": BENCH_UUID}]},
+            "streamSettings": _stream(spec),
+        }
+        vmess_in = {
+            "tag": "trojan-in",
+            "listen": "127.0.0.1",
+            "port": ports.vmess,
+            "protocol": "trojan",
+            "settings": {"clients": [{"password": BENCH_UUID}]},
             "streamSettings": _stream(spec, server=True),
         }
     if spec.mux_concurrency is not None:
