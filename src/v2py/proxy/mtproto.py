@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from cryptography.hazmat.primitives.ciphers import CipherContext
 
 from v2py.app.dial_guard import dial_watching
+from v2py.app.entropy import urandom
 from v2py.app.handler import Dispatch
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable
@@ -137,7 +137,7 @@ class MtprotoOutbound:
         assert dest is not None
         below = await self.transport.dial(dest.address, dest.port, timeout=DIAL_TIMEOUT_S)
         kind = session.mtproto[0] if session.mtproto is not None else ABRIDGED
-        handshake = client_handshake(kind, os.urandom)
+        handshake = client_handshake(kind, urandom)
         below.write(handshake.header)
         return MtprotoStream(below, handshake.decrypt, handshake.encrypt)
 

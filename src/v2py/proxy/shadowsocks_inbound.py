@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from v2py.app.drain import drain_stream
+from v2py.app.entropy import urandom
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, go_read_timeout, log_access
 from v2py.app.policy import PolicyTable
@@ -102,7 +102,7 @@ class ShadowsocksInbound:
 
         def encode(dest: Destination, payload: bytes) -> bytes | None:
             # None above 2048 bytes sealed: 4.34's encoder panics on those.
-            return seal_datagram(cipher, key, dest.address, dest.port, payload, os.urandom)
+            return seal_datagram(cipher, key, dest.address, dest.port, payload, urandom)
 
         self._udp_server, self._udp_port = await open_udp_flow_server(
             self._listen or "0.0.0.0",
@@ -132,7 +132,7 @@ class ShadowsocksInbound:
 
     def drain_budget(self) -> int:
         """Bytes a failed connection may send in all before the server closes it."""
-        rolled = int.from_bytes(os.urandom(4), "big") % self._drain_spread
+        rolled = int.from_bytes(urandom(4), "big") % self._drain_spread
         return self._drain_base + _DRAIN_FIXED + rolled
 
     async def handle(self, session: Session, stream: Stream, dispatcher: Dispatch) -> None:
@@ -178,7 +178,7 @@ class ShadowsocksInbound:
         sealer: ChunkSealer | None = None
         salt = b""
         if self.cipher.is_aead:
-            salt = os.urandom(self.cipher.salt_size)
+            salt = urandom(self.cipher.salt_size)
             sealer = self.cipher.sealer(self.key, salt)
         sstream = ShadowsocksLayer(
             stream,

@@ -14,11 +14,11 @@ decode ends the session, as 4.34's ``UDPReader`` does.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from v2py.app.dial_guard import dial_watching
+from v2py.app.entropy import urandom
 from v2py.app.packet import PacketLink, relay_datagrams
 from v2py.app.policy import PolicyTable
 from v2py.app.relay import relay
@@ -153,7 +153,7 @@ class _DatagramChannel:
     def write_datagram(self, data: bytes) -> None:
         server = self._server
         packet = seal_datagram(
-            server.cipher, server.key, self._dest.address, self._dest.port, data, os.urandom
+            server.cipher, server.key, self._dest.address, self._dest.port, data, urandom
         )
         if packet is not None:
             self._channel.send(packet)
@@ -202,7 +202,7 @@ class ShadowsocksOutbound:
         )
         try:
             header, sealer = encode_request_header(
-                server.cipher, server.key, dest.address, dest.port, os.urandom
+                server.cipher, server.key, dest.address, dest.port, urandom
             )
         except ValueError:
             below.close()

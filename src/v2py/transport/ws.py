@@ -195,8 +195,8 @@ async def server_handshake(
         if head.version >= (1, 1) and head.get("host") is None:
             _reply(below, go_error_reply("400 Bad Request", "missing required Host header"))
             raise WsHandshakeError("missing Host")
-        date = http_date(clock())
-        answer = _answer(head, path, date)
+        # (the Date of an error answer is only formatted when one is given)
+        answer = _answer(head, path, clock())
         if answer is None:
             key = head.get("sec-websocket-key") or ""
             below.write(
@@ -216,19 +216,19 @@ async def server_handshake(
         buffer = await _skip(below, buffer, body)
 
 
-def _answer(head: RequestHead, path: str, date: str) -> bytes | None:
+def _answer(head: RequestHead, path: str, now: float) -> bytes | None:
     """Go's answer to a request head, or None to upgrade."""
     if request_path(head.target) != path:
-        return _not_found(head.version, date)
+        return _not_found(head.version, http_date(now))
     # gorilla Upgrader.Upgrade, in its order.
     if not head.has_token("connection", "upgrade") or not head.has_token("upgrade", "websocket"):
-        return _go_text_reply(head.version, "400 Bad Request", date)
+        return _go_text_reply(head.version, "400 Bad Request", http_date(now))
     if head.method != "GET":
-        return _go_text_reply(head.version, "405 Method Not Allowed", date)
+        return _go_text_reply(head.version, "405 Method Not Allowed", http_date(now))
     if not head.has_token("sec-websocket-version", "13"):
-        return _go_text_reply(head.version, "400 Bad Request", date)
+        return _go_text_reply(head.version, "400 Bad Request", http_date(now))
     if not head.get("sec-websocket-key"):
-        return _go_text_reply(head.version, "400 Bad Request", date)
+        return _go_text_reply(head.version, "400 Bad Request", http_date(now))
     return None
 
 
