@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import hypothesis  # noqa: F401  (imported early: see below)
 import pytest
@@ -72,3 +73,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if path:
         with open(path, "w") as fh:
             fh.write(f"{_interop['passed']} {_interop['skipped']} {_interop['failed']}\n")
+
+
+@pytest.fixture
+def access(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Access-log lines of in-process v2py instances, as they are written (shared by
+    the interop tests that compare them with 4.34's access log)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("v2py.access")
+    monkeypatch.setattr(logger, "handlers", [Collect(logging.INFO)])
+    monkeypatch.setattr(logger, "disabled", False)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.setLevel(level)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,3 +158,80 @@ async def test_wrong_password_is_drained_then_closed_as_4_34(method: str) -> Non
     for kind, ((short_end, short_time), (long_end, long_time)) in results.items():
         assert short_end == "fin" and 0.8 < short_time < 3, (kind, results)
         assert long_end == "rst" and long_time < 0.8, (kind, results)
+
+
+def _normalize(line: str) -> str:
+    """An access line without its time stamp and source port."""
+    line = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ", "", line.strip())
+    return re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line)
+
+
+async def _send_and_close(port: int, data: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if data:
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()
+        await asyncio.wait_for(reader.read(100), 5)
+    finally:
+        writer.close()
+
+
+async def test_rejected_lines_as_4_34(access: list[str], tmp_path: Path) -> None:
+    """The same bad TCP clients and UDP datagrams get the same ``rejected`` lines."""
+    from v2py.protocol.shadowsocks import cipher_named, encode_request_header, password_key
+
+    cipher = cipher_named("aes-128-gcm")
+    wrong_head, _ = encode_request_header(
+        cipher, password_key("wrong", 16), "1.2.3.4", 80, os.urandom
+    )
+    right_head, _ = encode_request_header(
+        cipher, password_key(PASSWORD, 16), "1.2.3.4", 80, os.urandom
+    )
+    tcp_probes = [b"", b"abc", right_head[:20], wrong_head]
+    udp_probes = [os.urandom(100), os.urandom(10), b""]
+    v2ray_port, v2py_port = free_port(), free_port()
+    access_path = tmp_path / "access.log"
+    v2ray_config = server_config(v2ray_port, "aes-128-gcm")
+    v2ray_config["log"]["access"] = str(access_path)
+    loop = asyncio.get_running_loop()
+    sender, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        async with (
+            run_side("v2ray", v2ray_config, v2ray_port),
+            run_side("v2py", server_config(v2py_port, "aes-128-gcm"), v2py_port),
+            asyncio.timeout(TIMEOUT_S),
+        ):
+            for port in (v2ray_port, v2py_port):
+                for data in tcp_probes:
+                    await _send_and_close(port, data)
+                for data in udp_probes:
+                    sender.sendto(data, ("127.0.0.1", port))
+            # (the UDP lines come as the datagrams are read, 4.34's from a goroutine)
+            for _ in range(100):
+                theirs = {_normalize(x) for x in access_path.read_text().splitlines() if x}
+                ours = {_normalize(line) for line in access if " rejected " in line}
+                if len(theirs) >= 6 and len(ours) >= 6:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        sender.close()
+    # (as sets: 4.34 also logs run_side's readiness probe, a bare connect)
+    assert ours == theirs
+    prefix = "v2ray.com/core/proxy/shadowsocks: "
+    assert theirs == set(
+        [
+            f"127.0.0.1:PORT rejected  {prefix}failed to read IV > EOF",
+            f"127.0.0.1:PORT rejected  {prefix}failed to read IV > unexpected EOF",
+            f"127.0.0.1:PORT rejected  {prefix}failed to read address > unexpected EOF",
+            f"127.0.0.1:PORT rejected  {prefix}failed to read address > "
+            "cipher: message authentication failed",
+            f"udp:127.0.0.1:PORT rejected  {prefix}failed to decrypt UDP payload > "
+            "cipher: message authentication failed",
+            f"udp:127.0.0.1:PORT rejected  {prefix}failed to decrypt UDP payload > "
+            f"{prefix}insufficient data: 10",
+        ]
+    )

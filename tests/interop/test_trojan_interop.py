@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -207,26 +206,6 @@ async def test_clients_send_the_same_bytes(client: str) -> None:
 
 
 # -- what the servers do with a bad client -------------------------------------------
-
-
-@pytest.fixture
-def access(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Access-log lines of in-process v2py instances, as they are written."""
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("v2py.access")
-    monkeypatch.setattr(logger, "handlers", [Collect(logging.INFO)])
-    monkeypatch.setattr(logger, "disabled", False)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        yield lines
-    finally:
-        logger.setLevel(level)
 
 
 PROBES = {

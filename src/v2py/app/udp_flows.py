@@ -83,6 +83,8 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         admit: when given, a datagram is served only if ``admit(source)`` is true
             (checked before decoding; refused ones are only counted). None: every
             source is served, as in 4.34.
+        rejected: called with the source and the reason when ``decode`` raises
+            ValueError (the datagram is dropped and counted either way).
 
     Shared by the SOCKS and dokodemo-door inbounds.
     """
@@ -97,12 +99,14 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         flow_idle: float = UDP_FLOW_IDLE_S,
         source_idle: float = UDP_SOURCE_IDLE_S,
         admit: Callable[[Address], bool] | None = None,
+        rejected: Callable[[Address, str], None] | None = None,
     ) -> None:
         self._make_session = make_session
         self._admit = admit
         self._refused = 0
         self._dispatcher = dispatcher
         self._decode = decode
+        self._rejected = rejected
         self._encode = encode
         self._flow_idle = flow_idle
         self._source_idle = source_idle
@@ -122,7 +126,12 @@ class UdpFlowServer(asyncio.DatagramProtocol):
         if self._admit is not None and not self._admit(source):
             self._refused += 1
             return
-        decoded = self._decode(data)
+        try:
+            decoded = self._decode(data)
+        except ValueError as exc:  # a decoder that says why (``rejected`` hears it)
+            decoded = None
+            if self._rejected is not None:
+                self._rejected(source, str(exc))
         if decoded is None:
             self._dropped += 1
             return

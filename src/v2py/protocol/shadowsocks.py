@@ -410,7 +410,10 @@ def open_datagram(cipher: Cipher, key: bytes, datagram: bytes) -> tuple[str, int
     data = datagram[:MAX_DATAGRAM_BYTES]
     if cipher.is_aead:
         if len(data) <= cipher.salt_size:
-            raise ValueError(f"failed to decrypt UDP payload > insufficient data: {len(data)}")
+            raise ValueError(
+                "failed to decrypt UDP payload > v2ray.com/core/proxy/shadowsocks: "
+                f"insufficient data: {len(data)}"
+            )
         salt = data[: cipher.salt_size]
         try:
             data = cipher.aead(key, salt).decrypt(_ZERO_NONCE, data[cipher.salt_size :], None)

@@ -93,12 +93,19 @@ class ShadowsocksInbound:
         cipher, key = self.cipher, self.key
 
         def decode(data: bytes) -> tuple[Destination, bytes] | None:
-            try:
-                host, port, payload = open_datagram(cipher, key, data)
-            except ValueError as exc:
-                log.info("shadowsocks: dropping invalid UDP packet: %s", exc)
-                return None
+            if not data:
+                return None  # 4.34's UDP worker never hands an empty datagram on
+            host, port, payload = open_datagram(cipher, key, data)  # ValueError: rejected
             return udp(host, port), payload
+
+        def rejected(source: tuple[str, int], reason: str) -> None:
+            shown = (
+                f"udp:{source[0]}:{source[1]}"
+                if ":" not in source[0]
+                else (f"udp:[{source[0]}]:{source[1]}")
+            )
+            log.info("shadowsocks: dropping invalid UDP packet from: %s: %s", shown, reason)
+            log_access(shown, ACCESS_REJECTED, reason=f"{_REASON_PREFIX}{reason}")
 
         def encode(dest: Destination, payload: bytes) -> bytes | None:
             # None above 2048 bytes sealed: 4.34's encoder panics on those.
@@ -113,6 +120,7 @@ class ShadowsocksInbound:
             dispatcher=dispatcher,
             decode=decode,
             encode=encode,
+            rejected=rejected,
         )
 
     def _udp_session(self, source: tuple[str, int], dest: Destination) -> Session:
