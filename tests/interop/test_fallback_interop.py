@@ -34,8 +34,10 @@ class Backend:
     def __init__(self, name: str) -> None:
         self.name = name
         self.seen: list[bytes] = []
+        self.connections = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         data = b""
         with contextlib.suppress(ConnectionError, TimeoutError):
             async with asyncio.timeout(5):
@@ -213,3 +215,46 @@ async def test_fallbacks_by_alpn_over_tls_as_4_34(protocol: str) -> None:
     assert answers["v2py"] == answers["v2ray"]
     first = b"h2" if protocol == "vless" else b"default"
     assert [a.rsplit(b"\n", 1)[-1] for a in answers["v2py"]] == [first, b"b", b"default"]
+
+
+async def test_vless_handshake_timeout_as_4_34() -> None:
+    """With fallbacks, a client silent until the handshake timeout (1 s here) is handed
+    to a fallback (4.34 ignores the first read's error); one whose first read passed
+    (version 0, a known id) and then stops is closed without falling back."""
+    from v2py.protocol.vless import COMMAND_TCP, encode_request
+
+    passed = encode_request(uuid.UUID(UUID).bytes, COMMAND_TCP, "127.0.0.1", 80)[:20]
+
+    async def probe(port: int, data: bytes) -> bytes | None:
+        """What comes back within 2.5 s (None: nothing, the connection still open)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            if data:
+                writer.write(data)
+                await writer.drain()
+            try:
+                async with asyncio.timeout(2.5):
+                    return await reader.read(4096)
+            except TimeoutError:
+                return None
+        finally:
+            writer.close()
+
+    async def run(kind: str, backend: Backend, fallbacks: list[Any]) -> list[Any]:
+        port = free_port()
+        config = server_config("vless", port, fallbacks, tls=False)
+        config["policy"]["levels"]["0"]["handshake"] = 1
+        async with run_side(kind, config, port):
+            # run_side's readiness probe (a bare connect) falls back at once on 4.34:
+            # let its connection reach the backend before counting
+            await asyncio.sleep(0.3)
+            before = backend.connections
+            answers = await asyncio.gather(probe(port, b""), probe(port, passed))
+            return [*answers, backend.connections - before]
+
+    async with backends() as (found, fallbacks), asyncio.timeout(TIMEOUT_S):
+        # (one after the other: the default backend counts the fallen-back connections)
+        theirs = await run("v2ray", found["default"], fallbacks)
+        ours = await run("v2py", found["default"], fallbacks)
+    # the silent one is with the backend (which waits for a request), the other closed
+    assert ours == theirs == [None, b"", 1]

@@ -135,10 +135,12 @@ class VlessInbound:
         request: VlessRequest | None = None
         fallbacks = self.fallbacks
         first: bytes | None = None
+        first_read = False  # (with fallbacks: the first read has decided)
         try:
             async with asyncio.timeout(self.policy.for_level(0).handshake):
                 if fallbacks is not None:
                     decided = await self._first_read(stream, decoder)
+                    first_read = True
                     if isinstance(decided, bytes):
                         first = decided
                     else:
@@ -149,10 +151,12 @@ class VlessInbound:
                         return  # 4.34 logs no rejection for a bare EOF
                     request = decoder.feed(data)
         except TimeoutError:
-            if fallbacks is None:
+            if fallbacks is None or first_read:
                 slog.info("vless: handshake timed out from %s", session.source_text())
                 return
-            first = b""  # 4.34 ignores the first read's error: a silent client falls back
+            # 4.34 ignores the first read's error: a client silent until the handshake
+            # timeout falls back (one that passed the first read does not).
+            first = b""
         except ValueError as exc:
             slog.info("vless: invalid request from %s: %s", session.source_text(), exc)
             log_access(session.source_text(), ACCESS_REJECTED, reason=f"{_REASON_PREFIX}{exc}")
