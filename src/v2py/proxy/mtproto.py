@@ -37,14 +37,14 @@ from v2py.protocol.mtproto import (
 )
 from v2py.proxy.vmess_outbound import DIAL_TIMEOUT_S
 from v2py.transport import Transport
-from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, StreamLayer
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, UnendedPullLayer
 
 __all__ = ["MtprotoInbound", "MtprotoOutbound", "MtprotoStream"]
 
 log = logging.getLogger(__name__)
 
 
-class MtprotoStream(StreamLayer):
+class MtprotoStream(UnendedPullLayer):
     """A stream whose bytes are XORed with one AES-CTR keystream each way (pull mode;
     no end marker, so the relay never half-closes it)."""
 
@@ -57,16 +57,6 @@ class MtprotoStream(StreamLayer):
         self._encrypt = encrypt
         self._pending = decrypt.update(rest) if rest else b""
 
-    @property
-    def relays_end(self) -> bool:
-        return False
-
-    @property
-    def can_push(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        """Nothing to send: 4.34's MTProto copies never half-close."""
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if data:

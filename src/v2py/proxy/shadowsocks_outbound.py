@@ -42,7 +42,7 @@ from v2py.proxy.socks_outbound import (
 )
 from v2py.proxy.vmess_outbound import DIAL_DELAYS_S, DIAL_TIMEOUT_S
 from v2py.transport import Transport
-from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, StreamLayer
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, UnendedPullLayer
 
 __all__ = ["ShadowsocksLayer", "ShadowsocksOutbound", "ShadowsocksServer"]
 
@@ -61,7 +61,7 @@ class ShadowsocksServer:
     email: str = ""
 
 
-class ShadowsocksLayer(StreamLayer):
+class ShadowsocksLayer(UnendedPullLayer):
     """A Shadowsocks stream over the transport stream ``_below``: writes are sealed,
     reads opened after the peer's salt. No end marker (the relay never half-closes
     it), pull mode only. ``opener`` is given when the salt was already read (the
@@ -88,16 +88,6 @@ class ShadowsocksLayer(StreamLayer):
         self._pending = rest
         self._prefix = prefix  # bytes to send before the first sealed ones (a salt)
 
-    @property
-    def relays_end(self) -> bool:
-        return False
-
-    @property
-    def can_push(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        """Nothing to send: 4.34's Shadowsocks never half-closes."""
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:

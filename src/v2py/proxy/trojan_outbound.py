@@ -38,7 +38,7 @@ from v2py.protocol.trojan import (
 from v2py.proxy.socks_outbound import ServerPicker, dial_with_retries
 from v2py.proxy.vmess_outbound import DIAL_DELAYS_S, DIAL_TIMEOUT_S
 from v2py.transport import Transport
-from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, StreamLayer
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, UnendedLayer
 
 __all__ = ["TrojanLayer", "TrojanOutbound", "TrojanServer", "TrojanStream", "TrojanUser"]
 
@@ -66,7 +66,7 @@ class TrojanServer:
     user: TrojanUser
 
 
-class TrojanLayer(StreamLayer):
+class TrojanLayer(UnendedLayer):
     """What both Trojan streams share over the transport stream ``_below``: no end
     marker (4.34 calls no ``CloseWrite``), and the UDP framing on top of ``read`` and
     ``write`` (``write_datagram`` to ``_target``, ``read_datagram``)."""
@@ -74,13 +74,6 @@ class TrojanLayer(StreamLayer):
     _packets: PacketReader | None = None
     _datagrams: list[bytes]
     _target: Destination | None = None
-
-    @property
-    def relays_end(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        """Nothing to send: 4.34's Trojan never half-closes."""
 
     if TYPE_CHECKING:  # each stream has its own (a stub here would shadow a base's)
 

@@ -38,7 +38,7 @@ from v2py.protocol.vmess.header import MUX_COOL_HOST
 from v2py.proxy.socks_outbound import ServerPicker, dial_with_retries
 from v2py.proxy.vmess_outbound import DIAL_DELAYS_S, DIAL_TIMEOUT_S, FIRST_PAYLOAD_WAIT_S
 from v2py.transport import Transport
-from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, StreamLayer
+from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, UnendedPullLayer
 
 __all__ = ["VlessLayer", "VlessOutbound", "VlessServer", "VlessStream", "VlessUser"]
 
@@ -59,7 +59,7 @@ class VlessServer:
     users: tuple[VlessUser, ...]
 
 
-class VlessLayer(StreamLayer):
+class VlessLayer(UnendedPullLayer):
     """What both VLESS streams share over the transport stream ``_below``: no end marker
     (the relay never half-closes one; 4.34 calls no ``CloseWrite``), pull mode only (a
     header is stripped or added by ``read`` / ``write``), and the UDP framing
@@ -68,16 +68,6 @@ class VlessLayer(StreamLayer):
     _packets: PacketReader | None = None
     _datagrams: list[bytes]
 
-    @property
-    def relays_end(self) -> bool:
-        return False
-
-    @property
-    def can_push(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        """Nothing to send: 4.34's VLESS never half-closes."""
 
     if TYPE_CHECKING:  # each stream has its own (a stub here would shadow a base's)
 

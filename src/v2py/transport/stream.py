@@ -199,6 +199,28 @@ class StreamLayer(PushLayer):
         return below.local
 
 
+class UnendedLayer(StreamLayer):
+    """A proxy protocol's stream over a transport connection, with no end marker of its
+    own (4.34's VLESS, Trojan, Shadowsocks and MTProto call no ``CloseWrite``): the
+    relay never half-closes it, and ``write_eof`` sends nothing."""
+
+    @property
+    def relays_end(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        """Nothing to send: the protocol never half-closes."""
+
+
+class UnendedPullLayer(UnendedLayer):
+    """An :class:`UnendedLayer` that changes what it reads (a header stripped, bytes
+    opened): pull mode only."""
+
+    @property
+    def can_push(self) -> bool:
+        return False
+
+
 class PrefixedStream(StreamLayer):
     """A stream that first returns ``prefix`` (bytes already read while sniffing), then
     the end when ``eof`` (the stream below had ended), else what the stream below reads."""
