@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 from v2py.app.policy import Timeouts
 from v2py.app.relay import relay
-from v2py.app.stats import CountingStream, negotiated_alpn
+from v2py.app.stats import negotiated_alpn, uncounted
 from v2py.protocol.fallback import FallbackTable, FallbackTarget, proxy_header
 from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget, Stream, StreamLayer
 
@@ -27,20 +26,12 @@ _DIAL_TIMEOUT_S = 16.0
 
 
 async def _dial(target: FallbackTarget) -> Stream:
-    from v2py.transport.tcp import TcpStream, dial_tcp
-
     if target.network == "unix":
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(_DIAL_TIMEOUT_S):
-                await loop.sock_connect(sock, target.address)
-                _, proto = await loop.create_unix_connection(lambda: TcpStream(loop), sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        return proto
+        from v2py.transport.ds import dial_unix_address
+
+        return await dial_unix_address(target.address, timeout=_DIAL_TIMEOUT_S)
+    from v2py.transport.tcp import dial_tcp
+
     assert isinstance(target.address, str)
     host, _, port = target.address.rpartition(":")
     if not port.isdigit():
@@ -75,7 +66,9 @@ async def serve_fallback(
         except (OSError, TimeoutError) as exc:
             last = exc
     else:
-        slog.warning("fallback: failed to dial to %s: %s", _shown(target.address), last)
+        from v2py.transport.ds import shown_address
+
+        slog.warning("fallback: failed to dial to %s: %s", shown_address(target.address), last)
         return
     try:
         head = b""
@@ -101,17 +94,9 @@ async def serve_fallback(
         below.close()
 
 
-def _shown(address: str | bytes) -> str:
-    if isinstance(address, bytes):
-        return "@" + address[1:].rstrip(b"\0").decode(errors="replace")
-    return address
-
-
 def _is_tls(stream: Stream) -> bool:
     """Whether the connection is TLS itself (not WebSocket or another layer over it)."""
-    while isinstance(stream, CountingStream):
-        stream = stream.inner
-    return hasattr(stream, "alpn")
+    return hasattr(uncounted(stream), "alpn")
 
 
 class _ClosesAtEnd(StreamLayer):

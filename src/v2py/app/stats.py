@@ -42,6 +42,7 @@ __all__ = [
     "TrafficStats",
     "counter_name",
     "negotiated_alpn",
+    "uncounted",
 ]
 
 #: The separator V2Ray puts between the parts of a counter name.
@@ -405,10 +406,16 @@ def counting_send(
     return counted
 
 
-def negotiated_alpn(stream: object) -> str | None:
-    """The ALPN protocol of ``stream`` when it is a TLS connection (seen through a
-    traffic counter, as 4.34 unwraps its ``StatCouterConnection``), else None."""
+def uncounted(stream: object) -> object:
+    """The connection behind any traffic counters (4.34 unwraps its
+    ``StatCouterConnection`` the same way)."""
     while isinstance(stream, CountingStream):
         stream = stream.inner
-    alpn = getattr(stream, "alpn", None)
+    return stream
+
+
+def negotiated_alpn(stream: object) -> str | None:
+    """The ALPN protocol of ``stream`` when it is a TLS connection (seen through a
+    traffic counter), else None."""
+    alpn = getattr(uncounted(stream), "alpn", None)
     return alpn if isinstance(alpn, str) else None

@@ -30,7 +30,14 @@ from v2py.transport.layer import LayerHandler, LayerListener
 from v2py.transport.stream import Stream
 from v2py.transport.tcp import TcpListener, TcpStream, _AcceptingStream
 
-__all__ = ["SUN_PATH_BYTES", "DsListener", "DsTransport", "unix_address"]
+__all__ = [
+    "SUN_PATH_BYTES",
+    "DsListener",
+    "DsTransport",
+    "dial_unix_address",
+    "shown_address",
+    "unix_address",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,8 @@ def unix_address(config: DsConfig) -> str | bytes:
     return b"\0" + raw[1:]
 
 
-def _shown(address: str | bytes) -> str:
+def shown_address(address: str | bytes) -> str:
+    """A Unix socket address as 4.34 names it: an abstract one with a leading ``@``."""
     if isinstance(address, bytes):
         return "@" + address[1:].rstrip(b"\0").decode(errors="replace")
     return address
@@ -87,7 +95,7 @@ class DsListener(TcpListener):
             except OSError as exc:
                 raise OSError(
                     exc.errno,
-                    f"failed to listen domain socket: listen unix {_shown(self._address)}: "
+                    f"failed to listen domain socket: listen unix {shown_address(self._address)}: "
                     f"bind: {exc.strerror}",
                 ) from None
             if isinstance(self._address, str):
@@ -166,8 +174,13 @@ async def listen_unix_path(address: str, handler: LayerHandler) -> DsListener:
 
 async def dial_unix(config: DsConfig, *, timeout: float | None = None) -> TcpStream:
     """Connect to the socket of ``config``. Raises OSError / TimeoutError."""
+    return await dial_unix_address(unix_address(config), timeout=timeout)
+
+
+async def dial_unix_address(address: str | bytes, *, timeout: float | None = None) -> TcpStream:
+    """Connect to the Unix socket ``address`` (a path, or a NUL-led abstract name as
+    :func:`unix_address` gives). Raises OSError / TimeoutError."""
     loop = asyncio.get_running_loop()
-    address = unix_address(config)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
