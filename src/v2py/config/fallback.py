@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import model_validator
+from pydantic import ValidatorFunctionWrapHandler, model_validator
 
 from v2py.config.base import ConfigModel, Str, Uint32, describe, fail
+from v2py.errors import printable
 
-__all__ = ["FallbackConfig", "check_fallbacks"]
+__all__ = ["FallbackConfig", "FallbackInboundSettings", "check_fallbacks"]
 
 #: Go's ``net.Dial`` networks for a stream (what a fallback's ``type`` can name).
 _NETWORKS = frozenset({"tcp", "tcp4", "tcp6", "unix"})
@@ -111,3 +112,43 @@ def check_fallbacks(
             address = raw.ljust(_SUN_PATH_BYTES, b"\0") if padded else raw
         resolved.append((fb.alpn, fb.path, network, address, fb.xver))
     return tuple(resolved)
+
+
+class FallbackInboundSettings(ConfigModel):
+    """What the VLESS and Trojan inbound ``settings`` share, read alike by 4.34:
+    ``clients`` whose emails are unique case-insensitively (4.34 adds each through its
+    validator at start: ``User X already exists.``), ``fallbacks`` as
+    :func:`check_fallbacks` reads them, and ``fallback`` refused whatever its value
+    (``protocol_name`` names the protocol in 4.34's messages)."""
+
+    protocol_name: ClassVar[str]
+    clients: tuple[Any, ...] = ()
+    fallbacks: tuple[FallbackConfig, ...] = ()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_fallback(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # 4.34's own words: it fails on the key whatever its value, null too (a
+        # json.RawMessage), so this looks before nulls are dropped.
+        if isinstance(data, dict):
+            for key in data:
+                if isinstance(key, str) and key.lower() == "fallback":
+                    raise fail(
+                        f"{cls.protocol_name} settings: please use "
+                        '"fallbacks":[{}] instead of "fallback":{}',
+                        key,
+                    )
+        return handler(data)
+
+    @model_validator(mode="after")
+    def _fallbacks_and_emails(self) -> FallbackInboundSettings:
+        check_fallbacks(self.fallbacks, self.protocol_name)
+        seen: set[str] = set()
+        for index, client in enumerate(self.clients):
+            email = client.email.lower()
+            if email and email in seen:
+                raise fail(
+                    f"User {printable(client.email)} already exists.", f"clients[{index}].email"
+                )
+            seen.add(email)
+        return self

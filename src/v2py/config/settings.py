@@ -10,9 +10,9 @@ to AsIs.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BeforeValidator, Field, ValidatorFunctionWrapHandler, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from v2py.common.net import normalize_address
 from v2py.config.base import (
@@ -29,7 +29,7 @@ from v2py.config.base import (
     one_of,
     string_list,
 )
-from v2py.config.fallback import FallbackConfig, check_fallbacks
+from v2py.config.fallback import FallbackInboundSettings
 from v2py.config.trojan import TrojanInboundSettings, TrojanOutboundSettings
 
 __all__ = [
@@ -368,45 +368,14 @@ class VlessClientConfig(ConfigModel):
     flow: Annotated[str, BeforeValidator(_vless_flow)] = ""
 
 
-class VlessInboundSettings(ConfigModel):
+class VlessInboundSettings(FallbackInboundSettings):
     """VLESS inbound ``settings`` (4.34 ``infra/conf/vless.go``)."""
 
+    protocol_name = "VLESS"
     clients: tuple[VlessClientConfig, ...] = ()
     decryption: Annotated[str, BeforeValidator(_vless_decryption)] = Field(
         default="", validate_default=True
     )
-    fallbacks: tuple[FallbackConfig, ...] = ()
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _no_fallback(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        # 4.34's own words (infra/conf/vless.go): it fails on the key whatever its
-        # value, null too (a json.RawMessage), so this looks before nulls are dropped.
-        if isinstance(data, dict):
-            for key in data:
-                if isinstance(key, str) and key.lower() == "fallback":
-                    raise fail(
-                        'VLESS settings: please use "fallbacks":[{}] instead of "fallback":{}',
-                        key,
-                    )
-        return handler(data)
-
-    @model_validator(mode="after")
-    def _fallbacks(self) -> VlessInboundSettings:
-        check_fallbacks(self.fallbacks, "VLESS")
-        return self
-
-    @model_validator(mode="after")
-    def _unique_emails(self) -> VlessInboundSettings:
-        # 4.34 adds every client through its validator at start: a second user with
-        # an email already there (any case) fails the inbound.
-        seen: set[str] = set()
-        for index, client in enumerate(self.clients):
-            email = client.email.lower()
-            if email and email in seen:
-                raise fail(f"User {client.email} already exists.", f"clients[{index}].email")
-            seen.add(email)
-        return self
 
 
 class VlessServerConfig(ConfigModel):

@@ -11,13 +11,12 @@ any key it does not know, it only warns.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BeforeValidator, ValidatorFunctionWrapHandler, model_validator
+from pydantic import BeforeValidator, model_validator
 
 from v2py.config.base import Byte, ConfigModel, Str, Uint16, describe, fail, ip_address
-from v2py.config.fallback import FallbackConfig, check_fallbacks
-from v2py.errors import printable
+from v2py.config.fallback import FallbackInboundSettings
 
 __all__ = [
     "TrojanClientConfig",
@@ -44,45 +43,11 @@ class TrojanClientConfig(ConfigModel):
     email: Str = ""
 
 
-class TrojanInboundSettings(ConfigModel):
-    """Trojan inbound ``settings``."""
+class TrojanInboundSettings(FallbackInboundSettings):
+    """Trojan inbound ``settings`` (4.34 ``infra/conf/trojan.go``)."""
 
+    protocol_name = "Trojan"
     clients: tuple[TrojanClientConfig, ...] = ()
-    fallbacks: tuple[FallbackConfig, ...] = ()
-
-    @model_validator(mode="after")
-    def _fallbacks(self) -> TrojanInboundSettings:
-        check_fallbacks(self.fallbacks, "Trojan")
-        return self
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _no_fallback(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        # 4.34's own words (infra/conf/trojan.go). It fails on the key whatever its value,
-        # null too (a json.RawMessage), so this looks before nulls are dropped.
-        if isinstance(data, dict):
-            for key in data:
-                if isinstance(key, str) and key.lower() == "fallback":
-                    raise fail(
-                        'Trojan settings: please use "fallbacks":[{}] instead of "fallback":{}',
-                        key,
-                    )
-        return handler(data)
-
-    @model_validator(mode="after")
-    def _unique_emails(self) -> TrojanInboundSettings:
-        seen: set[str] = set()
-        for index, client in enumerate(self.clients):
-            email = client.email.lower()
-            if not email:
-                continue
-            if email in seen:
-                # 4.34's own words (proxy/trojan/validator.go).
-                raise fail(
-                    f"User {printable(client.email)} already exists.", f"clients[{index}].email"
-                )
-            seen.add(email)
-        return self
 
 
 class TrojanServerConfig(ConfigModel):
