@@ -6,7 +6,6 @@ password (they read on, then close without a byte)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -15,7 +14,12 @@ from typing import Any
 import pytest
 
 from tests.support.forward import echo_server
-from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
+from tests.support.socks import (
+    socks5_connect,
+    socks5_echo_bulk,
+    socks5_udp_roundtrip,
+    start_udp_echo,
+)
 from tests.support.v2py import run_side
 from tests.support.v2ray import free_port
 
@@ -23,7 +27,6 @@ pytestmark = pytest.mark.interop
 
 PASSWORD = "correct horse battery staple"
 TIMEOUT_S = 30.0
-MIB = 1 << 20
 CIPHERS = ["aes-128-gcm", "aes-256-gcm", "chacha20-poly1305", "none"]
 
 
@@ -65,23 +68,6 @@ def client_config(
     }
 
 
-async def bulk(socks: int, port: int) -> None:
-    reader, writer = await socks5_connect(socks, "127.0.0.1", port)
-    payload = os.urandom(MIB)
-    try:
-
-        async def send() -> None:
-            writer.write(payload)
-            await writer.drain()
-
-        sender = asyncio.create_task(send())
-        got = await reader.readexactly(MIB)
-        await sender
-        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
-    finally:
-        writer.close()
-
-
 CASES = [(cipher, False) for cipher in CIPHERS] + [("aes-128-gcm", True)]
 
 
@@ -104,7 +90,7 @@ async def test_shadowsocks_between_v2py_and_v2ray(
             run_side(client, client_config(socks, server, method, mux=mux), socks),
             asyncio.timeout(TIMEOUT_S),
         ):
-            await asyncio.gather(*(bulk(socks, echo) for _ in range(3)))
+            await asyncio.gather(*(socks5_echo_bulk(socks, echo) for _ in range(3)))
             # The server speaks first: the client's salt and address left at once.
             reader, writer = await socks5_connect(socks, "127.0.0.1", talker)
             try:

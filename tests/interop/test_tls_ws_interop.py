@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import logging
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -61,26 +59,6 @@ def _streams(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
         }
         server["tcpSettings"] = client["tcpSettings"] = {"header": header}
     return server, client
-
-
-@pytest.fixture
-def access(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Access-log lines of in-process v2py instances, as they are written."""
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("v2py.access")
-    monkeypatch.setattr(logger, "handlers", [Collect(logging.INFO)])
-    monkeypatch.setattr(logger, "disabled", False)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        yield lines
-    finally:
-        logger.setLevel(level)
 
 
 def _with_stream(config: dict[str, Any], key: str, stream: dict[str, Any]) -> dict[str, Any]:

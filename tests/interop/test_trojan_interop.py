@@ -8,7 +8,6 @@ wrong password or a non-Trojan first read at once, without a byte, with the same
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 from collections.abc import AsyncIterator
@@ -19,7 +18,12 @@ from typing import Any
 import pytest
 
 from tests.support.forward import echo_server
-from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
+from tests.support.socks import (
+    socks5_connect,
+    socks5_echo_bulk,
+    socks5_udp_roundtrip,
+    start_udp_echo,
+)
 from tests.support.tls_certs import TestCA
 from tests.support.v2py import run_side, run_v2py
 from tests.support.v2ray import free_port, run_v2ray
@@ -29,7 +33,6 @@ pytestmark = pytest.mark.interop
 
 PASSWORD = "trojan-test-password"
 TIMEOUT_S = 60.0
-MIB = 1 << 20
 CA = TestCA()
 LEAF = CA.issue("v2py.test", "127.0.0.1")
 
@@ -89,23 +92,6 @@ def client_config(
     }
 
 
-async def bulk(socks: int, port: int) -> None:
-    reader, writer = await socks5_connect(socks, "127.0.0.1", port)
-    payload = os.urandom(MIB)
-    try:
-
-        async def send() -> None:
-            writer.write(payload)
-            await writer.drain()
-
-        sender = asyncio.create_task(send())
-        got = await reader.readexactly(MIB)
-        await sender
-        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
-    finally:
-        writer.close()
-
-
 CASES = [
     pytest.param(client, server, kind, mux, id=f"{direction}-{kind}-{'mux' if mux else 'plain'}")
     for direction, client, server in (("v2py-out", "v2py", "v2ray"), ("v2py-in", "v2ray", "v2py"))
@@ -133,7 +119,7 @@ async def test_trojan_between_v2py_and_v2ray(
             run_side(client, client_config(socks, server, kind, mux=mux), socks),
             asyncio.timeout(TIMEOUT_S),
         ):
-            await asyncio.gather(*(bulk(socks, echo) for _ in range(3)))
+            await asyncio.gather(*(socks5_echo_bulk(socks, echo) for _ in range(3)))
             # The target speaks first, once the connection is there: as 4.34's client,
             # the header leaves only with the client's first byte.
             reader, writer = await socks5_connect(socks, "127.0.0.1", talker)

@@ -5,14 +5,18 @@ VLESS, and an unknown id (4.34 closes the connection: the client gets nothing)."
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from typing import Any
 
 import pytest
 
 from tests.support.forward import echo_server
-from tests.support.socks import socks5_connect, socks5_udp_roundtrip, start_udp_echo
+from tests.support.socks import (
+    socks5_connect,
+    socks5_echo_bulk,
+    socks5_udp_roundtrip,
+    start_udp_echo,
+)
 from tests.support.v2py import run_side, run_v2py
 from tests.support.v2ray import free_port, run_v2ray
 
@@ -21,7 +25,6 @@ pytestmark = pytest.mark.interop
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 OTHER = "27848739-7e62-4138-9fd3-098a63964b6b"
 TIMEOUT_S = 30.0
-MIB = 1 << 20
 
 
 def server_config(port: int) -> dict[str, Any]:
@@ -65,23 +68,6 @@ def client_config(
     }
 
 
-async def bulk(socks: int, port: int) -> None:
-    reader, writer = await socks5_connect(socks, "127.0.0.1", port)
-    payload = os.urandom(MIB)
-    try:
-
-        async def send() -> None:
-            writer.write(payload)
-            await writer.drain()
-
-        sender = asyncio.create_task(send())
-        got = await reader.readexactly(MIB)
-        await sender
-        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
-    finally:
-        writer.close()
-
-
 @pytest.mark.parametrize("mux", [False, True], ids=["plain", "mux"])
 @pytest.mark.parametrize(
     ("client", "server_kind"), [("v2py", "v2ray"), ("v2ray", "v2py")], ids=["v2py-out", "v2py-in"]
@@ -97,7 +83,7 @@ async def test_vless_between_v2py_and_v2ray(client: str, server_kind: str, mux: 
             run_side(client, client_config(socks, server, mux=mux), socks),
             asyncio.timeout(TIMEOUT_S),
         ):
-            await asyncio.gather(*(bulk(socks, echo) for _ in range(3)))
+            await asyncio.gather(*(socks5_echo_bulk(socks, echo) for _ in range(3)))
             # The server speaks first: the header leaves alone after 100 ms.
             reader, writer = await socks5_connect(socks, "127.0.0.1", talker)
             try:

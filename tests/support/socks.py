@@ -115,3 +115,25 @@ async def start_udp_echo() -> tuple[asyncio.DatagramTransport, int]:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
     return transport, transport.get_extra_info("sockname")[1]
+
+
+async def socks5_echo_bulk(socks_port: int, echo_port: int, size: int = 1 << 20) -> None:
+    """Send ``size`` random bytes through the SOCKS5 proxy to an echo server on
+    127.0.0.1 while reading them back; assert the echo by hash."""
+    import hashlib
+    import os
+
+    reader, writer = await socks5_connect(socks_port, "127.0.0.1", echo_port)
+    payload = os.urandom(size)
+    try:
+
+        async def send() -> None:
+            writer.write(payload)
+            await writer.drain()
+
+        sender = asyncio.create_task(send())
+        got = await reader.readexactly(size)
+        await sender
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    finally:
+        writer.close()
