@@ -311,6 +311,19 @@ class _BatchOpener(ChunkOpener):
         return bytes(out)
 
 
+def _address(plain: bytes | bytearray, what: str) -> tuple[str, int, int] | None:
+    """The SOCKS5-style address at the start of ``plain`` as 4.34's parser reads it (the
+    type's high nibble ignored): (host, port, end), or None while incomplete; raises
+    ValueError with 4.34's reason after ``what``."""
+    kind = plain[0] & 0x0F
+    if kind not in (1, 3, 4):
+        raise ValueError(f"{what} > {_ADDRESS_ERROR}unknown address type: {kind}")
+    try:
+        return decode_address(bytes((kind,)) + bytes(plain[1:]))
+    except Socks5Error as exc:
+        raise ValueError(f"{what} > {_ADDRESS_ERROR}{exc}") from None
+
+
 def encode_request_header(
     cipher: Cipher, key: bytes, address: str, port: int, rng: Rng
 ) -> tuple[bytes, ChunkSealer | None]:
@@ -371,16 +384,7 @@ class RequestDecoder:
         plain = self._plain
         if not plain:
             return None
-        kind = plain[0] & 0x0F
-        if kind not in (1, 3, 4):
-            raise ValueError(
-                f"failed to read address > {_ADDRESS_ERROR}unknown address type: {kind}"
-            )
-        masked = bytes((kind,)) + bytes(plain[1:])
-        try:
-            parsed = decode_address(masked)
-        except Socks5Error as exc:
-            raise ValueError(f"failed to read address > {_ADDRESS_ERROR}{exc}") from None
+        parsed = _address(plain, "failed to read address")
         if parsed is None:
             return None
         host, port, end = parsed
@@ -421,13 +425,7 @@ def open_datagram(cipher: Cipher, key: bytes, datagram: bytes) -> tuple[str, int
             raise ValueError(f"failed to decrypt UDP payload > {_AUTH_FAILED}") from None
     if not data:
         raise ValueError("failed to parse address > EOF")
-    kind = data[0] & 0x0F
-    if kind not in (1, 3, 4):
-        raise ValueError(f"failed to parse address > {_ADDRESS_ERROR}unknown address type: {kind}")
-    try:
-        parsed = decode_address(bytes((kind,)) + data[1:])
-    except Socks5Error as exc:
-        raise ValueError(f"failed to parse address > {_ADDRESS_ERROR}{exc}") from None
+    parsed = _address(data, "failed to parse address")
     if parsed is None:
         raise ValueError("failed to parse address > EOF")
     host, port, end = parsed
