@@ -10,7 +10,7 @@ import pytest
 from tests.support.servers import TIMEOUT_S, policy
 from tests.support.v2ray import free_port
 from v2py.app.packet import PacketLink
-from v2py.app.policy import PolicyTable
+from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.session import Session
 from v2py.common.net import tcp, udp
 from v2py.proxy.blackhole import HTTP_403_RESPONSE, BlackholeOutbound
@@ -116,6 +116,19 @@ async def test_tcp_idle_timeout(echo_server: tuple[str, int]) -> None:
     client = _PipeEnd(b"", end=False)  # sends nothing and never ends
     async with asyncio.timeout(TIMEOUT_S):
         await out.handle(_session(tcp("127.0.0.1", echo_server[1])), client)
+
+
+@pytest.mark.parametrize(("inbound_level", "user_level"), [(0, 1), (1, 0)])
+async def test_tcp_idle_timeout_is_the_shorter_of_the_inbounds_and_freedoms_level(
+    inbound_level: int, user_level: int, echo_server: tuple[str, int]
+) -> None:
+    # 4.34 times the inbound at its level and freedom at userLevel; either one ends it.
+    table = PolicyTable({0: Timeouts(conn_idle=60.0), 1: Timeouts(conn_idle=0.1)})
+    out = FreedomOutbound(tag="d", policy=table, user_level=user_level)
+    session = _session(tcp("127.0.0.1", echo_server[1]))
+    session.level = inbound_level
+    async with asyncio.timeout(TIMEOUT_S):
+        await out.handle(session, _PipeEnd(b"", end=False))
 
 
 class _UdpServer(asyncio.DatagramProtocol):

@@ -182,7 +182,9 @@ class FreedomOutbound:
         )
         slog.debug("freedom: connected to %s (%s)", dest, host)
         try:
-            ok = await relay(stream, remote, self._policy.for_level(self._user_level))
+            # The inbound's timer runs at its level, freedom's at userLevel (4.34).
+            timeouts = self._policy.for_levels(session.level, self._user_level)
+            ok = await relay(stream, remote, timeouts)
             if not ok:
                 slog.debug("freedom: connection to %s timed out", dest)
         finally:

@@ -187,7 +187,10 @@ class HttpOutbound:
         else:
             raise ConnectionError(f"http: failed to find an available destination: {last}")
         slog.info("http: tunneling request to %s via %s:%d", dest, server.address, server.port)
-        timeouts: Timeouts = self.policy.for_level(user.level if user is not None else 0)
+        # The inbound's own timer (its level) runs too, as in 4.34: the shorter one wins.
+        timeouts: Timeouts = self.policy.for_levels(
+            session.level, user.level if user is not None else 0
+        )
         try:
             await relay(stream, PrefixedStream(trailing, remote) if trailing else remote, timeouts)
         finally:

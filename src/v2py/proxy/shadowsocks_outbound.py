@@ -183,7 +183,8 @@ class ShadowsocksOutbound:
         self.transport = transport
         self._open_packets = open_packets
 
-    async def _open(self, session: Session) -> ShadowsocksLayer:
+    async def _open(self, session: Session) -> tuple[ShadowsocksLayer, int]:
+        """The Shadowsocks stream and the picked server user's level."""
         dest = session.destination
         assert dest is not None
         slog = session_logger(log, session)
@@ -202,15 +203,18 @@ class ShadowsocksOutbound:
                 "shadowsocks: tunneling request to %s via %s:%d", dest, server.address, server.port
             )
         below.write(header)  # 4.34 flushes salt and address before any payload
-        return ShadowsocksLayer(below, server.cipher, server.key, sealer)
+        return ShadowsocksLayer(below, server.cipher, server.key, sealer), server.level
 
     async def handle(self, session: Session, stream: Stream) -> None:
-        timeouts = self.policy.for_level(session.level)
-        sstream, stream = await dial_watching(
-            stream, lambda: self._open(session), timeouts, discard=ShadowsocksLayer.close
+        (sstream, level), stream = await dial_watching(
+            stream,
+            lambda: self._open(session),
+            self.policy.for_level(session.level),
+            discard=lambda opened: opened[0].close(),
         )
         try:
-            await relay(stream, sstream, timeouts)
+            # 4.34 times the outbound at the picked user's level, the inbound at its own.
+            await relay(stream, sstream, self.policy.for_levels(session.level, level))
         finally:
             sstream.close()
 
@@ -219,7 +223,7 @@ class ShadowsocksOutbound:
         assert dest is not None and dest.network is Network.UDP
         server = self.picker.pick()
         channel = await self._open_packets(server.address, server.port)
-        timeouts = self.policy.for_level(session.level)
+        timeouts = self.policy.for_levels(session.level, server.level)
         if log.isEnabledFor(logging.INFO):
             session_logger(log, session).info(
                 "shadowsocks: tunneling request to %s via %s:%d", dest, server.address, server.port

@@ -281,6 +281,8 @@ class SocksOutbound:
         """CONNECT through a server and relay; raises OSError / ProtocolError when no
         server answers or the handshake fails. Never closes ``stream``."""
         remote, _, _, timeouts, trailing = await self._connect(session, Socks5Command.CONNECT)
+        # The inbound's own timer (its level) runs too, as in 4.34: the shorter one wins.
+        timeouts = self.policy.for_level(session.level).meet(timeouts)
         try:
             await relay(stream, PrefixedStream(trailing, remote) if trailing else remote, timeouts)
         finally:

@@ -5,7 +5,8 @@ As 4.34: a server is picked round robin and dialled through the outbound's trans
 (up to 5 attempts, VMess's delays; TLS or WebSocket are the transport's layers); the
 request header leaves with the first payload and never alone (4.34's ``ConnWriter``:
 a client that sends nothing sends no header, so a target that speaks first is not
-reached until the client speaks); the relay uses the server user's level. The
+reached until the client speaks); the relay is timed at the server user's level and
+the inbound's, the shorter of each (4.34's two timers). The
 destination v1.mux.cool:9527 is an ordinary TCP request (Mux.Cool over Trojan, served
 by the other side's mux server). UDP sessions are command 3 with the session's
 destination in every packet; the addresses of response packets are not read. No end
@@ -176,7 +177,7 @@ class TrojanOutbound:
             discard=TrojanStream.close,
         )
         try:
-            await relay(stream, tstream, self.policy.for_level(tstream.level))
+            await relay(stream, tstream, self.policy.for_levels(session.level, tstream.level))
         finally:
             tstream.close()
 
@@ -184,7 +185,7 @@ class TrojanOutbound:
         dest = session.destination
         assert dest is not None and dest.network is Network.UDP
         tstream = await self._open(session, COMMAND_UDP)
-        timeouts = self.policy.for_level(tstream.level)
+        timeouts = self.policy.for_levels(session.level, tstream.level)
         try:
             await relay_datagrams(link, tstream, timeouts.downlink_only)
         except* (OSError, ProtocolError) as errors:

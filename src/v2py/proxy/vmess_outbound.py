@@ -192,7 +192,10 @@ class VmessOutbound:
             return stream, entry
         raise ConnectionError(f"vmess: failed to find an available destination: {last_error}")
 
-    async def _open(self, session: Session, command: RequestCommand) -> tuple[VmessStream, Stream]:
+    async def _open(
+        self, session: Session, command: RequestCommand
+    ) -> tuple[VmessStream, Stream, int]:
+        """The VMess stream, the transport under it and the picked user's level."""
         dest = session.destination
         assert dest is not None
         transport, entry = await self._dial(session)
@@ -221,7 +224,7 @@ class VmessOutbound:
             session_logger(log, session).info(
                 "vmess: tunneling request to %s via %s:%d", dest, entry.address, entry.port
             )
-        return vstream, transport
+        return vstream, transport, account.user.level
 
     # -- Outbound ---------------------------------------------------------
     async def handle(self, session: Session, stream: Stream) -> None:
@@ -233,25 +236,25 @@ class VmessOutbound:
             if dest is not None and dest.address == MUX_COOL_HOST
             else RequestCommand.TCP
         )
-        timeouts = self.policy.for_level(session.level)
         # The client is watched while dialing, as 4.34's inbound keeps copying and timing
         # it (app/dial_guard.py): a client that leaves ends the dial.
-        (vstream, transport), stream = await dial_watching(
+        (vstream, transport, level), stream = await dial_watching(
             stream,
             lambda: self._open(session, command),
-            timeouts,
+            self.policy.for_level(session.level),
             discard=lambda opened: opened[1].close(),
         )
         try:
-            await relay(stream, vstream, timeouts)
+            # 4.34 times the outbound at the picked user's level, the inbound at its own.
+            await relay(stream, vstream, self.policy.for_levels(session.level, level))
         finally:
             transport.close()
 
     async def handle_packets(self, session: Session, link: PacketLink) -> None:
         dest = session.destination
         assert dest is not None and dest.network is Network.UDP
-        vstream, transport = await self._open(session, RequestCommand.UDP)
-        timeouts = self.policy.for_level(session.level)
+        vstream, transport, level = await self._open(session, RequestCommand.UDP)
+        timeouts = self.policy.for_levels(session.level, level)
         try:
             # UDP sessions end when the inbound closes the link (idle timeout there).
             # One chunk per datagram; the core drops what 4.34 drops (a chunk over its
