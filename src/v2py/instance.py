@@ -166,7 +166,11 @@ class Instance:
             build_outbound=lambda cfg: self._with_mux(self.builder.outbound(cfg), cfg),
         )
         commander = make_commander(
-            api, stats=self.stats_manager, host=host, restart_logger=reopen_log_files
+            api,
+            stats=self.stats_manager,
+            host=host,
+            restart_logger=reopen_log_files,
+            transport=config.transport,
         )
         self.outbounds.remove(api.tag)
         self.outbounds.add(commander.outbound(self.policy.for_level(0)))

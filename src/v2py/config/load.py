@@ -137,31 +137,37 @@ def load_config(
     return LoadedConfig(config=config, warnings=tuple(warnings))
 
 
-def load_inbound(data: dict[str, Any], where: str) -> InboundConfig:
+def load_inbound(
+    data: dict[str, Any], where: str, transport: TransportConfig | None = None
+) -> InboundConfig:
     """One inbound object (as in ``inbounds[]``), checked as a config file's are;
-    for handlers added at run time (the API's AddInbound). Raises ConfigError."""
+    for handlers added at run time (the API's AddInbound). ``transport`` is the
+    running config's top-level one: its settings fill what the handler lacks, as 4.34's
+    global transport settings do. Raises ConfigError."""
     try:
         raw = InboundConfig.model_validate(data, context={"env": {}})
     except ValidationError as exc:
         raise to_config_error(exc, where) from None
     inbound = _typed_inbound(raw, "", where, {})
     result: InboundConfig = _copy(
-        inbound, {"stream": _effective_stream(inbound.stream, None, inbound.path)}
+        inbound, {"stream": _effective_stream(inbound.stream, transport, inbound.path)}
     )
     _check_port(result)
     return result
 
 
-def load_outbound(data: dict[str, Any], where: str) -> OutboundConfig:
-    """One outbound object, checked as a config file's are (the API's AddOutbound).
-    Raises ConfigError."""
+def load_outbound(
+    data: dict[str, Any], where: str, transport: TransportConfig | None = None
+) -> OutboundConfig:
+    """One outbound object, checked as a config file's are (the API's AddOutbound);
+    ``transport`` as for :func:`load_inbound`. Raises ConfigError."""
     try:
         raw = OutboundConfig.model_validate(data, context={"env": {}})
     except ValidationError as exc:
         raise to_config_error(exc, where) from None
     outbound = _typed_outbound(raw, "", where, {})
     result: OutboundConfig = _copy(
-        outbound, {"stream": _effective_stream(outbound.stream, None, outbound.path)}
+        outbound, {"stream": _effective_stream(outbound.stream, transport, outbound.path)}
     )
     return result
 
@@ -380,6 +386,7 @@ def _build(merged: _Merged, legacy_port: int | None, switches: EnvSwitches) -> C
         "routing": merged.routing or RoutingConfig.trusted(),
         "dns": merged.dns,
         "reverse": merged.reverse,
+        "transport": merged.transport,
         "switches": switches,
     }
     # Every part is validated already and Config has no validator of its own:

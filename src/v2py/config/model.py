@@ -723,6 +723,9 @@ class Config(ConfigModel):
     # None: no ``dns`` object (the system resolver answers, as in 4.34).
     dns: DnsConfig | None = None
     reverse: ReverseConfig | None = None
+    #: The top-level ``transport`` (already applied to every stream above); kept for
+    #: handlers the API adds later, as 4.34 keeps its global transport settings.
+    transport: TransportConfig | None = None
     switches: EnvSwitches = Field(default_factory=lambda: EnvSwitches())
 
     def inbound(self, tag: str) -> InboundConfig | None:

@@ -7,7 +7,9 @@ same handler in a config file means, and what v2py cannot do is refused with the
 loader's one-line message (as a gRPC error) instead of being dropped.
 
 Covered (what panels send): the receiver's port range, listen address, sniffing
-and allocation strategy; TCP with no transport or security settings; proxies
+and allocation strategy; stream settings over ``tcp`` (``acceptProxyProtocol``, no
+header) or ``websocket`` (path, headers, ``acceptProxyProtocol``), each plain or with
+TLS (every field of 4.34's ``tls.Config``; certificates inline); proxies
 ``vmess``, ``dokodemo-door``, ``shadowsocks``, ``vless`` and ``trojan`` inbound,
 ``freedom``, ``blackhole``, ``vmess``, ``shadowsocks``, ``vless`` and ``trojan``
 outbound (one user per Shadowsocks / Trojan server, as 4.34's JSON writes them).
@@ -31,6 +33,8 @@ from v2py.app.commander.proto import net_pb2 as npb
 from v2py.app.commander.proto import protocol_pb2 as ppb
 from v2py.app.commander.proto import proxyman_pb2 as mpb
 from v2py.app.commander.proto import shadowsocks_pb2 as sspb
+from v2py.app.commander.proto import tcp_pb2 as tcppb
+from v2py.app.commander.proto import tls_pb2 as tlspb
 from v2py.app.commander.proto import trojan_pb2 as tjpb
 from v2py.app.commander.proto import typed_message_pb2 as tpb
 from v2py.app.commander.proto import vless_inbound_pb2 as vlipb
@@ -39,9 +43,10 @@ from v2py.app.commander.proto import vless_pb2 as vlpb
 from v2py.app.commander.proto import vmess_inbound_pb2 as vipb
 from v2py.app.commander.proto import vmess_outbound_pb2 as vopb
 from v2py.app.commander.proto import vmess_pb2 as vpb
+from v2py.app.commander.proto import websocket_pb2 as wspb
 from v2py.app.commander.services import ApiError, canonical_type
 from v2py.config.load import load_inbound, load_outbound
-from v2py.config.model import InboundConfig, OutboundConfig
+from v2py.config.model import InboundConfig, OutboundConfig, TransportConfig
 from v2py.errors import ConfigError
 
 __all__ = ["inbound_config", "outbound_config"]
@@ -86,12 +91,129 @@ def _address(addr: npb.IPOrDomain) -> str:
     return addr.domain if kind == "domain" else ""
 
 
-def _stream(stream: ipb.StreamConfig, what: str) -> None:
-    name = stream.protocol_name or ("tcp" if stream.protocol == ipb.TCP else "")
-    if name != "tcp" or stream.transport_settings or stream.security_type:
-        raise ApiError(f"{_CORE}{what}.streamSettings: only plain TCP is supported by v2py's API")
+#: 4.34 ``TransportProtocol`` names (the deprecated enum, used when ``protocol_name``
+#: is empty).
+_TRANSPORT_NAMES: dict[int, str] = {
+    ipb.TCP: "tcp",
+    ipb.UDP: "udp",
+    ipb.MKCP: "mkcp",
+    ipb.WebSocket: "websocket",
+    ipb.HTTP: "http",
+    ipb.DomainSocket: "domainsocket",
+}
+#: The transports an API-added handler may use: 4.34's protocol name -> JSON ``network``.
+_API_NETWORKS = {"tcp": "tcp", "websocket": "ws"}
+_TLS_TYPE = tlspb.Config.DESCRIPTOR.full_name
+_NOOP_HEADERS = frozenset(
+    {
+        "v2ray.core.transport.internet.headers.noop.Config",
+        "v2ray.core.transport.internet.headers.noop.ConnectionConfig",
+    }
+)
+_CERT_USAGES = {
+    tlspb.Certificate.ENCIPHERMENT: "encipherment",
+    tlspb.Certificate.AUTHORITY_VERIFY: "verify",
+    tlspb.Certificate.AUTHORITY_ISSUE: "issue",
+}
+
+
+def _protocol_name(name: str, protocol: int) -> str:
+    """4.34 ``GetEffectiveProtocol`` / ``TransportConfig.GetProtocolName``."""
+    return name or _TRANSPORT_NAMES.get(protocol, "")
+
+
+def _stream(stream: ipb.StreamConfig, what: str) -> JsonObject:
+    """``streamSettings`` as a config file writes them.
+
+    As 4.34, only the settings of the effective protocol count (the first entry of
+    ``transport_settings`` naming it; none means its defaults), and the security
+    settings are the ``security_settings`` entry of type ``security_type`` (none
+    means an empty TLS config).
+    """
+    where = f"{what}.streamSettings"
     if stream.HasField("socket_settings"):
-        raise ApiError(f"{_CORE}{what}.streamSettings.sockopt: {_NOT_SUPPORTED}")
+        raise ApiError(f"{_CORE}{where}.sockopt: {_NOT_SUPPORTED}")
+    protocol = _protocol_name(stream.protocol_name, stream.protocol)
+    network = _API_NETWORKS.get(protocol)
+    if network is None:
+        raise ApiError(f"{_CORE}{where}: transport {protocol!r} is {_NOT_SUPPORTED}")
+    out: JsonObject = {"network": network}
+    settings = next(
+        (
+            t.settings
+            for t in stream.transport_settings
+            if _protocol_name(t.protocol_name, t.protocol) == protocol
+        ),
+        None,
+    )
+    if settings is not None:
+        if network == "tcp":
+            out["tcpSettings"] = _tcp_settings(settings, f"{where}.tcpSettings")
+        else:
+            out["wsSettings"] = _ws_settings(settings, f"{where}.wsSettings")
+    if stream.security_type:
+        if canonical_type(stream.security_type) != _TLS_TYPE:
+            raise ApiError(f"{_CORE}{where}.security: {stream.security_type!r} is {_NOT_SUPPORTED}")
+        out["security"] = "tls"
+        typed = next((t for t in stream.security_settings if t.type == stream.security_type), None)
+        if typed is not None:
+            out["tlsSettings"] = _tls_settings(typed, f"{where}.tlsSettings")
+    return out
+
+
+def _tcp_settings(typed: tpb.TypedMessage, where: str) -> JsonObject:
+    cfg = tcppb.Config()
+    _unpack(typed, cfg, where)
+    if cfg.HasField("header_settings") and (
+        canonical_type(cfg.header_settings.type) not in _NOOP_HEADERS
+    ):
+        raise ApiError(f"{_CORE}{where}.header: {cfg.header_settings.type!r} is {_NOT_SUPPORTED}")
+    return {"acceptProxyProtocol": cfg.accept_proxy_protocol}
+
+
+def _ws_settings(typed: tpb.TypedMessage, where: str) -> JsonObject:
+    cfg = wspb.Config()
+    _unpack(typed, cfg, where)
+    headers: dict[str, str] = {}
+    for header in cfg.header:
+        if header.key in headers:
+            # 4.34 sends each; a config file's map cannot say that.
+            raise ApiError(f"{_CORE}{where}.headers: {header.key!r} twice is {_NOT_SUPPORTED}")
+        headers[header.key] = header.value
+    out: JsonObject = {"path": cfg.path, "acceptProxyProtocol": cfg.accept_proxy_protocol}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _pem_lines(data: bytes, where: str) -> list[str]:
+    try:
+        return data.decode("ascii").split("\n")
+    except UnicodeDecodeError:
+        raise ApiError(f"{_CORE}{where}: not PEM text") from None
+
+
+def _tls_settings(typed: tpb.TypedMessage, where: str) -> JsonObject:
+    cfg = tlspb.Config()
+    _unpack(typed, cfg, where)
+    certificates: list[JsonObject] = []
+    for index, cert in enumerate(cfg.certificate):
+        at = f"{where}.certificates[{index}]"
+        usage = _CERT_USAGES.get(cert.usage)
+        if usage is None:
+            raise ApiError(f"{_CORE}{at}.usage: {cert.usage} is {_NOT_SUPPORTED}")
+        entry: JsonObject = {"certificate": _pem_lines(cert.Certificate, at), "usage": usage}
+        if cert.Key:
+            entry["key"] = _pem_lines(cert.Key, f"{at}.key")
+        certificates.append(entry)
+    return {
+        "serverName": cfg.server_name,
+        "allowInsecure": cfg.allow_insecure,
+        "alpn": list(cfg.next_protocol),
+        "certificates": certificates,
+        "enableSessionResumption": cfg.enable_session_resumption,
+        "disableSystemRoot": cfg.disable_system_root,
+    }
 
 
 def _user(user: ppb.User, *, outbound: bool) -> JsonObject:
@@ -236,8 +358,11 @@ _INBOUND_PROXIES: dict[str, tuple[str, Callable[[tpb.TypedMessage], JsonObject]]
 }
 
 
-def inbound_config(handler: cpb.InboundHandlerConfig) -> InboundConfig:
-    """The config model of an AddInbound request; raises ApiError."""
+def inbound_config(
+    handler: cpb.InboundHandlerConfig, transport: TransportConfig | None = None
+) -> InboundConfig:
+    """The config model of an AddInbound request; raises ApiError. ``transport``: the
+    running config's top-level one (4.34's global transport settings)."""
     if not handler.HasField("receiver_settings"):
         raise ApiError(f"{_CORE}not a ReceiverConfig")  # 4.34 panics here
     if not handler.HasField("proxy_settings"):
@@ -251,7 +376,7 @@ def inbound_config(handler: cpb.InboundHandlerConfig) -> InboundConfig:
     if receiver.HasField("listen"):
         data["listen"] = _address(receiver.listen)
     if receiver.HasField("stream_settings"):
-        _stream(receiver.stream_settings, "inbound")
+        data["streamSettings"] = _stream(receiver.stream_settings, "inbound")
     if receiver.receive_original_destination or receiver.domain_override:
         raise ApiError(f"{_CORE}receiveOriginalDestination/domainOverride: {_NOT_SUPPORTED}")
     if receiver.HasField("sniffing_settings"):
@@ -275,7 +400,7 @@ def inbound_config(handler: cpb.InboundHandlerConfig) -> InboundConfig:
     data["protocol"], build = found
     data["settings"] = build(handler.proxy_settings)
     try:
-        return load_inbound(data, "inbound")
+        return load_inbound(data, "inbound", transport)
     except ConfigError as exc:
         raise ApiError(f"{_CORE}{exc}") from None
 
@@ -369,8 +494,11 @@ _OUTBOUND_PROXIES: dict[str, tuple[str, Callable[[tpb.TypedMessage], JsonObject]
 }
 
 
-def outbound_config(handler: cpb.OutboundHandlerConfig) -> OutboundConfig:
-    """The config model of an AddOutbound request; raises ApiError."""
+def outbound_config(
+    handler: cpb.OutboundHandlerConfig, transport: TransportConfig | None = None
+) -> OutboundConfig:
+    """The config model of an AddOutbound request; raises ApiError. ``transport`` as
+    for :func:`inbound_config`."""
     if not handler.HasField("proxy_settings"):
         raise ApiError(f"{_CORE}missing proxy settings")  # 4.34 panics here
     data: JsonObject = {"tag": handler.tag}
@@ -380,7 +508,7 @@ def outbound_config(handler: cpb.OutboundHandlerConfig) -> OutboundConfig:
         if sender.HasField("via") or sender.HasField("proxy_settings"):
             raise ApiError(f"{_CORE}sendThrough/proxySettings: {_NOT_SUPPORTED}")
         if sender.HasField("stream_settings"):
-            _stream(sender.stream_settings, "outbound")
+            data["streamSettings"] = _stream(sender.stream_settings, "outbound")
         if sender.HasField("multiplex_settings"):
             # 4.34 (app/proxyman/outbound/handler.go) checks the concurrency whenever
             # the message is present, enabled or not.
@@ -395,6 +523,6 @@ def outbound_config(handler: cpb.OutboundHandlerConfig) -> OutboundConfig:
     data["protocol"], build = found
     data["settings"] = build(handler.proxy_settings)
     try:
-        return load_outbound(data, "outbound")
+        return load_outbound(data, "outbound", transport)
     except ConfigError as exc:
         raise ApiError(f"{_CORE}{exc}") from None

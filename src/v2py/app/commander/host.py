@@ -21,7 +21,7 @@ from v2py.app.commander.services import (
 from v2py.app.handler import InboundHandler, Outbound
 from v2py.app.proxyman import InboundManager, OutboundManager
 from v2py.app.stats import StatsManager
-from v2py.config.model import ApiConfig, InboundConfig, OutboundConfig
+from v2py.config.model import ApiConfig, InboundConfig, OutboundConfig, TransportConfig
 from v2py.protocol.vmess.validator import UserValidator
 
 __all__ = ["InstanceHost", "make_commander", "reopen_log_files"]
@@ -90,14 +90,22 @@ def make_commander(
     stats: StatsManager | None,
     host: InstanceHost,
     restart_logger: Callable[[], None],
+    transport: TransportConfig | None = None,
 ) -> Commander:
-    """The commander serving ``api.services`` (unknown services are UNIMPLEMENTED)."""
+    """The commander serving ``api.services`` (unknown services are UNIMPLEMENTED);
+    handlers it adds take what they lack from ``transport`` (the config's top-level one)."""
     services: list[ServiceSpec] = []
     if "HandlerService" in api.services:
         h = HandlerServiceImpl(
             host,
-            convert_inbound=inbound_config,  # type: ignore[arg-type]
-            convert_outbound=outbound_config,  # type: ignore[arg-type]
+            convert_inbound=lambda handler: inbound_config(
+                handler,  # type: ignore[arg-type]
+                transport,
+            ),
+            convert_outbound=lambda handler: outbound_config(
+                handler,  # type: ignore[arg-type]
+                transport,
+            ),
         )
         services.append(
             ServiceSpec(
