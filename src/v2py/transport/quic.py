@@ -775,10 +775,18 @@ class QuicTransport:
                 continue
             try:
                 chain = x509.load_pem_x509_certificates(cert_pem)
-                key = load_pem_private_key(key_pem, password=None)
             except ValueError:
                 log.warning("quic: ignoring an invalid X509 key pair")
                 continue
+            try:
+                key: Any = load_pem_private_key(key_pem, password=None)
+            except (ValueError, TypeError):
+                from v2py.transport.pem import go_private_key
+
+                key = go_private_key(key_pem)  # as Go reads it (v2ctl cert's keys)
+                if key is None:
+                    log.warning("quic: ignoring an invalid X509 key pair")
+                    continue
             configuration.certificate = chain[0]
             configuration.certificate_chain = chain[1:]
             configuration.private_key = key

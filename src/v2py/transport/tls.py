@@ -42,6 +42,7 @@ import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from v2py.common.net import is_ip
 from v2py.config.stream import TlsCertificateConfig, TlsConfig
@@ -299,7 +300,19 @@ class TlsSecurity:
             try:
                 ctx.load_cert_chain(cert_path, key_path)
             except (ssl.SSLError, OSError, ValueError):
-                return None
+                # A key OpenSSL cannot read by its label may be one Go reads
+                # (v2ctl cert's "RSA PRIVATE KEY" around PKCS #8 ECDSA).
+                from v2py.transport.pem import go_private_key_pem
+
+                fixed = go_private_key_pem(key_pem)
+                if fixed is None:
+                    return None
+                with open(key_path, "wb") as fh:
+                    fh.write(fixed)
+                try:
+                    ctx.load_cert_chain(cert_path, key_path)
+                except (ssl.SSLError, OSError, ValueError):
+                    return None
         return _ServerCert(context=ctx, pem=cert_pem)
 
     def _selector(
@@ -399,9 +412,16 @@ def _load_ca(cert_pem: bytes, key_pem: bytes | None) -> _IssuingCA | None:
         return None
     try:
         cert = x509.load_pem_x509_certificate(match.group(0))
-        key = load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
+    except ValueError:
         return None
+    try:
+        key: Any = load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        from v2py.transport.pem import go_private_key
+
+        key = go_private_key(key_pem)  # as Go reads it (v2ctl cert --ca's keys)
+        if key is None:
+            return None
     return _IssuingCA(cert=cert, key=key)
 
 

@@ -1,0 +1,105 @@
+"""Certificates made by 4.34's own ``v2ctl cert`` (as V2Ray's guides make them) serve TLS
+under v2py as under v2ray: a leaf (its PKCS #8 ECDSA key labelled ``RSA PRIVATE KEY``,
+which OpenSSL alone refuses) with ``usage: "encipherment"``, and a ``--ca`` one with
+``usage: "issue"`` (the client verifies the leaf minted for its SNI against that CA)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.shell.test_commander_cli import require_v2ctl
+from tests.support.forward import echo_server
+from tests.support.socks import socks5_connect
+from tests.support.v2py import run_side, run_v2py
+from tests.support.v2ray import free_ports, require_v2ray, run_v2ray
+
+pytestmark = pytest.mark.interop
+
+ID = str(uuid.UUID(int=0xCE27))
+
+
+async def v2ctl_cert(*args: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        require_v2ctl(), "cert", *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    made: dict[str, Any] = json.loads(out)
+    assert made["key"][0] == "-----BEGIN RSA PRIVATE KEY-----"
+    return made
+
+
+def server(port: int, cert: dict[str, Any], usage: str, network: str) -> dict[str, Any]:
+    entry = {"certificate": cert["certificate"], "key": cert["key"], "usage": usage}
+    stream = {"network": network, "security": "tls", "tlsSettings": {"certificates": [entry]}}
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {"listen": "127.0.0.1", "port": port, "protocol": "vless",
+             "settings": {"clients": [{"id": ID}], "decryption": "none"},
+             "streamSettings": stream},
+        ],
+        "outbounds": [{"protocol": "freedom"}],
+    }  # fmt: skip
+
+
+def client(socks: int, port: int, tls: dict[str, Any], network: str) -> dict[str, Any]:
+    vnext = [{"address": "127.0.0.1", "port": port, "users": [{"id": ID, "encryption": "none"}]}]
+    return {
+        "inbounds": [{"listen": "127.0.0.1", "port": socks, "protocol": "socks"}],
+        "outbounds": [
+            {"protocol": "vless", "settings": {"vnext": vnext},
+             "streamSettings": {"network": network, "security": "tls", "tlsSettings": tls}},
+        ],
+    }  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    kind: str, config: dict[str, Any], port: int, network: str
+) -> AsyncIterator[None]:
+    if kind == "v2ray" and network == "quic":  # a UDP listener: no TCP port to wait for
+        async with run_v2ray(config, settle=1.0):
+            yield
+    else:
+        async with run_side(kind, config, port):
+            yield
+
+
+@pytest.mark.parametrize(
+    ("usage", "network"), [("encipherment", "tcp"), ("issue", "tcp"), ("encipherment", "quic")]
+)
+async def test_v2ctl_certificates_serve_tls_as_under_4_34(usage: str, network: str) -> None:
+    require_v2ray()
+    if usage == "issue":
+        made = await v2ctl_cert("--ca", "--expire=24h")
+        # The client trusts the CA and checks the minted leaf's name.
+        tls: dict[str, Any] = {
+            "serverName": "minted.test",
+            "certificates": [{"certificate": made["certificate"], "usage": "verify"}],
+        }
+    else:
+        made = await v2ctl_cert("--domain=leaf.test", "--name=leaf.test")
+        tls = {"serverName": "leaf.test", "allowInsecure": True}
+    async with echo_server() as echo:
+        for kind in ("v2ray", "v2py"):
+            port, socks = free_ports(2)
+            async with (
+                serving(kind, server(port, made, usage, network), port, network),
+                run_v2py(client(socks, port, tls, network)),
+                asyncio.timeout(30),
+            ):
+                reader, writer = await socks5_connect(socks, "127.0.0.1", echo)
+                try:
+                    writer.write(b"ping")
+                    await writer.drain()
+                    assert await reader.readexactly(4) == b"ping", kind
+                finally:
+                    writer.close()
