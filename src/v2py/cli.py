@@ -148,7 +148,7 @@ def parse_flags(args: Sequence[str], flags: Sequence[Flag]) -> tuple[dict[str, o
         if each.kind == "list":
             values.setdefault(each.key, [])
         elif each.kind == "bool":
-            values.setdefault(each.key, False)
+            values.setdefault(each.key, each.default in _GO_TRUE)
         else:
             values.setdefault(each.key, each.default if each.kind == "string" else None)
     rest = list(args)
@@ -194,7 +194,10 @@ def _usage(flags: Sequence[Flag]) -> str:
     for flag in sorted(flags, key=lambda f: f.name):
         kind = {"bool": "", "string": " string", "list": " value", "int": " int"}[flag.kind]
         lines.append(f"  -{flag.name}{kind}")
-        default = f' (default "{flag.default}")' if flag.default else ""
+        default = ""
+        if flag.default:
+            shown = flag.default if flag.kind == "bool" else f'"{flag.default}"'
+            default = f" (default {shown})"
         lines.append(f"    \t{flag.usage}{default}")
     lines.append("")
     lines.append("Subcommands (v2py SUBCOMMAND -h for their help):")
@@ -542,6 +545,13 @@ def _stats_command(args: list[str]) -> int:
     from v2py.stats_cli import main as stats_main
 
     return stats_main(args)
+
+
+@subcommand("cert", "generate a TLS certificate, as v2ctl cert (v2py cert -h)")
+def _cert_command(args: list[str]) -> int:
+    from v2py.cert_cli import main as cert_main
+
+    return cert_main(args)
 
 
 @subcommand("uuid", "print a random UUID for a VMess user id")

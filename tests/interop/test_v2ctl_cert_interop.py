@@ -1,6 +1,7 @@
-"""Certificates made by 4.34's own ``v2ctl cert`` (as V2Ray's guides make them) serve TLS
-under v2py as under v2ray: a leaf (its PKCS #8 ECDSA key labelled ``RSA PRIVATE KEY``,
-which OpenSSL alone refuses) with ``usage: "encipherment"``, and a ``--ca`` one with
+"""Certificates made by 4.34's own ``v2ctl cert`` (as V2Ray's guides make them) and by
+``v2py cert`` (the same flags; the same extensions) serve TLS under v2py as under
+v2ray: a leaf (v2ctl labels its PKCS #8 ECDSA key ``RSA PRIVATE KEY``, which OpenSSL
+alone refuses) with ``usage: "encipherment"``, and a ``--ca`` one with
 ``usage: "issue"`` (the client verifies the leaf minted for its SNI against that CA)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,15 +27,33 @@ pytestmark = pytest.mark.interop
 ID = str(uuid.UUID(int=0xCE27))
 
 
-async def v2ctl_cert(*args: str) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        require_v2ctl(), "cert", *args, stdout=asyncio.subprocess.PIPE
-    )
+async def make_cert(maker: str, *args: str) -> dict[str, Any]:
+    """``v2ctl cert ARGS`` or ``v2py cert ARGS`` (the same flags), as JSON."""
+    argv = [require_v2ctl(), "cert"] if maker == "v2ctl" else [sys.executable, "-m", "v2py", "cert"]
+    proc = await asyncio.create_subprocess_exec(*argv, *args, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     assert proc.returncode == 0
     made: dict[str, Any] = json.loads(out)
-    assert made["key"][0] == "-----BEGIN RSA PRIVATE KEY-----"
+    label = "RSA PRIVATE KEY" if maker == "v2ctl" else "PRIVATE KEY"
+    assert made["key"][0] == f"-----BEGIN {label}-----"
     return made
+
+
+def _extensions(made: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate("\n".join(made["certificate"]).encode())
+    shown = []
+    for ext in cert.extensions:
+        value = "" if isinstance(ext.value, x509.SubjectKeyIdentifier) else repr(ext.value)
+        shown.append((ext.oid.dotted_string, ext.critical, value))
+    return sorted(shown)
+
+
+@pytest.mark.parametrize("args", [("--domain=a.test", "--name=a.test"), ("--ca",)])
+async def test_v2py_cert_makes_what_v2ctl_cert_makes(args: tuple[str, ...]) -> None:
+    v2ctl, v2py = await make_cert("v2ctl", *args), await make_cert("v2py", *args)
+    assert _extensions(v2ctl) == _extensions(v2py)
 
 
 def server(port: int, cert: dict[str, Any], usage: str, network: str) -> dict[str, Any]:
@@ -74,19 +94,28 @@ async def serving(
 
 
 @pytest.mark.parametrize(
-    ("usage", "network"), [("encipherment", "tcp"), ("issue", "tcp"), ("encipherment", "quic")]
+    ("maker", "usage", "network"),
+    [
+        ("v2ctl", "encipherment", "tcp"),
+        ("v2ctl", "issue", "tcp"),
+        ("v2ctl", "encipherment", "quic"),
+        ("v2py", "encipherment", "tcp"),
+        ("v2py", "issue", "tcp"),
+    ],
 )
-async def test_v2ctl_certificates_serve_tls_as_under_4_34(usage: str, network: str) -> None:
+async def test_made_certificates_serve_tls_as_under_4_34(
+    maker: str, usage: str, network: str
+) -> None:
     require_v2ray()
     if usage == "issue":
-        made = await v2ctl_cert("--ca", "--expire=24h")
+        made = await make_cert(maker, "--ca", "--expire=24h")
         # The client trusts the CA and checks the minted leaf's name.
         tls: dict[str, Any] = {
             "serverName": "minted.test",
             "certificates": [{"certificate": made["certificate"], "usage": "verify"}],
         }
     else:
-        made = await v2ctl_cert("--domain=leaf.test", "--name=leaf.test")
+        made = await make_cert(maker, "--domain=leaf.test", "--name=leaf.test")
         tls = {"serverName": "leaf.test", "allowInsecure": True}
     async with echo_server() as echo:
         for kind in ("v2ray", "v2py"):
