@@ -592,15 +592,16 @@ LINK_FLAGS: tuple[Flag, ...] = (
 )
 
 CLIENT_FLAGS: tuple[Flag, ...] = (
-    Flag("link", "string", "A vmess:// share link (v2rayN format)"),
+    Flag("link", "string", "A share link: vmess:// (v2rayN format), vless://, trojan://, ss://"),
     Flag("port", "int", "Local socks port of the client config (default 1080)"),
     Flag("o", "string", "Write the config to this file (mode 0600) instead of stdout"),
 )
 
 
-@subcommand("link", "print vmess:// share links (v2rayN format) for a server config's users")
+@subcommand("link", "print share links (vmess://, vless://, trojan://, ss://) of a config's users")
 def _link_command(args: list[str]) -> int:
     from v2py.config.share import ShareLinkError, encode_vmess_link, server_links
+    from v2py.config.share_url import encode_url_link, url_server_links
 
     values = _parse_subcommand("link", args, LINK_FLAGS)
     if isinstance(values, int):
@@ -608,7 +609,9 @@ def _link_command(args: list[str]) -> int:
     options = _options({**values, "test": False, "version": False, "workers": None})
     try:
         config = _load(options, quiet=True)
-        links = server_links(config, str(values["address"] or "") or None)
+        address = str(values["address"] or "") or None
+        links = [encode_vmess_link(link) for link in server_links(config, address)]
+        links += [encode_url_link(link) for link in url_server_links(config, address)]
     except ConfigError as exc:
         print(f"v2py: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -616,7 +619,11 @@ def _link_command(args: list[str]) -> int:
         print(f"v2py link: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not links:
-        print("v2py link: the config has no VMess users to share", file=sys.stderr)
+        print(
+            "v2py link: the config has no VMess, VLESS, Trojan or (plain TCP) Shadowsocks"
+            " users to share",
+            file=sys.stderr,
+        )
         return 1
     qr = bool(values["qr"])
     make_qr = None
@@ -629,31 +636,45 @@ def _link_command(args: list[str]) -> int:
             )
             return 1
         make_qr = segno.make
-    for link in links:
-        text = encode_vmess_link(link)
+    for text in links:
         print(text)
         if make_qr is not None:
             make_qr(text, error="l").terminal(compact=True)
     return 0
 
 
-@subcommand("client", "write a client config (socks 127.0.0.1:1080 -> a vmess:// link's server)")
+@subcommand("client", "write a client config (socks 127.0.0.1:1080 -> a share link's server)")
 def _client_command(args: list[str]) -> int:
     import json
 
     from v2py.config.load import load_config
-    from v2py.config.share import ShareLinkError, client_config, decode_vmess_link
+    from v2py.config.share import (
+        SCHEME,
+        ShareLinkError,
+        client_config,
+        decode_vmess_link,
+        socks_client_config,
+    )
+    from v2py.config.share_url import decode_url_link, url_client_outbound
 
     values = _parse_subcommand("client", args, CLIENT_FLAGS)
     if isinstance(values, int):
         return values
     text = str(values["link"] or "")
     if not text:
-        print("v2py client: give the server's link with -link 'vmess://...'", file=sys.stderr)
+        print(
+            "v2py client: give the server's link with -link 'vmess://...'"
+            " (or vless://, trojan://, ss://)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     port = values["port"]
     try:
-        config = client_config(decode_vmess_link(text), port if isinstance(port, int) else 1080)
+        socks_port = port if isinstance(port, int) else 1080
+        if text.strip().lower().startswith(SCHEME):
+            config = client_config(decode_vmess_link(text), socks_port)
+        else:
+            config = socks_client_config(url_client_outbound(decode_url_link(text)), socks_port)
         rendered = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
         load_config([("client.json", rendered)], {})  # v2py must be able to run it
     except ShareLinkError as exc:

@@ -37,6 +37,7 @@ __all__ = [
     "decode_vmess_link",
     "encode_vmess_link",
     "server_links",
+    "socks_client_config",
 ]
 
 SCHEME = "vmess://"
@@ -297,6 +298,19 @@ def client_config(link: VmessLink, socks_port: int = DEFAULT_SOCKS_PORT) -> dict
     """A V2Ray JSON client config: socks on 127.0.0.1:``socks_port`` (sniffing, UDP)
     going out by VMess to the link's server. Raises ShareLinkError."""
     user: dict[str, Any] = {"id": link.id, "alterId": link.aid, "security": link.scy}
+    return socks_client_config(
+        {
+            "tag": "proxy",
+            "protocol": "vmess",
+            "settings": {"vnext": [{"address": link.add, "port": link.port, "users": [user]}]},
+            "streamSettings": _client_stream(link),
+        },
+        socks_port,
+    )
+
+
+def socks_client_config(outbound: dict[str, Any], socks_port: int) -> dict[str, Any]:
+    """A client config: socks on 127.0.0.1:``socks_port`` (sniffing, UDP) -> ``outbound``."""
     return {
         "log": {"loglevel": "warning"},
         "inbounds": [
@@ -309,12 +323,5 @@ def client_config(link: VmessLink, socks_port: int = DEFAULT_SOCKS_PORT) -> dict
                 "settings": {"auth": "noauth", "udp": True},
             }
         ],
-        "outbounds": [
-            {
-                "tag": "proxy",
-                "protocol": "vmess",
-                "settings": {"vnext": [{"address": link.add, "port": link.port, "users": [user]}]},
-                "streamSettings": _client_stream(link),
-            }
-        ],
+        "outbounds": [outbound],
     }
