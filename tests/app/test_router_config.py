@@ -220,10 +220,43 @@ def test_dns_config() -> None:
     assert cfg.tag == "dns-out"
 
 
+@pytest.mark.parametrize(
+    ("address", "host", "port"),
+    [
+        ("quic+local://dns.test", "dns.test", 784),
+        ("QUIC+LOCAL://dns.test:853", "dns.test", 853),
+        ("quic+local://[::1]:784", "::1", 784),
+        ("quic+local://127.0.0.1", "127.0.0.1", 784),
+        # 4.34 ignores a path, query and fragment (url.Parse takes them; nothing reads them)
+        ("quic+local://dns.test/dns-query?x=1#f", "dns.test", 784),
+    ],
+)
+def test_doq_name_servers(address: str, host: str, port: int) -> None:
+    cfg = dns({"servers": [address, {"address": address, "port": 53}]})
+    for server in cfg.servers:
+        assert server.address == address and server.doh is None
+        doq = server.doq
+        assert doq is not None and (doq.host, doq.port) == (host, port)
+        assert doq.name == "quic+local://" + address.partition("://")[2]
+
+
 BAD_DNS = [
     ({"servers": ["tcp+local://1.1.1.1"]}, "dns.servers[0].address", "not supported"),
     ({"servers": ["https://"]}, "dns.servers[0].address", "not a valid DoH URL"),
-    ({"servers": ["quic+local://dns.adguard.com"]}, "dns.servers[0].address", "not supported"),
+    ({"servers": ["quic://dns.adguard.com"]}, "dns.servers[0].address", "not supported"),
+    ({"servers": ["quic+local://"]}, "dns.servers[0].address", "not a valid DoQ URL: no valid"),
+    ({"servers": ["quic+local://:784"]}, "dns.servers[0].address", "no valid host"),
+    ({"servers": ["quic+local://h:abc"]}, "dns.servers[0].address", "bad port"),
+    ({"servers": ["quic+local://h:0"]}, "dns.servers[0].address", "bad port"),
+    ({"servers": ["quic+local://h:70000"]}, "dns.servers[0].address", "bad port"),
+    (
+        {"servers": ["1.1.1.1", {"address": "quic+local://u:p@h"}]},
+        "dns.servers[1].address",
+        "user info",
+    ),
+    ({"servers": ["quic+local://a,b"]}, "dns.servers[0].address", "no valid host"),
+    ({"servers": ["quic+local://[::1"]}, "dns.servers[0].address", "bad IPv6 host"),
+    ({"servers": ["quic+local://h/%zz"]}, "dns.servers[0].address", "bad %-escape after the host"),
     ({"servers": ["dns google"]}, "dns.servers[0].address", "use an IP"),
     ({"servers": [{"port": 53}]}, "dns.servers[0].address", "missing"),
     (

@@ -45,6 +45,7 @@ __all__ = [
     "DnsHostConfig",
     "DnsServerConfig",
     "DohAddress",
+    "DoqAddress",
     "DomainEntry",
     "DomainKind",
     "DomainRule",
@@ -56,6 +57,7 @@ __all__ = [
     "RoutingRuleConfig",
     "parse_cidr",
     "parse_doh_address",
+    "parse_doq_address",
     "parse_domain_entry",
 ]
 
@@ -613,7 +615,11 @@ class RoutingConfig(ConfigModel):
 # --------------------------------------------------------------------------
 # dns
 
-_DNS_REFUSED_SCHEMES = ("quic+local://", "tcp://", "tcp+local://")
+_DNS_REFUSED_SCHEMES = ("tcp://", "tcp+local://")
+_NAME_SERVER_KINDS = (
+    'an IP address or a host name (UDP DNS), "localhost", a https:// / https+local:// '
+    "URL (DoH) or a quic+local:// URL (DoQ)"
+)
 #: A name server given as a host name: 4.34 sends classic UDP DNS to it through the
 #: dispatcher (``NewServer`` falls through to ``NewClassicNameServer``), the outbound
 #: resolving the name. Other strings ``url.Parse`` takes would name no usable server.
@@ -624,6 +630,12 @@ _NAME_SERVER_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _DOH_SCHEMES = {"https": False, "https+local": True}
 _DOH_HOST = re.compile(r"[A-Za-z0-9._-]+")
 _DOH_TARGET = re.compile(r"(?:[!$&'()*+,;=:@/?A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})*")
+#: DNS over QUIC (4.34 ``NewQUICNameServer``): only the local kind, dialled directly.
+_DOQ_SCHEME = "quic+local"
+DOQ_DEFAULT_PORT = 784
+#: What Go's ``url.Parse`` refuses anywhere in a URL, and in a path or fragment.
+_URL_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_URL_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,6 +660,32 @@ class DohAddress:
         return ("DOHL//" if self.local else "DOH//") + self.authority
 
 
+def _split_authority(authority: str, scheme: str, default_port: int) -> tuple[str, int]:
+    """``host[:port]`` of a name server URL -> (host without brackets, port).
+
+    Raises ValueError for user info, no valid host or a port outside 1-65535.
+    """
+    if "@" in authority:
+        raise ValueError(f"user info in a {scheme} URL is not supported by v2py")
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or ":" not in host or _ip_bytes(host) is None:
+            raise ValueError("bad IPv6 host")
+        if after and not after.startswith(":"):
+            raise ValueError("bad port")
+        colon, port_text = after[:1], after[1:]
+    else:
+        host, colon, port_text = authority.partition(":")
+        if not host or not _DOH_HOST.fullmatch(host):
+            raise ValueError("no valid host")
+    port = default_port
+    if colon:
+        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= PORT_MAX):
+            raise ValueError(f"bad port {port_text!r}; use 1-65535")
+        port = int(port_text)
+    return host, port
+
+
 def parse_doh_address(value: str) -> DohAddress | None:
     """``value`` as a DoH URL; None when it has no DoH scheme.
 
@@ -662,29 +700,48 @@ def parse_doh_address(value: str) -> DohAddress | None:
     rest = rest.partition("#")[0]
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     authority, target = rest[:cut], rest[cut:]
-    if "@" in authority:
-        raise ValueError("user info in a DoH URL is not supported by v2py")
-    if authority.startswith("["):
-        host, bracket, after = authority[1:].partition("]")
-        if not bracket or ":" not in host or _ip_bytes(host) is None:
-            raise ValueError("bad IPv6 host")
-        if after and not after.startswith(":"):
-            raise ValueError("bad port")
-        colon, port_text = after[:1], after[1:]
-    else:
-        host, colon, port_text = authority.partition(":")
-        if not host or not _DOH_HOST.fullmatch(host):
-            raise ValueError("no valid host")
-    port = 443
-    if colon:
-        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= PORT_MAX):
-            raise ValueError(f"bad port {port_text!r}; use 1-65535")
-        port = int(port_text)
+    host, port = _split_authority(authority, "DoH", 443)
     if not _DOH_TARGET.fullmatch(target):
         raise ValueError("the path holds characters that need %-escaping")
     if target.startswith("?") or not target:
         target = "/" + target
     return DohAddress(local=local, host=host, port=port, authority=authority, target=target)
+
+
+@dataclass(frozen=True, slots=True)
+class DoqAddress:
+    """A DNS-over-QUIC server URL ``quic+local://host[:port]`` (4.34 ``NewQUICNameServer``).
+
+    ``host`` (no brackets) is dialled, sent as SNI (none for an IP) and verified; ``port``
+    defaults to 784. ``name`` is 4.34's server name: the URL as written, scheme in lower
+    case. A path, query or fragment is ignored, as 4.34 ignores it.
+    """
+
+    host: str
+    port: int
+    name: str
+
+
+def parse_doq_address(value: str) -> DoqAddress | None:
+    """``value`` as a DoQ URL; None when its scheme is not ``quic+local``.
+
+    Raises ValueError for a malformed URL: what Go's ``url.Parse`` or 4.34 refuses
+    (control characters, bad %-escapes, a non-numeric port or one above 65535), and,
+    failing closed, what would give a server that can never answer (no host, port 0),
+    and user info (as for DoH).
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() != _DOQ_SCHEME:
+        return None
+    if _URL_CONTROL.search(value):
+        raise ValueError("control characters in the URL")
+    rest, _, fragment = rest.partition("#")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if _URL_BAD_ESCAPE.search(tail.partition("?")[0]) or _URL_BAD_ESCAPE.search(fragment):
+        raise ValueError("bad %-escape after the host")
+    host, port = _split_authority(authority, "DoQ", DOQ_DEFAULT_PORT)
+    return DoqAddress(host=host, port=port, name=f"{_DOQ_SCHEME}://{value[len(scheme) + 3 :]}")
 
 
 def _ip_text(value: object) -> str:
@@ -710,11 +767,17 @@ def _check_server_address(value: object) -> str:
         raise fail(f"{describe(value)} is not a valid DoH URL: {exc}") from None
     if doh is not None:
         return value
+    try:
+        doq = parse_doq_address(value)
+    except ValueError as exc:
+        raise fail(f"{describe(value)} is not a valid DoQ URL: {exc}") from None
+    if doq is not None:
+        return value
     for scheme in _DNS_REFUSED_SCHEMES:
         if value.lower().startswith(scheme):
             raise fail(
                 f"{describe(value)}: {scheme} name servers are not supported by v2py; "
-                'use a plain IP (UDP), "localhost" or https:// / https+local:// (DoH)'
+                f"use {_NAME_SERVER_KINDS}"
             )
     packed = _ip_bytes(value)
     if packed is not None:
@@ -722,8 +785,7 @@ def _check_server_address(value: object) -> str:
     if len(value) <= 253 and _NAME_SERVER_HOST.fullmatch(value):
         return value  # classic UDP DNS to this host, dispatched (4.34)
     raise fail(
-        f"{describe(value)} is not supported as a name server by v2py; use an IP address "
-        'or a host name (UDP DNS), "localhost" or a https:// / https+local:// URL (DoH)'
+        f"{describe(value)} is not supported as a name server by v2py; use {_NAME_SERVER_KINDS}"
     )
 
 
@@ -769,6 +831,11 @@ class DnsServerConfig(ConfigModel):
     def doh(self) -> DohAddress | None:
         """The DoH URL of ``address`` (its ``port`` is then unused, as in 4.34), or None."""
         return parse_doh_address(self.address)
+
+    @property
+    def doq(self) -> DoqAddress | None:
+        """The DoQ URL of ``address`` (its ``port`` is then unused, as in 4.34), or None."""
+        return parse_doq_address(self.address)
 
 
 def _check_server(value: object) -> object:

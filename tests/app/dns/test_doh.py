@@ -18,13 +18,12 @@ from v2py.app.dns import DnsLookupError
 from v2py.app.dns.doh import (
     DohError,
     DohNameServer,
-    _Entry,
     _H2Connection,
     decode_body,
     h1_request_headers,
     h2_request_headers,
 )
-from v2py.app.dns.nameserver import make_query, parse_answer
+from v2py.app.dns.nameserver import CacheEntry, make_query, parse_answer
 from v2py.config.routing import parse_doh_address
 
 #: What 4.34 sent for ``one.test`` A, question id 1, ``clientIp`` 1.2.3.4 (captured from
@@ -178,7 +177,7 @@ def test_cache_as_4_34_find_ips_for_domain() -> None:
     now = [100.0]
     ns = _server(now)
     assert ns.cached("a.test.", ipv4=True, ipv6=True) is None
-    ns._cache["a.test."] = {1: _Entry(130.0, (V4,), 0), 28: _Entry(110.0, (V6,), 0)}
+    ns._cache["a.test."] = {1: CacheEntry(130.0, (V4,), 0), 28: CacheEntry(110.0, (V6,), 0)}
     assert ns.cached("a.test.", ipv4=True, ipv6=True) == (V6, V4)  # AAAA first
     assert ns.cached("a.test.", ipv4=True, ipv6=False) == (V4,)
     now[0] = 120.0  # AAAA expired: A still answers a dual lookup
@@ -187,11 +186,11 @@ def test_cache_as_4_34_find_ips_for_domain() -> None:
     now[0] = 200.0
     assert ns.cached("a.test.", ipv4=True, ipv6=True) is None
     # only one family known: it answers (4.34 keeps a record per name)
-    ns._cache["b.test."] = {1: _Entry(300.0, (V4,), 0)}
+    ns._cache["b.test."] = {1: CacheEntry(300.0, (V4,), 0)}
     assert ns.cached("b.test.", ipv4=True, ipv6=True) == (V4,)
     assert ns.cached("b.test.", ipv4=False, ipv6=True) is None
     # an empty or failed answer ends the lookup while it is fresh
-    ns._cache["c.test."] = {1: _Entry(300.0, (), 0), 28: _Entry(250.0, (), 3)}
+    ns._cache["c.test."] = {1: CacheEntry(300.0, (), 0), 28: CacheEntry(250.0, (), 3)}
     with pytest.raises(DnsLookupError) as caught:
         ns.cached("c.test.", ipv4=True, ipv6=True)
     assert not caught.value.retry_next

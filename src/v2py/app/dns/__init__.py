@@ -11,8 +11,8 @@ Lookup order, as 4.34's ``lookupIPInternal``:
    then the other servers in config order; a ``localhost`` server also takes
    local names (dotless, ``.local``, ``.lan``, ``.test``...) first;
 4. the next server is asked only after a timeout or an ``expectIps``
-   mismatch (for DoH also after a failed request: 4.34 waits out the timeout
-   then); any other failure ends the lookup.
+   mismatch (for DoH and DoQ also after a failed request: 4.34 waits out the
+   timeout then); any other failure ends the lookup.
 
 Without a ``dns`` object, or without servers, the system resolver answers.
 """
@@ -178,6 +178,10 @@ def build_dns_client(
                 per_lookup=not doh.local,
                 client_ip=client_ip,
             )
+        elif (doq := server.doq) is not None:
+            from v2py.app.dns.doq import DoqNameServer
+
+            name_server = DoqNameServer(doq, client_ip=client_ip)
         else:
 
             def channel(host: str, port: int, on_answer: Callable[[bytes], None]) -> PacketChannel:

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from v2py.app.dns.nameserver import (
     QUERY_TIMEOUT_S,
+    CachingNameServer,
     DnsLookupError,
-    make_query,
     parse_answer,
     query_session,
     run_query_path,
@@ -77,9 +77,6 @@ ALPN = ("h2", "http/1.1")
 H2_SETTINGS = ((2, 0), (4, 4 << 20), (6, 10 << 20))
 H2_CONNECTION_WINDOW_INCREMENT = 1 << 30
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_RCODE_NOERROR = 0
-_TYPE_A = 1
-_TYPE_AAAA = 28
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 #: Opens a byte stream to ``host:port``; returns it and the task carrying it, if any
@@ -546,14 +543,7 @@ def dispatched_dialer(dispatcher: Callable[[], Dispatch | None], tag: str) -> St
 # the name server
 
 
-@dataclass(slots=True)
-class _Entry:
-    expires: float
-    ips: tuple[bytes, ...]
-    rcode: int
-
-
-class DohNameServer:
+class DohNameServer(CachingNameServer):
     """DoH to ``address``; ``dial`` opens the byte stream (see :func:`direct_dialer`,
     :func:`dispatched_dialer`). ``per_lookup`` closes the connections after each lookup
     (the dispatched kind, as 4.34). ``clock`` is the loop's time; ``context`` makes the
@@ -571,22 +561,14 @@ class DohNameServer:
         context: Callable[[], ssl.SSLContext] | None = None,
         idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
-        self.name = address.name
+        super().__init__(address.name, client_ip=client_ip, timeout=timeout, clock=clock)
         self.address = address
         self._dial = dial
         self._per_lookup = per_lookup
-        self._client_ip = client_ip
-        self._timeout = timeout
-        self._clock = clock
         self._make_context = context or tls_context
         self._context: ssl.SSLContext | None = None
         self._idle_timeout = idle_timeout
         self._pool: _Pool | None = None
-        self._cache: dict[str, dict[int, _Entry]] = {}
-        self._last_id = 0
-
-    def _now(self) -> float:
-        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:
@@ -596,53 +578,7 @@ class DohNameServer:
     def _new_pool(self) -> _Pool:
         return _Pool(self.address, self._dial, self._tls, self._idle_timeout)
 
-    def _next_id(self) -> int:
-        self._last_id = (self._last_id + 1) & 0xFFFF
-        return self._last_id
-
-    def cached(self, fqdn: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...] | None:
-        """The cached answer (4.34 ``findIPsForDomain``): AAAA then A addresses; None
-        when the name must be asked. Raises DnsLookupError for a cached empty answer."""
-        entries = self._cache.get(fqdn)
-        if entries is None:
-            return None
-        now = self._now()
-        for kind in [k for k, e in entries.items() if e.rcode != _RCODE_NOERROR]:
-            if entries[kind].expires <= now:  # 4.34's minutely cleanup drops these
-                del entries[kind]
-        ips: list[bytes] = []
-        expired = False
-        for kind, wanted in ((_TYPE_AAAA, ipv6), (_TYPE_A, ipv4)):
-            entry = entries.get(kind)
-            if wanted and entry is not None and entry.rcode == _RCODE_NOERROR:
-                if entry.expires <= now:
-                    expired = True
-                else:
-                    ips.extend(entry.ips)
-        if ips:
-            return tuple(ips)
-        if expired:
-            return None
-        # 4.34 keeps the last failed kind's rcode (A then AAAA).
-        failed = [
-            entry.rcode
-            for kind, wanted in ((_TYPE_A, ipv4), (_TYPE_AAAA, ipv6))
-            if wanted and (entry := entries.get(kind)) is not None
-        ]
-        if failed:
-            rcode = next((r for r in reversed(failed) if r != _RCODE_NOERROR), None)
-            if rcode is not None:
-                raise DnsLookupError(f"{self.name}: rcode {rcode}", rcode=rcode)
-            raise DnsLookupError(f"{self.name}: empty response", empty=True)
-        return None
-
-    async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:
-        """A and/or AAAA of ``domain`` (cached until the answer's TTL runs out)."""
-        fqdn = domain if domain.endswith(".") else domain + "."
-        found = self.cached(fqdn, ipv4=ipv4, ipv6=ipv6)
-        if found is not None:
-            return found
-        questions = [(k, self._next_id()) for k, on in ((_TYPE_A, ipv4), (_TYPE_AAAA, ipv6)) if on]
+    async def _ask_all(self, fqdn: str, questions: list[tuple[int, int]]) -> None:
         if self._per_lookup:
             pool = self._new_pool()
         else:
@@ -650,24 +586,16 @@ class DohNameServer:
                 self._pool = self._new_pool()
             pool = self._pool
         try:
-            async with asyncio.timeout(self._timeout):
-                await asyncio.gather(*(self._ask(pool, fqdn, k, i) for k, i in questions))
-        except TimeoutError:
-            raise DnsLookupError(f"{self.name}: timeout", retry_next=True) from None
+            await asyncio.gather(*(self._ask(pool, fqdn, k, i) for k, i in questions))
         except DohError as exc:
             raise DnsLookupError(f"{self.name}: {exc}", retry_next=True) from None
         finally:
             if self._per_lookup:
                 pool.close()
-        found = self.cached(fqdn, ipv4=ipv4, ipv6=ipv6)
-        if found is None:
-            raise DnsLookupError(f"{self.name}: no answer", retry_next=True)
-        return found
 
     async def _ask(self, pool: _Pool, fqdn: str, rdtype: int, query_id: int) -> None:
-        query = make_query(fqdn, rdtype, self._client_ip, query_id=query_id).to_wire()
         try:
-            status, headers, body = await pool.request(query)
+            status, headers, body = await pool.request(self._question(fqdn, rdtype, query_id))
         except DohError:
             raise
         except Exception as exc:  # OSError, TLS, HTTP protocol errors: the server failed
@@ -678,13 +606,7 @@ class DohNameServer:
             answer = parse_answer(decode_body(headers, body))
         except ValueError as exc:
             raise DohError(f"failed to handle DOH response: {exc}") from None
-        ips = answer.ips
-        if rdtype == _TYPE_AAAA:
-            ips = tuple(ip for ip in ips if len(ip) == 16)
-        self._cache.setdefault(fqdn, {})[rdtype] = _Entry(
-            self._now() + answer.ttl, ips, answer.rcode
-        )
-        log.info("%s got answer: %s %s -> %d IPs", self.name, fqdn, rdtype, len(ips))
+        self._remember(fqdn, rdtype, answer)
 
     async def aclose(self) -> None:
         if self._pool is not None:

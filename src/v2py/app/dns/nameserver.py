@@ -9,9 +9,11 @@
   asked separately; answers are cached per name and type for the smallest TTL
   of the answer (TTL 0 and the upper bound are 600 s, as 4.34). ``clientIp``
   adds the EDNS client-subnet option with 4.34's exact OPT record.
-* DNS over HTTPS lives in ``doh.py`` (imported only when configured); it shares
-  the message building and parsing (:func:`make_query`, :func:`parse_answer`) and
-  the dispatched query path (:func:`query_session`, :func:`run_query_path`).
+* DNS over HTTPS lives in ``doh.py`` and DNS over QUIC in ``doq.py`` (each imported
+  only when configured); they share the message building and parsing
+  (:func:`make_query`, :func:`parse_answer`) and 4.34's cache, question IDs and
+  lookup of those two kinds (:class:`CachingNameServer`); DoH also the dispatched
+  query path (:func:`query_session`, :func:`run_query_path`).
 * :class:`LocalNameServer`: the system resolver (``getaddrinfo``), which is
   also what runs when there is no ``dns`` object at all.
 """
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from v2py.app.handler import Dispatch
 
 __all__ = [
+    "CacheEntry",
+    "CachingNameServer",
     "DirectChannel",
     "DnsAnswer",
     "DispatchedChannel",
@@ -64,6 +68,8 @@ EDNS_FLAGS = 0xE000_8000
 ECS_V4_BITS = 24
 ECS_V6_BITS = 96
 _RCODE_NOERROR = 0
+_TYPE_A = 1
+_TYPE_AAAA = 28
 
 #: Set inside the tasks that carry the DNS client's own connections (4.34 marks
 #: them ``SkipDNSResolve``): a lookup from there would ask the same server again.
@@ -421,3 +427,126 @@ class UdpNameServer:
             if not future.done():
                 future.cancel()
         await self._channel.aclose()
+
+
+# --------------------------------------------------------------------------
+# what 4.34's DoH and DoQ servers share
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """One cached answer of one type: until when, its addresses, its rcode."""
+
+    expires: float
+    ips: tuple[bytes, ...]
+    rcode: int
+
+
+class CachingNameServer:
+    """The part 4.34's DoH and DoQ name servers have in common (``nameserver_doh.go`` and
+    ``nameserver_quic.go`` carry the same code): question IDs counting 1, 2, ... per
+    server (``newReqID``), A and AAAA asked at once under one deadline, and the answers
+    cached per name for their TTL (``updateIP`` / ``findIPsForDomain``). A subclass sends
+    the questions (:meth:`_ask_all`) and hands each answer to :meth:`_remember`.
+
+    ``clock`` is the loop's time; ``timeout`` the lookup's deadline (4.34 ``QueryIP``'s
+    context).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        client_ip: str | None,
+        timeout: float,
+        clock: Callable[[], float] | None,
+    ) -> None:
+        self.name = name
+        self._client_ip = client_ip
+        self._timeout = timeout
+        self._clock = clock
+        self._cache: dict[str, dict[int, CacheEntry]] = {}
+        self._last_id = 0
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _next_id(self) -> int:
+        self._last_id = (self._last_id + 1) & 0xFFFF
+        return self._last_id
+
+    def _question(self, fqdn: str, rdtype: int, query_id: int) -> bytes:
+        """The packed question (4.34 ``buildReqMsgs`` with ``genEDNS0Options``)."""
+        return make_query(fqdn, rdtype, self._client_ip, query_id=query_id).to_wire()
+
+    def cached(self, fqdn: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...] | None:
+        """The cached answer (4.34 ``findIPsForDomain``): AAAA then A addresses; None
+        when the name must be asked. Raises DnsLookupError for a cached empty answer."""
+        entries = self._cache.get(fqdn)
+        if entries is None:
+            return None
+        now = self._now()
+        for kind in [k for k, e in entries.items() if e.rcode != _RCODE_NOERROR]:
+            if entries[kind].expires <= now:  # 4.34's minutely cleanup drops these
+                del entries[kind]
+        ips: list[bytes] = []
+        expired = False
+        for kind, wanted in ((_TYPE_AAAA, ipv6), (_TYPE_A, ipv4)):
+            entry = entries.get(kind)
+            if wanted and entry is not None and entry.rcode == _RCODE_NOERROR:
+                if entry.expires <= now:
+                    expired = True
+                else:
+                    ips.extend(entry.ips)
+        if ips:
+            return tuple(ips)
+        if expired:
+            return None
+        # 4.34 keeps the last failed kind's rcode (A then AAAA).
+        failed = [
+            entry.rcode
+            for kind, wanted in ((_TYPE_A, ipv4), (_TYPE_AAAA, ipv6))
+            if wanted and (entry := entries.get(kind)) is not None
+        ]
+        if failed:
+            rcode = next((r for r in reversed(failed) if r != _RCODE_NOERROR), None)
+            if rcode is not None:
+                raise DnsLookupError(f"{self.name}: rcode {rcode}", rcode=rcode)
+            raise DnsLookupError(f"{self.name}: empty response", empty=True)
+        return None
+
+    def _remember(self, fqdn: str, rdtype: int, answer: DnsAnswer) -> None:
+        """Cache ``answer`` to the ``rdtype`` question (an AAAA answer keeps its IPv6
+        addresses only, as 4.34 ``updateIP``)."""
+        ips = answer.ips
+        if rdtype == _TYPE_AAAA:
+            ips = tuple(ip for ip in ips if len(ip) == 16)
+        self._cache.setdefault(fqdn, {})[rdtype] = CacheEntry(
+            self._now() + answer.ttl, ips, answer.rcode
+        )
+        log.info("%s got answer: %s %s -> %d IPs", self.name, fqdn, rdtype, len(ips))
+
+    async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:
+        """A and/or AAAA of ``domain`` (cached until the answer's TTL runs out)."""
+        fqdn = domain if domain.endswith(".") else domain + "."
+        found = self.cached(fqdn, ipv4=ipv4, ipv6=ipv6)
+        if found is not None:
+            return found
+        questions = [(k, self._next_id()) for k, on in ((_TYPE_A, ipv4), (_TYPE_AAAA, ipv6)) if on]
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._ask_all(fqdn, questions)
+        except TimeoutError:
+            raise DnsLookupError(f"{self.name}: timeout", retry_next=True) from None
+        found = self.cached(fqdn, ipv4=ipv4, ipv6=ipv6)
+        if found is None:
+            raise DnsLookupError(f"{self.name}: no answer", retry_next=True)
+        return found
+
+    async def _ask_all(self, fqdn: str, questions: list[tuple[int, int]]) -> None:
+        """Ask each ``(rdtype, query_id)`` question about ``fqdn`` and :meth:`_remember`
+        the answers. Raises DnsLookupError (``retry_next``) when the server failed."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
