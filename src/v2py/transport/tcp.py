@@ -15,6 +15,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
+from v2py.common.net import is_ip
+from v2py.transport.hosts import static_addresses
 from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget
 
 if TYPE_CHECKING:
@@ -330,8 +332,22 @@ async def dial_tcp(
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         if options is None and source is None:
-            _, proto = await loop.create_connection(lambda: TcpStream(loop), host, port)
-            return proto
+            # A name in /etc/hosts is dialled at its addresses (transport/hosts.py), as
+            # Go's resolver answers it, without a resolver thread.
+            static = () if is_ip(host) else static_addresses(host)
+            if not static:
+                _, proto = await loop.create_connection(lambda: TcpStream(loop), host, port)
+                return proto
+            last: OSError | None = None
+            for address in static:
+                try:
+                    _, proto = await loop.create_connection(lambda: TcpStream(loop), address, port)
+                except OSError as exc:
+                    last = exc
+                    continue
+                return proto
+            assert last is not None
+            raise last
         sock = await _connect_with(host, port, options, source)
         try:
             _, proto = await loop.create_connection(lambda: TcpStream(loop), sock=sock)
@@ -350,7 +366,15 @@ async def _connect_with(
     from v2py.transport.sockopt import apply_outbound_options
 
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    static = () if is_ip(host) else static_addresses(host)
+    if static:
+        infos = [
+            info
+            for address in static
+            for info in await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+        ]
+    else:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     source_family = None
     if source is not None:
         source_family = socket.AF_INET6 if ":" in source else socket.AF_INET
