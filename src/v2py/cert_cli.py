@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import re
-import secrets
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -96,60 +95,17 @@ def generate(
     now: datetime.datetime | None = None,
 ) -> tuple[bytes, bytes]:
     """The certificate and key PEM of ``v2ctl cert`` with these options."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from v2py.transport.pem import generate_certificate
 
     now = now or datetime.datetime.now(datetime.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
-        ]
+    return generate_certificate(
+        common_name=name,
+        organization=org,
+        dns_names=domains,
+        is_ca=ca,
+        not_before=now - datetime.timedelta(hours=1),
+        not_after=now + expire,
     )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(secrets.randbelow(1 << 128) or 1)
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + expire)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
-    if domains:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]), critical=False
-        )
-    cert = builder.sign(key, hashes.SHA256())
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert_pem, key_pem
 
 
 def main(args: list[str]) -> int:

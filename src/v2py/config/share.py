@@ -36,8 +36,13 @@ __all__ = [
     "client_config",
     "decode_vmess_link",
     "encode_vmess_link",
+    "StreamLinkFields",
+    "client_stream",
+    "server_address",
     "server_links",
     "socks_client_config",
+    "split_list",
+    "stream_link_fields",
 ]
 
 SCHEME = "vmess://"
@@ -190,32 +195,64 @@ def decode_vmess_link(text: str) -> VmessLink:
 # -- server config -> links -----------------------------------------------------------------
 
 
-def _stream_fields(stream: StreamConfig) -> dict[str, str]:
-    fields = {"net": stream.network, "type": "none", "host": "", "path": ""}
+@dataclass(frozen=True, slots=True)
+class StreamLinkFields:
+    """What a share link says of an inbound's stream (every link format says the same
+    things: transport, header type, host, path, mKCP seed, TLS with SNI and ALPN)."""
+
+    network: str
+    header_type: str = "none"
+    host: str = ""
+    path: str = ""
+    seed: str = ""
+    tls: bool = False
+    sni: str = ""
+    alpn: tuple[str, ...] = ()
+
+
+def stream_link_fields(stream: StreamConfig) -> StreamLinkFields:
+    """The link fields of ``stream`` (an inbound's, as loaded)."""
+    kind, host, path, seed = "none", "", "", ""
     if stream.network == "tcp" and stream.tcp is not None and stream.tcp.header.type == "http":
         request = stream.tcp.header.request
         hosts = next((v for k, v in request.headers.items() if k.lower() == "host"), ())
-        fields.update(
-            type="http",
-            host=",".join([hosts] if isinstance(hosts, str) else hosts),
-            path=",".join(request.path),
-        )
+        kind = "http"
+        host = ",".join([hosts] if isinstance(hosts, str) else hosts)
+        path = ",".join(request.path)
     elif stream.network == "kcp" and stream.kcp is not None:
-        fields["type"] = stream.kcp.header.type
-        if stream.kcp.seed is not None:
-            fields["path"] = stream.kcp.seed
+        kind, seed = stream.kcp.header.type, stream.kcp.seed or ""
     elif stream.network == "ws" and stream.ws is not None:
         host = next((v for k, v in stream.ws.headers.items() if k.lower() == "host"), "")
-        fields.update(host=host, path=stream.ws.path)
-    if stream.security == "tls":
-        fields["tls"] = "tls"
-        if stream.tls is not None:
-            fields["sni"] = stream.tls.server_name
-            fields["alpn"] = ",".join(stream.tls.alpn)
-    return fields
+        path = stream.ws.path
+    tls = stream.security == "tls"
+    return StreamLinkFields(
+        network=stream.network,
+        header_type=kind,
+        host=host,
+        path=path,
+        seed=seed,
+        tls=tls,
+        sni=stream.tls.server_name if tls and stream.tls is not None else "",
+        alpn=tuple(stream.tls.alpn) if tls and stream.tls is not None else (),
+    )
 
 
-def _address(inbound: InboundConfig, address: str | None) -> str:
+def _stream_fields(stream: StreamConfig) -> dict[str, str]:
+    fields = stream_link_fields(stream)
+    out = {
+        "net": fields.network,
+        "type": fields.header_type,
+        "host": fields.host,
+        # a v2rayN link carries the mKCP seed as its path
+        "path": fields.seed if fields.network == "kcp" else fields.path,
+    }
+    if fields.tls:
+        out.update(tls="tls", sni=fields.sni, alpn=",".join(fields.alpn))
+    return out
+
+
+def server_address(inbound: InboundConfig, address: str | None) -> str:
+    """What clients dial: ``address``, else the inbound's specific listen address."""
     if address:
         return address
     if inbound.listen in _WILDCARDS:
@@ -236,7 +273,7 @@ def server_links(config: Config, address: str | None = None) -> list[VmessLink]:
         settings = inbound.settings
         if not isinstance(settings, VmessInboundSettings) or inbound.allocate is not None:
             continue
-        add = _address(inbound, address)
+        add = server_address(inbound, address)
         stream = _stream_fields(inbound.stream)
         for number, client in enumerate(settings.clients):
             links.append(
@@ -255,43 +292,62 @@ def server_links(config: Config, address: str | None = None) -> list[VmessLink]:
 # -- link -> client config ----------------------------------------------------------------------
 
 
-def _split(text: str) -> list[str]:
+def split_list(text: str) -> list[str]:
+    """A link's comma-separated list."""
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _client_stream(link: VmessLink) -> dict[str, Any]:
-    if link.net not in CLIENT_NETWORKS:
-        raise ShareLinkError(f'transport "{link.net}" is not supported by v2py yet')
-    stream: dict[str, Any] = {"network": link.net}
-    if link.net == "tcp" and link.type == "http":
-        request: dict[str, Any] = {"path": _split(link.path) or ["/"]}
-        if link.host:
-            request["headers"] = {"Host": _split(link.host)}
+def client_stream(fields: StreamLinkFields, *, allow_insecure: bool = False) -> dict[str, Any]:
+    """The client's ``streamSettings`` for a link's stream fields. Raises ShareLinkError."""
+    if fields.network not in CLIENT_NETWORKS:
+        raise ShareLinkError(f'transport "{fields.network}" is not supported by v2py yet')
+    stream: dict[str, Any] = {"network": fields.network}
+    if fields.network == "tcp" and fields.header_type == "http":
+        request: dict[str, Any] = {"path": split_list(fields.path) or ["/"]}
+        if fields.host:
+            request["headers"] = {"Host": split_list(fields.host)}
         stream["tcpSettings"] = {"header": {"type": "http", "request": request}}
-    elif link.net == "tcp" and link.type not in ("", "none"):
-        raise ShareLinkError(f'tcp header type "{link.type}" is not one of none, http')
-    elif link.net == "kcp":
-        kcp: dict[str, Any] = {"header": {"type": link.type or "none"}}
-        if link.path:
-            kcp["seed"] = link.path
+    elif fields.network == "tcp" and fields.header_type not in ("", "none"):
+        raise ShareLinkError(f'tcp header type "{fields.header_type}" is not one of none, http')
+    elif fields.network == "kcp":
+        kcp: dict[str, Any] = {"header": {"type": fields.header_type or "none"}}
+        if fields.seed:
+            kcp["seed"] = fields.seed
         stream["kcpSettings"] = kcp
-    elif link.net == "ws":
-        ws: dict[str, Any] = {"path": link.path or "/"}
-        if link.host:
-            ws["headers"] = {"Host": link.host}
+    elif fields.network == "ws":
+        ws: dict[str, Any] = {"path": fields.path or "/"}
+        if fields.host:
+            ws["headers"] = {"Host": fields.host}
         stream["wsSettings"] = ws
-    if link.tls == "tls":
+    if fields.tls:
         tls: dict[str, Any] = {}
-        server_name = link.sni or (_split(link.host)[0] if link.host else "")
+        server_name = fields.sni or (split_list(fields.host)[0] if fields.host else "")
         if server_name:
             tls["serverName"] = server_name
-        if link.alpn:
-            tls["alpn"] = _split(link.alpn)
+        if fields.alpn:
+            tls["alpn"] = list(fields.alpn)
+        if allow_insecure:
+            tls["allowInsecure"] = True
         stream["security"] = "tls"
         stream["tlsSettings"] = tls
-    elif link.tls not in ("", "none"):
-        raise ShareLinkError(f'"tls" is "{link.tls}"; only "tls" or "" are known')
     return stream
+
+
+def _client_stream(link: VmessLink) -> dict[str, Any]:
+    if link.tls not in ("", "none", "tls"):
+        raise ShareLinkError(f'"tls" is "{link.tls}"; only "tls" or "" are known')
+    kcp = link.net == "kcp"
+    fields = StreamLinkFields(
+        network=link.net,
+        header_type=link.type,
+        host=link.host,
+        path="" if kcp else link.path,
+        seed=link.path if kcp else "",
+        tls=link.tls == "tls",
+        sni=link.sni,
+        alpn=tuple(split_list(link.alpn)),
+    )
+    return client_stream(fields)
 
 
 def client_config(link: VmessLink, socks_port: int = DEFAULT_SOCKS_PORT) -> dict[str, Any]:

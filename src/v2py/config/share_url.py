@@ -26,13 +26,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from v2py.config.model import Config, InboundConfig, StreamConfig
+from v2py.config.model import Config, StreamConfig
 from v2py.config.settings import (
     SHADOWSOCKS_METHODS,
     ShadowsocksInboundSettings,
     VlessInboundSettings,
 )
-from v2py.config.share import ShareLinkError
+from v2py.config.share import (
+    ShareLinkError,
+    StreamLinkFields,
+    client_stream,
+    server_address,
+    stream_link_fields,
+)
 from v2py.config.trojan import TrojanInboundSettings
 
 __all__ = [
@@ -64,7 +70,6 @@ _REFUSED_KEYS = {
     "serviceName": "gRPC",
     "plugin": "a Shadowsocks plugin",
 }
-_WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,38 +247,17 @@ def _stream_fields(stream: StreamConfig) -> dict[str, Any] | None:
     """The link fields of an inbound's stream; None when a link cannot say it."""
     if stream.network not in _NETWORKS:
         return None
-    fields: dict[str, Any] = {"network": stream.network}
-    if stream.network == "tcp" and stream.tcp is not None and stream.tcp.header.type == "http":
-        request = stream.tcp.header.request
-        hosts = next((v for k, v in request.headers.items() if k.lower() == "host"), ())
-        fields.update(
-            header_type="http",
-            host=",".join([hosts] if isinstance(hosts, str) else hosts),
-            path=",".join(request.path),
-        )
-    elif stream.network == "kcp" and stream.kcp is not None:
-        fields["header_type"] = stream.kcp.header.type
-        fields["seed"] = stream.kcp.seed or ""
-    elif stream.network == "ws" and stream.ws is not None:
-        host = next((v for k, v in stream.ws.headers.items() if k.lower() == "host"), "")
-        fields.update(host=host, path=stream.ws.normalized_path)
-    if stream.security == "tls":
-        fields["security"] = "tls"
-        if stream.tls is not None:
-            fields["sni"] = stream.tls.server_name
-            fields["alpn"] = tuple(stream.tls.alpn)
-    return fields
-
-
-def _address(inbound: InboundConfig, address: str | None) -> str:
-    if address:
-        return address
-    if inbound.listen in _WILDCARDS:
-        where = inbound.path or "inbound"
-        raise ShareLinkError(
-            f"{where} listens on every address: give the address clients use (--address)"
-        )
-    return inbound.listen
+    fields = stream_link_fields(stream)
+    return {
+        "network": fields.network,
+        "header_type": fields.header_type,
+        "host": fields.host,
+        "path": fields.path,
+        "seed": fields.seed,
+        "security": "tls" if fields.tls else "none",
+        "sni": fields.sni,
+        "alpn": fields.alpn,
+    }
 
 
 def url_server_links(config: Config, address: str | None = None) -> list[UrlLink]:
@@ -293,7 +277,7 @@ def url_server_links(config: Config, address: str | None = None) -> list[UrlLink
         elif isinstance(settings, TrojanInboundSettings):
             users = [("trojan", c.password, c.email) for c in settings.clients]
         if users:
-            add = _address(inbound, address)
+            add = server_address(inbound, address)
             for number, (scheme, secret, email) in enumerate(users):
                 links.append(
                     UrlLink(
@@ -306,13 +290,18 @@ def url_server_links(config: Config, address: str | None = None) -> list[UrlLink
                     )
                 )
         elif isinstance(settings, ShadowsocksInboundSettings):
-            if fields != {"network": "tcp"} or (settings.network and "tcp" not in settings.network):
+            plain = (fields["network"], fields["header_type"], fields["security"]) == (
+                "tcp",
+                "none",
+                "none",
+            )
+            if not plain or (settings.network and "tcp" not in settings.network):
                 continue  # SIP002 has no V2Ray transports
             links.append(
                 UrlLink(
                     scheme="ss",
                     name=settings.email or base,
-                    address=_address(inbound, address),
+                    address=server_address(inbound, address),
                     port=port,
                     secret=settings.password,
                     method=settings.method,
@@ -322,43 +311,6 @@ def url_server_links(config: Config, address: str | None = None) -> list[UrlLink
 
 
 # -- link -> client outbound -----------------------------------------------------------------
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _client_stream(link: UrlLink) -> dict[str, Any]:
-    stream: dict[str, Any] = {"network": link.network}
-    if link.network == "tcp" and link.header_type == "http":
-        request: dict[str, Any] = {"path": _split(link.path) or ["/"]}
-        if link.host:
-            request["headers"] = {"Host": _split(link.host)}
-        stream["tcpSettings"] = {"header": {"type": "http", "request": request}}
-    elif link.network == "tcp" and link.header_type not in ("", "none"):
-        raise ShareLinkError(f'tcp header type "{link.header_type}" is not one of none, http')
-    elif link.network == "kcp":
-        kcp: dict[str, Any] = {"header": {"type": link.header_type or "none"}}
-        if link.seed:
-            kcp["seed"] = link.seed
-        stream["kcpSettings"] = kcp
-    elif link.network == "ws":
-        ws: dict[str, Any] = {"path": link.path or "/"}
-        if link.host:
-            ws["headers"] = {"Host": link.host}
-        stream["wsSettings"] = ws
-    if link.security == "tls":
-        tls: dict[str, Any] = {}
-        server_name = link.sni or (_split(link.host)[0] if link.host else "")
-        if server_name:
-            tls["serverName"] = server_name
-        if link.alpn:
-            tls["alpn"] = list(link.alpn)
-        if link.allow_insecure:
-            tls["allowInsecure"] = True
-        stream["security"] = "tls"
-        stream["tlsSettings"] = tls
-    return stream
 
 
 def url_client_outbound(link: UrlLink) -> dict[str, Any]:
@@ -376,5 +328,15 @@ def url_client_outbound(link: UrlLink) -> dict[str, Any]:
     if link.scheme == "ss":
         outbound["protocol"] = "shadowsocks"
     else:
-        outbound["streamSettings"] = _client_stream(link)
+        fields = StreamLinkFields(
+            network=link.network,
+            header_type=link.header_type,
+            host=link.host,
+            path=link.path,
+            seed=link.seed,
+            tls=link.security == "tls",
+            sni=link.sni,
+            alpn=link.alpn,
+        )
+        outbound["streamSettings"] = client_stream(fields, allow_insecure=link.allow_insecure)
     return outbound

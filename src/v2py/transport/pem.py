@@ -1,4 +1,5 @@
-"""Private keys read as Go's ``tls.X509KeyPair`` reads them (4.34 tls/config.go).
+"""Private keys read as Go's ``tls.X509KeyPair`` reads them (4.34 tls/config.go), and
+certificates made as 4.34's ``common/protocol/tls/cert.Generate`` makes them.
 
 Go takes the first PEM block whose type is ``PRIVATE KEY`` or ends in
 `` PRIVATE KEY`` and decodes its bytes as PKCS #1, then PKCS #8 (RSA, ECDSA or
@@ -13,14 +14,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import re
+import secrets
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["go_private_key", "go_private_key_pem"]
+__all__ = ["generate_certificate", "go_private_key", "go_private_key_pem"]
 
-_BLOCK = re.compile(
-    rb"-----BEGIN ([^\r\n-]*)-----\r?\n(.*?)-----END \1-----", re.DOTALL
-)
+_BLOCK = re.compile(rb"-----BEGIN ([^\r\n-]*)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 
 
 def _key_der(pem: bytes) -> bytes | None:
@@ -70,3 +72,82 @@ def go_private_key_pem(pem: bytes) -> bytes | None:
         serialization.NoEncryption(),
     )
     return data
+
+
+def generate_certificate(
+    *,
+    common_name: str,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    organization: str | None = None,
+    dns_names: Sequence[str] = (),
+    is_ca: bool = False,
+    parent: tuple[Any, Any] | None = None,
+) -> tuple[bytes, bytes]:
+    """4.34's ``cert.Generate``: a fresh ECDSA P-256 key, a random serial below 2**128,
+    key usage digital signature + key encipherment (+ certificate signing for a CA),
+    extended key usage server authentication, basic constraints, subject ``O``, ``CN``,
+    the DNS names; self-signed, or signed by ``parent`` (its certificate and key, whose
+    subject key id becomes the authority key id). Returns the certificate and PKCS #8
+    key PEM."""
+    import contextlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization is not None:
+        names.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    subject = x509.Name(names)
+    issuer_cert: x509.Certificate | None = parent[0] if parent is not None else None
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(secrets.randbelow(1 << 128) or 1)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=is_ca,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    )
+    if is_ca:  # Go (1.15+) gives a CA a subject key id
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+    if dns_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
+        )
+    if issuer_cert is not None:
+        with contextlib.suppress(x509.ExtensionNotFound):
+            ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value),
+                critical=False,
+            )
+    signer = parent[1] if parent is not None else key
+    cert = builder.sign(signer, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem

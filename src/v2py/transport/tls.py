@@ -427,56 +427,14 @@ def _load_ca(cert_pem: bytes, key_pem: bytes | None) -> _IssuingCA | None:
 
 def _issue(ca: _IssuingCA, name: str, now: datetime.datetime) -> tuple[bytes, bytes]:
     """A leaf for ``name`` signed by ``ca`` (4.34 ``common/protocol/tls/cert.Generate``)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from v2py.transport.pem import generate_certificate
 
-    ca_cert: x509.Certificate = ca.cert  # type: ignore[assignment]
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(int.from_bytes(os.urandom(16), "big") >> 1 or 1)
-        .not_valid_before(now - ISSUED_VALIDITY)
-        .not_valid_after(now + ISSUED_VALIDITY)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    if name:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False
-        )
-    with contextlib.suppress(x509.ExtensionNotFound):
-        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value),
-            critical=False,
-        )
-    leaf = builder.sign(ca.key, hashes.SHA256())  # type: ignore[arg-type]
-    return (
-        leaf.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+    return generate_certificate(
+        common_name=name,
+        not_before=now - ISSUED_VALIDITY,
+        not_after=now + ISSUED_VALIDITY,
+        dns_names=[name] if name else [],
+        parent=(ca.cert, ca.key),
     )
 
 
