@@ -250,3 +250,18 @@ def test_added_handlers_take_what_they_lack_from_the_top_level_transport() -> No
     assert ws is not None and ws.normalized_path == "/global"
     ws = inbound_config(handler).stream.ws
     assert ws is not None and ws.normalized_path == "/"
+
+
+def test_added_dns_outbound_means_what_a_config_file_means() -> None:
+    from v2py.app.commander.proto import dns_outbound_pb2 as dnspb
+
+    def converted(cfg: Any) -> Any:
+        return outbound_config(cpb.OutboundHandlerConfig(tag="d", proxy_settings=typed(cfg)))
+
+    server = npb.Endpoint(network=npb.TCP, address=npb.IPOrDomain(ip=LOOPBACK), port=5353)
+    settings = converted(dnspb.Config(server=server)).settings
+    assert (settings.network, settings.address, settings.port) == ("tcp", "127.0.0.1", 5353)
+    kept = converted(dnspb.Config()).settings  # no override: each query keeps its own
+    assert (kept.network, kept.port) == ("", 0)
+    with pytest.raises(ApiError, match="unix"):
+        converted(dnspb.Config(server=npb.Endpoint(network=npb.UNIX)))

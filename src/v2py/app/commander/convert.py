@@ -11,7 +11,7 @@ and allocation strategy; stream settings over ``tcp`` (``acceptProxyProtocol``, 
 header) or ``websocket`` (path, headers, ``acceptProxyProtocol``), each plain or with
 TLS (every field of 4.34's ``tls.Config``; certificates inline); proxies
 ``vmess``, ``dokodemo-door``, ``shadowsocks``, ``vless`` and ``trojan`` inbound,
-``freedom``, ``blackhole``, ``vmess``, ``shadowsocks``, ``vless`` and ``trojan``
+``freedom``, ``blackhole``, ``vmess``, ``shadowsocks``, ``vless``, ``trojan`` and ``dns``
 outbound (one user per Shadowsocks / Trojan server, as 4.34's JSON writes them).
 Anything else is an error naming what is not supported.
 """
@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError, Message
 
 from v2py.app.commander.proto import blackhole_pb2 as bpb
 from v2py.app.commander.proto import core_pb2 as cpb
+from v2py.app.commander.proto import dns_outbound_pb2 as dnspb
 from v2py.app.commander.proto import dokodemo_pb2 as dpb
 from v2py.app.commander.proto import freedom_pb2 as fpb
 from v2py.app.commander.proto import internet_pb2 as ipb
@@ -484,6 +485,22 @@ def _trojan_outbound(typed: tpb.TypedMessage) -> JsonObject:
     }
 
 
+def _dns_outbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = dnspb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    settings: JsonObject = {}
+    if cfg.HasField("server"):
+        server = cfg.server
+        network = {**_NETWORKS, npb.UNIX: "unix"}.get(server.network)
+        if network is not None:  # Unknown: keep each query's own
+            settings["network"] = network
+        if server.HasField("address"):
+            settings["address"] = _address(server.address)
+        if server.port:
+            settings["port"] = server.port
+    return settings
+
+
 _OUTBOUND_PROXIES: dict[str, tuple[str, Callable[[tpb.TypedMessage], JsonObject]]] = {
     "v2ray.core.proxy.freedom.Config": ("freedom", _freedom),
     "v2ray.core.proxy.blackhole.Config": ("blackhole", _blackhole),
@@ -491,6 +508,7 @@ _OUTBOUND_PROXIES: dict[str, tuple[str, Callable[[tpb.TypedMessage], JsonObject]
     "v2ray.core.proxy.shadowsocks.ClientConfig": ("shadowsocks", _shadowsocks_outbound),
     "v2ray.core.proxy.vless.outbound.Config": ("vless", _vless_outbound),
     "v2ray.core.proxy.trojan.ClientConfig": ("trojan", _trojan_outbound),
+    "v2ray.core.proxy.dns.Config": ("dns", _dns_outbound),
 }
 
 

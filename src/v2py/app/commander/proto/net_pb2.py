@@ -24,19 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"v2py/app/commander/proto/net.proto\x12\x15v2ray.core.common.net\"7\n\nIPOrDomain\x12\x0c\n\x02ip\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06\x64omain\x18\x02 \x01(\tH\x00\x42\t\n\x07\x61\x64\x64ress\"%\n\tPortRange\x12\x0c\n\x04\x46rom\x18\x01 \x01(\r\x12\n\n\x02To\x18\x02 \x01(\r\">\n\x0bNetworkList\x12/\n\x07network\x18\x01 \x03(\x0e\x32\x1e.v2ray.core.common.net.Network*>\n\x07Network\x12\x0b\n\x07Unknown\x10\x00\x12\n\n\x06RawTCP\x10\x01\x12\x07\n\x03TCP\x10\x02\x12\x07\n\x03UDP\x10\x03\x12\x08\n\x04UNIX\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"v2py/app/commander/proto/net.proto\x12\x15v2ray.core.common.net\"7\n\nIPOrDomain\x12\x0c\n\x02ip\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06\x64omain\x18\x02 \x01(\tH\x00\x42\t\n\x07\x61\x64\x64ress\"%\n\tPortRange\x12\x0c\n\x04\x46rom\x18\x01 \x01(\r\x12\n\n\x02To\x18\x02 \x01(\r\">\n\x0bNetworkList\x12/\n\x07network\x18\x01 \x03(\x0e\x32\x1e.v2ray.core.common.net.Network\"}\n\x08\x45ndpoint\x12/\n\x07network\x18\x01 \x01(\x0e\x32\x1e.v2ray.core.common.net.Network\x12\x32\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32!.v2ray.core.common.net.IPOrDomain\x12\x0c\n\x04port\x18\x03 \x01(\r*>\n\x07Network\x12\x0b\n\x07Unknown\x10\x00\x12\n\n\x06RawTCP\x10\x01\x12\x07\n\x03TCP\x10\x02\x12\x07\n\x03UDP\x10\x03\x12\x08\n\x04UNIX\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'v2py.app.commander.proto.net_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NETWORK']._serialized_start=221
-  _globals['_NETWORK']._serialized_end=283
+  _globals['_NETWORK']._serialized_start=348
+  _globals['_NETWORK']._serialized_end=410
   _globals['_IPORDOMAIN']._serialized_start=61
   _globals['_IPORDOMAIN']._serialized_end=116
   _globals['_PORTRANGE']._serialized_start=118
   _globals['_PORTRANGE']._serialized_end=155
   _globals['_NETWORKLIST']._serialized_start=157
   _globals['_NETWORKLIST']._serialized_end=219
+  _globals['_ENDPOINT']._serialized_start=221
+  _globals['_ENDPOINT']._serialized_end=346
 # @@protoc_insertion_point(module_scope)

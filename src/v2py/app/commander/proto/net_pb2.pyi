@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -41,3 +41,13 @@ class NetworkList(_message.Message):
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     network: _containers.RepeatedScalarFieldContainer[Network]
     def __init__(self, network: _Optional[_Iterable[_Union[Network, str]]] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("network", "address", "port")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    network: Network
+    address: IPOrDomain
+    port: int
+    def __init__(self, network: _Optional[_Union[Network, str]] = ..., address: _Optional[_Union[IPOrDomain, _Mapping]] = ..., port: _Optional[int] = ...) -> None: ...
