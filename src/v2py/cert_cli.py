@@ -62,6 +62,9 @@ def parse_go_duration(text: str) -> datetime.timedelta:
             raise ValueError(f"time: invalid duration {text!r}")
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
+    # Go refuses a duration beyond int64 nanoseconds (about 292 years).
+    if total > 9223372036.854775807:
+        raise ValueError(f"time: invalid duration {text!r}")
     return datetime.timedelta(seconds=sign * total)
 
 
@@ -124,13 +127,19 @@ def main(args: list[str]) -> int:
     except ValueError as exc:
         print(f"invalid value {values['expire']!r} for flag -expire: {exc}", file=sys.stderr)
         return 2
-    cert_pem, key_pem = generate(
-        ca=bool(values["ca"]),
-        domains=domains,
-        name=str(values["name"]),
-        org=str(values["org"]),
-        expire=expire,
-    )
+    try:
+        cert_pem, key_pem = generate(
+            ca=bool(values["ca"]),
+            domains=domains,
+            name=str(values["name"]),
+            org=str(values["org"]),
+            expire=expire,
+        )
+    except (ValueError, OverflowError) as exc:
+        # e.g. an -expire that ends before the certificate begins (an hour ago): Go
+        # writes such a certificate; no client would take it.
+        print(f"v2py cert: cannot make this certificate: {exc}", file=sys.stderr)
+        return 2
     if values["json"]:
         doc = {
             "certificate": cert_pem.decode().strip().split("\n"),

@@ -24,7 +24,9 @@ def test_go_durations(text: str, seconds: float) -> None:
     assert parse_go_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "1", "h", "1d", "1h-2m", "--1h", ".h", "1.5.5h"])
+@pytest.mark.parametrize(
+    "text", ["", "1", "h", "1d", "1h-2m", "--1h", ".h", "1.5.5h", "9" * 400 + "h", "2562048h"]
+)
 def test_what_go_durations_refuse(text: str) -> None:
     with pytest.raises(ValueError):
         parse_go_duration(text)
@@ -59,3 +61,6 @@ def test_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert "-expire" in capsys.readouterr().err
     assert main(["cert", "-domain="]) == 2
     assert main(["cert", "-nope"]) == 2
+    assert main(["cert", "-expire", "-2h"]) == 2  # would end before it begins
+    assert main(["cert", "-expire", "9999999999h"]) == 2
+    assert "cannot make this certificate" in capsys.readouterr().err
