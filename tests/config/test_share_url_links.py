@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from v2py.config.load import load_config
 from v2py.config.share import ShareLinkError, socks_client_config
@@ -114,3 +117,18 @@ def test_server_links_for_every_user_and_client_configs_that_load() -> None:
             url_client_outbound(decode_url_link(encode_url_link(link))), 1080
         )
         load_config([("c.json", json.dumps(config_json))], {})
+
+
+@given(
+    st.sampled_from(["vless://", "trojan://", "ss://"]),
+    st.sampled_from(["", f"{ID}@h:1?", "pw@[::1]:443?", "YWVzLTEyOC1nY206cA@h:1"]),
+    st.text(max_size=60),
+)
+def test_any_text_is_a_link_or_one_line(scheme: str, start: str, rest: str) -> None:
+    try:
+        link = decode_url_link(scheme + start + rest)
+    except ShareLinkError as exc:
+        assert "\n" not in str(exc)
+        return
+    with contextlib.suppress(ShareLinkError):  # may refuse, never crash
+        url_client_outbound(link)

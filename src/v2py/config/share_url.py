@@ -196,7 +196,10 @@ def decode_url_link(text: str) -> UrlLink:
     name = unquote(fragment)
     if scheme == "ss":
         return _decode_ss(rest, name)
-    parts = urlsplit(f"{scheme}://{rest}")
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        raise ShareLinkError(f"the {scheme}:// link is not a URL: {exc}") from None
     if parts.username is None:
         raise ShareLinkError(f"the {scheme}:// link has no user part before @")
     secret = unquote(parts.username)
