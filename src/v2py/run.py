@@ -12,7 +12,9 @@ It returns the process exit code, as V2Ray 4.34's ``main/main.go`` chooses them:
 
 ``workers > 1`` (Linux) forks N worker processes that each run the whole config
 and bind every listener with SO_REUSEPORT, so the kernel spreads connections
-across cores. Theory of operation:
+across cores; Unix sockets (``network: "ds"``, a ``listen`` path), which bind once,
+are bound (and locked) by the parent before forking, every worker accepts on the
+inherited socket, and the parent unlinks them at the end. Theory of operation:
 
 * the parent builds (and drops) one runtime so that wiring errors are reported
   once (exit 23), makes the shared VMess key table (:mod:`v2py.app.shared_state`),
@@ -40,6 +42,7 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from v2py import V2RAY_COMPAT_VERSION, __version__
@@ -243,7 +246,6 @@ def serve(config: Config, workers: int = 1) -> int:
 
 
 def _run_workers(config: Config, count: int) -> int:
-    from v2py.app.shared_state import SharedKeyTable, WorkerContext
 
     try:
         check_config(config)
@@ -257,6 +259,41 @@ def _run_workers(config: Config, count: int) -> int:
     except ConfigError as exc:
         _report(config_error_line(exc))
         return EXIT_CONFIG
+    try:
+        # Unix sockets (ds, a listen path) bind once: here, for every worker to inherit.
+        release_unix = _prebind_unix(config)
+    except OSError as exc:
+        return _start_failure(exc)
+    try:
+        return _fork_workers(config, count)
+    finally:
+        release_unix()
+
+
+def _prebind_unix(config: Config) -> Callable[[], None]:
+    """Bind the Unix sockets of ``config``'s inbounds (``network: "ds"`` or a ``listen``
+    path) before forking; returns their release. Raises OSError."""
+    from v2py.config.model import is_unix_listen
+    from v2py.config.transport_extra import DsConfig
+
+    configs: list[DsConfig] = []
+    for inbound in config.inbounds:
+        if inbound.stream.network == "ds" and inbound.stream.ds is not None:
+            configs.append(inbound.stream.ds)
+        elif is_unix_listen(inbound.listen):
+            from v2py.transport.ds import listen_path_config
+
+            configs.append(listen_path_config(inbound.listen))
+    if not configs:
+        return lambda: None
+    from v2py.transport.ds import prebind_unix
+
+    return prebind_unix(configs)
+
+
+def _fork_workers(config: Config, count: int) -> int:
+    from v2py.app.shared_state import SharedKeyTable, WorkerContext
+
     _raise_fd_limit()
     store = SharedKeyTable()
     seed = os.urandom(32)

@@ -332,3 +332,81 @@ async def test_config_error_reported_once_before_fork(tmp_path: Path) -> None:
     lines = [line for line in err.splitlines() if "config error:" in line]
     assert code == 23 and len(lines) == 1, err
     assert "Traceback" not in err
+
+
+def _unix_connections_per_worker(pids: list[int], path: str) -> dict[int, int]:
+    """Accepted (connected) sockets on the Unix socket ``path`` held by each worker."""
+    connected: set[str] = set()
+    with open("/proc/net/unix") as fh:
+        next(fh)
+        for line in fh:
+            fields = line.split()
+            # Num RefCount Protocol Flags Type St Inode [Path]; St 03 = connected
+            if len(fields) >= 8 and fields[7] == path and fields[5] == "03":
+                connected.add(fields[6])
+    held: dict[int, int] = {}
+    for pid in pids:
+        n = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    n += link.startswith("socket:[") and link[8:-1] in connected
+        held[pid] = n
+    return held
+
+
+@pytest.mark.parametrize("how", ["ds", "listen path"])
+async def test_two_workers_share_one_unix_socket(
+    how: str, tmp_path: Path, echo_server: tuple[str, int]
+) -> None:
+    """A Unix socket binds once: the parent binds it before forking and every worker
+    accepts on it (4.34's ``.lock`` file held meanwhile); both go at stop."""
+    path = str(tmp_path / "vmess.sock")
+    server = vmess_server_config(0, UUID, 0)
+    inbound = server["inbounds"][0]
+    if how == "ds":
+        inbound["streamSettings"] = {"network": "ds", "dsSettings": {"path": path}}
+    else:
+        inbound["listen"] = path
+        del inbound["port"]
+    socks_port = free_ports(1)[0]
+    client = vmess_client_config(socks_port, 1, UUID, 0, "aes-128-gcm")
+    client["outbounds"][0]["streamSettings"] = {"network": "ds", "dsSettings": {"path": path}}
+    handle = await start_workers(server)
+    try:
+        assert os.path.exists(path) and os.path.exists(path + ".lock")
+        async with run_v2py(client):
+            streams = await asyncio.gather(
+                *(_echo_held(socks_port, echo_server, b"unix-%d" % i) for i in range(BATCH))
+            )
+            held = _unix_connections_per_worker(handle.worker_pids, path)
+            for _, writer in streams:
+                writer.close()
+        assert sum(held.values()) == BATCH, held
+        assert all(n > 0 for n in held.values()), held
+    finally:
+        await stop_workers(handle)
+    assert not os.path.exists(path) and not os.path.exists(path + ".lock")
+
+
+async def test_a_unix_socket_named_twice_fails_to_start_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "twice.sock")
+    server = vmess_server_config(0, UUID, 0)
+    first = server["inbounds"][0]
+    first["listen"] = path
+    del first["port"]
+    server["inbounds"].append({**first, "tag": "second"})
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "c.json").write_text(json.dumps(server))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "v2py", "run", "-c", str(workdir / "c.json"), "--workers", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 255, out
+    failed = [line for line in out.decode().splitlines() if line.startswith("Failed to start")]
+    assert len(failed) == 1 and "address already in use" in failed[0].lower(), out
+    assert not os.path.exists(path) and not os.path.exists(path + ".lock")

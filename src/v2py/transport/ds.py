@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterable
 
 from v2py.config.transport_extra import DsConfig
 from v2py.transport.layer import LayerHandler, LayerListener
@@ -85,9 +87,9 @@ class DsListener(TcpListener):
         self._lock_path = config.path + ".lock"
         self._socket_path: str | None = None  # set once bound: ours to unlink
 
-    async def start_unix(self) -> None:
-        """Bind, listen and lock. Raises OSError (a stale socket file: EADDRINUSE)."""
-        loop = asyncio.get_running_loop()
+    def bind_now(self) -> socket.socket:
+        """Bind, listen and lock (no event loop needed). Raises OSError (a stale socket
+        file: EADDRINUSE); on failure nothing is left behind."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
@@ -104,13 +106,29 @@ class DsListener(TcpListener):
             sock.setblocking(False)
             if not self._config.abstract:
                 self._lock_fd = self._acquire_lock()
-            self._server = await loop.create_unix_server(
-                lambda: _AcceptingStream(self, loop), sock=sock, backlog=_BACKLOG
-            )
         except BaseException:
             sock.close()
             self._unlink_socket()
             self._release_lock()
+            raise
+        return sock
+
+    async def start_unix(self) -> None:
+        """Bind, listen and lock (or, in a ``--workers`` worker, take the socket the
+        parent bound before forking: it owns the file and the lock). Raises OSError (a
+        stale socket file: EADDRINUSE)."""
+        loop = asyncio.get_running_loop()
+        inherited = _PREBOUND.get(self._address)
+        sock = inherited if inherited is not None else self.bind_now()
+        try:
+            self._server = await loop.create_unix_server(
+                lambda: _AcceptingStream(self, loop), sock=sock, backlog=_BACKLOG
+            )
+        except BaseException:
+            if inherited is None:
+                sock.close()
+                self._unlink_socket()
+                self._release_lock()
             raise
 
     def _acquire_lock(self) -> int:
@@ -152,6 +170,45 @@ class DsListener(TcpListener):
     def stop_accepting(self) -> None:
         super().stop_accepting()
         self._shutdown_socket()
+
+
+#: Unix sockets the ``--workers`` parent bound before forking, by address: every worker
+#: listens on the inherited socket (a path or abstract name binds once, unlike a TCP port
+#: with SO_REUSEPORT) and the kernel hands each connection to one of them.
+_PREBOUND: dict[str | bytes, socket.socket] = {}
+
+
+def prebind_unix(configs: Iterable[DsConfig]) -> Callable[[], None]:
+    """Bind, listen and lock each socket now, for workers forked next to inherit
+    (:meth:`DsListener.start_unix`). Returns what the parent calls once they are gone:
+    close, unlink and unlock, as a single process does at stop. Raises OSError (what
+    was bound already is released)."""
+    listeners: list[tuple[DsListener, socket.socket]] = []
+
+    def release() -> None:
+        for listener, sock in listeners:
+            _PREBOUND.pop(listener._address, None)
+            sock.close()
+            listener._shutdown_socket()
+        listeners.clear()
+
+    try:
+        for config in configs:
+            listener = DsListener(lambda stream: None, config)  # type: ignore[arg-type,return-value]
+            if listener._address in _PREBOUND:  # named twice: fails as one process does
+                shown = shown_address(listener._address)
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"failed to listen domain socket: listen unix {shown}: "
+                    f"bind: {os.strerror(errno.EADDRINUSE)}",
+                )
+            sock = listener.bind_now()
+            listeners.append((listener, sock))
+            _PREBOUND[listener._address] = sock
+    except BaseException:
+        release()
+        raise
+    return release
 
 
 def listen_path_config(address: str) -> DsConfig:
