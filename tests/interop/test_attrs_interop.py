@@ -33,6 +33,8 @@ RULES = [
     ("attrs['x-list'] in ['one', 'two'] and not 'host' in attrs", "list"),
     # Starlark strings are bytes: a UTF-8 literal equals the header's bytes, len counts them
     ("attrs.get('x-utf') == 'café' and len(attrs['x-utf']) == 5", "utf"),
+    # ... and indexing or find count bytes: 'aéz'[1] is the first byte of é, z is at 3
+    ("attrs.get('x-idx', '')[1] == 'é'[0] and attrs['x-idx'].find('z') == 3", "idx"),
 ]
 SINKS = sorted({tag for _, tag in RULES} | {"other"})
 #: (request line and headers after the Host line, the sink it must reach)
@@ -53,6 +55,8 @@ CASES = [
     ("GET {url}/x HTTP/1.1\r\nX-List: three\r\n" + UA, "other"),
     ("GET {url}/x HTTP/1.1\r\nX-Utf: café\r\n" + UA, "utf"),
     ("GET {url}/x HTTP/1.1\r\nX-Utf: cafe\r\n" + UA, "other"),
+    ("GET {url}/x HTTP/1.1\r\nX-Idx: aéz\r\n" + UA, "idx"),
+    ("GET {url}/x HTTP/1.1\r\nX-Idx: abz\r\n" + UA, "other"),
 ]
 
 

@@ -110,3 +110,27 @@ def test_non_ascii_header_values_compare_and_count_as_starlark_bytes() -> None:
     attributes = plan_forward_request(request, chunked=False, length=0).attributes
     assert compile_attrs("attrs['x-name'] == 'café'").matches(attributes) is True
     assert compile_attrs("len(attrs['x-name']) == 5").matches(attributes) is True
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "expected"),
+    [
+        ("attrs['x'][0] == 'é'[0]", "éa", True),  # a string indexes its UTF-8 bytes
+        ("attrs['x'][2] == 'a'", "éa", True),
+        ("len(attrs['x'][0]) == 1", "éa", True),
+        ("attrs['x'].find('a') == 2", "éa", True),  # byte offsets, as Starlark's
+        ("attrs['x'].rfind('a', 0, 3) == 2", "éa", True),
+        ("attrs['x'][3] == 'a'", "éa", False),  # out of range: an error, not satisfied
+        ("attrs['x'][True] == 'a'", "éa", False),
+        ("attrs['x'].split(',')[1] == 'b'", "a,b", True),
+    ],
+)
+def test_strings_are_bytes_when_indexed(code: str, value: str, expected: bool) -> None:
+    assert compile_attrs(code).matches({"x": value}) is expected
+
+
+@pytest.mark.parametrize("literal", ["'\\xc3'", "'\\303'", "'a\\x80'"])
+def test_high_byte_escapes_are_refused(literal: str) -> None:
+    with pytest.raises(ValueError, match="byte escapes"):
+        compile_attrs(f"attrs['x'] == {literal}")
+    assert compile_attrs("attrs['x'] == '\\x41'").matches({"x": "A"})

@@ -17,15 +17,18 @@ list / tuple literals, ``len(...)``, ``attrs.get(...)`` and the string methods i
 no builtins but ``len``; no attribute other than those methods is reachable.
 
 Starlark strings are bytes: the header values are the request's bytes read as UTF-8
-(anything else kept as surrogate escapes), so a UTF-8 literal compares as in 4.34, and
-``len`` of a string counts its UTF-8 bytes. Left different: indexing a non-ASCII string
-gives a character where Starlark gives a byte.
+(anything else kept as surrogate escapes), so a UTF-8 literal compares as in 4.34;
+``len`` of a string counts its UTF-8 bytes, indexing a string gives the one-byte string
+at that byte (negative indices from the end), and ``find`` / ``rfind`` give byte
+offsets, as Starlark's do. A string literal with a byte escape above 0x7F (``"\xc3"``,
+``"\303"``), which is one byte in Starlark and a character in Python, is refused.
 """
 
 from __future__ import annotations
 
 import ast
 import logging
+import re
 from collections.abc import Mapping
 from types import CodeType
 
@@ -41,6 +44,65 @@ def _starlark_len(value: object) -> int:
         return len(value.encode("utf-8", "surrogateescape"))
     return len(value)  # type: ignore[arg-type]
 
+
+def _utf8(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _starlark_index(container: object, key: object) -> object:
+    """``container[key]``: a string indexes its UTF-8 bytes (Starlark), anything else as
+    Python (a dict by key, a list or tuple by position)."""
+    if isinstance(container, str):
+        if not isinstance(key, int) or isinstance(key, bool):
+            raise TypeError("string index: want int")
+        data = _utf8(container)
+        index = key + len(data) if key < 0 else key
+        if not 0 <= index < len(data):
+            raise IndexError(f"index {key} out of range: string has {len(data)} bytes")
+        return _text(data[index : index + 1])
+    if isinstance(key, bool) and isinstance(container, (list, tuple)):
+        raise TypeError("index: want int, got bool")
+    return container[key]  # type: ignore[index]
+
+
+def _starlark_call(target: object, method: str, *args: object) -> object:
+    """``target.method(*args)`` (a method of :data:`METHODS`); a string's ``find`` and
+    ``rfind`` count bytes, as Starlark's."""
+    if isinstance(target, str) and method in ("find", "rfind"):
+        if not args or not isinstance(args[0], str):
+            raise TypeError(f"{method}: want string")
+        data = _utf8(target)
+        bounds = [a if isinstance(a, int) and not isinstance(a, bool) else None for a in args[1:]]
+        found = getattr(data, method)(_utf8(args[0]), *bounds)
+        return int(found)
+    return getattr(target, method)(*args)
+
+
+class _ToStarlark(ast.NodeTransformer):
+    """Indexing and method calls go through :func:`_starlark_index` / :func:`_starlark_call`."""
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        self.generic_visit(node)
+        call = ast.Call(
+            func=ast.Name(id="_index", ctx=ast.Load()), args=[node.value, node.slice], keywords=[]
+        )
+        return ast.copy_location(call, node)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Attribute):
+            args = [node.func.value, ast.Constant(node.func.attr), *node.args]
+            call = ast.Call(func=ast.Name(id="_call", ctx=ast.Load()), args=args, keywords=[])
+            return ast.copy_location(call, node)
+        return node
+
+
+#: Byte escapes above 0x7F: one byte in a Starlark string, a character in Python's.
+_HIGH_BYTE_ESCAPE = re.compile(r"\\(?:x[89a-fA-F][0-9a-fA-F]|[23][0-7]{2})")
 
 #: Methods callable in an expression: Starlark's dict ``get`` and string methods whose
 #: results are the same in Python for the same arguments.
@@ -131,6 +193,9 @@ def compile_attrs(code: str) -> AttrsMatcher:
     except SyntaxError as exc:
         raise ValueError(f"not a valid expression: {exc.msg}") from None
     _check(tree.body)
+    if _HIGH_BYTE_ESCAPE.search(code):
+        raise ValueError("byte escapes above \\x7f in strings are not supported by v2py")
+    tree = ast.fix_missing_locations(_ToStarlark().visit(tree))
     return AttrsMatcher(code, compile(tree, "<attrs>", "eval"))
 
 
@@ -150,9 +215,17 @@ class AttrsMatcher:
         try:
             # The tree was checked: only the names and methods above are reachable.
             result = eval(  # noqa: S307
-                self._code, {"__builtins__": {}, "len": _starlark_len}, {"attrs": attributes}
+                self._code, _GLOBALS, {"attrs": attributes}
             )
         except Exception as exc:  # a Starlark evaluation error: not satisfied (4.34)
             log.info("router: attr matcher > %s", exc)
             return False
         return bool(result)
+
+
+_GLOBALS: dict[str, object] = {
+    "__builtins__": {},
+    "len": _starlark_len,
+    "_index": _starlark_index,
+    "_call": _starlark_call,
+}
