@@ -77,3 +77,28 @@ async def test_dial_uses_hosts_without_the_resolver(
             stream.write(b"hi")
             assert await stream.read() == b"hi"
             stream.close()
+
+
+async def test_system_resolver_and_freedom_use_ip_read_hosts_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from v2py.app.dns.nameserver import LocalNameServer
+    from v2py.app.policy import PolicyTable
+    from v2py.proxy.freedom import DomainStrategy, FreedomOutbound
+
+    path = tmp_path / "hosts"
+    path.write_text("10.9.8.7 both.hosts.test\n2001:db8::7 both.hosts.test\n")
+    monkeypatch.setattr(hosts, "_SYSTEM", HostsFile(str(path)))
+    loop = asyncio.get_running_loop()
+
+    async def no_resolver(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("getaddrinfo asked for a name in /etc/hosts")
+
+    monkeypatch.setattr(loop, "getaddrinfo", no_resolver)
+    found = await LocalNameServer().query("both.hosts.test", ipv4=True, ipv6=False)
+    assert found == (bytes([10, 9, 8, 7]),)
+    for strategy, expected in (("UseIPv4", "10.9.8.7"), ("UseIPv6", "2001:db8::7")):
+        out = FreedomOutbound(
+            tag="d", domain_strategy=DomainStrategy(strategy), policy=PolicyTable()
+        )
+        assert await out._resolve("both.hosts.test", 80, 1) == expected

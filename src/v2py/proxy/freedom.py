@@ -150,9 +150,20 @@ class FreedomOutbound:
                 log.info("freedom: failed to get IP address for domain %s: %s", host, exc)
                 return host
             return ip_text(self._rng.choice(found)) if found else host
+        from v2py.transport.hosts import static_addresses
+
+        # Go's resolver answers /etc/hosts names itself (transport/hosts.py).
+        family = _FAMILY[self._strategy]
+        static = {
+            a
+            for a in static_addresses(host)
+            if family == socket.AF_UNSPEC or (":" in a) == (family == socket.AF_INET6)
+        }
+        if static:
+            return self._rng.choice(sorted(static))
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, family=_FAMILY[self._strategy], type=kind)
+            infos = await loop.getaddrinfo(host, port, family=family, type=kind)
         except (OSError, UnicodeError):
             return host
         addresses = sorted({str(info[4][0]) for info in infos})

@@ -117,16 +117,22 @@ class LocalNameServer:
     name = "localhost"
 
     async def query(self, domain: str, *, ipv4: bool, ipv6: bool) -> tuple[bytes, ...]:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(
-                domain, None, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM
-            )
-        except (OSError, UnicodeError) as exc:
-            raise DnsLookupError(f"system resolver: {exc}") from None
+        from v2py.transport.hosts import static_addresses
+
+        # Go's resolver answers /etc/hosts names itself (transport/hosts.py).
+        addresses: list[str] = list(static_addresses(domain))
+        if not addresses:
+            loop = asyncio.get_running_loop()
+            try:
+                infos = await loop.getaddrinfo(
+                    domain, None, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM
+                )
+            except (OSError, UnicodeError) as exc:
+                raise DnsLookupError(f"system resolver: {exc}") from None
+            addresses = [str(info[4][0]) for info in infos]
         found: dict[bytes, None] = {}
-        for info in infos:
-            packed = pack_ip(str(info[4][0]).partition("%")[0])
+        for address in addresses:
+            packed = pack_ip(address.partition("%")[0])
             if packed is not None and (ipv4 if len(packed) == 4 else ipv6):
                 found[packed] = None
         if not found:
