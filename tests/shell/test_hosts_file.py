@@ -10,7 +10,13 @@ import pytest
 
 from tests.support.forward import echo_server
 from v2py.transport import hosts, tcp
-from v2py.transport.hosts import CACHE_S, HostsFile, files_first, parse_hosts
+from v2py.transport.hosts import (
+    CACHE_S,
+    MAX_HOSTS_BYTES,
+    HostsFile,
+    files_first,
+    parse_hosts,
+)
 from v2py.transport.sockopt import SocketOptions
 
 
@@ -51,6 +57,9 @@ def test_cached_for_five_seconds_then_reread_when_changed(tmp_path: Path) -> Non
     assert table.lookup("a.test") == ("10.0.0.1",)  # still cached
     now[0] += CACHE_S
     assert table.lookup("a.test") == ("10.0.0.2",)
+    path.write_text("10.0.0.3 a.test\n" + "# padding\n" * (MAX_HOSTS_BYTES // 10))
+    now[0] += CACHE_S
+    assert table.lookup("a.test") == ()  # too large to keep: getaddrinfo answers
     path.unlink()
     now[0] += CACHE_S
     assert table.lookup("a.test") == ()

@@ -21,6 +21,10 @@ HOSTS_PATH = "/etc/hosts"
 NSSWITCH_PATH = "/etc/nsswitch.conf"
 #: Go's ``cacheMaxAge`` for /etc/hosts.
 CACHE_S = 5.0
+#: A larger file (an ad-blocking list of 100,000 names) is not kept in memory: its
+#: names go to ``getaddrinfo`` as before (~20 MB of dict and a parse blocking the loop
+#: each time the file changes would cost more than the thread round trip saves).
+MAX_HOSTS_BYTES = 64 * 1024
 
 
 def parse_hosts(text: str) -> dict[str, tuple[str, ...]]:
@@ -89,6 +93,9 @@ class HostsFile:
             return
         stamp = (status.st_mtime_ns, status.st_size)
         if stamp == self._stamp:
+            return
+        if status.st_size > MAX_HOSTS_BYTES:
+            self._stamp, self._names = stamp, {}
             return
         try:
             with open(self.path, encoding="utf-8", errors="replace") as fh:
