@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["generate_certificate", "go_private_key", "go_private_key_pem"]
+__all__ = ["generate_certificate", "go_private_key", "go_private_key_pem", "read_private_key"]
 
 _BLOCK = re.compile(rb"-----BEGIN ([^\r\n-]*)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 
@@ -56,6 +56,17 @@ def go_private_key(pem: bytes) -> Any | None:
     if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         return key
     return None  # Go: "found unknown private key type in PKCS#8 wrapping"
+
+
+def read_private_key(pem: bytes) -> Any | None:
+    """The private key of ``pem`` (a ``cryptography`` key): as OpenSSL reads it by its
+    label, else by Go's rules (:func:`go_private_key`); None when neither reads it."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        return load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        return go_private_key(pem)
 
 
 def go_private_key_pem(pem: bytes) -> bytes | None:

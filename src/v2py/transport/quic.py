@@ -764,7 +764,8 @@ class QuicTransport:
 
     def _server_certificate(self, configuration: QuicConfiguration) -> None:
         from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        from v2py.transport.pem import read_private_key
 
         tls = self.tls
         if tls is None:
@@ -778,15 +779,10 @@ class QuicTransport:
             except ValueError:
                 log.warning("quic: ignoring an invalid X509 key pair")
                 continue
-            try:
-                key: Any = load_pem_private_key(key_pem, password=None)
-            except (ValueError, TypeError):
-                from v2py.transport.pem import go_private_key
-
-                key = go_private_key(key_pem)  # as Go reads it (v2ctl cert's keys)
-                if key is None:
-                    log.warning("quic: ignoring an invalid X509 key pair")
-                    continue
+            key = read_private_key(key_pem)  # also as Go reads it (v2ctl cert's keys)
+            if key is None:
+                log.warning("quic: ignoring an invalid X509 key pair")
+                continue
             configuration.certificate = chain[0]
             configuration.certificate_chain = chain[1:]
             configuration.private_key = key

@@ -42,7 +42,6 @@ import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from v2py.common.net import is_ip
 from v2py.config.stream import TlsCertificateConfig, TlsConfig
@@ -403,7 +402,8 @@ def _names_of(cert_pem: bytes) -> tuple[tuple[str, ...], datetime.datetime | Non
 
 def _load_ca(cert_pem: bytes, key_pem: bytes | None) -> _IssuingCA | None:
     from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from v2py.transport.pem import read_private_key
 
     if key_pem is None:
         return None
@@ -414,14 +414,9 @@ def _load_ca(cert_pem: bytes, key_pem: bytes | None) -> _IssuingCA | None:
         cert = x509.load_pem_x509_certificate(match.group(0))
     except ValueError:
         return None
-    try:
-        key: Any = load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
-        from v2py.transport.pem import go_private_key
-
-        key = go_private_key(key_pem)  # as Go reads it (v2ctl cert --ca's keys)
-        if key is None:
-            return None
+    key = read_private_key(key_pem)  # also as Go reads it (v2ctl cert --ca's keys)
+    if key is None:
+        return None
     return _IssuingCA(cert=cert, key=key)
 
 
