@@ -15,6 +15,8 @@ import os
 import time
 from collections.abc import Callable
 
+from v2py.common.net import is_ip
+
 __all__ = ["HostsFile", "parse_hosts", "static_addresses"]
 
 HOSTS_PATH = "/etc/hosts"
@@ -110,8 +112,11 @@ _SYSTEM: HostsFile | None = None
 
 
 def static_addresses(name: str) -> tuple[str, ...]:
-    """The system /etc/hosts addresses of ``name`` when nsswitch asks files first."""
+    """The system /etc/hosts addresses of ``name`` when nsswitch asks files first; ()
+    for an IP literal, which Go dials as it is without looking it up."""
     global _SYSTEM
+    if is_ip(name):
+        return ()
     if _SYSTEM is None:
         try:
             with open(NSSWITCH_PATH, encoding="utf-8", errors="replace") as fh:

@@ -15,7 +15,6 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
-from v2py.common.net import is_ip
 from v2py.transport.hosts import static_addresses
 from v2py.transport.stream import READ_CHUNK_BYTES, PushTarget
 
@@ -334,7 +333,7 @@ async def dial_tcp(
         if options is None and source is None:
             # A name in /etc/hosts is dialled at its addresses (transport/hosts.py), as
             # Go's resolver answers it, without a resolver thread.
-            static = () if is_ip(host) else static_addresses(host)
+            static = static_addresses(host)
             if not static:
                 _, proto = await loop.create_connection(lambda: TcpStream(loop), host, port)
                 return proto
@@ -366,7 +365,7 @@ async def _connect_with(
     from v2py.transport.sockopt import apply_outbound_options
 
     loop = asyncio.get_running_loop()
-    static = () if is_ip(host) else static_addresses(host)
+    static = static_addresses(host)
     if static:
         infos = [
             info
