@@ -19,7 +19,7 @@ Anything else is an error naming what is not supported.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -426,17 +426,30 @@ def _blackhole(typed: tpb.TypedMessage) -> JsonObject:
     return {"response": {"type": "http" if kind.endswith("HTTPResponse") else "none"}}
 
 
-def _vmess_outbound(typed: tpb.TypedMessage) -> JsonObject:
-    cfg = vopb.Config()
-    _unpack(typed, cfg, "proxySettings")
+def _vnext(
+    receivers: Iterable[ppb.ServerEndpoint], user: Callable[[ppb.User], JsonObject]
+) -> JsonObject:
+    """VMess / VLESS ``vnext``: each server with all its users."""
     return {
         "vnext": [
             {
                 "address": _address(r.address),
                 "port": r.port,
-                "users": [_user(u, outbound=True) for u in r.user],
+                "users": [user(u) for u in r.user],
             }
-            for r in cfg.Receiver
+            for r in receivers
+        ]
+    }
+
+
+def _servers(
+    servers: Iterable[ppb.ServerEndpoint], account: Callable[[ppb.User], JsonObject]
+) -> JsonObject:
+    """Shadowsocks / Trojan ``servers``: each server with its one user's account."""
+    return {
+        "servers": [
+            {"address": _address(r.address), "port": r.port, **account(_one_user(r))}
+            for r in servers
         ]
     }
 
@@ -448,41 +461,28 @@ def _one_user(endpoint: ppb.ServerEndpoint) -> ppb.User:
     return endpoint.user[0]
 
 
+def _vmess_outbound(typed: tpb.TypedMessage) -> JsonObject:
+    cfg = vopb.Config()
+    _unpack(typed, cfg, "proxySettings")
+    return _vnext(cfg.Receiver, lambda u: _user(u, outbound=True))
+
+
 def _shadowsocks_outbound(typed: tpb.TypedMessage) -> JsonObject:
     cfg = sspb.ClientConfig()
     _unpack(typed, cfg, "proxySettings")
-    return {
-        "servers": [
-            {"address": _address(r.address), "port": r.port, **_ss_account(_one_user(r))}
-            for r in cfg.server
-        ]
-    }
+    return _servers(cfg.server, _ss_account)
 
 
 def _vless_outbound(typed: tpb.TypedMessage) -> JsonObject:
     cfg = vlopb.Config()
     _unpack(typed, cfg, "proxySettings")
-    return {
-        "vnext": [
-            {
-                "address": _address(r.address),
-                "port": r.port,
-                "users": [_vless_user(u, outbound=True) for u in r.user],
-            }
-            for r in cfg.vnext
-        ]
-    }
+    return _vnext(cfg.vnext, lambda u: _vless_user(u, outbound=True))
 
 
 def _trojan_outbound(typed: tpb.TypedMessage) -> JsonObject:
     cfg = tjpb.ClientConfig()
     _unpack(typed, cfg, "proxySettings")
-    return {
-        "servers": [
-            {"address": _address(r.address), "port": r.port, **_trojan_user(_one_user(r))}
-            for r in cfg.server
-        ]
-    }
+    return _servers(cfg.server, _trojan_user)
 
 
 def _dns_outbound(typed: tpb.TypedMessage) -> JsonObject:
