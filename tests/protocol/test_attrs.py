@@ -120,6 +120,8 @@ def test_non_ascii_header_values_compare_and_count_as_starlark_bytes() -> None:
         ("len(attrs['x'][0]) == 1", "éa", True),
         ("attrs['x'].find('a') == 2", "éa", True),  # byte offsets, as Starlark's
         ("attrs['x'].rfind('a', 0, 3) == 2", "éa", True),
+        ("attrs['x'].find('a', None) == 2", "éa", True),
+        ("attrs['x'].find('a', '0') == 2", "éa", False),  # Starlark: not an int, an error
         ("attrs['x'][3] == 'a'", "éa", False),  # out of range: an error, not satisfied
         ("attrs['x'][True] == 'a'", "éa", False),
         ("attrs['x'].split(',')[1] == 'b'", "a,b", True),

@@ -76,7 +76,9 @@ def _starlark_call(target: object, method: str, *args: object) -> object:
         if not args or not isinstance(args[0], str):
             raise TypeError(f"{method}: want string")
         data = _utf8(target)
-        bounds = [a if isinstance(a, int) and not isinstance(a, bool) else None for a in args[1:]]
+        bounds = args[1:]
+        if any(b is not None and (not isinstance(b, int) or isinstance(b, bool)) for b in bounds):
+            raise TypeError(f"{method}: start and end must be ints or None")
         found = getattr(data, method)(_utf8(args[0]), *bounds)
         return int(found)
     return getattr(target, method)(*args)
