@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,12 @@ pytestmark = pytest.mark.interop
 TIMEOUT_S = 10.0
 #: A and AAAA for each of the three names of run_routing (the fourth lookup is cached).
 ROUTING_REQUESTS = 6
+#: What 4.34 logs when remote DoH over HTTP/1.1 loses a request: the dispatched connection
+#: a finished request dialled is torn down with that request's context, and a second
+#: request that was handed the same kept-alive connection fails ("io: read/write on closed
+#: pipe") without being sent. Caught in CI under load; that run of 4.34 is repeated.
+LOST_REQUEST = "failed to retrieve response"
+ATTEMPTS = 4
 RECORDS = {
     "in-ten.test": ["10.1.2.3", "2001:db8::10"],
     "elsewhere.test": ["192.0.2.1"],
@@ -39,14 +45,15 @@ RECORDS = {
 @contextlib.asynccontextmanager
 async def side(
     kind: str, cfg: dict[str, Any], port: int, pki: Pki, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Callable[[], str]]:
+    """Runs one side; yields a function giving what 4.34 has logged so far ("" for v2py)."""
     if kind == "v2ray":
-        async with run_v2ray(cfg, wait_tcp=[port], env={"SSL_CERT_FILE": pki.ca_file}):
-            yield
+        async with run_v2ray(cfg, wait_tcp=[port], env={"SSL_CERT_FILE": pki.ca_file}) as v2ray:
+            yield v2ray.log
     else:
         monkeypatch.setenv("SSL_CERT_FILE", pki.ca_file)
         async with run_v2py(cfg):
-            yield
+            yield lambda: ""
 
 
 def requests_seen(server: DohServer) -> list[tuple[Any, ...]]:
@@ -83,6 +90,19 @@ def requests_seen(server: DohServer) -> list[tuple[Any, ...]]:
 async def run_routing(
     kind: str, scheme: str, pki: Pki, alpn: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[str], DohServer]:
+    for _ in range(ATTEMPTS - 1):
+        result = await run_routing_once(kind, scheme, pki, alpn, monkeypatch)
+        if result is not None:
+            return result
+    result = await run_routing_once(kind, scheme, pki, alpn, monkeypatch)
+    assert result is not None, f"4.34 lost a DoH request in each of {ATTEMPTS} runs"
+    return result
+
+
+async def run_routing_once(
+    kind: str, scheme: str, pki: Pki, alpn: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], DohServer] | None:
+    """One run of one side; None when 4.34 logged a lost request (see LOST_REQUEST)."""
     async with (
         doh_server(pki, RECORDS, alpn=alpn) as server,
         sinks("ten", "other") as ports,
@@ -90,7 +110,7 @@ async def run_routing(
         socks = free_port()
         cfg = routed_config(socks, f"{scheme}://127.0.0.1:{server.port}/dns-query", ports)
         cfg["dns"]["clientIp"] = "1.2.3.4"
-        async with side(kind, cfg, socks, pki, monkeypatch):
+        async with side(kind, cfg, socks, pki, monkeypatch) as log:
             async with asyncio.timeout(TIMEOUT_S):
                 got = [
                     await fetch_through(socks, name, 80)
@@ -100,7 +120,11 @@ async def run_routing(
                 # request (a connection of its own) is still on its way: let it arrive
                 # before the process stops (4.34 under load was caught here).
                 while len(server.seen) < ROUTING_REQUESTS:
+                    if LOST_REQUEST in log():
+                        return None
                     await asyncio.sleep(0.05)
+            if LOST_REQUEST in log():
+                return None
     return got, server
 
 
