@@ -554,6 +554,13 @@ def _cert_command(args: list[str]) -> int:
     return cert_main(args)
 
 
+@subcommand("tlsping", "TLS handshakes with a domain's port 443, as v2ctl tlsping")
+def _tlsping_command(args: list[str]) -> int:
+    from v2py.tlsping_cli import main as tlsping_main
+
+    return tlsping_main(args)
+
+
 @subcommand("uuid", "print a random UUID for a VMess user id")
 def _uuid_command(args: list[str]) -> int:
     import uuid
