@@ -99,8 +99,10 @@ async def serving(
         ("v2ctl", "encipherment", "tcp"),
         ("v2ctl", "issue", "tcp"),
         ("v2ctl", "encipherment", "quic"),
+        ("v2ctl", "issue", "quic"),
         ("v2py", "encipherment", "tcp"),
         ("v2py", "issue", "tcp"),
+        ("v2py", "issue", "quic"),
     ],
 )
 async def test_made_certificates_serve_tls_as_under_4_34(
@@ -132,3 +134,32 @@ async def test_made_certificates_serve_tls_as_under_4_34(
                     assert await reader.readexactly(4) == b"ping", kind
                 finally:
                     writer.close()
+
+
+@pytest.mark.parametrize("kind", ["v2ray", "v2py"])
+async def test_4_34_client_verifies_leaves_a_quic_server_issues(kind: str) -> None:
+    """A 4.34 client over QUIC, trusting a ``v2ctl cert --ca`` CA, reaches a server
+    (4.34, then v2py) that mints a leaf for each SNI with that CA (``usage: "issue"``),
+    for two names in turn."""
+    require_v2ray()
+    made = await make_cert("v2ctl", "--ca", "--expire=24h")
+    async with echo_server() as echo:
+        port = free_ports(1)[0]
+        async with serving(kind, server(port, made, "issue", "quic"), port, "quic"):
+            for name in ("first.test", "second.test"):
+                socks = free_ports(1)[0]
+                tls = {
+                    "serverName": name,
+                    "certificates": [{"certificate": made["certificate"], "usage": "verify"}],
+                }
+                async with (
+                    run_v2ray(client(socks, port, tls, "quic"), wait_tcp=[socks]),
+                    asyncio.timeout(30),
+                ):
+                    reader, writer = await socks5_connect(socks, "127.0.0.1", echo)
+                    try:
+                        writer.write(b"ping")
+                        await writer.drain()
+                        assert await reader.readexactly(4) == b"ping", (kind, name)
+                    finally:
+                        writer.close()

@@ -16,7 +16,6 @@ from tests.support.layers import read_all
 from tests.support.tls_certs import TestCA
 from v2py.config.stream import TlsConfig
 from v2py.config.transport_extra import QuicConfig
-from v2py.errors import ConfigError
 from v2py.transport.quic import QuicListener, QuicTransport
 from v2py.transport.stream import Stream
 
@@ -143,9 +142,73 @@ async def test_garbage_then_good_client() -> None:
     await client.aclose()
 
 
-def test_issue_certificates_are_refused() -> None:
-    with pytest.raises(ConfigError, match="issue"):
-        QuicTransport(quic(), tls(certificates=[CA.pair.inline(usage="issue")]))
+async def served_leaf(server: QuicTransport, name: str, client_ca: TestCA) -> str:
+    """The common name of the certificate ``server`` serves a client asking for ``name``
+    (the client verifies it against ``client_ca``)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    client = QuicTransport(
+        quic(), tls(serverName=name, certificates=[client_ca.pair.inline(usage="verify")])
+    )
+    async with serving(server, Echo()) as listener:
+        async with asyncio.timeout(10):
+            assert await exchange(client, listener.port, b"hello") == b"hello"
+        conn = next(iter(client._pool))
+        cert = conn.protocol._quic.tls._peer_certificate
+    await client.aclose()
+    assert isinstance(cert, x509.Certificate)
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+async def test_issue_ca_mints_a_leaf_for_each_server_name() -> None:
+    """``usage: "issue"`` on QUIC as 4.34 serves it: a leaf for the client's SNI,
+    signed by the CA, made once and served again for the same name."""
+    server = QuicTransport(quic(), tls(certificates=[CA.pair.inline(usage="issue")]))
+    assert await served_leaf(server, "one.test", CA) == "one.test"
+    assert await served_leaf(server, "two.test", CA) == "two.test"
+    assert await served_leaf(server, "one.test", CA) == "one.test"
+
+
+async def test_several_certificates_chosen_by_server_name() -> None:
+    other = TestCA("other CA")
+    first, second = CA.issue("a.test"), CA.issue("b.test", "*.wild.test")
+    server = QuicTransport(quic(), tls(certificates=[first.inline(), second.inline()]))
+    assert await served_leaf(server, "a.test", CA) == "a.test"
+    assert await served_leaf(server, "b.test", CA) == "b.test"
+    assert await served_leaf(server, "x.wild.test", CA) == "b.test"
+    with pytest.raises((ConnectionError, OSError, TimeoutError)):
+        await served_leaf(server, "a.test", other)  # verified: the client refuses it
+
+
+async def test_no_certificate_for_the_name_fails_that_handshake_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the issuing CA mints nothing the handshake ends with an alert (the
+    client's dial fails); the listener serves the next client."""
+    from v2py.transport.quic import _QuicCertificates
+
+    server = QuicTransport(quic(), tls(certificates=[CA.pair.inline(usage="issue")]))
+    listener = await server.listen("127.0.0.1", 0, Echo())
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(_QuicCertificates, "_mint", lambda *_: None)
+            client = QuicTransport(
+                quic(), tls(serverName="x.test", certificates=[CA.pair.inline(usage="verify")])
+            )
+            with pytest.raises((ConnectionError, OSError, TimeoutError)):
+                await client.dial("127.0.0.1", listener.port, timeout=3)
+            await client.aclose()
+        client = QuicTransport(
+            quic(), tls(serverName="y.test", certificates=[CA.pair.inline(usage="verify")])
+        )
+        async with asyncio.timeout(10):
+            assert await exchange(client, listener.port, b"next") == b"next"
+        await client.aclose()
+    finally:
+        listener.close()
+        async with asyncio.timeout(5):
+            await listener.wait_closed()
 
 
 async def test_listen_on_a_domain_is_refused() -> None:

@@ -21,9 +21,9 @@
   v2py no longer reads (their data is dropped as it comes).
 * TLS 1.3 runs inside QUIC. Without ``tlsSettings`` the server makes a self-signed
   certificate for ``quic.internal.v2ray.com`` (valid an hour, made when listening)
-  and the client sends that name and does not verify. With ``tlsSettings``: its first
-  ``encipherment`` certificate (no SNI-based choice; ``issue`` CAs are refused), its
-  ALPN (default h2, http/1.1 both sides), ``allowInsecure``, the listed certificates
+  and the client sends that name and does not verify. With ``tlsSettings``: its
+  certificates chosen by the ClientHello's SNI as over TCP (several ``encipherment``
+  ones by name; ``issue`` CAs mint a leaf per name), its ALPN (default h2, http/1.1 both sides), ``allowInsecure``, the listed certificates
   as extra roots. The client never sends the destination as SNI: 4.34 resolves the
   destination to an IP before building the TLS settings, so only ``serverName``
   counts, and without it the client must be ``allowInsecure``.
@@ -56,6 +56,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from v2py.config.stream import TlsConfig
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
     from aioquic.quic.stream import QuicStream as AioquicStream
 
     from v2py.transport.sockopt import SocketOptions
+    from v2py.transport.tls import IssuingCA
 
 __all__ = ["INTERNAL_DOMAIN", "QuicListener", "QuicStream", "QuicTransport"]
 
@@ -412,6 +414,13 @@ def _flow_class() -> type[QuicConnection]:
             v2py_readers: dict[int, QuicStream]
             v2py_held: int
             v2py_window: ReceiveWindow
+            #: A listener's certificates chosen by SNI (None: the configuration's one).
+            v2py_certificates: _QuicCertificates | None = None
+
+            def _initialize(self, peer_cid: bytes) -> None:
+                super()._initialize(peer_cid)
+                if self.v2py_certificates is not None:
+                    _choosing_hello(self.tls, self.v2py_certificates)
 
             def v2py_rtt(self) -> float:
                 loss = self._loss
@@ -663,6 +672,101 @@ def _generated_pair() -> tuple[Any, Any]:
     return cert, key
 
 
+@dataclass
+class _QuicCert:
+    """A server certificate of a QUIC listener, as aioquic takes it."""
+
+    certificate: Any  # cryptography x509.Certificate
+    chain: list[Any]
+    key: Any  # its private key
+    pem: bytes
+    names: tuple[str, ...] = ()
+    not_after: datetime.datetime | None = None
+
+    @classmethod
+    def load(cls, cert_pem: bytes, key_pem: bytes | None) -> _QuicCert | None:
+        from cryptography import x509
+
+        from v2py.transport.pem import read_private_key
+
+        if key_pem is None:
+            return None
+        try:
+            chain = x509.load_pem_x509_certificates(cert_pem)
+        except ValueError:
+            return None
+        key = read_private_key(key_pem)  # also as Go reads it (v2ctl cert's keys)
+        if key is None:
+            return None
+        return cls(chain[0], chain[1:], key, cert_pem)
+
+
+class _QuicCertificates:
+    """The certificates a QUIC listener chooses from by the ClientHello's SNI, as TLS
+    over TCP chooses (:func:`~v2py.transport.tls.choose_certificate`): by name among
+    several, or a leaf minted for the name by an issuing CA (``usage: "issue"``)."""
+
+    def __init__(
+        self,
+        certs: list[_QuicCert],
+        cas: list[IssuingCA],
+        now: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self.certs = certs
+        self.cas = cas
+        self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
+
+    def pick(self, name: str) -> _QuicCert | None:
+        from v2py.transport.tls import choose_certificate
+
+        return choose_certificate(
+            self.certs, name, issuing=bool(self.cas), now=self._now, mint=self._mint
+        )
+
+    def _mint(self, name: str, now: datetime.datetime) -> _QuicCert | None:
+        from v2py.transport.tls import certificate_names, issue_leaf
+
+        for ca in self.cas:
+            try:
+                cert_pem, key_pem = issue_leaf(ca, name, now)
+            except (ValueError, TypeError) as exc:
+                log.warning("quic: failed to issue a certificate for %r: %s", name, exc)
+                continue
+            loaded = _QuicCert.load(cert_pem, key_pem)
+            if loaded is None:
+                continue
+            loaded.names, loaded.not_after = certificate_names(cert_pem)
+            return loaded
+        log.warning("quic: failed to create a new certificate for %r", name)
+        return None
+
+
+def _choosing_hello(tls: Any, certificates: _QuicCertificates) -> None:
+    """Makes aioquic's TLS server context ``tls`` take its certificate from
+    ``certificates`` by the ClientHello's SNI (aioquic has no hook for it: its
+    ClientHello handler is wrapped; checked with aioquic 1.7.2). No certificate for
+    the name fails the handshake with a handshake_failure alert, as Go's does."""
+    from aioquic import tls as aioquic_tls
+
+    handle = tls._server_handle_hello
+
+    def hello(input_buf: Any, initial_buf: Any, handshake_buf: Any) -> None:
+        start = input_buf.tell()
+        try:
+            name = aioquic_tls.pull_client_hello(input_buf).server_name or ""
+        finally:
+            input_buf.seek(start)
+        chosen = certificates.pick(name)
+        if chosen is None:
+            raise aioquic_tls.AlertHandshakeFailure("no certificate for the server name")
+        tls.certificate = chosen.certificate
+        tls.certificate_chain = chosen.chain
+        tls.certificate_private_key = chosen.key
+        handle(input_buf, initial_buf, handshake_buf)
+
+    tls._server_handle_hello = hello
+
+
 class QuicTransport:
     """``network: "quic"``: streams over QUIC connections wrapped per ``quicSettings``.
 
@@ -694,13 +798,6 @@ class QuicTransport:
         self._read_file = read_file
         self._pool: ConnectionPool[_Connection] = ConnectionPool()
         self._sockets: set[asyncio.DatagramTransport] = set()
-        if tls is not None:
-            for index, cert in enumerate(tls.certificates):
-                if cert.usage == "issue":
-                    raise ConfigError(
-                        f"{path}.certificates[{index}].usage",
-                        '"issue" is not supported by v2py on QUIC; use "encipherment"',
-                    )
 
     def _codec(self) -> QuicPacketCodec:
         return QuicPacketCodec(
@@ -737,8 +834,6 @@ class QuicTransport:
                     configuration.verify_mode = ssl.CERT_NONE
                 else:
                     self._client_roots(configuration, tls)
-        else:
-            self._server_certificate(configuration)
         return configuration
 
     def _pems(self, tls: TlsConfig) -> list[tuple[str, bytes, bytes | None]]:
@@ -762,32 +857,49 @@ class QuicTransport:
         if not tls.disable_system_root:
             configuration.cafile = certifi.where()
 
-    def _server_certificate(self, configuration: QuicConfiguration) -> None:
-        from cryptography import x509
-
-        from v2py.transport.pem import read_private_key
+    def _server_certificate(self, configuration: QuicConfiguration) -> _QuicCertificates | None:
+        """Sets the certificate every handshake starts with; returns the chooser when
+        the ClientHello's SNI picks one (several certificates, or issuing CAs), as
+        4.34's QUIC listener serves the whole TLS config of TLS over TCP."""
+        from v2py.transport.tls import certificate_names, load_issuing_ca
 
         tls = self.tls
         if tls is None:
             configuration.certificate, configuration.private_key = _generated_pair()
-            return
-        for usage, cert_pem, key_pem in self._pems(tls):
-            if usage != "encipherment" or key_pem is None:
+            return None
+        certs: list[_QuicCert] = []
+        cas: list[IssuingCA] = []
+        for index, (usage, cert_pem, key_pem) in enumerate(self._pems(tls)):
+            if usage == "issue":
+                ca = load_issuing_ca(cert_pem, key_pem)
+                if ca is None:
+                    log.warning("quic: certificates[%d]: cannot use it as an issuing CA", index)
+                else:
+                    cas.append(ca)
                 continue
-            try:
-                chain = x509.load_pem_x509_certificates(cert_pem)
-            except ValueError:
+            if usage != "encipherment":
+                continue
+            loaded = _QuicCert.load(cert_pem, key_pem)
+            if loaded is None:
                 log.warning("quic: ignoring an invalid X509 key pair")
                 continue
-            key = read_private_key(key_pem)  # also as Go reads it (v2ctl cert's keys)
-            if key is None:
-                log.warning("quic: ignoring an invalid X509 key pair")
-                continue
-            configuration.certificate = chain[0]
-            configuration.certificate_chain = chain[1:]
-            configuration.private_key = key
-            return
-        log.warning("quic: no usable server certificate; every handshake will fail")
+            certs.append(loaded)
+        if certs:
+            first = certs[0]
+            configuration.certificate = first.certificate
+            configuration.certificate_chain = first.chain
+            configuration.private_key = first.key
+        elif cas:
+            # aioquic's server needs a certificate to start a connection with; each
+            # handshake replaces it with the leaf minted for its SNI.
+            configuration.certificate, configuration.private_key = _generated_pair()
+        if len(certs) <= 1 and not cas:
+            if not certs:
+                log.warning("quic: no usable server certificate; every handshake will fail")
+            return None
+        for each in certs:
+            each.names, each.not_after = certificate_names(each.pem)
+        return _QuicCertificates(certs, cas)
 
     # -- dial -----------------------------------------------------------------
     async def dial(self, host: str, port: int, *, timeout: float | None = None) -> QuicStream:
@@ -844,7 +956,8 @@ class QuicTransport:
             ipaddress.ip_address(host)
         except ValueError:
             raise OSError(f"domain address is not allowed for listening quic: {host}") from None
-        listener = QuicListener(self._configuration(client=False), handler)
+        configuration = self._configuration(client=False)
+        listener = QuicListener(configuration, handler, self._server_certificate(configuration))
         await listener.start(host, port, self._codec(), reuse_port=reuse_port, options=self.options)
         return listener
 
@@ -862,9 +975,15 @@ class QuicTransport:
 class QuicListener:
     """One UDP socket serving QUIC connections; each peer stream runs ``handler``."""
 
-    def __init__(self, configuration: QuicConfiguration, handler: LayerHandler) -> None:
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        handler: LayerHandler,
+        certificates: _QuicCertificates | None = None,
+    ) -> None:
         self._configuration = configuration
         self._handler = handler
+        self._certificates = certificates
         self._tasks = TaskSet()
         self._server: QuicServer | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -898,6 +1017,8 @@ class QuicListener:
 
     def _protocol(self, quic: Any, **_: Any) -> QuicConnectionProtocol:
         conn = _Connection(quic, client=False, on_stream=self._spawn)
+        if self._certificates is not None:
+            quic.v2py_certificates = self._certificates
         self._connections = [c for c in self._connections if not c.closed]
         self._connections.append(conn)
         return conn.protocol

@@ -42,6 +42,7 @@ import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from v2py.common.net import is_ip
 from v2py.config.stream import TlsCertificateConfig, TlsConfig
@@ -107,11 +108,11 @@ class _ServerCert:
     not_after: datetime.datetime | None = None
 
     def read_names(self) -> None:
-        self.names, self.not_after = _names_of(self.pem)
+        self.names, self.not_after = certificate_names(self.pem)
 
 
 @dataclass
-class _IssuingCA:
+class IssuingCA:
     cert: object  # cryptography x509.Certificate
     key: object  # its private key
 
@@ -119,7 +120,7 @@ class _IssuingCA:
 @dataclass
 class _ServerContexts:
     certs: list[_ServerCert] = field(default_factory=list)
-    cas: list[_IssuingCA] = field(default_factory=list)
+    cas: list[IssuingCA] = field(default_factory=list)
     base: ssl.SSLContext | None = None
 
 
@@ -254,7 +255,7 @@ class TlsSecurity:
         contexts = _ServerContexts()
         for index, (cert, cert_pem, key_pem) in enumerate(self._pems):
             if cert.usage == "issue":
-                ca = _load_ca(cert_pem, key_pem)
+                ca = load_issuing_ca(cert_pem, key_pem)
                 if ca is None:
                     log.warning("tls: certificates[%d]: cannot use it as an issuing CA", index)
                 else:
@@ -325,43 +326,19 @@ class TlsSecurity:
         return select
 
     def _choose(self, contexts: _ServerContexts, name: str) -> ssl.SSLContext | None:
-        certs = contexts.certs
-        if contexts.cas and (name or not certs):
-            # 4.34 getGetCertificateFunc: an exact-name hit that has not expired, else
-            # a leaf minted for this name.
-            now = self._now()
-            hit = next((c for c in certs if name in c.names), None)
-            if hit is not None and not _expired(hit, now):
-                return hit.context
-            if hit is not None:
-                certs[:] = [c for c in certs if not _expired(c, now)]
-            minted = self._mint(contexts.cas, name, now)
-            if minted is not None:
-                certs.append(minted)
-                return minted.context
-            return None
-        if not certs:
-            return None
-        if len(certs) == 1:
-            return certs[0].context
-        lowered = name.lower()
-        # Go's NameToCertificate: later certificates overwrite earlier ones per name.
-        for cert in reversed(certs):
-            if lowered and lowered in cert.names:
-                return cert.context
-        if lowered:
-            labels = lowered.split(".")
-            labels[0] = "*"
-            wildcard = ".".join(labels)
-            for cert in reversed(certs):
-                if wildcard in cert.names:
-                    return cert.context
-        return certs[0].context
+        chosen = choose_certificate(
+            contexts.certs,
+            name,
+            issuing=bool(contexts.cas),
+            now=self._now,
+            mint=lambda wanted, now: self._mint(contexts.cas, wanted, now),
+        )
+        return chosen.context if chosen is not None else None
 
-    def _mint(self, cas: list[_IssuingCA], name: str, now: datetime.datetime) -> _ServerCert | None:
+    def _mint(self, cas: list[IssuingCA], name: str, now: datetime.datetime) -> _ServerCert | None:
         for ca in cas:
             try:
-                cert_pem, key_pem = _issue(ca, name, now)
+                cert_pem, key_pem = issue_leaf(ca, name, now)
             except (ValueError, TypeError) as exc:
                 log.warning("tls: failed to issue a certificate for %r: %s", name, exc)
                 continue
@@ -375,11 +352,68 @@ class TlsSecurity:
         return None
 
 
-def _expired(cert: _ServerCert, now: datetime.datetime) -> bool:
+class NamedCertificate(Protocol):
+    """A server certificate as :func:`choose_certificate` sees it."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    @property
+    def not_after(self) -> datetime.datetime | None: ...
+
+
+_C = TypeVar("_C", bound=NamedCertificate)
+
+
+def choose_certificate(
+    certs: list[_C],
+    name: str,
+    *,
+    issuing: bool,
+    now: Callable[[], datetime.datetime],
+    mint: Callable[[str, datetime.datetime], _C | None],
+) -> _C | None:
+    """The certificate 4.34 serves to a client asking for ``name`` (SNI, "" without):
+    with issuing CAs (``usage: "issue"``), 4.34 ``getGetCertificateFunc``: an
+    exact-name hit that has not expired, else a leaf ``mint`` makes for the name
+    (appended to ``certs``; expired ones are dropped); otherwise Go's
+    ``NameToCertificate``: the last certificate with the name, then with the name's
+    wildcard, else the first. Used by TLS over TCP and by QUIC."""
+    if issuing and (name or not certs):
+        at = now()
+        hit = next((c for c in certs if name in c.names), None)
+        if hit is not None and not _expired(hit, at):
+            return hit
+        if hit is not None:
+            certs[:] = [c for c in certs if not _expired(c, at)]
+        minted = mint(name, at)
+        if minted is not None:
+            certs.append(minted)
+        return minted
+    if not certs:
+        return None
+    if len(certs) == 1:
+        return certs[0]
+    lowered = name.lower()
+    # Go's NameToCertificate: later certificates overwrite earlier ones per name.
+    for cert in reversed(certs):
+        if lowered and lowered in cert.names:
+            return cert
+    if lowered:
+        labels = lowered.split(".")
+        labels[0] = "*"
+        wildcard = ".".join(labels)
+        for cert in reversed(certs):
+            if wildcard in cert.names:
+                return cert
+    return certs[0]
+
+
+def _expired(cert: NamedCertificate, now: datetime.datetime) -> bool:
     return cert.not_after is not None and cert.not_after < now - ISSUED_GRACE
 
 
-def _names_of(cert_pem: bytes) -> tuple[tuple[str, ...], datetime.datetime | None]:
+def certificate_names(cert_pem: bytes) -> tuple[tuple[str, ...], datetime.datetime | None]:
     """Common name and DNS SANs of the first certificate (Go BuildNameToCertificate)."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID
@@ -400,7 +434,7 @@ def _names_of(cert_pem: bytes) -> tuple[tuple[str, ...], datetime.datetime | Non
     return tuple(names), cert.not_valid_after_utc
 
 
-def _load_ca(cert_pem: bytes, key_pem: bytes | None) -> _IssuingCA | None:
+def load_issuing_ca(cert_pem: bytes, key_pem: bytes | None) -> IssuingCA | None:
     from cryptography import x509
 
     from v2py.transport.pem import read_private_key
@@ -417,10 +451,10 @@ def _load_ca(cert_pem: bytes, key_pem: bytes | None) -> _IssuingCA | None:
     key = read_private_key(key_pem)  # also as Go reads it (v2ctl cert --ca's keys)
     if key is None:
         return None
-    return _IssuingCA(cert=cert, key=key)
+    return IssuingCA(cert=cert, key=key)
 
 
-def _issue(ca: _IssuingCA, name: str, now: datetime.datetime) -> tuple[bytes, bytes]:
+def issue_leaf(ca: IssuingCA, name: str, now: datetime.datetime) -> tuple[bytes, bytes]:
     """A leaf for ``name`` signed by ``ca`` (4.34 ``common/protocol/tls/cert.Generate``)."""
     from v2py.transport.pem import generate_certificate
 
