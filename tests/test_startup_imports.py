@@ -61,6 +61,7 @@ NOT_FOR_MINIMAL = (
     "v2py.app.commander",
     "v2py.app.shared_state",
     "v2py.app.stats",
+    "v2py.config.protobuf",
     "v2py.protocol.mkcp",
     "v2py.protocol.vmess",
     "v2py.transport.tls",

@@ -358,22 +358,49 @@ def _fetch(url: str) -> bytes:
         raise ConfigError("", f"failed to dial to {url}: {reason}") from None
 
 
-def read_source(name: str, stdin: TextIO) -> str:
-    """The text of one config source: a file, ``stdin:`` (or ``-``), or an
+def read_source_bytes(name: str, stdin: TextIO) -> bytes:
+    """The bytes of one config source: a file, ``stdin:`` (or ``-``), or an
     ``http(s)://`` URL (as 4.34 ``main/confloader/external``). Raises ConfigError."""
     if name in (STDIN_SOURCE, "-"):
-        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-    elif name.startswith(("http://", "https://")):
-        data = _fetch(name)
-    else:
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            raise ConfigError("", f"cannot read config file {name}: {exc.strerror or exc}") from exc
+        return stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+    if name.startswith(("http://", "https://")):
+        return _fetch(name)
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {name}: {exc.strerror or exc}") from exc
+
+
+def read_source(name: str, stdin: TextIO) -> str:
+    """The text of one config source (see :func:`read_source_bytes`). Raises ConfigError."""
+    data = read_source_bytes(name, stdin)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("", f"config file {name} is not UTF-8 text") from None
+
+
+def _protobuf_source(files: Sequence[str], *, quiet: bool) -> tuple[str, str]:
+    """The one protobuf config 4.34 reads (``config.go``: the first file only), as the
+    ``(name, JSON text)`` the loader takes. Raises ConfigError."""
+    import json
+
+    from v2py.config.protobuf import config_json
+
+    name = files[0]
+    if len(files) > 1:
+        _note(
+            "Reading only the first config file: a protobuf config is one file "
+            f"(as V2Ray 4.34); ignored: {' '.join(files[1:])}"
+        )
+    if not quiet:
+        _info(f"Reading config: {name} (protobuf)")
+    data = read_source_bytes(name, sys.stdin)
+    try:
+        converted = config_json(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc.path}" if exc.path else name, exc.message) from None
+    return name, json.dumps(converted)
 
 
 # -- the V2Ray-style entry ---------------------------------------------------------------
@@ -427,19 +454,28 @@ def _load(options: _Options, *, quiet: bool = False) -> Config:
     )
     for note in choice.notes:
         _note(note)
+    protobuf = False
     if choice.embedded:
         sources = [("<embedded default>", DEFAULT_CONFIG_JSON)]
     else:
-        if _is_protobuf(choice.files[0], options.format):
-            raise ConfigError(
-                "", "protobuf config (-format pb or a .pb file) is not supported by v2py; use JSON"
-            )
-        sources = []
-        for name in choice.files:
-            if not quiet:
-                _info(f"Reading config: {name}")
-            sources.append((name, read_source(name, sys.stdin)))
-    loaded = load_config(sources, os.environ, read_file=_read_bytes)
+        protobuf = _is_protobuf(choice.files[0], options.format)
+        if protobuf:
+            sources = [_protobuf_source(choice.files, quiet=quiet)]
+        else:
+            sources = []
+            for name in choice.files:
+                if not quiet:
+                    _info(f"Reading config: {name}")
+                sources.append((name, read_source(name, sys.stdin)))
+    try:
+        loaded = load_config(sources, os.environ, read_file=_read_bytes)
+    except ConfigError as exc:
+        if not protobuf:
+            raise
+        # The paths are those of the JSON form the protobuf config was read as.
+        raise ConfigError(
+            exc.path, f"{exc.message} (in the JSON form of {sources[0][0]})"
+        ) from None
     for warning in loaded.warnings:
         if quiet:
             _note(f"[Warning] {warning}")

@@ -23,10 +23,11 @@
   certificate for ``quic.internal.v2ray.com`` (valid an hour, made when listening)
   and the client sends that name and does not verify. With ``tlsSettings``: its
   certificates chosen by the ClientHello's SNI as over TCP (several ``encipherment``
-  ones by name; ``issue`` CAs mint a leaf per name), its ALPN (default h2, http/1.1 both sides), ``allowInsecure``, the listed certificates
-  as extra roots. The client never sends the destination as SNI: 4.34 resolves the
-  destination to an IP before building the TLS settings, so only ``serverName``
-  counts, and without it the client must be ``allowInsecure``.
+  ones by name; ``issue`` CAs mint a leaf per name), its ALPN (default h2, http/1.1
+  both sides), ``allowInsecure``, the listed certificates as extra roots. The client
+  never sends the destination as SNI: 4.34 resolves the destination to an IP before
+  building the TLS settings, so only ``serverName`` counts, and without it the client
+  must be ``allowInsecure``.
 * quic-go settings of 4.34: connection-ID length 12, handshake timeout 8 s, idle
   timeout 30 s (client) / 45 s (server).
 
