@@ -452,6 +452,16 @@ def test_v2py_test_accepts_pb_spellings(tmp_path: Path) -> None:
     # a .json first file is JSON whatever -format says, as in 4.34
     done = _v2py("test", "-format", "pb", "-c", str(tmp_path / "c.json"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout
+    # from standard input, as 4.34 reads it there
+    for argv in (
+        [sys.executable, "-m", "v2py", "test", "-format", "pb", "-c", "stdin:"],
+        [require_v2ray(), "-test", "-format", "pb", "-config", "stdin:"],
+    ):
+        piped = subprocess.run(
+            argv, input=pb.read_bytes(), capture_output=True, timeout=TIMEOUT_S, cwd=tmp_path
+        )
+        assert piped.returncode == 0, (argv, piped.stdout, piped.stderr)
+        assert b"Configuration OK." in piped.stdout
 
 
 def _error_lines(stdout: str) -> list[str]:
