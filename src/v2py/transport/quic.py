@@ -725,21 +725,15 @@ class _QuicCertificates:
         )
 
     def _mint(self, name: str, now: datetime.datetime) -> _QuicCert | None:
-        from v2py.transport.tls import certificate_names, issue_leaf
+        from v2py.transport.tls import certificate_names, mint_leaf
 
-        for ca in self.cas:
-            try:
-                cert_pem, key_pem = issue_leaf(ca, name, now)
-            except (ValueError, TypeError) as exc:
-                log.warning("quic: failed to issue a certificate for %r: %s", name, exc)
-                continue
+        def load(cert_pem: bytes, key_pem: bytes) -> _QuicCert | None:
             loaded = _QuicCert.load(cert_pem, key_pem)
-            if loaded is None:
-                continue
-            loaded.names, loaded.not_after = certificate_names(cert_pem)
+            if loaded is not None:
+                loaded.names, loaded.not_after = certificate_names(cert_pem)
             return loaded
-        log.warning("quic: failed to create a new certificate for %r", name)
-        return None
+
+        return mint_leaf(self.cas, name, now, load, "quic")
 
 
 def _choosing_hello(tls: Any, certificates: _QuicCertificates) -> None:

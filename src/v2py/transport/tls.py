@@ -336,20 +336,36 @@ class TlsSecurity:
         return chosen.context if chosen is not None else None
 
     def _mint(self, cas: list[IssuingCA], name: str, now: datetime.datetime) -> _ServerCert | None:
-        for ca in cas:
-            try:
-                cert_pem, key_pem = issue_leaf(ca, name, now)
-            except (ValueError, TypeError) as exc:
-                log.warning("tls: failed to issue a certificate for %r: %s", name, exc)
-                continue
+        def load(cert_pem: bytes, key_pem: bytes) -> _ServerCert | None:
             pair = self._load_pair(cert_pem, key_pem)
-            if pair is None:
-                continue
-            pair.read_names()
-            pair.context.sni_callback = None
+            if pair is not None:
+                pair.read_names()
+                pair.context.sni_callback = None
             return pair
-        log.warning("tls: failed to create a new certificate for %r", name)
-        return None
+
+        return mint_leaf(cas, name, now, load, "tls")
+
+
+def mint_leaf(
+    cas: list[IssuingCA],
+    name: str,
+    now: datetime.datetime,
+    load: Callable[[bytes, bytes], _C | None],
+    what: str,
+) -> _C | None:
+    """A leaf for ``name`` from the first issuing CA that makes one ``load`` takes
+    (4.34 tries each CA in turn); failures are logged as ``<what>: ...``."""
+    for ca in cas:
+        try:
+            cert_pem, key_pem = issue_leaf(ca, name, now)
+        except (ValueError, TypeError) as exc:
+            log.warning("%s: failed to issue a certificate for %r: %s", what, name, exc)
+            continue
+        loaded = load(cert_pem, key_pem)
+        if loaded is not None:
+            return loaded
+    log.warning("%s: failed to create a new certificate for %r", what, name)
+    return None
 
 
 class NamedCertificate(Protocol):
