@@ -155,15 +155,12 @@ class Instance:
 
         api = config.api
         assert api is not None
-        if self.worker is not None:
-            from v2py.app.commander import SINGLE_PROCESS_ONLY
-
-            raise ConfigError("api", SINGLE_PROCESS_ONLY)
         host = InstanceHost(
             inbounds=self.inbounds,
             outbounds=self.outbounds,
             build_inbound=self.builder.inbound,
             build_outbound=lambda cfg: self._with_mux(self.builder.outbound(cfg), cfg),
+            single_process=self.worker is None,
         )
         commander = make_commander(
             api,
@@ -171,6 +168,7 @@ class Instance:
             host=host,
             restart_logger=reopen_log_files,
             transport=config.transport,
+            worker=self.worker,
         )
         self.outbounds.remove(api.tag)
         self.outbounds.add(commander.outbound(self.policy.for_level(0)))

@@ -39,8 +39,10 @@ import gc
 import logging
 import os
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -49,7 +51,7 @@ from v2py import V2RAY_COMPAT_VERSION, __version__
 from v2py.errors import ConfigError
 
 if TYPE_CHECKING:
-    from v2py.app.shared_state import WorkerContext
+    from v2py.app.shared_state import SharedKeyTable, WorkerContext
     from v2py.config.model import Config
 
 __all__ = [
@@ -249,10 +251,6 @@ def _run_workers(config: Config, count: int) -> int:
 
     try:
         check_config(config)
-        if config.api is not None:
-            from v2py.app.commander import SINGLE_PROCESS_ONLY
-
-            raise ConfigError("api", SINGLE_PROCESS_ONLY)
         from v2py.build import check_single_process_switches
 
         check_single_process_switches(config, os.environ)
@@ -292,12 +290,33 @@ def _prebind_unix(config: Config) -> Callable[[], None]:
 
 
 def _fork_workers(config: Config, count: int) -> int:
-    from v2py.app.shared_state import SharedKeyTable, WorkerContext
+    from v2py.app.shared_state import SharedKeyTable
 
     _raise_fd_limit()
     store = SharedKeyTable()
     seed = os.urandom(32)
     start = time.monotonic()
+    # The gRPC API: each worker passes every call on to its siblings through a Unix
+    # socket in this private directory (app/commander/fanout.py).
+    peer_dir = _private_dir("v2py-workers-") if config.api is not None else ""
+    try:
+        return _fork_and_supervise(config, count, store, seed, start, peer_dir)
+    finally:
+        if peer_dir:
+            shutil.rmtree(peer_dir, ignore_errors=True)
+
+
+def _private_dir(prefix: str) -> str:
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _fork_and_supervise(
+    config: Config, count: int, store: SharedKeyTable, seed: bytes, start: float, peer_dir: str
+) -> int:
+    from v2py.app.shared_state import WorkerContext
+
     parent = os.getpid()
     ready_r, ready_w = os.pipe()
     sys.stdout.flush()
@@ -305,7 +324,12 @@ def _fork_workers(config: Config, count: int) -> int:
     pids: list[int] = []
     for index in range(count):
         context = WorkerContext(
-            index=index, count=count, store=store, seed=seed, start_monotonic=start
+            index=index,
+            count=count,
+            store=store,
+            seed=seed,
+            start_monotonic=start,
+            peer_dir=peer_dir,
         )
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the parent's code

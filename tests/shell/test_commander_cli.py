@@ -194,18 +194,3 @@ async def test_v2py_api_command_against_v2ray_prints_what_v2ctl_prints() -> None
 
         assert keys(got[1]) == keys(want[1])[: len(keys(got[1]))]
         assert keys(got[1])[:2] == [b"NumGoroutine", b"NumGC"]
-
-
-async def test_api_with_workers_is_one_config_error(tmp_path: Path) -> None:
-    """Each worker would have its own users and counters: refused before any fork."""
-    import json
-
-    (api_port,) = free_ports(1)
-    cfg = tmp_path / "api.json"
-    cfg.write_text(json.dumps(_v2ray_api_server(api_port)))
-    code, out, err = await _exec(*_v2py_command(), "run", "-c", str(cfg), "--workers", "2")
-    errors = [line for line in out.decode().splitlines() if "config error" in line]
-    assert code == 23, (out, err)
-    assert errors == [
-        "v2py: config error: api: the gRPC API needs a single process; run without --workers"
-    ]

@@ -246,6 +246,8 @@ class WorkerContext:
         from it, so every worker opens the same ports and announces the same users.
     :ivar start_monotonic: the parent's ``time.monotonic()`` at start; dynamic-port
         generations are scheduled on a grid from it (the clock is system-wide).
+    :ivar peer_dir: with the gRPC API, the private directory of the workers' peer
+        sockets (``app/commander/fanout.py``); "" without.
     """
 
     index: int
@@ -253,3 +255,4 @@ class WorkerContext:
     store: SharedKeyTable
     seed: bytes
     start_monotonic: float
+    peer_dir: str = ""

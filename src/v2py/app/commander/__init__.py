@@ -6,7 +6,3 @@ Messages come from the ``.proto`` files in ``proto/`` (4.34's package names and
 field numbers); regenerate the committed modules with
 ``sh src/v2py/app/commander/proto/generate.sh``.
 """
-
-#: Why ``api`` is refused with ``--workers``: each worker would hold its own users and
-#: counters, and an API call would reach one of them only.
-SINGLE_PROCESS_ONLY = "the gRPC API needs a single process; run without --workers"

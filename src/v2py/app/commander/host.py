@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from v2py.app.commander.convert import inbound_config, outbound_config
 from v2py.app.commander.proto import handler_command_pb2 as hpb
@@ -23,6 +24,9 @@ from v2py.app.proxyman import InboundManager, OutboundManager
 from v2py.app.stats import StatsManager
 from v2py.config.model import ApiConfig, InboundConfig, OutboundConfig, TransportConfig
 from v2py.protocol.vmess.validator import UserValidator
+
+if TYPE_CHECKING:
+    from v2py.app.shared_state import WorkerContext
 
 __all__ = ["InstanceHost", "make_commander", "reopen_log_files"]
 
@@ -47,7 +51,9 @@ class InstanceHost:
         outbounds: OutboundManager,
         build_inbound: Callable[[InboundConfig], InboundHandler],
         build_outbound: Callable[[OutboundConfig], Outbound],
+        single_process: bool = True,
     ) -> None:
+        self._single_process = single_process
         self._inbounds = inbounds
         self._outbounds = outbounds
         self._build_inbound = build_inbound
@@ -70,6 +76,9 @@ class InstanceHost:
     async def add_inbound(self, config: InboundConfig) -> None:
         if config.tag and self._inbounds.get(config.tag) is not None:
             raise ValueError(f"existing tag found: {config.tag}")
+        if not self._single_process and _binds_once(config):
+            # Every worker adds the inbound; a Unix socket binds in one process only.
+            raise ValueError("a Unix socket inbound cannot be added with --workers")
         await self._inbounds.add(self._build_inbound(config))
 
     async def remove_inbound(self, tag: str) -> bool:
@@ -84,6 +93,12 @@ class InstanceHost:
         return self._outbounds.remove(tag) is not None
 
 
+def _binds_once(config: InboundConfig) -> bool:
+    from v2py.config.model import is_unix_listen
+
+    return config.stream.network == "ds" or is_unix_listen(config.listen)
+
+
 def make_commander(
     api: ApiConfig,
     *,
@@ -91,9 +106,12 @@ def make_commander(
     host: InstanceHost,
     restart_logger: Callable[[], None],
     transport: TransportConfig | None = None,
+    worker: WorkerContext | None = None,
 ) -> Commander:
     """The commander serving ``api.services`` (unknown services are UNIMPLEMENTED);
-    handlers it adds take what they lack from ``transport`` (the config's top-level one)."""
+    handlers it adds take what they lack from ``transport`` (the config's top-level one).
+    In a worker of ``--workers N`` every call also runs on the other workers
+    (``fanout.py``)."""
     services: list[ServiceSpec] = []
     if "HandlerService" in api.services:
         h = HandlerServiceImpl(
@@ -166,4 +184,10 @@ def make_commander(
                 },
             )
         )
-    return Commander(api.tag, services)
+    if worker is None or not worker.peer_dir:
+        return Commander(api.tag, services)
+    from v2py.app.commander.fanout import PeerServer, fan_out, peer_socket
+
+    siblings = [peer_socket(worker.peer_dir, i) for i in range(worker.count) if i != worker.index]
+    peers = PeerServer(peer_socket(worker.peer_dir, worker.index), services)
+    return Commander(api.tag, fan_out(services, siblings), peers=peers)

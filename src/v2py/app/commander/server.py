@@ -37,6 +37,8 @@ from v2py.transport.tcp import TcpStream
 if TYPE_CHECKING:
     import grpc
 
+    from v2py.app.commander.fanout import PeerServer
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ApiOutbound", "Commander", "ServiceSpec"]
@@ -109,9 +111,13 @@ def _unknown_handler(services: set[str]) -> grpc.GenericRpcHandler:
 class Commander:
     """The gRPC server of one instance; :meth:`outbound` is the ``api`` outbound."""
 
-    def __init__(self, tag: str, services: list[ServiceSpec]) -> None:
+    def __init__(
+        self, tag: str, services: list[ServiceSpec], *, peers: PeerServer | None = None
+    ) -> None:
         self.tag = tag
         self._services = services
+        #: With ``--workers``: this worker's end of the calls its siblings pass on.
+        self._peers = peers
         self._server: grpc.aio.Server | None = None
         self._dir: str | None = None
         self.socket_path = ""
@@ -137,6 +143,8 @@ class Commander:
         server.add_insecure_port(f"unix:{self.socket_path}")
         await server.start()
         self._server = server
+        if self._peers is not None:
+            await self._peers.start()
         names = [s.name for s in self._services]
         log.info("api: gRPC services %s behind outbound [%s]", names, self.tag)
 
@@ -145,6 +153,8 @@ class Commander:
         return ApiOutbound(self.tag, self, timeouts)
 
     async def close(self) -> None:
+        if self._peers is not None:
+            await self._peers.close()
         server, self._server = self._server, None
         if server is not None:
             with contextlib.suppress(Exception):
