@@ -107,6 +107,9 @@ class PeerServer:
                         answer = bytes([_OK]) + response.SerializeToString()
                     except ApiError as exc:
                         answer = bytes([_ERROR]) + exc.details.encode()
+                    except Exception as exc:  # a fault here must still answer the caller
+                        log.warning("api: a sibling's call failed here: %r", exc)
+                        answer = bytes([_ERROR]) + f"v2py: {exc}".encode()
                 writer.write(_frame(answer))
                 await writer.drain()
         except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError) as exc:
