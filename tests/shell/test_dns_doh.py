@@ -48,7 +48,8 @@ class Seen:
 @dataclass
 class DohServer:
     """A DoH server on 127.0.0.1 (``mode``: ok, garbage, status, silent, gzip, nxdomain,
-    oneshot: HTTP/1.1 connections closed after one answer without saying so)."""
+    oneshot: HTTP/1.1 connections closed after one answer without saying so; redirect:
+    307 to ``/redirected?from=PATH`` unless already there; redirect-loop: 308 always)."""
 
     records: dict[str, list[str]]
     ttl: int = 60
@@ -61,6 +62,10 @@ class DohServer:
 
     def answer(self, body: bytes, seen: Seen) -> tuple[int, bytes, list[tuple[str, str]]]:
         self.seen.append(seen)
+        if self.mode == "redirect" and not seen.path.startswith("/redirected"):
+            return 307, b"", [("location", "/redirected?from=" + seen.path.lstrip("/"))]
+        if self.mode == "redirect-loop":
+            return 308, b"", [("location", f"/loop{len(self.seen)}")]
         if self.mode == "status":
             return 503, b"busy", []
         if self.mode == "garbage":
@@ -302,6 +307,64 @@ async def test_local_doh_a_and_aaaa_over_h2_and_http11(pki: Pki, alpn: tuple[str
     # the cached second lookup asked nothing; one connection for h2, reused for HTTP/1.1
     assert len(server.seen) == 2
     assert server.connections == 1 if expected_alpn == "h2" else server.connections <= 2
+
+
+@pytest.mark.parametrize("alpn", [("h2",), ("http/1.1",)])
+async def test_307_is_followed_with_the_same_post(pki: Pki, alpn: tuple[str, ...]) -> None:
+    """Go's client re-posts the question to the Location, on the kept connection."""
+    records = {"moved.test": ["10.0.0.7"]}
+    async with doh_server(pki, records, alpn=alpn, mode="redirect") as server:
+        ns = local_server(pki, server.port)
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                got = await ns.query("moved.test", ipv4=True, ipv6=False)
+        finally:
+            await ns.aclose()
+    assert got == (bytes([10, 0, 0, 7]),)
+    assert [s.path for s in server.seen] == ["/dns-query", "/redirected?from=dns-query"]
+    assert [s.method for s in server.seen] == ["POST", "POST"]
+    assert server.seen[0].query.id == server.seen[1].query.id
+    assert server.connections == 1
+
+
+async def test_redirect_loop_stops_after_10_requests(pki: Pki) -> None:
+    async with doh_server(pki, {}, mode="redirect-loop") as server:
+        ns = local_server(pki, server.port)
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                with pytest.raises(DnsLookupError, match="stopped after 10 redirects"):
+                    await ns.query("loop.test", ipv4=True, ipv6=False)
+        finally:
+            await ns.aclose()
+    assert len(server.seen) == 10
+
+
+def test_redirect_targets_resolve_as_go_resolves_them() -> None:
+    from v2py.app.dns.doh import DohError, redirect_address
+
+    base = parse_doh_address("https://dns.test:8443/a/dns-query?x=1")
+    assert base is not None
+    moved = redirect_address(base, "/other")
+    assert (moved.host, moved.port, moved.target, moved.local) == (
+        "dns.test",
+        8443,
+        "/other",
+        False,
+    )
+    moved = redirect_address(base, "next?y=2")
+    assert moved.target == "/a/next?y=2"
+    moved = redirect_address(base, "https://[::1]:9443/q#frag")
+    assert (moved.host, moved.port, moved.authority, moved.target) == (
+        "::1",
+        9443,
+        "[::1]:9443",
+        "/q",
+    )
+    moved = redirect_address(base, "//elsewhere.test/p")
+    assert (moved.host, moved.port) == ("elsewhere.test", 443)
+    for bad in ("http://dns.test/q", "ftp://x/", "https://dns.test:99999/q"):
+        with pytest.raises(DohError):
+            redirect_address(base, bad)
 
 
 async def test_connections_are_kept_and_reused(pki: Pki) -> None:

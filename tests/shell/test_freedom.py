@@ -104,6 +104,44 @@ async def test_dial_retries_until_the_server_appears() -> None:
     assert bytes(client.written) == b"late"
 
 
+async def test_each_attempt_resolves_again_and_may_pick_another_address(
+    echo_server: tuple[str, int],
+) -> None:
+    """4.34's retry loop resolves the domain on every attempt (UseIP*): an address that
+    refuses is not dialled five times when the name has another."""
+    import random
+
+    lookups: list[str] = []
+
+    class TwoAddresses:
+        async def lookup_ip(
+            self, domain: str, *, ipv4: bool = True, ipv6: bool = True
+        ) -> tuple[bytes, ...]:
+            lookups.append(domain)
+            return (bytes([127, 0, 0, 1]), bytes([127, 0, 0, 2]))
+
+    class DeadFirst(random.Random):
+        picks = iter([1, 0])
+
+        def choice(self, seq: object) -> object:  # type: ignore[override]
+            return seq[next(self.picks)]  # type: ignore[index]
+
+    dead_port = echo_server[1]  # 127.0.0.2 listens on nothing there: refused
+    out = FreedomOutbound(
+        tag="d",
+        domain_strategy=DomainStrategy("UseIPv4"),
+        policy=PolicyTable(),
+        dial_delays=(0, 0, 0),
+        rng=DeadFirst(),
+        resolver=TwoAddresses(),
+    )
+    client = _PipeEnd(b"second try")
+    async with asyncio.timeout(TIMEOUT_S):
+        await out.handle(_session(tcp("two.test", dead_port)), client)
+    assert bytes(client.written) == b"second try"
+    assert lookups == ["two.test", "two.test"]
+
+
 async def test_dial_gives_up_after_all_attempts() -> None:
     out = FreedomOutbound(tag="d", policy=PolicyTable(), dial_delays=(0, 0, 0))
     with pytest.raises(OSError):

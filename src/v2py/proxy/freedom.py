@@ -8,7 +8,8 @@ socks-sniffing-freedom.md section 3; v2ray-core 4.34 ``proxy/freedom/freedom.go`
   lookup goes to the built-in DNS when the config has a ``dns`` object (``resolver``),
   else to the system resolver, as 4.34 (``proxy/freedom`` ``resolveIP``).
 * Dialling makes up to 5 attempts, waiting 0/100/200/300/400 ms before them (4.34's
-  ``retry.ExponentialBackoff(5, 100)``).
+  ``retry.ExponentialBackoff(5, 100)``); with UseIP* each attempt resolves the domain
+  again and picks one of its addresses at random, as 4.34's does.
 * ``streamSettings.sockopt`` (mark, tcpFastOpen, tproxy) is set on every dialled
   socket and ``sendThrough`` is bound as its local address, as 4.34's system dialer
   does (UDP sockets get the listener-side options, as 4.34's ``ListenSystemPacket``).
@@ -180,8 +181,7 @@ class FreedomOutbound:
         dest = self.target(session.destination)
 
         async def connect() -> tuple[Stream, str]:
-            host = await self._resolve(dest.address, dest.port, socket.SOCK_STREAM)
-            return await self._dial(host, dest.port), host
+            return await self._dial(dest.address, dest.port)
 
         # The client is watched while resolving and dialing, as 4.34's inbound keeps
         # copying and timing it (app/dial_guard.py): a client that leaves ends the dial.
@@ -201,21 +201,27 @@ class FreedomOutbound:
         finally:
             remote.close()
 
-    async def _dial(self, host: str, port: int) -> Stream:
+    async def _dial(self, address: str, port: int) -> tuple[Stream, str]:
+        """Up to 5 attempts; each resolves ``address`` again (UseIP*) and dials one of
+        its addresses, as 4.34's retry loop does (a dead address of several is not
+        dialled five times)."""
         last: OSError | None = None
         for delay in self._dial_delays:
             if delay > 0:
                 await asyncio.sleep(delay)
+            host = await self._resolve(address, port, socket.SOCK_STREAM)
             try:
                 if self._transport is not None:
-                    return await self._transport.dial(host, port, timeout=self._dial_timeout)
-                return await dial_tcp(
-                    host,
-                    port,
-                    timeout=self._dial_timeout,
-                    options=self._options,
-                    source=self._source,
-                )
+                    stream = await self._transport.dial(host, port, timeout=self._dial_timeout)
+                else:
+                    stream = await dial_tcp(
+                        host,
+                        port,
+                        timeout=self._dial_timeout,
+                        options=self._options,
+                        source=self._source,
+                    )
+                return stream, host
             except OSError as exc:
                 last = exc
         assert last is not None

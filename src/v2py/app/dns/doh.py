@@ -20,6 +20,11 @@ A lookup whose request fails (connection, TLS, status other than 200, an answer 
 does not parse) goes on to the next server: 4.34 only logs such a failure and lets
 the query's 4 s deadline pass, after which it tries the next server too; v2py moves
 on at once. An answer with an error rcode or without addresses ends the lookup.
+A 307 or 308 answer with a ``Location`` is followed as Go's client follows it: the same
+POST (body and headers) to that URL, dialled the same way, at most 10 requests in all
+("stopped after 10 redirects"); a redirect to a URL that is not ``https`` fails the
+request (Go would post it in the clear). Other 3xx answers fail the request (Go turns the
+POST into a GET without the question, which a DoH server answers with an error).
 Answers are cached per name as 4.34 does (AAAA then A addresses; an entry for one
 family answers even while the other is missing).
 """
@@ -70,6 +75,9 @@ log = logging.getLogger(__name__)
 IDLE_TIMEOUT_S = 90.0
 #: The largest DNS message; a longer body is not an answer.
 MAX_BODY_BYTES = 65535
+#: Go's http.Client: requests in one chain of redirects (``stopped after 10 redirects``).
+MAX_REQUESTS = 10
+_FOLLOWED = frozenset({307, 308})
 DNS_MESSAGE = b"application/dns-message"
 ALPN = ("h2", "http/1.1")
 #: Go's HTTP/2 client preface: SETTINGS ENABLE_PUSH=0, INITIAL_WINDOW_SIZE=4 MiB,
@@ -97,8 +105,11 @@ class _StaleConnection(DohError):
 # request building and answer decoding (no I/O)
 
 
-def h2_request_headers(address: DohAddress, length: int) -> list[tuple[bytes, bytes]]:
-    """The HTTP/2 request header list of Go's client, in its order."""
+def h2_request_headers(
+    address: DohAddress, length: int, referer: str | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The HTTP/2 request header list of Go's client, in its order (``referer``: the
+    URL a redirect came from, which Go adds)."""
     return [
         (b":authority", address.authority.encode()),
         (b":method", b"POST"),
@@ -106,13 +117,16 @@ def h2_request_headers(address: DohAddress, length: int) -> list[tuple[bytes, by
         (b":scheme", b"https"),
         (b"accept", DNS_MESSAGE),
         (b"content-type", DNS_MESSAGE),
+        *([(b"referer", referer.encode())] if referer else []),
         (b"content-length", str(length).encode()),
         (b"accept-encoding", b"gzip"),
         (b"user-agent", b"Go-http-client/2.0"),
     ]
 
 
-def h1_request_headers(address: DohAddress, length: int) -> list[tuple[bytes, bytes]]:
+def h1_request_headers(
+    address: DohAddress, length: int, referer: str | None = None
+) -> list[tuple[bytes, bytes]]:
     """The HTTP/1.1 request headers of Go's client, in its order and spelling."""
     return [
         (b"Host", address.authority.encode()),
@@ -120,6 +134,7 @@ def h1_request_headers(address: DohAddress, length: int) -> list[tuple[bytes, by
         (b"Content-Length", str(length).encode()),
         (b"Accept", DNS_MESSAGE),
         (b"Content-Type", DNS_MESSAGE),
+        *([(b"Referer", referer.encode())] if referer else []),
         (b"Accept-Encoding", b"gzip"),
     ]
 
@@ -161,7 +176,9 @@ class _Connection(Protocol):
 
     def idle(self) -> bool: ...
 
-    async def request(self, address: DohAddress, body: bytes) -> Response: ...
+    async def request(
+        self, address: DohAddress, body: bytes, referer: str | None = None
+    ) -> Response: ...
 
     def close(self) -> None: ...
 
@@ -213,7 +230,9 @@ class _H2Connection:
         if data:
             self._stream.write(data)
 
-    async def request(self, address: DohAddress, body: bytes) -> Response:
+    async def request(
+        self, address: DohAddress, body: bytes, referer: str | None = None
+    ) -> Response:
         if self._dead:
             raise DohError("connection closed")
         conn = self._h2
@@ -221,7 +240,7 @@ class _H2Connection:
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._pending[stream_id] = _H2Pending(future)
         try:
-            conn.send_headers(stream_id, h2_request_headers(address, len(body)))
+            conn.send_headers(stream_id, h2_request_headers(address, len(body), referer))
             if conn.local_flow_control_window(stream_id) < len(body):
                 raise DohError("query larger than the server's flow-control window")
             conn.send_data(stream_id, body, end_stream=True)
@@ -327,7 +346,9 @@ class _H1Connection:
     def idle(self) -> bool:
         return not self._busy
 
-    async def request(self, address: DohAddress, body: bytes) -> Response:
+    async def request(
+        self, address: DohAddress, body: bytes, referer: str | None = None
+    ) -> Response:
         import h11
 
         self._busy = True
@@ -340,7 +361,7 @@ class _H1Connection:
                     h11.Request(
                         method="POST",
                         target=address.target,
-                        headers=h1_request_headers(address, len(body)),
+                        headers=h1_request_headers(address, len(body), referer),
                     )
                 )
                 or b""
@@ -412,19 +433,26 @@ class _Pool:
         self._dialing: asyncio.Event | None = None
         self._closed = False
 
-    async def request(self, body: bytes) -> Response:
+    async def request(
+        self, body: bytes, address: DohAddress | None = None, referer: str | None = None
+    ) -> Response:
+        """POST ``body`` to ``address`` (default: the pool's), which must have the
+        pool's host and port (a redirect on the same server)."""
+        target = address or self._address
         try:
-            return await self._request_once(body)
+            return await self._request_once(body, target, referer)
         except _StaleConnection:
-            return await self._request_once(body)
+            return await self._request_once(body, target, referer)
 
-    async def _request_once(self, body: bytes) -> Response:
+    async def _request_once(
+        self, body: bytes, address: DohAddress, referer: str | None
+    ) -> Response:
         conn = await self._acquire()
         timer = self._idle_timers.pop(conn, None)
         if timer is not None:
             timer.cancel()
         try:
-            return await conn.request(self._address, body)
+            return await conn.request(address, body, referer)
         finally:
             if not conn.available() and conn.idle():
                 self._drop(conn)
@@ -543,6 +571,31 @@ def dispatched_dialer(dispatcher: Callable[[], Dispatch | None], tag: str) -> St
 # the name server
 
 
+def redirect_address(current: DohAddress, location: str) -> DohAddress:
+    """Where a redirect from ``current`` to ``location`` (absolute, scheme-relative or
+    relative, resolved as Go resolves it) goes, dialled the same way; raises DohError
+    for a URL that is not ``https`` or that the config would refuse."""
+    from urllib.parse import urljoin
+
+    from v2py.config.routing import parse_doh_address
+
+    url = urljoin(f"https://{current.authority}{current.target}", location.strip())
+    if not url.lower().startswith("https://"):
+        raise DohError(f"failed to retrieve response: redirected to {url!r}, not https")
+    try:
+        parsed = parse_doh_address(url)
+    except ValueError as exc:
+        raise DohError(f"failed to retrieve response: redirected to {url!r}: {exc}") from None
+    assert parsed is not None
+    return DohAddress(
+        local=current.local,
+        host=parsed.host,
+        port=parsed.port,
+        authority=parsed.authority,
+        target=parsed.target,
+    )
+
+
 class DohNameServer(CachingNameServer):
     """DoH to ``address``; ``dial`` opens the byte stream (see :func:`direct_dialer`,
     :func:`dispatched_dialer`). ``per_lookup`` closes the connections after each lookup
@@ -568,38 +621,56 @@ class DohNameServer(CachingNameServer):
         self._make_context = context or tls_context
         self._context: ssl.SSLContext | None = None
         self._idle_timeout = idle_timeout
-        self._pool: _Pool | None = None
+        #: Kept connections (not ``per_lookup``), per server host and port: the
+        #: configured one and those redirects led to.
+        self._pools: dict[tuple[str, int], _Pool] = {}
 
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:
             self._context = self._make_context()
         return self._context
 
-    def _new_pool(self) -> _Pool:
-        return _Pool(self.address, self._dial, self._tls, self._idle_timeout)
-
     async def _ask_all(self, fqdn: str, questions: list[tuple[int, int]]) -> None:
-        if self._per_lookup:
-            pool = self._new_pool()
-        else:
-            if self._pool is None:
-                self._pool = self._new_pool()
-            pool = self._pool
+        # The dispatched kind's connections end with the lookup (4.34).
+        pools: dict[tuple[str, int], _Pool] = {} if self._per_lookup else self._pools
         try:
-            await asyncio.gather(*(self._ask(pool, fqdn, k, i) for k, i in questions))
+            await asyncio.gather(*(self._ask(pools, fqdn, k, i) for k, i in questions))
         except DohError as exc:
             raise DnsLookupError(f"{self.name}: {exc}", retry_next=True) from None
         finally:
             if self._per_lookup:
-                pool.close()
+                for pool in pools.values():
+                    pool.close()
 
-    async def _ask(self, pool: _Pool, fqdn: str, rdtype: int, query_id: int) -> None:
-        try:
-            status, headers, body = await pool.request(self._question(fqdn, rdtype, query_id))
-        except DohError:
-            raise
-        except Exception as exc:  # OSError, TLS, HTTP protocol errors: the server failed
-            raise DohError(f"failed to retrieve response: {exc}") from None
+    def _pool_for(self, pools: dict[tuple[str, int], _Pool], address: DohAddress) -> _Pool:
+        key = (address.host, address.port)
+        pool = pools.get(key)
+        if pool is None:
+            pool = pools[key] = _Pool(address, self._dial, self._tls, self._idle_timeout)
+        return pool
+
+    async def _ask(
+        self, pools: dict[tuple[str, int], _Pool], fqdn: str, rdtype: int, query_id: int
+    ) -> None:
+        question = self._question(fqdn, rdtype, query_id)
+        address = self.address
+        referer: str | None = None  # Go's Referer: the URL the redirect came from
+        for sent in range(1, MAX_REQUESTS + 1):
+            try:
+                status, headers, body = await self._pool_for(pools, address).request(
+                    question, address, referer
+                )
+            except DohError:
+                raise
+            except Exception as exc:  # OSError, TLS, HTTP protocol errors: the server failed
+                raise DohError(f"failed to retrieve response: {exc}") from None
+            location = next((v for k, v in headers if k.lower() == b"location"), None)
+            if status not in _FOLLOWED or location is None:
+                break
+            if sent == MAX_REQUESTS:
+                raise DohError("failed to retrieve response: stopped after 10 redirects")
+            referer = f"https://{address.authority}{address.target}"
+            address = redirect_address(address, location.decode("latin-1"))
         if status != 200:
             raise DohError(f"DOH server returned code {status}")
         try:
@@ -609,6 +680,6 @@ class DohNameServer(CachingNameServer):
         self._remember(fqdn, rdtype, answer)
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
