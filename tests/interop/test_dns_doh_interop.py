@@ -147,6 +147,19 @@ async def test_ip_if_non_match_by_doh_answer_same_as_4_34(
     assert set(seen_v2ray.server_names) == set(seen_v2py.server_names) == {None}  # IP: no SNI
 
 
+def use_ip_config(socks: int, doh_url: str) -> dict[str, Any]:
+    """A socks inbound, freedom with UseIPv4, the built-in DNS asking ``doh_url``."""
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {"listen": "127.0.0.1", "port": socks, "protocol": "socks",
+             "settings": {"auth": "noauth"}}
+        ],
+        "outbounds": [{"protocol": "freedom", "settings": {"domainStrategy": "UseIPv4"}}],
+        "dns": {"servers": [doh_url]},
+    }  # fmt: skip
+
+
 async def run_use_ip(
     kind: str, scheme: str, pki: Pki, monkeypatch: pytest.MonkeyPatch, mode: str = "ok"
 ) -> tuple[str, DohServer]:
@@ -155,19 +168,7 @@ async def run_use_ip(
         sinks("sink") as ports,
     ):
         socks = free_port()
-        cfg: dict[str, Any] = {
-            "log": {"loglevel": "warning"},
-            "inbounds": [
-                {
-                    "listen": "127.0.0.1",
-                    "port": socks,
-                    "protocol": "socks",
-                    "settings": {"auth": "noauth"},
-                }
-            ],
-            "outbounds": [{"protocol": "freedom", "settings": {"domainStrategy": "UseIPv4"}}],
-            "dns": {"servers": [f"{scheme}://127.0.0.1:{server.port}/dns-query"]},
-        }
+        cfg = use_ip_config(socks, f"{scheme}://127.0.0.1:{server.port}/dns-query")
         async with side(kind, cfg, socks, pki, monkeypatch):
             async with asyncio.timeout(TIMEOUT_S):
                 got = await fetch_through(socks, "sink.test", ports["sink"])
@@ -221,15 +222,7 @@ async def run_redirect_loop(
         sinks("sink") as ports,
     ):
         socks = free_port()
-        cfg: dict[str, Any] = {
-            "log": {"loglevel": "warning"},
-            "inbounds": [
-                {"listen": "127.0.0.1", "port": socks, "protocol": "socks",
-                 "settings": {"auth": "noauth"}}
-            ],
-            "outbounds": [{"protocol": "freedom", "settings": {"domainStrategy": "UseIPv4"}}],
-            "dns": {"servers": [f"{scheme}://127.0.0.1:{server.port}/dns-query"]},
-        }  # fmt: skip
+        cfg = use_ip_config(socks, f"{scheme}://127.0.0.1:{server.port}/dns-query")
         async with side(kind, cfg, socks, pki, monkeypatch):
             fetch = asyncio.create_task(fetch_through(socks, "sink.test", ports["sink"]))
             try:
