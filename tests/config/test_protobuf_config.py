@@ -20,12 +20,14 @@ from v2py.app.commander.proto import dispatcher_pb2 as disppb
 from v2py.app.commander.proto import dns_app_pb2 as dnsapb
 from v2py.app.commander.proto import freedom_pb2 as fpb
 from v2py.app.commander.proto import internet_pb2 as ipb
+from v2py.app.commander.proto import kcp_pb2 as kcppb
 from v2py.app.commander.proto import net_pb2 as npb
 from v2py.app.commander.proto import policy_pb2 as polpb
 from v2py.app.commander.proto import port_list_pb2 as plpb
 from v2py.app.commander.proto import protocol_pb2 as ppb
 from v2py.app.commander.proto import proxyman_apps_pb2 as mapb
 from v2py.app.commander.proto import proxyman_pb2 as mpb
+from v2py.app.commander.proto import quic_transport_pb2 as quicpb
 from v2py.app.commander.proto import router_pb2 as rpb
 from v2py.app.commander.proto import socks_pb2 as sockspb
 from v2py.app.commander.proto import stats_command_pb2 as scpb
@@ -338,6 +340,22 @@ def _geoip_with_field_3() -> rpb.Config:
     return rpb.Config.FromString(b"\x12" + bytes([len(rule)]) + rule)
 
 
+def _with_stream(stream: ipb.StreamConfig) -> bytes:
+    sender = typed(mpb.SenderConfig(stream_settings=stream))
+    return core(
+        outbound=[
+            cpb.OutboundHandlerConfig(sender_settings=sender, proxy_settings=typed(fpb.Config()))
+        ]
+    )
+
+
+def _kcp_stream(settings: kcppb.Config) -> ipb.StreamConfig:
+    return ipb.StreamConfig(
+        protocol_name="mkcp",
+        transport_settings=[ipb.TransportConfig(protocol_name="mkcp", settings=typed(settings))],
+    )
+
+
 REFUSED: list[tuple[str, bytes, str]] = [
     (
         "ipv4-mapped cidr",
@@ -417,19 +435,49 @@ REFUSED: list[tuple[str, bytes, str]] = [
         ".stream_settings.socket_settings: ",
     ),
     (
-        "mkcp",
-        core(
-            outbound=[
-                cpb.OutboundHandlerConfig(
-                    sender_settings=typed(
-                        mpb.SenderConfig(stream_settings=ipb.StreamConfig(protocol_name="mkcp"))
-                    ),
-                    proxy_settings=typed(fpb.Config()),
-                )
-            ]
-        ),
+        "unknown transport",
+        _with_stream(ipb.StreamConfig(protocol_name="grpc")),
         "outbound[0].sender_settings (v2ray.core.app.proxyman.SenderConfig)"
-        ".stream_settings.protocol_name: transport 'mkcp'",
+        ".stream_settings.protocol_name: transport 'grpc'",
+    ),
+    (
+        "kcp buffer not in MiB",
+        _with_stream(_kcp_stream(kcppb.Config(read_buffer=kcppb.ReadBuffer(size=1000)))),
+        "outbound[0].sender_settings (v2ray.core.app.proxyman.SenderConfig).stream_settings"
+        ".transport_settings[0].settings (v2ray.core.transport.internet.kcp.Config)"
+        ".read_buffer.size: ",
+    ),
+    (
+        "kcp header with fields",
+        _with_stream(
+            _kcp_stream(
+                kcppb.Config(
+                    header_config=tpb.TypedMessage(
+                        type="v2ray.core.transport.internet.headers.srtp.Config", value=b"\x08\x01"
+                    )
+                )
+            )
+        ),
+        "outbound[0].sender_settings (v2ray.core.app.proxyman.SenderConfig).stream_settings"
+        ".transport_settings[0].settings (v2ray.core.transport.internet.kcp.Config)"
+        ".header_config.value: ",
+    ),
+    (
+        "quic auto security",
+        _with_stream(
+            ipb.StreamConfig(
+                protocol_name="quic",
+                transport_settings=[
+                    ipb.TransportConfig(
+                        protocol_name="quic",
+                        settings=typed(quicpb.Config(security=ppb.SecurityConfig(type=ppb.AUTO))),
+                    )
+                ],
+            )
+        ),
+        "outbound[0].sender_settings (v2ray.core.app.proxyman.SenderConfig).stream_settings"
+        ".transport_settings[0].settings (v2ray.core.transport.internet.quic.Config)"
+        ".security: ",
     ),
     (
         "no dispatcher",

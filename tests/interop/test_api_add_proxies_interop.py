@@ -21,6 +21,7 @@ from v2py.app.commander.convert import inbound_config, outbound_config
 from v2py.app.commander.proto import core_pb2 as cpb
 from v2py.app.commander.proto import handler_command_pb2 as hpb
 from v2py.app.commander.proto import internet_pb2 as ipb
+from v2py.app.commander.proto import kcp_pb2 as kcppb
 from v2py.app.commander.proto import net_pb2 as npb
 from v2py.app.commander.proto import protocol_pb2 as ppb
 from v2py.app.commander.proto import proxyman_pb2 as mpb
@@ -28,6 +29,7 @@ from v2py.app.commander.proto import shadowsocks_pb2 as sspb
 from v2py.app.commander.proto import tcp_pb2 as tcppb
 from v2py.app.commander.proto import tls_pb2 as tlspb
 from v2py.app.commander.proto import trojan_pb2 as tjpb
+from v2py.app.commander.proto import typed_message_pb2 as tpb
 from v2py.app.commander.proto import vless_inbound_pb2 as vlipb
 from v2py.app.commander.proto import vless_outbound_pb2 as vlopb
 from v2py.app.commander.proto import vless_pb2 as vlpb
@@ -72,7 +74,17 @@ LEAF = CA.issue("added.test")
 
 
 def stream_settings(kind: str, *, server: bool) -> ipb.StreamConfig:
-    """``tls`` (TCP) or ``ws+tls`` as 4.34's JSON loader encodes them."""
+    """``tls`` (TCP), ``ws+tls`` or ``kcp`` (a header and a seed) as 4.34's JSON loader
+    encodes them."""
+    if kind == "kcp":
+        kcp = kcppb.Config(
+            header_config=tpb.TypedMessage(type="v2ray.core.transport.internet.headers.utp.Config"),
+            seed=kcppb.EncryptionSeed(seed="added"),
+        )
+        return ipb.StreamConfig(
+            protocol_name="mkcp",
+            transport_settings=[ipb.TransportConfig(protocol_name="mkcp", settings=typed(kcp))],
+        )
     if server:
         cert = tlspb.Certificate(Certificate=LEAF.cert_pem.encode(), Key=LEAF.key_pem.encode())
         tls = tlspb.Config(certificate=[cert])
@@ -116,7 +128,10 @@ def client_outbound(protocol: str, port: int, stream: str | None = None) -> dict
     else:
         settings = {"servers": [{**server, "password": PASSWORD}]}
     outbound: dict[str, Any] = {"protocol": protocol, "settings": settings}
-    if stream is not None:
+    if stream == "kcp":
+        kcp = {"header": {"type": "utp"}, "seed": "added"}
+        outbound["streamSettings"] = {"network": "kcp", "kcpSettings": kcp}
+    elif stream is not None:
         tls = {"serverName": "added.test", "allowInsecure": True}
         outbound["streamSettings"] = {"network": "tcp", "security": "tls", "tlsSettings": tls}
         if stream == "ws+tls":
@@ -133,6 +148,7 @@ def client_outbound(protocol: str, port: int, stream: str | None = None) -> dict
         ("vless", "ws+tls"),
         ("trojan", "tls"),
         ("shadowsocks", "ws+tls"),
+        ("vless", "kcp"),
     ],
 )
 async def test_added_inbounds_serve_as_4_34s(protocol: str, stream: str | None) -> None:
@@ -216,7 +232,7 @@ def _refused(stream: ipb.StreamConfig) -> str:
 
 
 def test_stream_settings_v2py_cannot_mean_are_refused() -> None:
-    assert "transport 'mkcp'" in _refused(ipb.StreamConfig(protocol=ipb.MKCP))
+    assert "transport 'grpc'" in _refused(ipb.StreamConfig(protocol_name="grpc"))
     assert "sockopt" in _refused(ipb.StreamConfig(socket_settings=ipb.SocketConfig(mark=1)))
     reality = ipb.StreamConfig(security_type="xray.transport.internet.reality.Config")
     assert "streamSettings.security" in _refused(reality)

@@ -215,6 +215,48 @@ def _vmess_ws_tls(ca: TestCA) -> dict[str, Any]:
     }
 
 
+def _transports(ca: TestCA) -> dict[str, Any]:
+    """mKCP (header, seed, buffers), QUIC (security, key, header), a domain socket and
+    HTTP/2 with TLS, as inbounds and outbounds."""
+
+    def vmess_in(tag: str, port: int, stream: dict[str, Any]) -> dict[str, Any]:
+        return {"tag": tag, "listen": "127.0.0.1", "port": port, "protocol": "vmess",
+                "settings": {"clients": [{"id": UUID}]}, "streamSettings": stream}  # fmt: skip
+
+    def vmess_out(tag: str, port: int, stream: dict[str, Any]) -> dict[str, Any]:
+        vnext = [{"address": "127.0.0.1", "port": port, "users": [{"id": UUID}]}]
+        return {"tag": tag, "protocol": "vmess", "settings": {"vnext": vnext},
+                "streamSettings": stream}  # fmt: skip
+
+    kcp = {"network": "kcp", "kcpSettings": {
+        "mtu": 1200, "tti": 20, "uplinkCapacity": 12, "downlinkCapacity": 50,
+        "congestion": True, "readBufferSize": 4, "writeBufferSize": 0,
+        "header": {"type": "wechat-video"}, "seed": "s33d"}}  # fmt: skip
+    quic = {"network": "quic", "quicSettings": {
+        "security": "chacha20-poly1305", "key": "k", "header": {"type": "dtls"}}}  # fmt: skip
+    ds = {"network": "domainsocket", "dsSettings": {"path": "/tmp/x.sock", "abstract": True,
+                                                    "padding": True}}  # fmt: skip
+    h2 = {"network": "http", "security": "tls",
+          "httpSettings": {"host": ["a.test", "b.test"], "path": "/h2"},
+          "tlsSettings": {"certificates": [ca.issue("a.test").inline()]}}  # fmt: skip
+    h2_out = {"network": "h2", "security": "tls", "httpSettings": {"path": "/h2"},
+              "tlsSettings": {"serverName": "a.test", "allowInsecure": True}}  # fmt: skip
+    return {
+        "inbounds": [
+            vmess_in("kcp-in", 9001, kcp),
+            vmess_in("quic-in", 9002, quic),
+            vmess_in("ds-in", 9003, ds),
+            vmess_in("h2-in", 9004, h2),
+        ],
+        "outbounds": [
+            vmess_out("kcp-out", 9001, {"network": "mkcp", "kcpSettings": {"seed": "s33d"}}),
+            vmess_out("quic-out", 9002, {"network": "quic", "quicSettings": {"security": "none"}}),
+            vmess_out("ds-out", 9003, {"network": "ds", "dsSettings": {"path": "/tmp/x.sock"}}),
+            vmess_out("h2-out", 9004, h2_out),
+        ],
+    }
+
+
 def _dns_hosts() -> dict[str, Any]:
     return {
         "dns": {
@@ -270,6 +312,7 @@ CONFIGS = {
     "server-private-block": lambda ca: _server_config(),
     "china-client": lambda ca: _china_client(),
     "vmess-ws-tls": _vmess_ws_tls,
+    "transports": _transports,
     "dns-hosts": lambda ca: _dns_hosts(),
     "policy-stats-api": lambda ca: _policy_stats_api(),
 }
@@ -471,12 +514,15 @@ def _error_lines(stdout: str) -> list[str]:
 def test_refused_pb_exits_23_with_one_line(tmp_path: Path) -> None:
     binary = require_v2ray()
     config = _routing_config(1080, {t: 1 for t in ("default", "sub", "full", "ip", "port")})
-    config["inbounds"][0]["streamSettings"] = {"network": "kcp"}
+    config["inbounds"][0]["streamSettings"] = {
+        "network": "tcp",
+        "tcpSettings": {"header": {"type": "http"}},
+    }
     pb = to_pb(config, tmp_path)
     done = _v2py("test", "-format", "pb", "-c", str(pb), cwd=tmp_path)
     assert done.returncode == 23
     (line,) = _error_lines(done.stdout)
-    assert "inbound[0].receiver_settings" in line and "transport 'mkcp'" in line
+    assert "inbound[0].receiver_settings" in line and "(tcpSettings.header)" in line
     # not protobuf at all: 4.34 also exits 23 ("failed to read config files")
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\xff\xff")

@@ -38,9 +38,12 @@ from v2py.app.commander.proto import dispatcher_pb2 as disppb
 from v2py.app.commander.proto import dns_app_pb2 as dnsapb
 from v2py.app.commander.proto import dns_outbound_pb2 as dnspb
 from v2py.app.commander.proto import dokodemo_pb2 as dpb
+from v2py.app.commander.proto import domainsocket_pb2 as dspb
 from v2py.app.commander.proto import freedom_pb2 as fpb
 from v2py.app.commander.proto import http_pb2 as httppb
+from v2py.app.commander.proto import http_transport_pb2 as h2pb
 from v2py.app.commander.proto import internet_pb2 as ipb
+from v2py.app.commander.proto import kcp_pb2 as kcppb
 from v2py.app.commander.proto import mtproto_pb2 as mtpb
 from v2py.app.commander.proto import net_pb2 as npb
 from v2py.app.commander.proto import policy_pb2 as polpb
@@ -48,6 +51,7 @@ from v2py.app.commander.proto import port_list_pb2 as plpb
 from v2py.app.commander.proto import protocol_pb2 as ppb
 from v2py.app.commander.proto import proxyman_apps_pb2 as mapb
 from v2py.app.commander.proto import proxyman_pb2 as mpb
+from v2py.app.commander.proto import quic_transport_pb2 as quicpb
 from v2py.app.commander.proto import reverse_pb2 as revpb
 from v2py.app.commander.proto import router_pb2 as rpb
 from v2py.app.commander.proto import shadowsocks_pb2 as sspb
@@ -175,7 +179,32 @@ _TRANSPORT_NAMES: dict[int, str] = {
     ipb.DomainSocket: "domainsocket",
 }
 #: The transports read from protobuf: 4.34's protocol name -> JSON ``network``.
-_NETWORK_NAMES = {"tcp": "tcp", "websocket": "ws"}
+_NETWORK_NAMES = {
+    "tcp": "tcp",
+    "websocket": "ws",
+    "mkcp": "kcp",
+    "quic": "quic",
+    "domainsocket": "domainsocket",
+    "http": "http",
+}
+#: The mKCP / QUIC packet headers (4.34 ``kcpHeaderLoader``): message -> JSON ``type``.
+#: 4.34's JSON makes each with no field set, so only such a message has a JSON form.
+_PACKET_HEADERS = {
+    "v2ray.core.transport.internet.headers.noop.Config": "none",
+    "v2ray.core.transport.internet.headers.srtp.Config": "srtp",
+    "v2ray.core.transport.internet.headers.utp.Config": "utp",
+    "v2ray.core.transport.internet.headers.wechat.VideoConfig": "wechat-video",
+    "v2ray.core.transport.internet.headers.tls.PacketConfig": "dtls",
+    "v2ray.core.transport.internet.headers.wireguard.WireguardConfig": "wireguard",
+}
+_MIB = 1024 * 1024
+#: mKCP buffer size 4.34's JSON gives ``readBufferSize`` / ``writeBufferSize`` 0.
+_KCP_ZERO_BUFFER = 512 * 1024
+_QUIC_SECURITIES = {
+    ppb.AES128_GCM: "aes-128-gcm",
+    ppb.CHACHA20_POLY1305: "chacha20-poly1305",
+    ppb.NONE: "none",
+}
 _TLS_TYPE = tlspb.Config.DESCRIPTOR.full_name
 _NOOP_HEADERS = frozenset(
     {
@@ -223,10 +252,8 @@ def stream_json(dec: Decoder, stream: ipb.StreamConfig, where: str) -> JsonObjec
     if found is not None:
         index, settings = found
         at = f"{where}.transport_settings[{index}].settings"
-        if network == "tcp":
-            out["tcpSettings"] = _tcp_settings(dec, settings, at)
-        else:
-            out["wsSettings"] = _ws_settings(dec, settings, at)
+        key, build = _TRANSPORT_SETTINGS[network]
+        out[key] = build(dec, settings, at)
     if stream.security_type:
         if dec.canonical(stream.security_type) != _TLS_TYPE:
             raise ProtobufError(
@@ -277,6 +304,86 @@ def _ws_settings(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObjec
     if headers:
         out["headers"] = headers
     return out
+
+
+def _packet_header(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
+    name = _PACKET_HEADERS.get(dec.canonical(typed.type))
+    if name is None:
+        raise ProtobufError(f"{where}.type", f"header {typed.type!r} is {NOT_SUPPORTED}")
+    if typed.value:
+        raise ProtobufError(f"{where}.value", f"a {name} header with fields set is {_IN_PB}")
+    return {"type": name}
+
+
+def _kcp_settings(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
+    cfg = kcppb.Config()
+    at = dec.unpack(typed, cfg, where)
+    out: JsonObject = {"congestion": cfg.congestion}
+    for name, key in (
+        ("mtu", "mtu"),
+        ("tti", "tti"),
+        ("uplink_capacity", "uplinkCapacity"),
+        ("downlink_capacity", "downlinkCapacity"),
+    ):
+        if cfg.HasField(name):
+            out[key] = getattr(cfg, name).value
+    for name, key in (("read_buffer", "readBufferSize"), ("write_buffer", "writeBufferSize")):
+        if cfg.HasField(name):
+            size = getattr(cfg, name).size
+            if size == _KCP_ZERO_BUFFER:
+                out[key] = 0
+            elif size > 0 and size % _MIB == 0:
+                out[key] = size // _MIB
+            else:
+                raise ProtobufError(
+                    f"{at}.{name}.size", f"{size} bytes (not whole MiB) is {_IN_PB}"
+                )
+    if cfg.HasField("header_config"):
+        out["header"] = _packet_header(dec, cfg.header_config, f"{at}.header_config")
+    if cfg.HasField("seed"):
+        out["seed"] = cfg.seed.seed
+    return out
+
+
+def _quic_settings(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
+    cfg = quicpb.Config()
+    at = dec.unpack(typed, cfg, where)
+    security = _QUIC_SECURITIES.get(cfg.security.type) if cfg.HasField("security") else None
+    if security is None:
+        # AUTO (or none given) picks by CPU in 4.34; the JSON form has no such spelling.
+        raise ProtobufError(f"{at}.security", f"a security other than {_IN_PB_QUIC}")
+    out: JsonObject = {"security": security, "key": cfg.key}
+    if cfg.HasField("header"):
+        out["header"] = _packet_header(dec, cfg.header, f"{at}.header")
+    return out
+
+
+def _ds_settings(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
+    cfg = dspb.Config()
+    dec.unpack(typed, cfg, where)
+    return {"path": cfg.path, "abstract": cfg.abstract, "padding": cfg.padding}
+
+
+def _http_settings(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
+    cfg = h2pb.Config()
+    dec.unpack(typed, cfg, where)
+    out: JsonObject = {"path": cfg.path}
+    if cfg.host:
+        out["host"] = list(cfg.host)
+    return out
+
+
+_TRANSPORT_SETTINGS: dict[
+    str, tuple[str, Callable[[Decoder, tpb.TypedMessage, str], JsonObject]]
+] = {
+    "tcp": ("tcpSettings", _tcp_settings),
+    "ws": ("wsSettings", _ws_settings),
+    "kcp": ("kcpSettings", _kcp_settings),
+    "quic": ("quicSettings", _quic_settings),
+    "domainsocket": ("dsSettings", _ds_settings),
+    "http": ("httpSettings", _http_settings),
+}
+_IN_PB_QUIC = "aes-128-gcm, chacha20-poly1305 or none is not supported"
 
 
 def _pem_lines(data: bytes, where: str) -> list[str]:
