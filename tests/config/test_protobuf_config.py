@@ -423,7 +423,7 @@ REFUSED: list[tuple[str, bytes, str]] = [
                         mpb.ReceiverConfig(
                             port_range=npb.PortRange(From=1, To=1),
                             stream_settings=ipb.StreamConfig(
-                                socket_settings=ipb.SocketConfig(mark=1)
+                                socket_settings=ipb.SocketConfig(mark=1, bind_port=1)
                             ),
                         )
                     ),
@@ -432,7 +432,7 @@ REFUSED: list[tuple[str, bytes, str]] = [
             ]
         ),
         "inbound[0].receiver_settings (v2ray.core.app.proxyman.ReceiverConfig)"
-        ".stream_settings.socket_settings: ",
+        ".stream_settings.socket_settings.bind_port: ",
     ),
     (
         "unknown transport",

@@ -233,7 +233,9 @@ def _refused(stream: ipb.StreamConfig) -> str:
 
 def test_stream_settings_v2py_cannot_mean_are_refused() -> None:
     assert "transport 'grpc'" in _refused(ipb.StreamConfig(protocol_name="grpc"))
-    assert "sockopt" in _refused(ipb.StreamConfig(socket_settings=ipb.SocketConfig(mark=1)))
+    assert "bind_address" in _refused(
+        ipb.StreamConfig(socket_settings=ipb.SocketConfig(bind_address=bytes(4)))
+    )
     reality = ipb.StreamConfig(security_type="xray.transport.internet.reality.Config")
     assert "streamSettings.security" in _refused(reality)
     http_header = tcppb.Config()

@@ -236,6 +236,8 @@ def _transports(ca: TestCA) -> dict[str, Any]:
         "security": "chacha20-poly1305", "key": "k", "header": {"type": "dtls"}}}  # fmt: skip
     ds = {"network": "domainsocket", "dsSettings": {"path": "/tmp/x.sock", "abstract": True,
                                                     "padding": True}}  # fmt: skip
+    kcp["sockopt"] = {"mark": 255, "tcpFastOpen": False, "tproxy": "tproxy"}
+    quic["sockopt"] = {"tcpFastOpen": True, "tproxy": "off", "acceptProxyProtocol": False}
     h2 = {"network": "http", "security": "tls",
           "httpSettings": {"host": ["a.test", "b.test"], "path": "/h2"},
           "tlsSettings": {"certificates": [ca.issue("a.test").inline()]}}  # fmt: skip

@@ -232,8 +232,6 @@ def stream_json(dec: Decoder, stream: ipb.StreamConfig, where: str) -> JsonObjec
     settings are the ``security_settings`` entry of type ``security_type`` (none
     means an empty TLS config). Raises ProtobufError.
     """
-    if stream.HasField("socket_settings"):
-        raise ProtobufError(f"{where}.socket_settings", f"sockopt is {NOT_SUPPORTED} here")
     protocol = _protocol_name(stream.protocol_name, stream.protocol)
     network = _NETWORK_NAMES.get(protocol)
     if network is None:
@@ -241,6 +239,8 @@ def stream_json(dec: Decoder, stream: ipb.StreamConfig, where: str) -> JsonObjec
             f"{where}.protocol_name", f"transport {protocol!r} is {NOT_SUPPORTED} here"
         )
     out: JsonObject = {"network": network}
+    if stream.HasField("socket_settings"):
+        out["sockopt"] = _sockopt(stream.socket_settings, f"{where}.socket_settings")
     found = next(
         (
             (index, t.settings)
@@ -303,6 +303,34 @@ def _ws_settings(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObjec
     out: JsonObject = {"path": cfg.path, "acceptProxyProtocol": cfg.accept_proxy_protocol}
     if headers:
         out["headers"] = headers
+    return out
+
+
+_TFO = {ipb.SocketConfig.Enable: True, ipb.SocketConfig.Disable: False}
+_TPROXY = {
+    ipb.SocketConfig.Off: "off",
+    ipb.SocketConfig.TProxy: "tproxy",
+    ipb.SocketConfig.Redirect: "redirect",
+}
+
+
+def _sockopt(cfg: ipb.SocketConfig, where: str) -> JsonObject:
+    """``sockopt`` as 4.34's JSON builds it (``mark``, ``tcpFastOpen``, ``tproxy``,
+    ``acceptProxyProtocol``); what 4.34 sets only at run time is refused."""
+    for name in ("receive_original_dest_address", "bind_address", "bind_port"):
+        if getattr(cfg, name):
+            raise ProtobufError(f"{where}.{name}", f"a value is {_IN_PB}")
+    tproxy = _TPROXY.get(cfg.tproxy)
+    if tproxy is None:
+        raise ProtobufError(f"{where}.tproxy", f"{cfg.tproxy} is unknown")
+    out: JsonObject = {"tproxy": tproxy}
+    if cfg.mark:
+        out["mark"] = cfg.mark
+    tfo = _TFO.get(cfg.tfo)
+    if tfo is not None:
+        out["tcpFastOpen"] = tfo
+    if cfg.accept_proxy_protocol:
+        out["acceptProxyProtocol"] = True
     return out
 
 
