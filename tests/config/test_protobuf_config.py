@@ -19,6 +19,7 @@ from v2py.app.commander.proto import core_pb2 as cpb
 from v2py.app.commander.proto import dispatcher_pb2 as disppb
 from v2py.app.commander.proto import dns_app_pb2 as dnsapb
 from v2py.app.commander.proto import freedom_pb2 as fpb
+from v2py.app.commander.proto import http_header_pb2 as hhpb
 from v2py.app.commander.proto import internet_pb2 as ipb
 from v2py.app.commander.proto import kcp_pb2 as kcppb
 from v2py.app.commander.proto import net_pb2 as npb
@@ -461,6 +462,38 @@ REFUSED: list[tuple[str, bytes, str]] = [
         "outbound[0].sender_settings (v2ray.core.app.proxyman.SenderConfig).stream_settings"
         ".transport_settings[0].settings (v2ray.core.transport.internet.kcp.Config)"
         ".header_config.value: ",
+    ),
+    (
+        "http header names out of order",
+        _with_stream(
+            ipb.StreamConfig(
+                protocol_name="tcp",
+                transport_settings=[
+                    ipb.TransportConfig(
+                        protocol_name="tcp",
+                        settings=typed(
+                            tcppb.Config(
+                                header_settings=typed(
+                                    hhpb.Config(
+                                        request=hhpb.RequestConfig(
+                                            uri=["/"],
+                                            header=[
+                                                hhpb.Header(name="B", value=["1"]),
+                                                hhpb.Header(name="A", value=["2"]),
+                                            ],
+                                        ),
+                                        response=hhpb.ResponseConfig(),
+                                    )
+                                )
+                            )
+                        ),
+                    )
+                ],
+            )
+        ),
+        "outbound[0].sender_settings (v2ray.core.app.proxyman.SenderConfig).stream_settings"
+        ".transport_settings[0].settings (v2ray.core.transport.internet.tcp.Config)"
+        ".header_settings (v2ray.core.transport.internet.headers.http.Config).request.header: ",
     ),
     (
         "quic auto security",

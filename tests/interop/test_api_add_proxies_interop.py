@@ -243,7 +243,7 @@ def test_stream_settings_v2py_cannot_mean_are_refused() -> None:
     tcp = ipb.StreamConfig(
         transport_settings=[ipb.TransportConfig(protocol_name="tcp", settings=typed(http_header))]
     )
-    assert "tcpSettings.header" in _refused(tcp)
+    assert "request: a missing template" in _refused(tcp)
     twice = wspb.Config(header=[wspb.Header(key="A", value="1"), wspb.Header(key="A", value="2")])
     ws = ipb.StreamConfig(
         protocol_name="websocket",

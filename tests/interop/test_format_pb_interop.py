@@ -237,6 +237,12 @@ def _transports(ca: TestCA) -> dict[str, Any]:
     ds = {"network": "domainsocket", "dsSettings": {"path": "/tmp/x.sock", "abstract": True,
                                                     "padding": True}}  # fmt: skip
     kcp["sockopt"] = {"mark": 255, "tcpFastOpen": False, "tproxy": "tproxy"}
+    http_header = {"type": "http",
+                   "request": {"version": "1.0", "method": "POST", "path": ["/a", "/b"],
+                               "headers": {"Host": ["x.test", "y.test"], "Accept": "*/*"}},
+                   "response": {"status": "404", "reason": "Not Found",
+                                "headers": {"Server": "nginx"}}}  # fmt: skip
+    plain_http = {"type": "http"}
     quic["sockopt"] = {"tcpFastOpen": True, "tproxy": "off", "acceptProxyProtocol": False}
     h2 = {"network": "http", "security": "tls",
           "httpSettings": {"host": ["a.test", "b.test"], "path": "/h2"},
@@ -249,6 +255,8 @@ def _transports(ca: TestCA) -> dict[str, Any]:
             vmess_in("quic-in", 9002, quic),
             vmess_in("ds-in", 9003, ds),
             vmess_in("h2-in", 9004, h2),
+            vmess_in("http-in", 9005, {"tcpSettings": {"header": http_header}}),
+            vmess_in("http-default-in", 9006, {"tcpSettings": {"header": plain_http}}),
         ],
         "outbounds": [
             vmess_out("kcp-out", 9001, {"network": "mkcp", "kcpSettings": {"seed": "s33d"}}),
@@ -516,15 +524,14 @@ def _error_lines(stdout: str) -> list[str]:
 def test_refused_pb_exits_23_with_one_line(tmp_path: Path) -> None:
     binary = require_v2ray()
     config = _routing_config(1080, {t: 1 for t in ("default", "sub", "full", "ip", "port")})
-    config["inbounds"][0]["streamSettings"] = {
-        "network": "tcp",
-        "tcpSettings": {"header": {"type": "http"}},
-    }
+    # A header with no value: 4.34's JSON builds it, its JSON form reads as absent.
+    header = {"type": "http", "request": {"headers": {"X-Empty": []}}}
+    config["inbounds"][0]["streamSettings"] = {"network": "tcp", "tcpSettings": {"header": header}}
     pb = to_pb(config, tmp_path)
     done = _v2py("test", "-format", "pb", "-c", str(pb), cwd=tmp_path)
     assert done.returncode == 23
     (line,) = _error_lines(done.stdout)
-    assert "inbound[0].receiver_settings" in line and "(tcpSettings.header)" in line
+    assert "inbound[0].receiver_settings" in line and "request.header[0].value" in line
     # not protobuf at all: 4.34 also exits 23 ("failed to read config files")
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\xff\xff")

@@ -40,6 +40,7 @@ from v2py.app.commander.proto import dns_outbound_pb2 as dnspb
 from v2py.app.commander.proto import dokodemo_pb2 as dpb
 from v2py.app.commander.proto import domainsocket_pb2 as dspb
 from v2py.app.commander.proto import freedom_pb2 as fpb
+from v2py.app.commander.proto import http_header_pb2 as hhpb
 from v2py.app.commander.proto import http_pb2 as httppb
 from v2py.app.commander.proto import http_transport_pb2 as h2pb
 from v2py.app.commander.proto import internet_pb2 as ipb
@@ -278,14 +279,73 @@ def stream_json(dec: Decoder, stream: ipb.StreamConfig, where: str) -> JsonObjec
 def _tcp_settings(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
     cfg = tcppb.Config()
     at = dec.unpack(typed, cfg, where)
-    if cfg.HasField("header_settings") and (
-        dec.canonical(cfg.header_settings.type) not in _NOOP_HEADERS
-    ):
+    out: JsonObject = {"acceptProxyProtocol": cfg.accept_proxy_protocol}
+    if not cfg.HasField("header_settings"):
+        return out
+    header = cfg.header_settings
+    kind = dec.canonical(header.type)
+    if kind == _HTTP_HEADER_TYPE:
+        out["header"] = _http_header(dec, header, f"{at}.header_settings")
+    elif kind not in _NOOP_HEADERS:
         raise ProtobufError(
             f"{at}.header_settings",
-            f"header {cfg.header_settings.type!r} (tcpSettings.header) is {NOT_SUPPORTED} here",
+            f"header {header.type!r} (tcpSettings.header) is {NOT_SUPPORTED} here",
         )
-    return {"acceptProxyProtocol": cfg.accept_proxy_protocol}
+    return out
+
+
+_HTTP_HEADER_TYPE = hhpb.Config.DESCRIPTOR.full_name
+
+
+def _http_header(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
+    """The TCP ``http`` header (4.34 ``Authenticator.Build``): both templates, each
+    with what 4.34's JSON can write (a set value is never empty; headers either its
+    defaults or sorted by name, as it writes a JSON map)."""
+    from v2py.config.stream import DEFAULT_REQUEST_HEADERS, DEFAULT_RESPONSE_HEADERS
+
+    cfg = hhpb.Config()
+    at = dec.unpack(typed, cfg, where)
+    for part in ("request", "response"):
+        if not cfg.HasField(part):
+            raise ProtobufError(f"{at}.{part}", f"a missing template is {_IN_PB}")
+    req, resp = cfg.request, cfg.response
+    request: JsonObject = {}
+    response: JsonObject = {}
+    for out, part, name, key, sub in (
+        (request, "request", "version", "version", "value"),
+        (request, "request", "method", "method", "value"),
+        (response, "response", "version", "version", "value"),
+        (response, "response", "status", "status", "code"),
+        (response, "response", "status", "reason", "reason"),
+    ):
+        message = req if part == "request" else resp
+        if message.HasField(name):
+            value = getattr(getattr(message, name), sub)
+            if not value:
+                raise ProtobufError(f"{at}.{part}.{name}.{sub}", f"an empty value is {_IN_PB}")
+            out[key] = value
+    if not req.uri:
+        raise ProtobufError(f"{at}.request.uri", f"no URI is {_IN_PB}")
+    if list(req.uri) != ["/"]:  # ["/"]: what 4.34 writes when the JSON has no path
+        request["path"] = list(req.uri)
+    for out, headers, defaults, where_headers in (
+        (request, req.header, DEFAULT_REQUEST_HEADERS, "request.header"),
+        (response, resp.header, DEFAULT_RESPONSE_HEADERS, "response.header"),
+    ):
+        pairs = tuple((h.name, tuple(h.value)) for h in headers)
+        if pairs == defaults:
+            continue  # what 4.34 writes when the JSON has no headers
+        names = [n.encode() for n, _ in pairs]
+        if not pairs or names != sorted(set(names)):
+            raise ProtobufError(
+                f"{at}.{where_headers}",
+                f"headers not in name order (a JSON map's) are {_IN_PB}",
+            )
+        for index, (_, values) in enumerate(pairs):
+            if not values:
+                raise ProtobufError(f"{at}.{where_headers}[{index}].value", f"no value is {_IN_PB}")
+        out["headers"] = {n: list(v) for n, v in pairs}
+    return {"type": "http", "request": request, "response": response}
 
 
 def _ws_settings(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
