@@ -267,6 +267,31 @@ def _transports(ca: TestCA) -> dict[str, Any]:
     }
 
 
+def _proxies(ca: TestCA) -> dict[str, Any]:
+    """socks, http and mtproto handlers both ways, with accounts and users."""
+    return {
+        "inbounds": [
+            {"tag": "socks-in", "port": 1081, "listen": "127.0.0.1", "protocol": "socks",
+             "settings": {"auth": "password", "accounts": [{"user": "u", "pass": "p"}],
+                          "udp": True, "ip": "127.0.0.1", "userLevel": 1}},
+            {"tag": "http-in", "port": 1082, "listen": "127.0.0.1", "protocol": "http",
+             "settings": {"accounts": [{"user": "u", "pass": "p"}], "allowTransparent": True,
+                          "timeout": 30, "userLevel": 1}},
+            {"tag": "tg-in", "port": 1083, "listen": "127.0.0.1", "protocol": "mtproto",
+             "settings": {"users": [{"email": "t@x", "level": 1,
+                                     "secret": "b0cbcef5a486d9636472ac27f8e11a9d"}]}},
+        ],
+        "outbounds": [
+            {"tag": "socks-out", "protocol": "socks", "settings": {"servers": [
+                {"address": "127.0.0.1", "port": 1081,
+                 "users": [{"user": "u", "pass": "p", "level": 1}]}]}},
+            {"tag": "http-out", "protocol": "http", "settings": {"servers": [
+                {"address": "127.0.0.1", "port": 1082, "users": [{"user": "u", "pass": "p"}]}]}},
+            {"tag": "tg-out", "protocol": "mtproto", "settings": {}},
+        ],
+    }  # fmt: skip
+
+
 def _dns_hosts() -> dict[str, Any]:
     return {
         "dns": {
@@ -323,6 +348,7 @@ CONFIGS = {
     "china-client": lambda ca: _china_client(),
     "vmess-ws-tls": _vmess_ws_tls,
     "transports": _transports,
+    "proxies": _proxies,
     "dns-hosts": lambda ca: _dns_hosts(),
     "policy-stats-api": lambda ca: _policy_stats_api(),
 }
