@@ -901,38 +901,36 @@ def _user_pass(
     return _named(user, {"user": account.username, "pass": account.password})
 
 
-def _socks_outbound(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
-    cfg = sockspb.ClientConfig()
-    at = dec.unpack(typed, cfg, where)
+def _user_pass_servers(
+    dec: Decoder,
+    servers: Any,
+    account: Callable[[], sockspb.Account | httppb.Account],
+    where: str,
+) -> JsonObject:
+    """socks / http outbound ``servers`` with their user-and-password accounts."""
     return {
         "servers": [
             {
                 **entry,
                 "users": [
-                    _user_pass(dec, sockspb.Account(), u, f"{sat}.user[{i}]")
-                    for i, u in enumerate(r.user)
+                    _user_pass(dec, account(), u, f"{sat}.user[{i}]") for i, u in enumerate(r.user)
                 ],
             }
-            for sat, r, entry in _endpoints(cfg.server, f"{at}.server")
+            for sat, r, entry in _endpoints(servers, where)
         ]
     }
+
+
+def _socks_outbound(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
+    cfg = sockspb.ClientConfig()
+    at = dec.unpack(typed, cfg, where)
+    return _user_pass_servers(dec, cfg.server, sockspb.Account, f"{at}.server")
 
 
 def _http_outbound(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
     cfg = httppb.ClientConfig()
     at = dec.unpack(typed, cfg, where)
-    return {
-        "servers": [
-            {
-                **entry,
-                "users": [
-                    _user_pass(dec, httppb.Account(), u, f"{sat}.user[{i}]")
-                    for i, u in enumerate(r.user)
-                ],
-            }
-            for sat, r, entry in _endpoints(cfg.server, f"{at}.server")
-        ]
-    }
+    return _user_pass_servers(dec, cfg.server, httppb.Account, f"{at}.server")
 
 
 def _mtproto_outbound(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
