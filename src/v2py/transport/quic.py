@@ -856,29 +856,13 @@ class QuicTransport:
         """Sets the certificate every handshake starts with; returns the chooser when
         the ClientHello's SNI picks one (several certificates, or issuing CAs), as
         4.34's QUIC listener serves the whole TLS config of TLS over TCP."""
-        from v2py.transport.tls import certificate_names, load_issuing_ca
+        from v2py.transport.tls import server_certificates
 
         tls = self.tls
         if tls is None:
             configuration.certificate, configuration.private_key = _generated_pair()
             return None
-        certs: list[_QuicCert] = []
-        cas: list[IssuingCA] = []
-        for index, (usage, cert_pem, key_pem) in enumerate(self._pems(tls)):
-            if usage == "issue":
-                ca = load_issuing_ca(cert_pem, key_pem)
-                if ca is None:
-                    log.warning("quic: certificates[%d]: cannot use it as an issuing CA", index)
-                else:
-                    cas.append(ca)
-                continue
-            if usage != "encipherment":
-                continue
-            loaded = _QuicCert.load(cert_pem, key_pem)
-            if loaded is None:
-                log.warning("quic: ignoring an invalid X509 key pair")
-                continue
-            certs.append(loaded)
+        certs, cas = server_certificates(self._pems(tls), _QuicCert.load, "quic")
         if certs:
             first = certs[0]
             configuration.certificate = first.certificate
@@ -889,11 +873,7 @@ class QuicTransport:
             # handshake replaces it with the leaf minted for its SNI.
             configuration.certificate, configuration.private_key = _generated_pair()
         if len(certs) <= 1 and not cas:
-            if not certs:
-                log.warning("quic: no usable server certificate; every handshake will fail")
             return None
-        for each in certs:
-            each.names, each.not_after = certificate_names(each.pem)
         return _QuicCertificates(certs, cas)
 
     # -- dial -----------------------------------------------------------------

@@ -40,7 +40,7 @@ import os
 import re
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -252,32 +252,13 @@ class TlsSecurity:
         return ctx
 
     def _make_server(self) -> _ServerContexts:
-        contexts = _ServerContexts()
-        for index, (cert, cert_pem, key_pem) in enumerate(self._pems):
-            if cert.usage == "issue":
-                ca = load_issuing_ca(cert_pem, key_pem)
-                if ca is None:
-                    log.warning("tls: certificates[%d]: cannot use it as an issuing CA", index)
-                else:
-                    contexts.cas.append(ca)
-                continue
-            if cert.usage != "encipherment":
-                continue
-            loaded = self._load_pair(cert_pem, key_pem)
-            if loaded is None:
-                # 4.34 skips an invalid key pair with a warning (tls/config.go).
-                log.warning("tls: certificates[%d]: ignoring invalid X509 key pair", index)
-                continue
-            contexts.certs.append(loaded)
-        # Names pick a certificate by SNI and expiry renews a minted one; a lone
-        # certificate without an issuing CA is always the one served, so its names are
-        # not read (cryptography's x509 is imported only when they are needed).
-        if len(contexts.certs) > 1 or contexts.cas:
-            for each in contexts.certs:
-                each.read_names()
+        certs, cas = server_certificates(
+            ((cert.usage, cert_pem, key_pem) for cert, cert_pem, key_pem in self._pems),
+            self._load_pair,
+            "tls",
+        )
+        contexts = _ServerContexts(certs=certs, cas=cas)
         base = contexts.certs[0].context if contexts.certs else self._context_for_server()
-        if not contexts.certs and not contexts.cas:
-            log.warning("tls: no usable server certificate; every handshake will fail")
         select = self._selector(contexts)
         for ctx in {id(c.context): c.context for c in contexts.certs}.values():
             ctx.sni_callback = select
@@ -369,16 +350,53 @@ def mint_leaf(
 
 
 class NamedCertificate(Protocol):
-    """A server certificate as :func:`choose_certificate` sees it."""
+    """A server certificate as :func:`server_certificates` and
+    :func:`choose_certificate` see it: its PEM, and the names and expiry read from it
+    (:func:`certificate_names`) where they choose."""
 
-    @property
-    def names(self) -> tuple[str, ...]: ...
-
-    @property
-    def not_after(self) -> datetime.datetime | None: ...
+    pem: bytes
+    names: tuple[str, ...]
+    not_after: datetime.datetime | None
 
 
 _C = TypeVar("_C", bound=NamedCertificate)
+
+
+def server_certificates(
+    pems: Iterable[tuple[str, bytes, bytes | None]],
+    load: Callable[[bytes, bytes | None], _C | None],
+    what: str,
+) -> tuple[list[_C], list[IssuingCA]]:
+    """The ``encipherment`` certificates ``load`` takes and the issuing CAs of ``pems``
+    (usage, certificate PEM, key PEM), as 4.34 builds its TLS config: an invalid key
+    pair or CA is skipped with a warning (``<what>: ...``), other usages are not
+    served. Names are read only where they choose (several certificates, or issuing
+    CAs): a lone certificate is always the one served, and cryptography's x509 is
+    imported only when needed."""
+    certs: list[_C] = []
+    cas: list[IssuingCA] = []
+    for index, (usage, cert_pem, key_pem) in enumerate(pems):
+        if usage == "issue":
+            ca = load_issuing_ca(cert_pem, key_pem)
+            if ca is None:
+                log.warning("%s: certificates[%d]: cannot use it as an issuing CA", what, index)
+            else:
+                cas.append(ca)
+            continue
+        if usage != "encipherment":
+            continue
+        loaded = load(cert_pem, key_pem)
+        if loaded is None:
+            # 4.34 skips an invalid key pair with a warning (tls/config.go).
+            log.warning("%s: certificates[%d]: ignoring invalid X509 key pair", what, index)
+            continue
+        certs.append(loaded)
+    if len(certs) > 1 or cas:
+        for each in certs:
+            each.names, each.not_after = certificate_names(each.pem)
+    elif not certs:
+        log.warning("%s: no usable server certificate; every handshake will fail", what)
+    return certs, cas
 
 
 def choose_certificate(
