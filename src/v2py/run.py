@@ -271,22 +271,10 @@ def _run_workers(config: Config, count: int) -> int:
 def _prebind_unix(config: Config) -> Callable[[], None]:
     """Bind the Unix sockets of ``config``'s inbounds (``network: "ds"`` or a ``listen``
     path) before forking; returns their release. Raises OSError."""
-    from v2py.config.model import is_unix_listen
-    from v2py.config.transport_extra import DsConfig
+    from v2py.transport.ds import inbound_unix_socket, prebind_unix
 
-    configs: list[DsConfig] = []
-    for inbound in config.inbounds:
-        if inbound.stream.network == "ds" and inbound.stream.ds is not None:
-            configs.append(inbound.stream.ds)
-        elif is_unix_listen(inbound.listen):
-            from v2py.transport.ds import listen_path_config
-
-            configs.append(listen_path_config(inbound.listen))
-    if not configs:
-        return lambda: None
-    from v2py.transport.ds import prebind_unix
-
-    return prebind_unix(configs)
+    configs = [c for c in map(inbound_unix_socket, config.inbounds) if c is not None]
+    return prebind_unix(configs) if configs else lambda: None
 
 
 def _fork_workers(config: Config, count: int) -> int:

@@ -26,11 +26,16 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
+from v2py.config.model import is_unix_listen
 from v2py.config.transport_extra import DsConfig
 from v2py.transport.layer import LayerHandler, LayerListener
 from v2py.transport.stream import Stream
 from v2py.transport.tcp import TcpListener, TcpStream, _AcceptingStream
+
+if TYPE_CHECKING:
+    from v2py.config.model import InboundConfig
 
 __all__ = [
     "SUN_PATH_BYTES",
@@ -209,6 +214,16 @@ def prebind_unix(configs: Iterable[DsConfig]) -> Callable[[], None]:
         release()
         raise
     return release
+
+
+def inbound_unix_socket(inbound: InboundConfig) -> DsConfig | None:
+    """The Unix socket ``inbound`` listens on (``network: "ds"``, or a ``listen``
+    path), None for an IP listener. Such a socket binds in one process only."""
+    if inbound.stream.network == "ds":
+        return inbound.stream.ds
+    if is_unix_listen(inbound.listen):
+        return listen_path_config(inbound.listen)
+    return None
 
 
 def listen_path_config(address: str) -> DsConfig:

@@ -76,9 +76,12 @@ class InstanceHost:
     async def add_inbound(self, config: InboundConfig) -> None:
         if config.tag and self._inbounds.get(config.tag) is not None:
             raise ValueError(f"existing tag found: {config.tag}")
-        if not self._single_process and _binds_once(config):
-            # Every worker adds the inbound; a Unix socket binds in one process only.
-            raise ValueError("a Unix socket inbound cannot be added with --workers")
+        if not self._single_process:
+            from v2py.transport.ds import inbound_unix_socket
+
+            if inbound_unix_socket(config) is not None:
+                # Every worker adds the inbound; a Unix socket binds in one process only.
+                raise ValueError("a Unix socket inbound cannot be added with --workers")
         await self._inbounds.add(self._build_inbound(config))
 
     async def remove_inbound(self, tag: str) -> bool:
@@ -91,12 +94,6 @@ class InstanceHost:
 
     async def remove_outbound(self, tag: str) -> bool:
         return self._outbounds.remove(tag) is not None
-
-
-def _binds_once(config: InboundConfig) -> bool:
-    from v2py.config.model import is_unix_listen
-
-    return config.stream.network == "ds" or is_unix_listen(config.listen)
 
 
 def make_commander(
