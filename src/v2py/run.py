@@ -285,19 +285,13 @@ def _fork_workers(config: Config, count: int) -> int:
     seed = os.urandom(32)
     start = time.monotonic()
     # The gRPC API: each worker passes every call on to its siblings through a Unix
-    # socket in this private directory (app/commander/fanout.py).
-    peer_dir = _private_dir("v2py-workers-") if config.api is not None else ""
+    # socket in this private directory (mkdtemp makes it mode 0700; fanout.py).
+    peer_dir = tempfile.mkdtemp(prefix="v2py-workers-") if config.api is not None else ""
     try:
         return _fork_and_supervise(config, count, store, seed, start, peer_dir)
     finally:
         if peer_dir:
             shutil.rmtree(peer_dir, ignore_errors=True)
-
-
-def _private_dir(prefix: str) -> str:
-    path = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(path, 0o700)
-    return path
 
 
 def _fork_and_supervise(
