@@ -659,6 +659,11 @@ class DohAddress:
     def name(self) -> str:
         return ("DOHL//" if self.local else "DOH//") + self.authority
 
+    @property
+    def url(self) -> str:
+        """The URL requested (``https``, whichever way it is dialled; no fragment)."""
+        return f"https://{self.authority}{self.target}"
+
 
 def _split_authority(authority: str, scheme: str, default_port: int) -> tuple[str, int]:
     """``host[:port]`` of a name server URL -> (host without brackets, port).

@@ -579,7 +579,7 @@ def redirect_address(current: DohAddress, location: str) -> DohAddress:
 
     from v2py.config.routing import parse_doh_address
 
-    url = urljoin(f"https://{current.authority}{current.target}", location.strip())
+    url = urljoin(current.url, location.strip())
     if not url.lower().startswith("https://"):
         raise DohError(f"failed to retrieve response: redirected to {url!r}, not https")
     try:
@@ -669,7 +669,7 @@ class DohNameServer(CachingNameServer):
                 break
             if sent == MAX_REQUESTS:
                 raise DohError("failed to retrieve response: stopped after 10 redirects")
-            referer = f"https://{address.authority}{address.target}"
+            referer = address.url
             address = redirect_address(address, location.decode("latin-1"))
         if status != 200:
             raise DohError(f"DOH server returned code {status}")
