@@ -18,6 +18,7 @@ from v2py.app.commander.proto import core_config_pb2 as ccpb
 from v2py.app.commander.proto import core_pb2 as cpb
 from v2py.app.commander.proto import dispatcher_pb2 as disppb
 from v2py.app.commander.proto import dns_app_pb2 as dnsapb
+from v2py.app.commander.proto import dokodemo_pb2 as dpb
 from v2py.app.commander.proto import freedom_pb2 as fpb
 from v2py.app.commander.proto import http_header_pb2 as hhpb
 from v2py.app.commander.proto import internet_pb2 as ipb
@@ -434,6 +435,40 @@ REFUSED: list[tuple[str, bytes, str]] = [
         ),
         "inbound[0].receiver_settings (v2ray.core.app.proxyman.ReceiverConfig)"
         ".stream_settings.socket_settings.bind_port: ",
+    ),
+    (
+        "dokodemo followRedirect without the receiver's original destination",
+        core(
+            inbound=[
+                cpb.InboundHandlerConfig(
+                    receiver_settings=typed(
+                        mpb.ReceiverConfig(port_range=npb.PortRange(From=1, To=1))
+                    ),
+                    proxy_settings=typed(
+                        dpb.Config(port=1, networks=[npb.TCP], follow_redirect=True)
+                    ),
+                )
+            ]
+        ),
+        "inbound[0].proxy_settings.follow_redirect: ",
+    ),
+    (
+        "receiver's original destination without dokodemo followRedirect",
+        core(
+            inbound=[
+                cpb.InboundHandlerConfig(
+                    receiver_settings=typed(
+                        mpb.ReceiverConfig(
+                            port_range=npb.PortRange(From=1, To=1),
+                            receive_original_destination=True,
+                        )
+                    ),
+                    proxy_settings=typed(dpb.Config(port=1, networks=[npb.TCP])),
+                )
+            ]
+        ),
+        "inbound[0].receiver_settings (v2ray.core.app.proxyman.ReceiverConfig)"
+        ".receive_original_destination: ",
     ),
     (
         "unknown transport",

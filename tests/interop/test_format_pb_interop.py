@@ -349,6 +349,18 @@ CONFIGS = {
     "vmess-ws-tls": _vmess_ws_tls,
     "transports": _transports,
     "proxies": _proxies,
+    # a transparent proxy's inbound: followRedirect, no address (both or neither in pb)
+    "follow-redirect": lambda ca: {
+        "inbounds": [
+            {
+                "tag": "tp",
+                "port": 12345,
+                "protocol": "dokodemo-door",
+                "settings": {"network": "tcp,udp", "followRedirect": True},
+            }
+        ],
+        "outbounds": [{"protocol": "freedom"}],
+    },  # fmt: skip
     "dns-hosts": lambda ca: _dns_hosts(),
     "policy-stats-api": lambda ca: _policy_stats_api(),
 }

@@ -593,12 +593,13 @@ def _dokodemo(dec: Decoder, typed: tpb.TypedMessage, where: str) -> JsonObject:
     else:
         networks = _network_names(cfg.network_list.network, f"{at}.network_list.network")
     settings: JsonObject = {
-        "address": _address(cfg.address, f"{at}.address"),
         "port": cfg.port,
         "network": ",".join(networks) or "tcp",
         "followRedirect": cfg.follow_redirect,
         "userLevel": cfg.user_level,
     }
+    if cfg.HasField("address"):  # absent: none, as a config file without it (4.34)
+        settings["address"] = _address(cfg.address, f"{at}.address")
     if cfg.timeout:
         settings["timeout"] = cfg.timeout
     return settings
@@ -793,13 +794,19 @@ def inbound_json(dec: Decoder, handler: cpb.InboundHandlerConfig, where: str) ->
     data["protocol"], build = found
     data["settings"] = build(dec, handler.proxy_settings, f"{where}.proxy_settings")
     # 4.34's JSON sets receive_original_destination from dokodemo's followRedirect
-    # (infra/conf/v2ray.go); only that pairing has a JSON spelling.
-    if receiver.receive_original_destination and not (
-        data["protocol"] == "dokodemo-door" and data["settings"]["followRedirect"]
-    ):
+    # (infra/conf/v2ray.go); only the two together have a JSON spelling. Apart, they
+    # mean something else in 4.34 (the socket is not asked for the original
+    # destination, or the proxy does not use it).
+    follow = data["protocol"] == "dokodemo-door" and bool(data["settings"]["followRedirect"])
+    if receiver.receive_original_destination and not follow:
         raise ProtobufError(
             f"{rat}.receive_original_destination",
             f"{NOT_SUPPORTED} without a dokodemo-door followRedirect",
+        )
+    if follow and not receiver.receive_original_destination:
+        raise ProtobufError(
+            f"{where}.proxy_settings.follow_redirect",
+            f"{NOT_SUPPORTED} without the receiver's receive_original_destination",
         )
     return data
 

@@ -24,7 +24,6 @@ declare are skipped, and Xray's ``xray.*`` type names are read as 4.34's.
 from __future__ import annotations
 
 from v2py.app.commander.proto import core_pb2 as cpb
-from v2py.app.commander.proto import proxyman_pb2 as mpb
 from v2py.app.commander.services import ApiError, canonical_type
 from v2py.config.load import load_inbound, load_outbound
 from v2py.config.model import InboundConfig, OutboundConfig, TransportConfig
@@ -51,9 +50,8 @@ def inbound_config(
         data = inbound_json(_API, handler, "inbound")
     except ProtobufError as exc:
         raise _api_error(exc) from None
-    receiver = mpb.ReceiverConfig()
-    receiver.ParseFromString(handler.receiver_settings.value)  # inbound_json read it
-    if receiver.receive_original_destination:
+    # inbound_json takes receive_original_destination only with dokodemo's followRedirect.
+    if data["protocol"] == "dokodemo-door" and data["settings"]["followRedirect"]:
         raise ApiError(f"{_CORE}receiveOriginalDestination: {NOT_SUPPORTED}'s API")
     try:
         return load_inbound(data, "inbound", transport)
