@@ -725,15 +725,9 @@ class _QuicCertificates:
         )
 
     def _mint(self, name: str, now: datetime.datetime) -> _QuicCert | None:
-        from v2py.transport.tls import certificate_names, mint_leaf
+        from v2py.transport.tls import mint_leaf
 
-        def load(cert_pem: bytes, key_pem: bytes) -> _QuicCert | None:
-            loaded = _QuicCert.load(cert_pem, key_pem)
-            if loaded is not None:
-                loaded.names, loaded.not_after = certificate_names(cert_pem)
-            return loaded
-
-        return mint_leaf(self.cas, name, now, load, "quic")
+        return mint_leaf(self.cas, name, now, _QuicCert.load, "quic")
 
 
 def _choosing_hello(tls: Any, certificates: _QuicCertificates) -> None:

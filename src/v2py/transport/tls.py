@@ -103,12 +103,9 @@ def _read_file(name: str) -> bytes:
 class _ServerCert:
     context: ssl.SSLContext
     pem: bytes
-    #: Read by :meth:`read_names` only where they choose (see ``_make_server``).
+    #: Read only where they choose (:func:`server_certificates`, :func:`mint_leaf`).
     names: tuple[str, ...] = ()
     not_after: datetime.datetime | None = None
-
-    def read_names(self) -> None:
-        self.names, self.not_after = certificate_names(self.pem)
 
 
 @dataclass
@@ -317,25 +314,22 @@ class TlsSecurity:
         return chosen.context if chosen is not None else None
 
     def _mint(self, cas: list[IssuingCA], name: str, now: datetime.datetime) -> _ServerCert | None:
-        def load(cert_pem: bytes, key_pem: bytes) -> _ServerCert | None:
-            pair = self._load_pair(cert_pem, key_pem)
-            if pair is not None:
-                pair.read_names()
-                pair.context.sni_callback = None
-            return pair
-
-        return mint_leaf(cas, name, now, load, "tls")
+        minted = mint_leaf(cas, name, now, self._load_pair, "tls")
+        if minted is not None:
+            minted.context.sni_callback = None  # already chosen for its name
+        return minted
 
 
 def mint_leaf(
     cas: list[IssuingCA],
     name: str,
     now: datetime.datetime,
-    load: Callable[[bytes, bytes], _C | None],
+    load: Callable[[bytes, bytes | None], _C | None],
     what: str,
 ) -> _C | None:
-    """A leaf for ``name`` from the first issuing CA that makes one ``load`` takes
-    (4.34 tries each CA in turn); failures are logged as ``<what>: ...``."""
+    """A leaf for ``name`` (its names read) from the first issuing CA that makes one
+    ``load`` takes (4.34 tries each CA in turn); failures are logged as
+    ``<what>: ...``."""
     for ca in cas:
         try:
             cert_pem, key_pem = issue_leaf(ca, name, now)
@@ -344,6 +338,7 @@ def mint_leaf(
             continue
         loaded = load(cert_pem, key_pem)
         if loaded is not None:
+            loaded.names, loaded.not_after = certificate_names(cert_pem)
             return loaded
     log.warning("%s: failed to create a new certificate for %r", what, name)
     return None
