@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tests.support.servers import Handler, tagged_servers
 from tests.support.v2py import run_side
 from tests.support.v2ray import free_port
 
@@ -60,35 +60,22 @@ CASES = [
 ]
 
 
-@contextlib.asynccontextmanager
-async def http_sinks(tags: list[str]) -> AsyncIterator[dict[str, int]]:
-    """HTTP servers answering 200 with their tag as the body, then closing."""
-    servers = []
-    ports = {}
-    for tag in tags:
+def _http_answer(tag: str) -> Handler:
+    """Answers 200 with its tag as the body, then closes."""
 
-        async def serve(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tag: str = tag
-        ) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
-                async with asyncio.timeout(5):
-                    await reader.readuntil(b"\r\n\r\n")
-                body = tag.encode()
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                    % (len(body), body)
-                )
-                await writer.drain()
-            writer.close()
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
+            async with asyncio.timeout(5):
+                await reader.readuntil(b"\r\n\r\n")
+            body = tag.encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (len(body), body)
+            )
+            await writer.drain()
+        writer.close()
 
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        servers.append(server)
-        ports[tag] = server.sockets[0].getsockname()[1]
-    try:
-        yield ports
-    finally:
-        for server in servers:
-            server.close()
+    return serve
 
 
 def _config(http_port: int, ports: dict[str, int]) -> dict[str, Any]:
@@ -131,7 +118,7 @@ async def _reached(http_port: int, head: str) -> str:
 
 @pytest.mark.parametrize("kind", ["v2ray", "v2py"])
 async def test_attrs_rules_route_plain_http_as_4_34(kind: str) -> None:
-    async with http_sinks(SINKS) as ports:
+    async with tagged_servers(SINKS, _http_answer) as ports:
         http_port = free_port()
         async with run_side(kind, _config(http_port, ports), http_port), asyncio.timeout(30):
             reached = [await _reached(http_port, head) for head, _ in CASES]
@@ -142,7 +129,7 @@ async def test_attrs_rules_route_plain_http_as_4_34(kind: str) -> None:
 async def test_plain_http_is_protocol_http_1_1(kind: str) -> None:
     """4.34's HTTP inbound marks a plain request's session "http/1.1" (a ``protocol``
     rule sees it without sniffing); a CONNECT tunnel has no protocol."""
-    async with http_sinks(["proto", "other"]) as ports:
+    async with tagged_servers(["proto", "other"], _http_answer) as ports:
         http_port = free_port()
         cfg = _config(http_port, ports)
         cfg["routing"]["rules"] = [

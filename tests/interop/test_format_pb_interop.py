@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.servers import Handler, tagged_servers
 from tests.support.socks import socks5_connect
 from tests.support.tls_certs import TestCA
 from tests.support.v2ray import free_ports, require_v2ray, wait_tcp_port
@@ -399,36 +400,21 @@ async def _running(args: list[str], port: int, workdir: Path) -> AsyncIterator[N
                 await proc.wait()
 
 
-@contextlib.asynccontextmanager
-async def _sinks(tags: list[str]) -> AsyncIterator[dict[str, int]]:
-    """TCP servers that answer with their tag."""
-    servers = []
+def _answer(tag: str) -> Handler:
+    """Answers with its tag."""
 
-    def answer(tag: str) -> Any:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            # Read the client's bytes first: closing with them unread would reset the
-            # connection, and a proxy may then drop the answer.
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
-                async with asyncio.timeout(TIMEOUT_S):
-                    await reader.readexactly(len(PROBE))
-                    writer.write(tag.encode())
-                    await writer.drain()
-                    await reader.read()  # the client closes first
-            writer.close()
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Read the client's bytes first: closing with them unread would reset the
+        # connection, and a proxy may then drop the answer.
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
+            async with asyncio.timeout(TIMEOUT_S):
+                await reader.readexactly(len(PROBE))
+                writer.write(tag.encode())
+                await writer.drain()
+                await reader.read()  # the client closes first
+        writer.close()
 
-        return handle
-
-    ports = {}
-    for tag in tags:
-        server = await asyncio.start_server(answer(tag), "127.0.0.1", 0)
-        servers.append(server)
-        ports[tag] = server.sockets[0].getsockname()[1]
-    try:
-        yield ports
-    finally:
-        for server in servers:
-            server.close()
-            await server.wait_closed()
+    return handle
 
 
 async def _which(socks_port: int, host: str, port: int) -> str:
@@ -499,7 +485,7 @@ DESTINATIONS = [
 
 async def test_same_pb_routes_alike_under_v2ray_and_v2py(tmp_path: Path) -> None:
     binary = require_v2ray()
-    async with _sinks(["default", "sub", "full", "ip", "port"]) as sinks:
+    async with tagged_servers(["default", "sub", "full", "ip", "port"], _answer) as sinks:
         answers: dict[str, list[str]] = {}
         for kind in ("v2ray", "v2py"):
             (socks_port,) = free_ports(1)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support.geodat import write_assets
-from tests.support.servers import client_hello
+from tests.support.servers import Handler, client_hello, tagged_servers
 from tests.support.v2py import run_v2py
 from tests.support.v2ray import free_ports, require_v2ray, run_v2ray
 from v2py.app.geodata import PRIVATE_CIDRS
@@ -218,33 +218,24 @@ def config(ports: dict[str, int]) -> dict[str, Any]:
     }
 
 
-@contextlib.asynccontextmanager
-async def sinks(tags: list[str]) -> AsyncIterator[dict[str, int]]:
-    """One TCP server per tag: reads what the client sent (briefly), answers its tag."""
-    servers = []
+def _answer(tag: str) -> Handler:
+    """Reads what the client sent (briefly), answers its tag."""
 
-    def handler(tag: str) -> Any:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(TimeoutError, OSError):
-                async with asyncio.timeout(SINK_READ_S):
-                    await reader.read(65536)
-            with contextlib.suppress(OSError):
-                writer.write(tag.encode())
-                await writer.drain()
-                writer.close()
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(SINK_READ_S):
+                await reader.read(65536)
+        with contextlib.suppress(OSError):
+            writer.write(tag.encode())
+            await writer.drain()
+            writer.close()
 
-        return serve
+    return serve
 
-    ports: dict[str, int] = {}
-    for tag in tags:
-        server = await asyncio.start_server(handler(tag), "127.0.0.1", 0)
-        servers.append(server)
-        ports[tag] = server.sockets[0].getsockname()[1]
-    try:
-        yield ports
-    finally:
-        for server in servers:
-            server.close()
+
+def sinks(tags: list[str]) -> contextlib.AbstractAsyncContextManager[dict[str, int]]:
+    """One TCP server per tag answering its tag (ports by tag)."""
+    return tagged_servers(tags, _answer)
 
 
 def _address(host: str, port: int) -> bytes:

@@ -8,7 +8,7 @@ import contextlib
 import os
 import shutil
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
@@ -206,6 +206,33 @@ def freedom(**kwargs: Any) -> FreedomOutbound:
 async def read_all(reader: asyncio.StreamReader) -> bytes:
     async with asyncio.timeout(TIMEOUT_S):
         return await reader.read()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def tagged_servers(
+    tags: Iterable[str], handler_for: Callable[[str], Handler]
+) -> AsyncIterator[dict[str, int]]:
+    """One TCP server on 127.0.0.1 per tag, serving ``handler_for(tag)``; yields the
+    ports by tag. Routing tests point one outbound at each, so the server that answers
+    tells which outbound a connection took."""
+    servers = []
+    ports: dict[str, int] = {}
+    try:
+        for tag in tags:
+            server = await asyncio.start_server(handler_for(tag), "127.0.0.1", 0)
+            servers.append(server)
+            ports[tag] = server.sockets[0].getsockname()[1]
+        yield ports
+    finally:
+        for server in servers:
+            server.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                for server in servers:
+                    await server.wait_closed()
 
 
 # -- curl through socks + freedom -----------------------------------------------------
