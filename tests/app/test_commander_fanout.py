@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from v2py.app.commander.fanout import PeerServer, fan_out, peer_socket
+from v2py.app.commander.proto import handler_command_pb2 as hpb
 from v2py.app.commander.proto import stats_command_pb2 as spb
 from v2py.app.commander.server import ServiceSpec
 from v2py.app.commander.services import ApiError, StatsServiceImpl
@@ -97,3 +99,73 @@ async def test_garbage_on_a_peer_socket_leaves_it_serving(tmp_path: Path) -> Non
                 await reader.read()
             writer.close()
         assert (await m["GetStats"](spb.GetStatsRequest(name="d"))).stat.value == 5
+
+
+HANDLER = "app.proxyman.command.HandlerService"
+
+
+def recording_spec(applied: list[str], rng: random.Random) -> ServiceSpec:
+    """A HandlerService whose RemoveInbound records the tag, after a random pause (so
+    that changes racing through different workers would interleave)."""
+
+    async def remove(request: hpb.RemoveInboundRequest) -> hpb.RemoveInboundResponse:
+        await asyncio.sleep(rng.random() * 0.003)
+        applied.append(request.tag)
+        return hpb.RemoveInboundResponse()
+
+    return ServiceSpec(
+        HANDLER,
+        {"RemoveInbound": (remove, hpb.RemoveInboundRequest, hpb.RemoveInboundResponse)},
+    )
+
+
+async def test_changes_through_any_worker_apply_in_one_order_everywhere(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    count = 3
+    applied: list[list[str]] = [[] for _ in range(count)]
+    paths = [peer_socket(str(tmp_path), i) for i in range(count)]
+    entry = []
+    peers = []
+    for i in range(count):
+        local = [recording_spec(applied[i], rng)]
+        siblings = [p for j, p in enumerate(paths) if j != i]
+        fanned = fan_out(local, siblings, first=None if i == 0 else paths[0])
+        entry.append(fanned[0].methods["RemoveInbound"][0])
+        peers.append(PeerServer(paths[i], local, ordering=fanned if i == 0 else ()))
+    for peer in peers:
+        await peer.start()
+    try:
+        async with asyncio.timeout(20):
+            tags = [f"t{n}" for n in range(30)]
+            await asyncio.gather(
+                *(entry[n % count](hpb.RemoveInboundRequest(tag=tag)) for n, tag in enumerate(tags))
+            )
+    finally:
+        for peer in peers:
+            await peer.close()
+    assert sorted(applied[0]) == sorted(tags)
+    assert applied[1] == applied[0]
+    assert applied[2] == applied[0]
+
+
+async def test_an_error_of_an_ordered_change_reaches_the_caller(tmp_path: Path) -> None:
+    async def refuse(request: hpb.RemoveInboundRequest) -> hpb.RemoveInboundResponse:
+        raise ApiError(f"handler not found: {request.tag}")
+
+    spec = ServiceSpec(
+        HANDLER,
+        {"RemoveInbound": (refuse, hpb.RemoveInboundRequest, hpb.RemoveInboundResponse)},
+    )
+    paths = [peer_socket(str(tmp_path), i) for i in range(2)]
+    first = fan_out([spec], [paths[1]])
+    second = fan_out([spec], [paths[0]], first=paths[0])
+    peers = [PeerServer(paths[0], [spec], ordering=first), PeerServer(paths[1], [spec])]
+    for peer in peers:
+        await peer.start()
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(ApiError, match="handler not found: gone"):
+                await second[0].methods["RemoveInbound"][0](hpb.RemoveInboundRequest(tag="gone"))
+    finally:
+        for peer in peers:
+            await peer.close()

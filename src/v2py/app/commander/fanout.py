@@ -13,18 +13,26 @@ and removes at the end), then answers with the combination:
 * HandlerService and LoggerService: the change is made in every worker; the answer is
   the first error (this worker's first), else this worker's answer.
 
-Concurrent calls that change the same thing through two workers may be applied in a
-different order by different workers (one process applies them in arrival order).
+Changes (HandlerService, LoggerService) are put in one order: the first worker applies
+them one at a time, each on every worker before the next, and the other workers pass
+the changes they receive to it. So every worker applies the same changes in the same
+order, as one process applies them in arrival order: two panels (or one panel on two
+connections) removing and re-adding the same user at the same moment cannot leave the
+workers serving different user lists. Stats calls only read (a reset is exact in any
+order) and are fanned out directly.
 
 Wire format between workers (one connection per call): a request is a 4-byte
 big-endian length, then ``service`` NUL ``method`` NUL and the serialized request; an
 answer is a 4-byte length, then a status byte (0: the serialized response; 1: the
-error text of an ``ApiError``).
+error text of an ``ApiError``). A ``service`` starting with ``=`` asks the first worker
+to order the change and apply it everywhere; without it, the call runs only on the
+worker asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -41,6 +49,15 @@ __all__ = ["PeerServer", "fan_out", "peer_socket"]
 
 #: How long a sibling may take to answer (it may still be starting: connects are retried).
 PEER_TIMEOUT_S = 10.0
+#: How long the first worker may take to order and apply a change everywhere (it may
+#: wait for the changes before it, each bounded by ``PEER_TIMEOUT_S``).
+ORDER_TIMEOUT_S = 3 * PEER_TIMEOUT_S
+#: Prefix of a service name asking the first worker to order a change.
+_ORDER = "="
+#: The services whose calls change state and are therefore put in one order.
+ORDERED_SERVICES = frozenset(
+    {"app.proxyman.command.HandlerService", "app.log.command.LoggerService"}
+)
 CONNECT_RETRY_S = 0.05
 MAX_MESSAGE_BYTES = 64 << 20
 _LENGTH = struct.Struct(">I")
@@ -68,11 +85,22 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
 class PeerServer:
     """This worker's end: runs the calls its siblings pass on, on the local services."""
 
-    def __init__(self, path: str, services: Sequence[ServiceSpec]) -> None:
+    def __init__(
+        self,
+        path: str,
+        services: Sequence[ServiceSpec],
+        *,
+        ordering: Sequence[ServiceSpec] = (),
+    ) -> None:
+        """``services`` run here only; ``ordering`` (the first worker's fanned-out
+        services) answers the other workers' changes to be ordered."""
         self.path = path
         self._methods: dict[tuple[str, str], tuple[Handler, type[Any]]] = {
-            (spec.name, method): (fn, request_type)
-            for spec in services
+            (name, method): (fn, request_type)
+            for specs, prefix in ((services, ""), (ordering, _ORDER))
+            for spec in specs
+            if not prefix or spec.name in ORDERED_SERVICES
+            for name in (prefix + spec.name,)
             for method, (fn, request_type, _) in spec.methods.items()
         }
         self._server: asyncio.Server | None = None
@@ -93,10 +121,12 @@ class PeerServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(PEER_TIMEOUT_S):
+            async with asyncio.timeout(PEER_TIMEOUT_S) as deadline:
                 message = await _read_frame(reader)
                 service, _, rest = message.partition(b"\0")
                 method, _, body = rest.partition(b"\0")
+                if service.startswith(_ORDER.encode()):
+                    deadline.reschedule(asyncio.get_running_loop().time() + ORDER_TIMEOUT_S)
                 found = self._methods.get((service.decode(), method.decode()))
                 if found is None:
                     answer = bytes([_ERROR]) + b"unknown method"
@@ -118,10 +148,12 @@ class PeerServer:
             writer.close()
 
 
-async def _call_peer(path: str, service: str, method: str, body: bytes) -> bytes:
+async def _call_peer(
+    path: str, service: str, method: str, body: bytes, *, timeout: float | None = None
+) -> bytes:
     """Run ``service.method`` on the sibling at ``path``: its serialized response;
     raises ApiError with its error text, ConnectionError when it cannot be reached."""
-    async with asyncio.timeout(PEER_TIMEOUT_S):
+    async with asyncio.timeout(PEER_TIMEOUT_S if timeout is None else timeout):
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(path)
@@ -198,21 +230,126 @@ _MERGES: dict[tuple[str, str], Merge] = {
 }
 
 
-def fan_out(services: Sequence[ServiceSpec], siblings: Sequence[str]) -> list[ServiceSpec]:
+def fan_out(
+    services: Sequence[ServiceSpec], siblings: Sequence[str], *, first: str | None = None
+) -> list[ServiceSpec]:
     """``services`` with each method run here and on every sibling (their peer socket
-    paths), the results combined as the module says."""
+    paths), the results combined as the module says.
+
+    ``first`` is the first worker's peer socket when this worker is not the first: a
+    change is then passed to it to be ordered. The first worker (``first`` None) orders
+    changes itself (:class:`_Lanes`); pass its result to :class:`PeerServer` as
+    ``ordering``.
+    """
+    lanes = _Lanes(len(siblings) + 1)
     out: list[ServiceSpec] = []
     for spec in services:
         methods = {}
         for method, (fn, request_type, response_type) in spec.methods.items():
             merge = _MERGES.get((spec.name, method), _first_error)
-            methods[method] = (
-                _fanned(spec.name, method, fn, response_type, merge, siblings),
-                request_type,
-                response_type,
-            )
+            if spec.name not in ORDERED_SERVICES:
+                call = _fanned(spec.name, method, fn, response_type, merge, siblings)
+            elif first is None:
+                call = _in_order(lanes, spec.name, method, fn, response_type, merge, siblings)
+            else:
+                call = _ordered_by(first, spec.name, method, response_type)
+            methods[method] = (call, request_type, response_type)
         out.append(ServiceSpec(spec.name, methods))
     return out
+
+
+Job = Callable[[], Awaitable[Any]]
+
+
+class _Lane:
+    """One worker's changes (this one's, or a sibling's over its peer socket), applied
+    one at a time in the order they were queued; a task runs only while some wait."""
+
+    def __init__(self) -> None:
+        self._jobs: collections.deque[tuple[Job, asyncio.Future[Any]]] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def push(self, job: Job) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._jobs.append((job, done))
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        return done
+
+    async def _drain(self) -> None:
+        try:
+            while self._jobs:
+                job, done = self._jobs.popleft()
+                # A caller that went away (cancelled ``done``) is applied all the same:
+                # every worker must see every change.
+                try:
+                    result = await job()
+                except Exception as exc:
+                    if not done.done():
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(result)
+        finally:
+            self._task = None
+
+
+class _Lanes:
+    """The first worker's order of changes: a change is queued on every worker's lane
+    at one moment (no await in between), so each worker applies the changes in the
+    same order; the next change need not wait for the last one to finish everywhere."""
+
+    def __init__(self, count: int) -> None:
+        self._lanes = [_Lane() for _ in range(count)]
+
+    def push(self, jobs: Sequence[Job]) -> list[asyncio.Future[Any]]:
+        return [lane.push(job) for lane, job in zip(self._lanes, jobs, strict=True)]
+
+
+def _in_order(
+    lanes: _Lanes,
+    service: str,
+    method: str,
+    fn: Handler,
+    response_type: type[Any],
+    merge: Merge,
+    siblings: Sequence[str],
+) -> Handler:
+    async def call(request: Any) -> Any:
+        body = request.SerializeToString()
+
+        def remote(path: str) -> Job:
+            async def run() -> Any:
+                return response_type.FromString(await _call_peer(path, service, method, body))
+
+            return run
+
+        pending = lanes.push([lambda: fn(request), *(remote(p) for p in siblings)])
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        return _combine(service, method, merge, results)
+
+    return call
+
+
+def _ordered_by(first: str, service: str, method: str, response_type: type[Any]) -> Handler:
+    async def ordered(request: Any) -> Any:
+        try:
+            answer = await _call_peer(
+                first,
+                _ORDER + service,
+                method,
+                request.SerializeToString(),
+                timeout=ORDER_TIMEOUT_S + PEER_TIMEOUT_S,
+            )
+        except ApiError:
+            raise
+        except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            log.warning("api: %s/%s: the first worker failed: %s", service, method, exc)
+            raise ApiError(f"v2py: a worker did not answer: {exc}") from None
+        return response_type.FromString(answer)
+
+    return ordered
 
 
 def _fanned(
@@ -235,10 +372,16 @@ def _fanned(
         results = await asyncio.gather(
             local(), *(remote(p) for p in siblings), return_exceptions=True
         )
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, ApiError):
-                log.warning("api: %s/%s on a sibling worker failed: %s", service, method, result)
-                raise ApiError(f"v2py: a worker did not answer: {result}")
-        return merge(results[0], list(results[1:]))
+        return _combine(service, method, merge, results)
 
     return call
+
+
+def _combine(service: str, method: str, merge: Merge, results: list[Any]) -> Any:
+    """This worker's result (first) and the siblings', merged; a sibling that failed
+    other than with an ``ApiError`` fails the call."""
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, ApiError):
+            log.warning("api: %s/%s on a sibling worker failed: %s", service, method, result)
+            raise ApiError(f"v2py: a worker did not answer: {result}")
+    return merge(results[0], list(results[1:]))

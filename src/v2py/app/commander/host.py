@@ -186,5 +186,11 @@ def make_commander(
     from v2py.app.commander.fanout import PeerServer, fan_out, peer_socket
 
     siblings = [peer_socket(worker.peer_dir, i) for i in range(worker.count) if i != worker.index]
-    peers = PeerServer(peer_socket(worker.peer_dir, worker.index), services)
-    return Commander(api.tag, fan_out(services, siblings), peers=peers)
+    first = None if worker.index == 0 else peer_socket(worker.peer_dir, 0)
+    fanned = fan_out(services, siblings, first=first)
+    peers = PeerServer(
+        peer_socket(worker.peer_dir, worker.index),
+        services,
+        ordering=fanned if first is None else (),
+    )
+    return Commander(api.tag, fanned, peers=peers)
