@@ -22,7 +22,6 @@ from v2py.app.proxyman import CLOSE_TIMEOUT_S, InboundManager, OutboundManager
 from v2py.app.routing import build_routing
 from v2py.build import Builder
 from v2py.config.model import Config, OutboundConfig
-from v2py.errors import ConfigError
 
 if TYPE_CHECKING:
     from v2py.app.commander.server import Commander
@@ -126,15 +125,18 @@ class Instance:
 
         reverse_cfg = config.reverse
         assert reverse_cfg is not None
-        if self.worker is not None and reverse_cfg.portals:
-            raise ConfigError(
-                "reverse.portals",
-                "a portal needs its bridges' connections in the same process; "
-                "run it without --workers",
-            )
         reverse = Reverse(reverse_cfg, self.dispatcher, self.policy)
         for portal in reverse.portals:
             self.outbounds.add(portal)
+        worker = self.worker
+        if worker is not None and worker.peer_dir and reverse.portals:
+            # A bridge's connections reach one worker: the others pass theirs on to it.
+            from v2py.app.reverse_relay import portal_socket
+
+            siblings = [
+                portal_socket(worker.peer_dir, i) for i in range(worker.count) if i != worker.index
+            ]
+            reverse.relay_across(portal_socket(worker.peer_dir, worker.index), siblings)
         return reverse
 
     @classmethod

@@ -284,9 +284,11 @@ def _fork_workers(config: Config, count: int) -> int:
     store = SharedKeyTable()
     seed = os.urandom(32)
     start = time.monotonic()
-    # The gRPC API: each worker passes every call on to its siblings through a Unix
-    # socket in this private directory (mkdtemp makes it mode 0700; fanout.py).
-    peer_dir = tempfile.mkdtemp(prefix="v2py-workers-") if config.api is not None else ""
+    # The gRPC API and reverse portals: each worker passes calls (fanout.py) or
+    # connections (reverse_relay.py) on to its siblings through Unix sockets in this
+    # private directory (mkdtemp makes it mode 0700).
+    portals = config.reverse is not None and bool(config.reverse.portals)
+    peer_dir = tempfile.mkdtemp(prefix="v2py-workers-") if config.api is not None or portals else ""
     try:
         return _fork_and_supervise(config, count, store, seed, start, peer_dir)
     finally:

@@ -26,7 +26,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from v2py.app.chain import PipeStream, stream_pair
 from v2py.app.mux_client import (
@@ -41,7 +42,7 @@ from v2py.app.mux_server import Dispatch, MuxServerConnection
 from v2py.app.packet import PacketLink
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.relay import relay
-from v2py.app.session import Session, session_logger
+from v2py.app.session import Session, SessionLogger, session_logger
 from v2py.common.net import Destination, tcp, udp
 from v2py.config.reverse import ReverseConfig
 from v2py.errors import LocalProtocolError
@@ -60,6 +61,9 @@ from v2py.protocol.reverse import (
 )
 from v2py.transport.multiplex import cancel_and_wait
 from v2py.transport.stream import READ_CHUNK_BYTES, Stream
+
+if TYPE_CHECKING:
+    from v2py.app.reverse_relay import PortalRelayServer
 
 __all__ = ["Bridge", "BridgeWorker", "Portal", "PortalWorker", "Reverse"]
 
@@ -347,6 +351,9 @@ class Portal:
         self.idle_tick = idle_tick
         #: The bridge connections (4.34 ``StaticMuxPicker.workers``).
         self.workers: list[PortalWorker] = []
+        #: With ``--workers N``: the siblings' portal relay sockets, tried in turn when
+        #: this worker has no bridge connection (``app/reverse_relay.py``).
+        self.siblings: Sequence[str] = ()
 
     async def handle(self, session: Session, stream: Stream) -> None:
         dest = session.destination
@@ -354,7 +361,17 @@ class Portal:
             await self._serve_bridge(session, stream)
             return
         assert dest is not None
-        await relay_over(stream, self._open(dest), self.policy.for_level(session.level))
+        timeouts = self.policy.for_level(session.level)
+        try:
+            sub = self._open(dest)
+        except ConnectionRefusedError:
+            if not self.siblings:
+                raise
+            from v2py.app.reverse_relay import forward_stream
+
+            await forward_stream(self.siblings, self.tag, session.level, dest, stream, timeouts)
+            return
+        await relay_over(stream, sub, timeouts)
 
     async def handle_packets(self, session: Session, link: PacketLink) -> None:
         dest = session.destination
@@ -362,9 +379,49 @@ class Portal:
         if _is_domain(dest, self.domain):
             session_logger(log, session).info("reverse: a bridge connection must be TCP")
             return
-        sub = self._open(dest)
+        timeouts = self.policy.for_level(session.level)
+        try:
+            sub = self._open(dest)
+        except ConnectionRefusedError:
+            if not self.siblings:
+                raise
+            from v2py.app.reverse_relay import forward_packets
+
+            await forward_packets(self.siblings, self.tag, session.level, dest, link, timeouts)
+            return
         slog = session_logger(log, session)
-        await relay_packets_over(link, sub, self.policy.for_level(session.level), slog, "reverse")
+        await relay_packets_over(link, sub, timeouts, slog, "reverse")
+
+    # -- a sibling worker's connections (--workers) ---------------------------------
+    def open_for_sibling(self, destination: Destination) -> MuxSubStream:
+        """A session on one of this worker's own bridge connections (never passed on).
+        Raises ConnectionRefusedError when it has none."""
+        return self._open(destination)
+
+    async def serve_sibling_stream(self, stream: Stream, sub: MuxSubStream, level: int) -> None:
+        await relay_over(stream, sub, self.policy.for_level(level))
+
+    async def serve_sibling_packets(self, stream: Stream, sub: MuxSubStream, level: int) -> None:
+        from v2py.app.reverse_relay import FramedDatagrams
+
+        framed = FramedDatagrams(stream)
+        link = PacketLink(framed.write_datagram)
+
+        async def pump() -> None:
+            try:
+                while (data := await framed.read_datagram()) is not None:
+                    link.push(data)
+            finally:
+                link.close()
+
+        pumping = asyncio.get_running_loop().create_task(pump())
+        try:
+            timeouts = self.policy.for_level(level)
+            await relay_packets_over(link, sub, timeouts, SessionLogger(log, {}), "reverse")
+        finally:
+            pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await pumping
 
     async def _serve_bridge(self, session: Session, stream: Stream) -> None:
         worker = PortalWorker(
@@ -410,12 +467,32 @@ class Reverse:
     def __init__(self, config: ReverseConfig, dispatcher: Dispatch, policy: PolicyTable) -> None:
         self.bridges = [Bridge(b.tag, b.domain, dispatcher, policy) for b in config.bridges]
         self.portals = [Portal(p.tag, p.domain, policy) for p in config.portals]
+        self._relay: PortalRelayServer | None = None
+
+    def relay_across(self, path: str, siblings: Sequence[str]) -> None:
+        """``--workers N``: serve this worker's portals to its siblings on ``path`` and
+        pass a connection to ``siblings`` (their paths) when no bridge connection is here."""
+        from v2py.app.reverse_relay import PortalRelayServer
+
+        for portal in self.portals:
+            portal.siblings = siblings
+        self._relay = PortalRelayServer(
+            path,
+            {
+                p.tag: (p.open_for_sibling, p.serve_sibling_stream, p.serve_sibling_packets)
+                for p in self.portals
+            },
+        )
 
     async def start(self) -> None:
+        if self._relay is not None:
+            await self._relay.start()
         for bridge in self.bridges:
             await bridge.start()
 
     async def aclose(self) -> None:
+        if self._relay is not None:
+            self._relay.close()
         for bridge in self.bridges:
             await bridge.aclose()
         for portal in self.portals:
