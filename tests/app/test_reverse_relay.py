@@ -45,7 +45,7 @@ class Chunks:
     ("tag", "level", "destination"),
     [
         ("portal", 0, tcp("127.0.0.1", 80)),
-        ("p" * 255, 255, udp("2001:db8::1", 65535)),
+        ("p" * 255, 0xFFFF_FFFF, udp("2001:db8::1", 65535)),
         ("ü", 3, tcp("example.com", 1)),
     ],
 )
@@ -63,7 +63,7 @@ async def test_a_broken_header_is_refused() -> None:
     with pytest.raises(ValueError):
         await decode_header(Chunks(b"X\x00\x01p"))  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
-        await decode_header(Chunks(b"T\x00\x05po"))  # type: ignore[arg-type]
+        await decode_header(Chunks(b"T\x00\x00\x00\x00\x05po"))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         encode_header("t" * 256, 0, tcp("a", 1))
 

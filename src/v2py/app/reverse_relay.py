@@ -12,8 +12,8 @@ either), then the bytes (TCP) or 2-byte length-prefixed datagrams (UDP) flow as
 through that sibling's own portal. Only when no worker has a bridge connection does the
 connection fail, as it fails in one process.
 
-Header: network (``T`` or ``U``), level (1 byte), tag length (1) and tag, address
-length (1) and address, port (2, big-endian).
+Header: network (``T`` or ``U``), level (4 bytes), tag length (1) and tag, address
+length (1) and address, port (2); numbers big-endian.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ EXCHANGE_TIMEOUT_S = 5.0
 OK, NONE = b"\x00", b"\x01"
 _TCP, _UDP = b"T", b"U"
 _PORT = struct.Struct(">H")
+_LEVEL = struct.Struct(">I")
 #: Largest datagram a frame carries (the 2-byte length).
 MAX_DATAGRAM_BYTES = 0xFFFF
 
@@ -62,16 +63,17 @@ def portal_socket(directory: str, index: int) -> str:
 
 
 def encode_header(tag: str, level: int, destination: Destination) -> bytes:
-    """Raises ValueError for a tag or address over 255 bytes or a level over 255."""
+    """Raises ValueError for a tag or address over 255 bytes or a level outside uint32."""
     raw_tag = tag.encode()
     raw_address = destination.address.encode()
-    if len(raw_tag) > 255 or len(raw_address) > 255 or not 0 <= level <= 255:
+    if len(raw_tag) > 255 or len(raw_address) > 255 or not 0 <= level <= 0xFFFF_FFFF:
         raise ValueError("reverse relay: tag, address or level out of range")
     network = _UDP if destination.network is Network.UDP else _TCP
     return b"".join(
         (
             network,
-            bytes((level, len(raw_tag))),
+            _LEVEL.pack(level),
+            bytes((len(raw_tag),)),
             raw_tag,
             bytes((len(raw_address),)),
             raw_address,
@@ -94,9 +96,11 @@ async def _read_exactly(stream: Stream, count: int) -> bytes:
 async def decode_header(stream: Stream) -> tuple[str, int, Destination]:
     """(tag, level, destination) of a relayed connection; nothing past the header is
     read. Raises ConnectionError (closed early) or ValueError (not a header)."""
-    network_byte, level, tag_length = await _read_exactly(stream, 3)
+    (network_byte,) = await _read_exactly(stream, 1)
     if network_byte not in (_TCP[0], _UDP[0]):
         raise ValueError("reverse relay: unknown network")
+    (level,) = _LEVEL.unpack(await _read_exactly(stream, _LEVEL.size))
+    (tag_length,) = await _read_exactly(stream, 1)
     tag = (await _read_exactly(stream, tag_length)).decode()
     (address_length,) = await _read_exactly(stream, 1)
     address = (await _read_exactly(stream, address_length)).decode()
