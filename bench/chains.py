@@ -51,35 +51,83 @@ CHAINS: dict[str, ChainSpec] = {
     c.name: c
     for c in (
         ChainSpec("socks-freedom", "socks inbound -> freedom (one process)"),
-        ChainSpec("vmess-aead-gcm", "socks -> vmess(AEAD, aes-128-gcm) => vmess -> freedom",
-                  security="aes-128-gcm"),
-        ChainSpec("vmess-aead-chacha",
-                  "socks -> vmess(AEAD, chacha20-poly1305) => vmess -> freedom",
-                  security="chacha20-poly1305"),
-        ChainSpec("vmess-legacy-gcm", "socks -> vmess(alterId 4, aes-128-gcm) => vmess -> freedom",
-                  security="aes-128-gcm", alter_id=4),
-        ChainSpec("vmess-kcp", "as vmess-aead-gcm over mKCP (UDP)",
-                  security="aes-128-gcm", network="kcp"),
-        ChainSpec("vmess-mux", "as vmess-aead-gcm with Mux.Cool on the client (concurrency 8)",
-                  security="aes-128-gcm", mux_concurrency=8),
-        ChainSpec("vmess-tls", "as vmess-aead-gcm over TLS (tcp)",
-                  security="aes-128-gcm", tls=True),
-        ChainSpec("vmess-ws", "as vmess-aead-gcm over WebSocket",
-                  security="aes-128-gcm", network="ws"),
-        ChainSpec("vmess-ws-tls", "as vmess-aead-gcm over WebSocket over TLS",
-                  security="aes-128-gcm", network="ws", tls=True),
-        ChainSpec("vmess-h2", "as vmess-aead-gcm over HTTP/2 over TLS",
-                  security="aes-128-gcm", network="http", tls=True),
-        ChainSpec("vmess-quic", "as vmess-aead-gcm over QUIC (aes-128-gcm packet encryption)",
-                  security="aes-128-gcm", network="quic"),
-        ChainSpec("ss-gcm", "socks -> shadowsocks(aes-128-gcm) => shadowsocks -> freedom",
-                  security="aes-128-gcm", proxy="shadowsocks"),
-        ChainSpec("ss-chacha", "socks -> shadowsocks(chacha20-poly1305) => shadowsocks -> freedom",
-                  security="chacha20-poly1305", proxy="shadowsocks"),
-        ChainSpec("vless-tls", "socks -> vless => vless -> freedom, over TLS (tcp)",
-                  security="none", tls=True, proxy="vless"),
-        ChainSpec("trojan-tls", "socks -> trojan => trojan -> freedom, over TLS (tcp)",
-                  security="none", tls=True, proxy="trojan"),
+        ChainSpec(
+            "vmess-aead-gcm",
+            "socks -> vmess(AEAD, aes-128-gcm) => vmess -> freedom",
+            security="aes-128-gcm",
+        ),
+        ChainSpec(
+            "vmess-aead-chacha",
+            "socks -> vmess(AEAD, chacha20-poly1305) => vmess -> freedom",
+            security="chacha20-poly1305",
+        ),
+        ChainSpec(
+            "vmess-legacy-gcm",
+            "socks -> vmess(alterId 4, aes-128-gcm) => vmess -> freedom",
+            security="aes-128-gcm",
+            alter_id=4,
+        ),
+        ChainSpec(
+            "vmess-kcp", "as vmess-aead-gcm over mKCP (UDP)", security="aes-128-gcm", network="kcp"
+        ),
+        ChainSpec(
+            "vmess-mux",
+            "as vmess-aead-gcm with Mux.Cool on the client (concurrency 8)",
+            security="aes-128-gcm",
+            mux_concurrency=8,
+        ),
+        ChainSpec(
+            "vmess-tls", "as vmess-aead-gcm over TLS (tcp)", security="aes-128-gcm", tls=True
+        ),
+        ChainSpec(
+            "vmess-ws", "as vmess-aead-gcm over WebSocket", security="aes-128-gcm", network="ws"
+        ),
+        ChainSpec(
+            "vmess-ws-tls",
+            "as vmess-aead-gcm over WebSocket over TLS",
+            security="aes-128-gcm",
+            network="ws",
+            tls=True,
+        ),
+        ChainSpec(
+            "vmess-h2",
+            "as vmess-aead-gcm over HTTP/2 over TLS",
+            security="aes-128-gcm",
+            network="http",
+            tls=True,
+        ),
+        ChainSpec(
+            "vmess-quic",
+            "as vmess-aead-gcm over QUIC (aes-128-gcm packet encryption)",
+            security="aes-128-gcm",
+            network="quic",
+        ),
+        ChainSpec(
+            "ss-gcm",
+            "socks -> shadowsocks(aes-128-gcm) => shadowsocks -> freedom",
+            security="aes-128-gcm",
+            proxy="shadowsocks",
+        ),
+        ChainSpec(
+            "ss-chacha",
+            "socks -> shadowsocks(chacha20-poly1305) => shadowsocks -> freedom",
+            security="chacha20-poly1305",
+            proxy="shadowsocks",
+        ),
+        ChainSpec(
+            "vless-tls",
+            "socks -> vless => vless -> freedom, over TLS (tcp)",
+            security="none",
+            tls=True,
+            proxy="vless",
+        ),
+        ChainSpec(
+            "trojan-tls",
+            "socks -> trojan => trojan -> freedom, over TLS (tcp)",
+            security="none",
+            tls=True,
+            proxy="trojan",
+        ),
     )
 }
 
@@ -120,17 +168,24 @@ def _self_signed() -> tuple[list[str], list[str]]:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench.test")])
         now = datetime.datetime.now(datetime.UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("bench.test")]),
-                           critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("bench.test")]), critical=False
+            )
             .sign(key, hashes.SHA256())
         )
         cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
         _CERT = (cert_pem.strip().splitlines(), key_pem.strip().splitlines())
     return _CERT
 
@@ -164,17 +219,26 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
     }
     freedom_out = {"tag": "direct", "protocol": "freedom", "settings": {}}
     if not spec.is_vmess:
-        return [ProcPlan("client", {"log": LOG, "inbounds": [socks_in], "outbounds": [freedom_out]},
-                         tcp_ports=[ports.socks])]
+        return [
+            ProcPlan(
+                "client",
+                {"log": LOG, "inbounds": [socks_in], "outbounds": [freedom_out]},
+                tcp_ports=[ports.socks],
+            )
+        ]
     vmess_out = {
         "tag": "vmess-out",
         "protocol": "vmess",
         "settings": {
-            "vnext": [{
-                "address": "127.0.0.1",
-                "port": ports.dial,
-                "users": [{"id": BENCH_UUID, "alterId": spec.alter_id, "security": spec.security}],
-            }]
+            "vnext": [
+                {
+                    "address": "127.0.0.1",
+                    "port": ports.dial,
+                    "users": [
+                        {"id": BENCH_UUID, "alterId": spec.alter_id, "security": spec.security}
+                    ],
+                }
+            ]
         },
         "streamSettings": _stream(spec),
     }
@@ -190,8 +254,16 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
         vmess_out = {
             "tag": "ss-out",
             "protocol": "shadowsocks",
-            "settings": {"servers": [{"address": "127.0.0.1", "port": ports.dial,
-                                      "method": spec.security, "password": BENCH_UUID}]},
+            "settings": {
+                "servers": [
+                    {
+                        "address": "127.0.0.1",
+                        "port": ports.dial,
+                        "method": spec.security,
+                        "password": BENCH_UUID,
+                    }
+                ]
+            },
             "streamSettings": _stream(spec),
         }
         vmess_in = {
@@ -206,8 +278,15 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
         vmess_out = {
             "tag": "vless-out",
             "protocol": "vless",
-            "settings": {"vnext": [{"address": "127.0.0.1", "port": ports.dial,
-                                    "users": [{"id": BENCH_UUID, "encryption": "none"}]}]},
+            "settings": {
+                "vnext": [
+                    {
+                        "address": "127.0.0.1",
+                        "port": ports.dial,
+                        "users": [{"id": BENCH_UUID, "encryption": "none"}],
+                    }
+                ]
+            },
             "streamSettings": _stream(spec),
         }
         vmess_in = {
@@ -222,8 +301,9 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
         vmess_out = {
             "tag": "trojan-out",
             "protocol": "trojan",
-            "settings": {"servers": [{"address": "127.0.0.1", "port": ports.dial,
-                                      "password": BENCH_UUID}]},
+            "settings": {
+                "servers": [{"address": "127.0.0.1", "port": ports.dial, "password": BENCH_UUID}]
+            },
             "streamSettings": _stream(spec),
         }
         vmess_in = {
@@ -236,8 +316,11 @@ def plan(spec: ChainSpec, ports: Ports) -> list[ProcPlan]:
         }
     if spec.mux_concurrency is not None:
         vmess_out["mux"] = {"enabled": True, "concurrency": spec.mux_concurrency}
-    client = ProcPlan("client", {"log": LOG, "inbounds": [socks_in], "outbounds": [vmess_out]},
-                      tcp_ports=[ports.socks])
+    client = ProcPlan(
+        "client",
+        {"log": LOG, "inbounds": [socks_in], "outbounds": [vmess_out]},
+        tcp_ports=[ports.socks],
+    )
     server = ProcPlan("server", {"log": LOG, "inbounds": [vmess_in], "outbounds": [freedom_out]})
     if spec.is_udp:
         server.udp_ports.append(ports.vmess)

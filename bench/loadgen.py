@@ -106,7 +106,7 @@ class _Peer(asyncio.BufferedProtocol):
     def _verify(self, data: memoryview | bytes) -> None:
         assert self.expected is not None
         pos = self.verified
-        want = self.expected[pos:pos + len(data)]
+        want = self.expected[pos : pos + len(data)]
         if self.mismatch_at is None and (len(want) < len(data) or want != data):
             self.mismatch_at = pos
         self.verified = pos + len(data)
@@ -115,10 +115,12 @@ class _Peer(asyncio.BufferedProtocol):
         w = self._waiter
         if w is None or w.done():
             return
-        if self.eof or (self.expected is not None and self.verified >= len(self.expected)) or (
-                self.counting and self.count_target is not None
-                        and self.count >= self.count_target) or (
-                not self.counting and len(self.collected) >= self._want):
+        if (
+            self.eof
+            or (self.expected is not None and self.verified >= len(self.expected))
+            or (self.counting and self.count_target is not None and self.count >= self.count_target)
+            or (not self.counting and len(self.collected) >= self._want)
+        ):
             w.set_result(None)
 
     async def read_exactly(self, n: int) -> bytes:
@@ -207,12 +209,12 @@ class _SinkConn(_Peer):
             self.count = rest
             self.on_counted(0)
         elif op == b"D":
-            del self.collected[:HEADER.size]
+            del self.collected[: HEADER.size]
             self._task = asyncio.get_running_loop().create_task(self._send(self.length))
         elif op == b"P":
             self._task = asyncio.get_running_loop().create_task(self._pong())
         elif op == b"E" and self.transport is not None:
-            self.transport.write(b"R" + bytes(self.collected[HEADER.size:]))
+            self.transport.write(b"R" + bytes(self.collected[HEADER.size :]))
             self.collected.clear()
         else:
             self.abort()
@@ -254,8 +256,9 @@ class SinkServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _SinkConn(self), "127.0.0.1", 0,
-                                               backlog=4096)
+        self.server = await loop.create_server(
+            lambda: _SinkConn(self), "127.0.0.1", 0, backlog=4096
+        )
         self.port = self.server.sockets[0].getsockname()[1]
 
     def received(self, conn_id: int) -> int:
@@ -388,8 +391,9 @@ class ConnRateResult:
         return self.connections / self.seconds if self.seconds > 0 else 0.0
 
 
-async def conn_rate(socks_port: int, sink: SinkServer, workers: int, duration: float,
-                    op_timeout: float = 5.0) -> ConnRateResult:
+async def conn_rate(
+    socks_port: int, sink: SinkServer, workers: int, duration: float, op_timeout: float = 5.0
+) -> ConnRateResult:
     """``workers`` loops of connect + SOCKS CONNECT + one 64-byte exchange + close.
 
     Runs for exactly ``duration``: connections still in flight then are abandoned and not
@@ -434,8 +438,9 @@ async def conn_rate(socks_port: int, sink: SinkServer, workers: int, duration: f
     return ConnRateResult(len(total), errors, elapsed, total, exch, first_error)
 
 
-async def open_idle(socks_port: int, sink: SinkServer, count: int, parallel: int = 32,
-                    op_timeout: float = 10.0) -> tuple[list[_Peer], int, str | None]:
+async def open_idle(
+    socks_port: int, sink: SinkServer, count: int, parallel: int = 32, op_timeout: float = 10.0
+) -> tuple[list[_Peer], int, str | None]:
     """Open ``count`` connections end to end (one ping each, so the far side is connected)."""
     peers: list[_Peer] = []
     errors = 0
@@ -468,11 +473,11 @@ def pattern(conn_id: int, size: int) -> memoryview:
     (wrapping around), so bytes delivered on the wrong connection do not compare equal."""
     off = (conn_id * 7919) % CHUNK
     if off + size <= CHUNK:
-        return PAYLOAD[off:off + size]
+        return PAYLOAD[off : off + size]
     out = bytearray()
     while len(out) < size:
         take = min(CHUNK - off, size - len(out))
-        out += PAYLOAD[off:off + take]
+        out += PAYLOAD[off : off + take]
         off = 0
     return memoryview(bytes(out))
 
@@ -490,9 +495,15 @@ class ManyResult:
     first_error: str | None = None
 
 
-async def many_conns(socks_port: int, sink: SinkServer, count: int, size: int,
-                     deadline_s: float, parallel: int = 256,
-                     connect_timeout: float = 30.0) -> ManyResult:
+async def many_conns(
+    socks_port: int,
+    sink: SinkServer,
+    count: int,
+    size: int,
+    deadline_s: float,
+    parallel: int = 256,
+    connect_timeout: float = 30.0,
+) -> ManyResult:
     """``count`` connections through the chain, all open at the same time, each echoing
     ``size`` bytes of its own pattern through the sink, then closed.
 
@@ -569,8 +580,17 @@ async def many_conns(socks_port: int, sink: SinkServer, count: int, size: int,
 
     await asyncio.gather(*(one() for _ in range(count)))
     wall = time.perf_counter() - t0
-    return ManyResult(count, established, completed, verified, t_go - t0,
-                      max(0.0, t_done - t_go) if completed else 0.0, wall, errors, first_error)
+    return ManyResult(
+        count,
+        established,
+        completed,
+        verified,
+        t_go - t0,
+        max(0.0, t_done - t_go) if completed else 0.0,
+        wall,
+        errors,
+        first_error,
+    )
 
 
 @dataclass
@@ -586,10 +606,16 @@ class LoadLatencyResult:
     first_error: str | None = None
 
 
-async def first_byte_under_load(socks_port: int, sink: SinkServer, bulk: int, probes: int,
-                                interval: float = 0.25, warmup: float = 1.5,
-                                probe_timeout: float = 20.0,
-                                parallel: int = 32) -> LoadLatencyResult:
+async def first_byte_under_load(
+    socks_port: int,
+    sink: SinkServer,
+    bulk: int,
+    probes: int,
+    interval: float = 0.25,
+    warmup: float = 1.5,
+    probe_timeout: float = 20.0,
+    parallel: int = 32,
+) -> LoadLatencyResult:
     """``bulk`` endless downloads through the chain (``parallel`` opened at a time), then
     ``probes`` new connections one after another (``interval`` apart), each timed from its
     TCP connect to the first byte of its 64-byte ping reply; also counts the downloads the
@@ -664,8 +690,17 @@ async def first_byte_under_load(socks_port: int, sink: SinkServer, bulk: int, pr
         lost = sum(1 for p in started if p.eof)
         if lost:
             note(f"{lost} of {len(started)} downloads ended early", 0)
-        return LoadLatencyResult(bulk, len(started), lost, counted / took / 1e6 if took else 0.0,
-                                 first_byte, connect, probe_errors, lag_max, first_error)
+        return LoadLatencyResult(
+            bulk,
+            len(started),
+            lost,
+            counted / took / 1e6 if took else 0.0,
+            first_byte,
+            connect,
+            probe_errors,
+            lag_max,
+            first_error,
+        )
     finally:
         stop.set()
         monitor.cancel()

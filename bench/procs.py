@@ -50,8 +50,10 @@ def free_ports(n: int, low: int = 20000, high: int = 32000) -> list[int]:
         if p in out:
             continue
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t, \
-                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u,
+            ):
                 t.bind(("127.0.0.1", p))
                 u.bind(("127.0.0.1", p))
         except OSError:
@@ -127,7 +129,7 @@ def _cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     # the command name may contain spaces: fields start after the last ')'
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -196,9 +198,14 @@ class ChainProcess:
     def start(self) -> None:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             # own session: a Ctrl-C at the terminal reaches only the bench, which stops us
-            self.popen = subprocess.Popen(self.argv, stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                          cwd=self.workdir)
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
         _LIVE[self.popen.pid] = self.popen
 
     def alive(self) -> bool:
@@ -218,8 +225,10 @@ class ChainProcess:
     def describe_failure(self, why: str) -> str:
         code = self.popen.poll() if self.popen else None
         state = f"exited with code {code}" if code is not None else "still running"
-        return (f"{self.role} process {why} ({state}): {shlex.join(self.argv)}\n"
-                f"--- output tail ---\n{self.output_tail()}\n-------------------")
+        return (
+            f"{self.role} process {why} ({state}): {shlex.join(self.argv)}\n"
+            f"--- output tail ---\n{self.output_tail()}\n-------------------"
+        )
 
     def wait_ready(self, plan: ProcPlan, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -233,10 +242,12 @@ class ChainProcess:
             if not pending_tcp and not pending_udp:
                 return
             if time.monotonic() > deadline:
-                ports = ", ".join([f"tcp/{p}" for p in pending_tcp] +
-                                  [f"udp/{p}" for p in pending_udp])
-                raise ChainStartError(self.describe_failure(
-                    f"did not listen on {ports} within {timeout:.0f}s"))
+                ports = ", ".join(
+                    [f"tcp/{p}" for p in pending_tcp] + [f"udp/{p}" for p in pending_udp]
+                )
+                raise ChainStartError(
+                    self.describe_failure(f"did not listen on {ports} within {timeout:.0f}s")
+                )
             time.sleep(0.05)
 
     def stop(self, grace: float = 3.0) -> None:

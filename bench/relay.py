@@ -88,8 +88,9 @@ class LossyUdpRelay:
 
     async def start(self, port: int = 0) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Listen(self),
-                                                           local_addr=("127.0.0.1", port))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Listen(self), local_addr=("127.0.0.1", port)
+        )
         self.listen = transport
         self.port = transport.get_extra_info("sockname")[1]
 
@@ -112,8 +113,9 @@ class LossyUdpRelay:
     async def _open(self, addr: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            _, up = await loop.create_datagram_endpoint(lambda: _Upstream(self, addr),
-                                                        remote_addr=self.target)
+            _, up = await loop.create_datagram_endpoint(
+                lambda: _Upstream(self, addr), remote_addr=self.target
+            )
         except OSError:
             self._pending.pop(addr, None)
             return

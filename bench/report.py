@@ -55,8 +55,13 @@ METRICS: list[tuple[str, str, str]] = [
 ]
 LABELS = {k: label for k, label, _ in METRICS}
 # differences around zero: a ratio of two of them means nothing
-NO_RATIO = {"many_fd_delta:client", "many_fd_delta:server", "many_fd_delta:bench",
-            "load_bulk_lost", "load_probe_errors"}
+NO_RATIO = {
+    "many_fd_delta:client",
+    "many_fd_delta:server",
+    "many_fd_delta:bench",
+    "load_bulk_lost",
+    "load_probe_errors",
+}
 # panels spanning orders of magnitude (mKCP next to plain TCP)
 LOG_PANELS = {"upload_mb_s", "download_mb_s", "conn_per_s", "conn_p99_ms", "cpu_s_per_gb:server"}
 
@@ -87,7 +92,8 @@ def table(summary: dict[str, Any], impls: list[str]) -> str:
     for chain, per_impl in summary["chains"].items():
         lines.append("")
         runs_desc = ", ".join(
-            f"{i}: {per_impl[i]['ok_runs']}/{per_impl[i]['runs']} ok" for i in impls)
+            f"{i}: {per_impl[i]['ok_runs']}/{per_impl[i]['runs']} ok" for i in impls
+        )
         lines.append(f"== {chain}  ({runs_desc})")
         lines.append(head)
         lines.append("-" * len(head))
@@ -152,16 +158,19 @@ def write_png(path: Path, summary: dict[str, Any], impls: list[str]) -> str | No
             ax.bar(xs, vals, width, label=impl)
         ax.set_title(title + (" (log)" if key in LOG_PANELS else ""))
         if key in LOG_PANELS and any(
-                summary["chains"][c][i]["median"].get(key) for c in chains for i in impls):
+            summary["chains"][c][i]["median"].get(key) for c in chains for i in impls
+        ):
             ax.set_yscale("log")
         ax.set_xticks(range(len(chains)))
         ax.set_xticklabels(chains, rotation=20, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     axes.flat[0].legend()
     meta = summary["meta"]
-    fig.suptitle(f"v2py vs v2ray, medians of {meta['runs']} run(s); "
-                 f"bulk {meta['bulk_mib']} MiB, loss {meta['loss_pct']}%; many conns "
-                 f"{meta.get('many_conns', 0)} x {meta.get('many_kib', 0):g} KiB echoed")
+    fig.suptitle(
+        f"v2py vs v2ray, medians of {meta['runs']} run(s); "
+        f"bulk {meta['bulk_mib']} MiB, loss {meta['loss_pct']}%; many conns "
+        f"{meta.get('many_conns', 0)} x {meta.get('many_kib', 0):g} KiB echoed"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

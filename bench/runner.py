@@ -62,8 +62,9 @@ def _log(opts: Options, msg: str) -> None:
         print(f"    {msg}", flush=True)
 
 
-async def _probe(procs: list[ChainProcess], socks_port: int, sink: loadgen.SinkServer,
-                 timeout: float) -> float:
+async def _probe(
+    procs: list[ChainProcess], socks_port: int, sink: loadgen.SinkServer, timeout: float
+) -> float:
     """One ping end to end, retried until the chain answers; returns the time it took."""
     t0 = time.monotonic()
     last: str = "no attempt"
@@ -105,28 +106,36 @@ def _fds(procs: list[ChainProcess]) -> dict[str, int | None]:
     return out
 
 
-async def _wait_fds_settled(procs: list[ChainProcess], before: dict[str, int | None],
-                            settle_s: float) -> dict[str, int | None]:
+async def _wait_fds_settled(
+    procs: list[ChainProcess], before: dict[str, int | None], settle_s: float
+) -> dict[str, int | None]:
     """Poll until every fd count is back to ``before`` + FD_TOLERANCE (or ``settle_s``)."""
     deadline = time.monotonic() + settle_s
     while True:
         now = _fds(procs)
-        if all(b is None or (v is not None and v <= b + FD_TOLERANCE)
-               for v, b in ((now.get(k), b) for k, b in before.items())):
+        if all(
+            b is None or (v is not None and v <= b + FD_TOLERANCE)
+            for v, b in ((now.get(k), b) for k, b in before.items())
+        ):
             return now
         if time.monotonic() >= deadline:
             return now
         await asyncio.sleep(0.1)
 
 
-async def _many_phase(procs: list[ChainProcess], count: int, socks_port: int,
-                      sink: loadgen.SinkServer, opts: Options, metrics: dict[str, Any],
-                      notes: list[str]) -> None:
+async def _many_phase(
+    procs: list[ChainProcess],
+    count: int,
+    socks_port: int,
+    sink: loadgen.SinkServer,
+    opts: Options,
+    metrics: dict[str, Any],
+    notes: list[str],
+) -> None:
     """Many concurrent bulk connections: completion, verified bytes, fd leak per process."""
     fds_before = _fds(procs)
     async with asyncio.timeout(opts.many_deadline + 30):
-        res = await loadgen.many_conns(socks_port, sink, count, opts.many_bytes,
-                                       opts.many_deadline)
+        res = await loadgen.many_conns(socks_port, sink, count, opts.many_bytes, opts.many_deadline)
     _check_alive(procs, "many connections")
     fds_after = await _wait_fds_settled(procs, fds_before, FD_SETTLE_S)
     metrics["many_total"] = res.total
@@ -143,23 +152,38 @@ async def _many_phase(procs: list[ChainProcess], count: int, socks_port: int,
             metrics[f"many_fd_delta:{role}"] = a - b
     _put_roles(metrics, "many_rss_peak_mib", _rss(procs, "VmHWM"))
     if res.completed < res.total:
-        notes.append(f"many: {res.completed}/{res.total} completed "
-                     f"({res.established} established), first error: {res.first_error}")
-    leaks = [f"{role} {fds_after[role]} vs {b}" for role, b in fds_before.items()
-             if b is not None and (fds_after.get(role) or 0) > b + FD_TOLERANCE]
+        notes.append(
+            f"many: {res.completed}/{res.total} completed "
+            f"({res.established} established), first error: {res.first_error}"
+        )
+    leaks = [
+        f"{role} {fds_after[role]} vs {b}"
+        for role, b in fds_before.items()
+        if b is not None and (fds_after.get(role) or 0) > b + FD_TOLERANCE
+    ]
     if leaks:
-        notes.append(f"many: fds not back to the pre-phase count after {FD_SETTLE_S:g}s: "
-                     + ", ".join(leaks))
-    _log(opts, f"many: {res.completed}/{res.total} in {res.wall_s:.1f}s, fds "
-               f"{fds_before} -> {fds_after}")
+        notes.append(
+            f"many: fds not back to the pre-phase count after {FD_SETTLE_S:g}s: " + ", ".join(leaks)
+        )
+    _log(
+        opts,
+        f"many: {res.completed}/{res.total} in {res.wall_s:.1f}s, fds {fds_before} -> {fds_after}",
+    )
 
 
-async def _load_phase(procs: list[ChainProcess], socks_port: int, sink: loadgen.SinkServer,
-                      opts: Options, metrics: dict[str, Any], notes: list[str]) -> None:
+async def _load_phase(
+    procs: list[ChainProcess],
+    socks_port: int,
+    sink: loadgen.SinkServer,
+    opts: Options,
+    metrics: dict[str, Any],
+    notes: list[str],
+) -> None:
     """New connections' first-byte latency while ``load_conns`` downloads run."""
     async with asyncio.timeout(60 + opts.load_probes * 25):
-        res = await loadgen.first_byte_under_load(socks_port, sink, opts.load_conns,
-                                                  opts.load_probes, parallel=opts.load_conns)
+        res = await loadgen.first_byte_under_load(
+            socks_port, sink, opts.load_conns, opts.load_probes, parallel=opts.load_conns
+        )
     _check_alive(procs, "first byte under load")
     for name, values in (("first_byte", res.first_byte), ("connect", res.connect)):
         v = loadgen.percentile(values, 50)
@@ -173,10 +197,15 @@ async def _load_phase(procs: list[ChainProcess], socks_port: int, sink: loadgen.
     metrics["load_bulk_mb_s"] = res.bulk_mb_s
     metrics["load_bench_lag_max_ms"] = res.loop_lag_max * 1000
     if res.first_error:
-        notes.append(f"loaded: {res.probe_errors} probe(s) failed, "
-                     f"{res.bulk_lost} download(s) dropped; first: {res.first_error}")
-    _log(opts, f"loaded: first byte {[round(x * 1000) for x in res.first_byte]} ms, "
-               f"{res.bulk_started}/{res.bulk} downloads, {res.bulk_lost} dropped")
+        notes.append(
+            f"loaded: {res.probe_errors} probe(s) failed, "
+            f"{res.bulk_lost} download(s) dropped; first: {res.first_error}"
+        )
+    _log(
+        opts,
+        f"loaded: first byte {[round(x * 1000) for x in res.first_byte]} ms, "
+        f"{res.bulk_started}/{res.bulk} downloads, {res.bulk_lost} dropped",
+    )
     await asyncio.sleep(0.5)
 
 
@@ -192,9 +221,19 @@ def _put_roles(m: dict[str, Any], prefix: str, values: dict[str, float | None]) 
             m[f"{prefix}:{role}"] = v
 
 
-async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPlan],
-                   config_paths: list[Path], socks_port: int, vmess_port: int, relay_port: int,
-                   workdir: Path, sink: loadgen.SinkServer, opts: Options) -> dict[str, Any]:
+async def run_once(
+    spec: ChainSpec,
+    impl: str,
+    template: str,
+    plans: list[ProcPlan],
+    config_paths: list[Path],
+    socks_port: int,
+    vmess_port: int,
+    relay_port: int,
+    workdir: Path,
+    sink: loadgen.SinkServer,
+    opts: Options,
+) -> dict[str, Any]:
     """Run every phase once; returns ``{"ok": bool, "metrics": {...}, "error": str|None}``."""
     metrics: dict[str, Any] = {}
     result: dict[str, Any] = {"ok": False, "metrics": metrics, "error": None, "notes": []}
@@ -286,7 +325,8 @@ async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPl
             if res.capped:
                 metrics[f"{name}_capped"] = 1
                 result["notes"].append(
-                    f"{name}: time cap {opts.bulk_cap:g}s hit after {res.bytes / MiB:.1f} MiB")
+                    f"{name}: time cap {opts.bulk_cap:g}s hit after {res.bytes / MiB:.1f} MiB"
+                )
             _log(opts, f"{name}: {res.mb_per_s:.1f} MB/s ({res.bytes / MiB:.1f} MiB)")
         cpu1 = _cpu(procs)
         me1 = self_cpu_seconds()
@@ -312,7 +352,8 @@ async def run_once(spec: ChainSpec, impl: str, template: str, plans: list[ProcPl
         if relay is not None:
             st = relay.stats
             metrics["relay_dropped_pct"] = (
-                100 * (st.up_dropped + st.down_dropped) / max(1, st.up_in + st.down_in))
+                100 * (st.up_dropped + st.down_dropped) / max(1, st.up_in + st.down_in)
+            )
         result["ok"] = True
     except ChainStartError as exc:
         result["error"] = f"chain failed to start: {exc}"

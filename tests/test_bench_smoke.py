@@ -24,10 +24,24 @@ def test_bench_quick_socks_freedom(tmp_path: Path) -> None:
     v2ray = require_v2ray()
     out_json = tmp_path / "bench.json"
     cmd = [
-        sys.executable, "-m", "bench", "--quick", "--chain", "socks-freedom", "--runs", "1",
-        "--idle-conns", "10", "--many-conns", "50", "--start-timeout", "8",
-        "--json", str(out_json),
-        "--v2ray-cmd", f"{v2ray} -config {{config}}",
+        sys.executable,
+        "-m",
+        "bench",
+        "--quick",
+        "--chain",
+        "socks-freedom",
+        "--runs",
+        "1",
+        "--idle-conns",
+        "10",
+        "--many-conns",
+        "50",
+        "--start-timeout",
+        "8",
+        "--json",
+        str(out_json),
+        "--v2ray-cmd",
+        f"{v2ray} -config {{config}}",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     output = proc.stdout + proc.stderr

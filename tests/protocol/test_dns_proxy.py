@@ -65,8 +65,7 @@ def test_answer_bytes_as_4_34_writes_them() -> None:
     hosted = parse_ip_query(query("hosted.test", "A", 0x4000))
     assert hosted is not None
     assert answer(hosted, 0, (V4,)).hex() == (
-        "40008580000100010000000006686f7374656404746573740000010001"
-        "c00c000100010000025800040a000001"
+        "40008580000100010000000006686f7374656404746573740000010001c00c000100010000025800040a000001"
     )
     empty = parse_ip_query(query("hosted.test", "AAAA", 0x4001))
     assert empty is not None

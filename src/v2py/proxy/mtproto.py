@@ -57,7 +57,6 @@ class MtprotoStream(UnendedPullLayer):
         self._encrypt = encrypt
         self._pending = decrypt.update(rest) if rest else b""
 
-
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if data:
             self._below.write(self._encrypt.update(bytes(data)))

@@ -88,7 +88,6 @@ class ShadowsocksLayer(UnendedPullLayer):
         self._pending = rest
         self._prefix = prefix  # bytes to send before the first sealed ones (a salt)
 
-
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return

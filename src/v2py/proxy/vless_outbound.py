@@ -68,7 +68,6 @@ class VlessLayer(UnendedPullLayer):
     _packets: PacketReader | None = None
     _datagrams: list[bytes]
 
-
     if TYPE_CHECKING:  # each stream has its own (a stub here would shadow a base's)
 
         async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes: ...
