@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from v2py.app.log import AccessMessage
 from v2py.app.mux_endpoint import MuxEndpoint, MuxSubStream
-from v2py.app.packet import PacketLink
+from v2py.app.packet import PacketLink, fed_link
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.relay import ActivityTimer
 from v2py.app.session import Session, session_logger
@@ -261,23 +261,5 @@ class MuxServerConnection:
             sub.finish(error=error)
 
     async def _serve_packets(self, session: Session, sub: MuxSubStream) -> None:
-        def send_back(data: bytes) -> None:
-            with contextlib.suppress(OSError):
-                sub.write_datagram(data)
-
-        link = PacketLink(send_back)
-
-        async def pump() -> None:
-            try:
-                while (data := await sub.read_datagram()) is not None:
-                    link.push(data)
-            finally:
-                link.close()
-
-        pumping = asyncio.get_running_loop().create_task(pump())
-        try:
+        async with fed_link(sub) as link:
             await self.dispatcher.dispatch_packets(session, link)
-        finally:
-            pumping.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await pumping

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -100,6 +100,34 @@ async def relay_datagrams(link: PacketLink, stream: DatagramStream, downlink_onl
             async with asyncio.timeout(downlink_only):
                 await asyncio.shield(down)
         down.cancel()
+
+
+@contextlib.asynccontextmanager
+async def fed_link(stream: DatagramStream) -> AsyncIterator[PacketLink]:
+    """A link fed with ``stream``'s datagrams (by a task, for as long as the block runs)
+    whose answers go back on ``stream``; an answer that cannot be written is dropped,
+    as UDP may drop it."""
+
+    def send_back(data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            stream.write_datagram(data)
+
+    link = PacketLink(send_back)
+
+    async def pump() -> None:
+        try:
+            while (data := await stream.read_datagram()) is not None:
+                link.push(data)
+        finally:
+            link.close()
+
+    pumping = asyncio.get_running_loop().create_task(pump())
+    try:
+        yield link
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await pumping
 
 
 async def dispatch_datagram_stream(

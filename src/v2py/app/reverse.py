@@ -39,7 +39,7 @@ from v2py.app.mux_client import (
 )
 from v2py.app.mux_endpoint import MuxSubStream
 from v2py.app.mux_server import Dispatch, MuxServerConnection
-from v2py.app.packet import PacketLink
+from v2py.app.packet import PacketLink, fed_link
 from v2py.app.policy import PolicyTable, Timeouts
 from v2py.app.relay import relay
 from v2py.app.session import Session, SessionLogger, session_logger
@@ -404,24 +404,9 @@ class Portal:
     async def serve_sibling_packets(self, stream: Stream, sub: MuxSubStream, level: int) -> None:
         from v2py.app.reverse_relay import FramedDatagrams
 
-        framed = FramedDatagrams(stream)
-        link = PacketLink(framed.write_datagram)
-
-        async def pump() -> None:
-            try:
-                while (data := await framed.read_datagram()) is not None:
-                    link.push(data)
-            finally:
-                link.close()
-
-        pumping = asyncio.get_running_loop().create_task(pump())
-        try:
+        async with fed_link(FramedDatagrams(stream)) as link:
             timeouts = self.policy.for_level(level)
             await relay_packets_over(link, sub, timeouts, SessionLogger(log, {}), "reverse")
-        finally:
-            pumping.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await pumping
 
     async def _serve_bridge(self, session: Session, stream: Stream) -> None:
         worker = PortalWorker(

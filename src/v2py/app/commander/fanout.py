@@ -318,14 +318,8 @@ def _in_order(
 ) -> Handler:
     async def call(request: Any) -> Any:
         body = request.SerializeToString()
-
-        def remote(path: str) -> Job:
-            async def run() -> Any:
-                return response_type.FromString(await _call_peer(path, service, method, body))
-
-            return run
-
-        pending = lanes.push([lambda: fn(request), *(remote(p) for p in siblings)])
+        remote = [_remote(p, service, method, body, response_type) for p in siblings]
+        pending = lanes.push([lambda: fn(request), *remote])
         results = await asyncio.gather(*pending, return_exceptions=True)
         return _combine(service, method, merge, results)
 
@@ -362,19 +356,20 @@ def _fanned(
 ) -> Handler:
     async def call(request: Any) -> Any:
         body = request.SerializeToString()
-
-        async def local() -> Any:
-            return await fn(request)
-
-        async def remote(path: str) -> Any:
-            return response_type.FromString(await _call_peer(path, service, method, body))
-
-        results = await asyncio.gather(
-            local(), *(remote(p) for p in siblings), return_exceptions=True
-        )
+        remote = [_remote(p, service, method, body, response_type)() for p in siblings]
+        results = await asyncio.gather(fn(request), *remote, return_exceptions=True)
         return _combine(service, method, merge, results)
 
     return call
+
+
+def _remote(path: str, service: str, method: str, body: bytes, response_type: type[Any]) -> Job:
+    """``service.method`` with ``body`` on the sibling at ``path``, its answer decoded."""
+
+    async def run() -> Any:
+        return response_type.FromString(await _call_peer(path, service, method, body))
+
+    return run
 
 
 def _combine(service: str, method: str, merge: Merge, results: list[Any]) -> Any:
