@@ -4,10 +4,13 @@ datagrams, and a relay server's answers, over real Unix sockets in one process."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from v2py.app.policy import PolicyTable
 from v2py.app.reverse_relay import (
@@ -130,3 +133,37 @@ async def test_a_relay_server_answers_none_without_a_bridge_connection(tmp_path:
     finally:
         server.close()
     assert opened == [tcp("127.0.0.1", 9)] * 2
+
+
+@given(
+    tag=st.text(min_size=0, max_size=60).filter(lambda t: len(t.encode()) <= 255),
+    level=st.integers(0, 0xFFFF_FFFF),
+    address=st.from_regex(r"[a-z0-9.:-]{1,80}", fullmatch=True),
+    port=st.integers(0, 65535),
+    udp_network=st.booleans(),
+    cuts=st.lists(st.integers(1, 9), max_size=40),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_header_survives_any_chunking(
+    tag: str, level: int, address: str, port: int, udp_network: bool, cuts: list[int]
+) -> None:
+    destination = (udp if udp_network else tcp)(address, port)
+    raw = encode_header(tag, level, destination)
+    chunks = []
+    rest = raw
+    for cut in cuts:
+        if not rest:
+            break
+        chunks.append(rest[:cut])
+        rest = rest[cut:]
+    if rest:
+        chunks.append(rest)
+    got = asyncio.run(decode_header(Chunks(*chunks)))  # type: ignore[arg-type]
+    assert got == (tag, level, destination)
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=300, deadline=None)
+def test_arbitrary_bytes_never_break_the_header_reader(data: bytes) -> None:
+    with contextlib.suppress(ValueError, ConnectionError):  # (UnicodeDecodeError too)
+        asyncio.run(decode_header(Chunks(data)))  # type: ignore[arg-type]
