@@ -11,15 +11,16 @@ and removes at the end), then answers with the combination:
   resets each worker's counter, and the values before it are summed, so nothing is
   lost); ``GetSysStats`` sums the numbers, uptime is the longest.
 * HandlerService and LoggerService: the change is made in every worker; the answer is
-  the first error (this worker's first), else this worker's answer.
+  the first error (the first worker's first), else the first worker's answer.
 
-Changes (HandlerService, LoggerService) are put in one order: the first worker applies
-them one at a time, each on every worker before the next, and the other workers pass
-the changes they receive to it. So every worker applies the same changes in the same
-order, as one process applies them in arrival order: two panels (or one panel on two
-connections) removing and re-adding the same user at the same moment cannot leave the
-workers serving different user lists. Stats calls only read (a reset is exact in any
-order) and are fanned out directly.
+Changes (HandlerService, LoggerService) are put in one order: the first worker queues
+each change on every worker's lane at one moment, the other workers pass the changes
+they receive to it, and each lane applies one change at a time (the next change does
+not wait for the last to finish everywhere). So every worker applies the same changes
+in the same order, as one process applies them in arrival order: two panels (or one
+panel on two connections) removing and re-adding the same user at the same moment
+cannot leave the workers serving different user lists. Stats calls only read (a reset
+is exact in any order) and are fanned out directly.
 
 Wire format between workers (one connection per call): a request is a 4-byte
 big-endian length, then ``service`` NUL ``method`` NUL and the serialized request; an
