@@ -96,14 +96,13 @@ class PeerServer:
         """``services`` run here only; ``ordering`` (the first worker's fanned-out
         services) answers the other workers' changes to be ordered."""
         self.path = path
-        self._methods: dict[tuple[str, str], tuple[Handler, type[Any]]] = {
-            (name, method): (fn, request_type)
-            for specs, prefix in ((services, ""), (ordering, _ORDER))
-            for spec in specs
-            if not prefix or spec.name in ORDERED_SERVICES
-            for name in (prefix + spec.name,)
-            for method, (fn, request_type, _) in spec.methods.items()
-        }
+        self._methods: dict[tuple[str, str], tuple[Handler, type[Any]]] = {}
+        for prefix, specs in (("", services), (_ORDER, ordering)):
+            for spec in specs:
+                if prefix and spec.name not in ORDERED_SERVICES:
+                    continue
+                for method, (fn, request_type, _) in spec.methods.items():
+                    self._methods[(prefix + spec.name, method)] = (fn, request_type)
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -239,10 +238,11 @@ def fan_out(
 
     ``first`` is the first worker's peer socket when this worker is not the first: a
     change is then passed to it to be ordered. The first worker (``first`` None) orders
-    changes itself (:class:`_Lanes`); pass its result to :class:`PeerServer` as
-    ``ordering``.
+    changes itself: each is queued on every worker's :class:`_Lane` (this one's first)
+    at one moment, with no await in between, so every worker applies the changes in the
+    same order; pass its result to :class:`PeerServer` as ``ordering``.
     """
-    lanes = _Lanes(len(siblings) + 1)
+    lanes = [_Lane() for _ in range(len(siblings) + 1)]
     out: list[ServiceSpec] = []
     for spec in services:
         methods = {}
@@ -251,7 +251,7 @@ def fan_out(
             if spec.name not in ORDERED_SERVICES:
                 call = _fanned(spec.name, method, fn, response_type, merge, siblings)
             elif first is None:
-                call = _in_order(lanes, spec.name, method, fn, response_type, merge, siblings)
+                call = _fanned(spec.name, method, fn, response_type, merge, siblings, lanes)
             else:
                 call = _ordered_by(first, spec.name, method, response_type)
             methods[method] = (call, request_type, response_type)
@@ -296,37 +296,6 @@ class _Lane:
             self._task = None
 
 
-class _Lanes:
-    """The first worker's order of changes: a change is queued on every worker's lane
-    at one moment (no await in between), so each worker applies the changes in the
-    same order; the next change need not wait for the last one to finish everywhere."""
-
-    def __init__(self, count: int) -> None:
-        self._lanes = [_Lane() for _ in range(count)]
-
-    def push(self, jobs: Sequence[Job]) -> list[asyncio.Future[Any]]:
-        return [lane.push(job) for lane, job in zip(self._lanes, jobs, strict=True)]
-
-
-def _in_order(
-    lanes: _Lanes,
-    service: str,
-    method: str,
-    fn: Handler,
-    response_type: type[Any],
-    merge: Merge,
-    siblings: Sequence[str],
-) -> Handler:
-    async def call(request: Any) -> Any:
-        body = request.SerializeToString()
-        remote = [_remote(p, service, method, body, response_type) for p in siblings]
-        pending = lanes.push([lambda: fn(request), *remote])
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        return _combine(service, method, merge, results)
-
-    return call
-
-
 def _ordered_by(first: str, service: str, method: str, response_type: type[Any]) -> Handler:
     async def ordered(request: Any) -> Any:
         try:
@@ -354,11 +323,22 @@ def _fanned(
     response_type: type[Any],
     merge: Merge,
     siblings: Sequence[str],
+    lanes: Sequence[_Lane] | None = None,
 ) -> Handler:
+    """Run here and on every sibling at once, or, with ``lanes`` (this worker's, then
+    each sibling's), queued on them in one go."""
+
     async def call(request: Any) -> Any:
         body = request.SerializeToString()
-        remote = [_remote(p, service, method, body, response_type)() for p in siblings]
-        results = await asyncio.gather(fn(request), *remote, return_exceptions=True)
+        jobs = [
+            lambda: fn(request),
+            *(_remote(p, service, method, body, response_type) for p in siblings),
+        ]
+        if lanes is None:
+            pending: list[Awaitable[Any]] = [job() for job in jobs]
+        else:
+            pending = [lane.push(job) for lane, job in zip(lanes, jobs, strict=True)]
+        results = await asyncio.gather(*pending, return_exceptions=True)
         return _combine(service, method, merge, results)
 
     return call
