@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from v2py.app.handler import Dispatch
@@ -102,14 +102,15 @@ async def relay_datagrams(link: PacketLink, stream: DatagramStream, downlink_onl
         down.cancel()
 
 
-@contextlib.asynccontextmanager
-async def fed_link(stream: DatagramStream) -> AsyncIterator[PacketLink]:
-    """A link fed with ``stream``'s datagrams (by a task, for as long as the block runs)
-    whose answers go back on ``stream``; an answer that cannot be written is dropped,
-    as UDP may drop it."""
+def _stream_link(
+    stream: DatagramStream, dropped: type[OSError]
+) -> tuple[PacketLink, Callable[[], Coroutine[Any, Any, None]]]:
+    """A link whose answers go back on ``stream`` (one that fails with ``dropped`` is
+    dropped, as UDP may drop it), and the pump that feeds it ``stream``'s datagrams
+    (closing it at their end)."""
 
     def send_back(data: bytes) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(dropped):
             stream.write_datagram(data)
 
     link = PacketLink(send_back)
@@ -121,6 +122,15 @@ async def fed_link(stream: DatagramStream) -> AsyncIterator[PacketLink]:
         finally:
             link.close()
 
+    return link, pump
+
+
+@contextlib.asynccontextmanager
+async def fed_link(stream: DatagramStream) -> AsyncIterator[PacketLink]:
+    """A link fed with ``stream``'s datagrams (by a task, for as long as the block runs)
+    whose answers go back on ``stream``; an answer that cannot be written is dropped,
+    as UDP may drop it."""
+    link, pump = _stream_link(stream, OSError)
     pumping = asyncio.get_running_loop().create_task(pump())
     try:
         yield link
@@ -137,19 +147,7 @@ async def dispatch_datagram_stream(
     body) as one packet session whose answers go back on ``stream``; its writing is
     ended when both directions are done."""
 
-    def send_back(data: bytes) -> None:
-        with contextlib.suppress(ConnectionError):
-            stream.write_datagram(data)
-
-    link = PacketLink(send_back)
-
-    async def pump() -> None:
-        try:
-            while (data := await stream.read_datagram()) is not None:
-                link.push(data)
-        finally:
-            link.close()
-
+    link, pump = _stream_link(stream, ConnectionError)
     async with asyncio.TaskGroup() as group:
         group.create_task(pump())
         group.create_task(dispatcher.dispatch_packets(session, link))
