@@ -362,11 +362,8 @@ class Portal:
             return
         assert dest is not None
         timeouts = self.policy.for_level(session.level)
-        try:
-            sub = self._open(dest)
-        except ConnectionRefusedError:
-            if not self.siblings:
-                raise
+        sub = self._open_here(dest)
+        if sub is None:
             from v2py.app.reverse_relay import forward_stream
 
             await forward_stream(self.siblings, self.tag, session.level, dest, stream, timeouts)
@@ -380,17 +377,24 @@ class Portal:
             session_logger(log, session).info("reverse: a bridge connection must be TCP")
             return
         timeouts = self.policy.for_level(session.level)
-        try:
-            sub = self._open(dest)
-        except ConnectionRefusedError:
-            if not self.siblings:
-                raise
+        sub = self._open_here(dest)
+        if sub is None:
             from v2py.app.reverse_relay import forward_packets
 
             await forward_packets(self.siblings, self.tag, session.level, dest, link, timeouts)
             return
         slog = session_logger(log, session)
         await relay_packets_over(link, sub, timeouts, slog, "reverse")
+
+    def _open_here(self, destination: Destination) -> MuxSubStream | None:
+        """A session on a bridge connection of this worker; None when it has none but
+        sibling workers may (``--workers``). Raises ConnectionRefusedError otherwise."""
+        try:
+            return self._open(destination)
+        except ConnectionRefusedError:
+            if not self.siblings:
+                raise
+            return None
 
     # -- a sibling worker's connections (--workers) ---------------------------------
     def open_for_sibling(self, destination: Destination) -> MuxSubStream:

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import struct
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from v2py.app.packet import PacketLink, relay_datagrams
@@ -52,7 +52,7 @@ __all__ = [
 EXCHANGE_TIMEOUT_S = 5.0
 OK, NONE = b"\x00", b"\x01"
 _TCP, _UDP = b"T", b"U"
-_PORT = struct.Struct(">H")
+_U16 = struct.Struct(">H")
 _LEVEL = struct.Struct(">I")
 #: Largest datagram a frame carries (the 2-byte length).
 MAX_DATAGRAM_BYTES = 0xFFFF
@@ -77,7 +77,7 @@ def encode_header(tag: str, level: int, destination: Destination) -> bytes:
             raw_tag,
             bytes((len(raw_address),)),
             raw_address,
-            _PORT.pack(destination.port),
+            _U16.pack(destination.port),
         )
     )
 
@@ -104,7 +104,7 @@ async def decode_header(stream: Stream) -> tuple[str, int, Destination]:
     tag = (await _read_exactly(stream, tag_length)).decode()
     (address_length,) = await _read_exactly(stream, 1)
     address = (await _read_exactly(stream, address_length)).decode()
-    (port,) = _PORT.unpack(await _read_exactly(stream, 2))
+    (port,) = _U16.unpack(await _read_exactly(stream, 2))
     network = Network.UDP if network_byte == _UDP[0] else Network.TCP
     return tag, level, Destination(network, address, port)
 
@@ -119,7 +119,7 @@ class FramedDatagrams:
     def write_datagram(self, data: bytes) -> None:
         if len(data) > MAX_DATAGRAM_BYTES:
             return  # cannot be framed; UDP may drop
-        self._stream.write(_PORT.pack(len(data)) + data)
+        self._stream.write(_U16.pack(len(data)) + data)
 
     async def drain(self) -> None:
         await self._stream.drain()
@@ -132,7 +132,7 @@ class FramedDatagrams:
         buffer = self._buffer
         while True:
             if len(buffer) >= 2:
-                (size,) = _PORT.unpack_from(buffer)
+                (size,) = _U16.unpack_from(buffer)
                 if len(buffer) >= 2 + size:
                     data = bytes(buffer[2 : 2 + size])
                     del buffer[: 2 + size]
@@ -173,6 +173,20 @@ async def _first_willing(siblings: Sequence[str], header: bytes) -> Stream:
     raise ConnectionRefusedError("reverse portal: no bridge connection on any worker")
 
 
+@contextlib.asynccontextmanager
+async def _passed_on(
+    siblings: Sequence[str], tag: str, level: int, destination: Destination
+) -> AsyncIterator[Stream]:
+    """The relay stream of the first sibling with a bridge connection, closed at the
+    end. Raises ConnectionRefusedError when none has one."""
+    relayed = await _first_willing(siblings, encode_header(tag, level, destination))
+    log.info("reverse: portal %r: %s passed on to a sibling worker", tag, destination)
+    try:
+        yield relayed
+    finally:
+        relayed.close()
+
+
 async def forward_stream(
     siblings: Sequence[str],
     tag: str,
@@ -183,12 +197,8 @@ async def forward_stream(
 ) -> None:
     """Relay ``stream`` through the portal ``tag`` of the first sibling with a bridge
     connection. Raises ConnectionRefusedError when none has one."""
-    relayed = await _first_willing(siblings, encode_header(tag, level, destination))
-    log.info("reverse: portal %r: %s passed on to a sibling worker", tag, destination)
-    try:
+    async with _passed_on(siblings, tag, level, destination) as relayed:
         await relay(stream, relayed, timeouts)
-    finally:
-        relayed.close()
 
 
 async def forward_packets(
@@ -201,12 +211,8 @@ async def forward_packets(
 ) -> None:
     """Relay ``link``'s datagrams through the portal ``tag`` of the first sibling with a
     bridge connection. Raises ConnectionRefusedError when none has one."""
-    relayed = await _first_willing(siblings, encode_header(tag, level, destination))
-    log.info("reverse: portal %r: %s passed on to a sibling worker", tag, destination)
-    try:
+    async with _passed_on(siblings, tag, level, destination) as relayed:
         await relay_datagrams(link, FramedDatagrams(relayed), timeouts.downlink_only)
-    finally:
-        relayed.close()
 
 
 #: A portal's side: open a session towards the destination on one of this worker's
