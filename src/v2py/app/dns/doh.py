@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import zlib
@@ -587,13 +588,7 @@ def redirect_address(current: DohAddress, location: str) -> DohAddress:
     except ValueError as exc:
         raise DohError(f"failed to retrieve response: redirected to {url!r}: {exc}") from None
     assert parsed is not None
-    return DohAddress(
-        local=current.local,
-        host=parsed.host,
-        port=parsed.port,
-        authority=parsed.authority,
-        target=parsed.target,
-    )
+    return dataclasses.replace(parsed, local=current.local)
 
 
 class DohNameServer(CachingNameServer):
