@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass
+from socket import AF_INET as _AF_INET
+from socket import inet_pton as _inet_pton
 
 
 class Network(enum.Enum):
@@ -16,18 +18,11 @@ class Network(enum.Enum):
 
 def _ipv4_packed(text: str) -> bytes | None:
     """The 4 bytes of a dotted-quad IPv4 literal exactly as ``ipaddress`` accepts it
-    (ASCII decimal octets, no leading zeros), else None. The per-connection fast path."""
-    parts = text.split(".")
-    if len(parts) != 4:
-        return None
-    for part in parts:
-        if not (0 < len(part) <= 3 and part.isascii() and part.isdigit()):
-            return None
-        if len(part) > 1 and part[0] == "0":
-            return None
+    (ASCII decimal octets, no leading zeros), else None. The per-connection fast path:
+    glibc's ``inet_pton`` accepts exactly that form (0.2 us against 2 us in Python)."""
     try:
-        return bytes([int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])])
-    except ValueError:  # an octet above 255
+        return _inet_pton(_AF_INET, text)
+    except (OSError, ValueError):  # not that form / an embedded NUL
         return None
 
 
@@ -59,9 +54,8 @@ def is_ip(address: str) -> bool:
 def canonical_ip(text: str) -> str | None:
     """The canonical text of an IP literal (no brackets) as ``ipaddress`` prints it (an
     IPv6 scope kept), or None when ``text`` is not one."""
-    packed = _ipv4_packed(text)
-    if packed is not None:
-        return ip_text(packed)
+    if _ipv4_packed(text) is not None:
+        return text  # the one form accepted is the canonical one
     if ":" not in text:
         return None
     try:
