@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from v2py.app.handler import Dispatch
 from v2py.app.log import ACCESS_REJECTED, AccessMessage, log_access
@@ -49,7 +50,7 @@ from v2py.protocol.socks5 import (
     udp_associate_reply_host,
 )
 from v2py.transport.sockopt import SocketOptions
-from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, Stream
+from v2py.transport.stream import READ_CHUNK_BYTES, PrefixedStream, PushStream, Stream
 
 __all__ = ["SocksInbound"]
 
@@ -272,6 +273,8 @@ class SocksInbound:
     async def _handshake(
         self, stream: Stream, core: Socks5ServerConnection
     ) -> tuple[RequestReceived | None, bytes, bool]:
+        if getattr(stream, "can_push", False):
+            return await _pushed_handshake(cast(PushStream, stream), core)
         request: RequestReceived | None = None
         pending: list[bytes] = []
         ended = False
@@ -279,13 +282,7 @@ class SocksInbound:
             data = await stream.read(READ_CHUNK_BYTES)
             core.receive_data(data)
             try:
-                while (event := core.next_event()) is not None:
-                    if isinstance(event, RequestReceived):
-                        request = event
-                    elif isinstance(event, DataReceived):
-                        pending.append(event.data)
-                    elif isinstance(event, StreamEnded):
-                        ended = True
+                request, ended = _take_events(core, request, pending, ended)
             finally:
                 out = core.data_to_send()
                 if out:
@@ -326,3 +323,90 @@ class SocksInbound:
         self._associations.pop(key, None)
         if self._udp_server is not None:
             self._udp_server.drop_sources(lambda source: _host_key(source[0]) == key)
+
+
+def _take_events(
+    core: Socks5ServerConnection,
+    request: RequestReceived | None,
+    pending: list[bytes],
+    ended: bool,
+) -> tuple[RequestReceived | None, bool]:
+    """Drain ``core``'s events: the request, payload pipelined behind it (appended to
+    ``pending``), the end. Raises the core's Socks5Error."""
+    while (event := core.next_event()) is not None:
+        if isinstance(event, RequestReceived):
+            request = event
+        elif isinstance(event, DataReceived):
+            pending.append(event.data)
+        elif isinstance(event, StreamEnded):
+            ended = True
+    return request, ended
+
+
+class _HandshakeTarget:
+    """Runs the handshake in the stream's receive callbacks (push mode): the greeting
+    (and RFC 1929) replies leave as the bytes arrive, and the serving task wakes once,
+    for the request, instead of once per read."""
+
+    __slots__ = ("_stream", "_core", "_done", "request", "pending", "ended")
+
+    def __init__(
+        self, stream: PushStream, core: Socks5ServerConnection, done: asyncio.Future[None]
+    ) -> None:
+        self._stream = stream
+        self._core = core
+        self._done = done
+        self.request: RequestReceived | None = None
+        self.pending: list[bytes] = []
+        self.ended = False
+
+    def pushed_data(self, data: bytes | bytearray) -> None:
+        self._feed(data)
+
+    def pushed_eof(self) -> None:
+        self._feed(b"")
+
+    def pushed_error(self, exc: BaseException) -> None:
+        self._finish(exc)
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        if self._done.done():
+            return
+        core = self._core
+        try:
+            core.receive_data(data)
+            try:
+                self.request, self.ended = _take_events(
+                    core, self.request, self.pending, self.ended
+                )
+            finally:
+                out = core.data_to_send()
+                if out:
+                    self._stream.write(out)
+        except Exception as exc:  # the core's refusal or a failed write: the task's
+            self._finish(exc)
+            return
+        if self.request is not None:
+            self._finish(None)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        self._stream.stop_push()  # what follows stays in the stream for the relay
+        if not self._done.done():
+            if exc is None:
+                self._done.set_result(None)
+            else:
+                self._done.set_exception(exc)
+
+
+async def _pushed_handshake(
+    stream: PushStream, core: Socks5ServerConnection
+) -> tuple[RequestReceived | None, bytes, bool]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    target = _HandshakeTarget(stream, core, done)
+    stream.start_push(target)
+    try:
+        await done
+    finally:
+        if not done.done():  # cancelled (the handshake timeout)
+            stream.stop_push()
+    return target.request, b"".join(target.pending), target.ended
