@@ -235,3 +235,61 @@ async def test_client_resumes_only_with_session_resumption(resumption: bool) -> 
             stream = await roundtrip(dialer, port, size=1000)
             resumed.append(stream.resumed)
     assert resumed == [False, resumption, resumption]
+
+
+class _ServerWire:
+    """The client's stream below: each write goes to a server ``SSLObject`` driven here;
+    what the server answers is what ``read`` returns. Records every write."""
+
+    can_push = False
+
+    def __init__(self, security: TlsSecurity) -> None:
+        self.s_in, self.s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.server = security.server_context().wrap_bio(self.s_in, self.s_out, server_side=True)
+        self.writes: list[bytes] = []
+        self.done = False
+        self._replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        self.s_in.write(data)
+        if not self.done:
+            with contextlib.suppress(ssl.SSLWantReadError):
+                self.server.do_handshake()
+                self.done = True
+        out = self.s_out.read()
+        if out:
+            self._replies.put_nowait(out)
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        return await self._replies.get()
+
+    def close(self) -> None:
+        pass
+
+
+def _wired_client() -> tuple[TlsStream, _ServerWire]:
+    wire = _ServerWire(TlsSecurity(tls(certificates=[LEAF.inline()]), network="tcp"))
+    security = TlsSecurity(tls(serverName="example.test", allowInsecure=True), network="tcp")
+    return TlsStream.client(wire, security, "127.0.0.1", 443), wire  # type: ignore[arg-type]
+
+
+async def test_client_finished_leaves_with_the_first_request() -> None:
+    stream, wire = _wired_client()
+    async with asyncio.timeout(5):
+        await stream.handshake()
+    assert len(wire.writes) == 1 and not wire.done  # the ClientHello; Finished held
+    stream.write(b"request")
+    assert len(wire.writes) == 2 and wire.done  # Finished and the record in one write
+    assert wire.server.read(100) == b"request"
+
+
+async def test_client_finished_leaves_alone_at_the_turns_end() -> None:
+    stream, wire = _wired_client()
+    async with asyncio.timeout(5):
+        await stream.handshake()
+        await asyncio.sleep(0)
+    assert len(wire.writes) == 2 and wire.done
+    stream.write(b"later")
+    assert len(wire.writes) == 3
+    assert wire.server.read(100) == b"later"

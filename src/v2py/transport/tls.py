@@ -526,6 +526,7 @@ class TlsStream(DecodingLayerStream):
         self._in = incoming
         self._out = outgoing
         self._server_alpn = server_alpn
+        self._is_client = server_alpn is None
         self._hello: bytearray | None = bytearray() if server_alpn is not None else None
         self._http_reply = http_reply
         self._on_session = on_session
@@ -630,7 +631,14 @@ class TlsStream(DecodingLayerStream):
                     continue
                 data, self._hello = bytes(self._hello), None
             self._in.write(data)
-        self._flush_out()
+        if not self._is_client:
+            self._flush_out()
+        elif not self._pending and not self._eof_pending:
+            # The client's last flight (TLS 1.3: its Finished) leaves with the first
+            # record written in this loop turn (the request the caller writes next),
+            # in one segment: one write here, one read for the server. The turn's end
+            # sends it alone if nothing is written. (Queued writes below carry it too.)
+            asyncio.get_running_loop().call_soon(self._flush_quietly)
         self._handshaken = True
         if self._on_session is not None:
             self._on_session(obj.session)
@@ -667,6 +675,11 @@ class TlsStream(DecodingLayerStream):
         out = self._out.read()
         if out:
             self._below.write(out)
+
+    def _flush_quietly(self) -> None:
+        if not self._closed and self._out.pending:
+            with contextlib.suppress(ConnectionError):
+                self._flush_out()
 
     # -- Stream -----------------------------------------------------------------
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
