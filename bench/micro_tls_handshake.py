@@ -37,34 +37,34 @@ def _securities() -> tuple[TlsSecurity, TlsSecurity]:
     return TlsSecurity(client, network="tcp"), TlsSecurity(server, network="tcp")
 
 
+def _step(obj: ssl.SSLObject) -> tuple[bool, float]:
+    """One ``do_handshake`` call: (done, CPU seconds it took)."""
+    start = time.process_time()
+    try:
+        obj.do_handshake()
+        done = True
+    except ssl.SSLWantReadError:
+        done = False
+    return done, time.process_time() - start
+
+
 def one_pass(client: TlsSecurity, server: TlsSecurity, count: int) -> tuple[float, float]:
     """CPU seconds per handshake (client, server) over ``count`` handshakes."""
     cctx, sctx = client.client_context(), server.server_context()
     spent_c = spent_s = 0.0
-    clock = time.process_time
     for _ in range(count):
         c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
         c = cctx.wrap_bio(c_in, c_out, server_hostname="bench.test")
         s = sctx.wrap_bio(s_in, s_out, server_side=True)
         c_done = s_done = False
         while not (c_done and s_done):
-            start = clock()
             if not c_done:
-                try:
-                    c.do_handshake()
-                    c_done = True
-                except ssl.SSLWantReadError:
-                    pass
-            spent_c += clock() - start
+                c_done, spent = _step(c)
+                spent_c += spent
             s_in.write(c_out.read())
-            start = clock()
             if not s_done:
-                try:
-                    s.do_handshake()
-                    s_done = True
-                except ssl.SSLWantReadError:
-                    pass
-            spent_s += clock() - start
+                s_done, spent = _step(s)
+                spent_s += spent
             c_in.write(s_out.read())
     return spent_c / count, spent_s / count
 
