@@ -5,8 +5,6 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass
-from socket import AF_INET as _AF_INET
-from socket import inet_pton as _inet_pton
 
 
 class Network(enum.Enum):
@@ -16,13 +14,22 @@ class Network(enum.Enum):
     UDP = "udp"
 
 
+#: Every octet text ``ipaddress`` accepts (ASCII decimal 0-255, no leading zeros) -> value.
+_OCTETS = {str(value): value for value in range(256)}
+
+
 def _ipv4_packed(text: str) -> bytes | None:
     """The 4 bytes of a dotted-quad IPv4 literal exactly as ``ipaddress`` accepts it
     (ASCII decimal octets, no leading zeros), else None. The per-connection fast path:
-    glibc's ``inet_pton`` accepts exactly that form (0.2 us against 2 us in Python)."""
+    four lookups in the table of the 256 accepted octet texts (~0.4 us, against ~2 us
+    checking each octet in Python)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    octets = _OCTETS
     try:
-        return _inet_pton(_AF_INET, text)
-    except (OSError, ValueError):  # not that form / an embedded NUL
+        return bytes((octets[parts[0]], octets[parts[1]], octets[parts[2]], octets[parts[3]]))
+    except KeyError:
         return None
 
 
