@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-from bench.chains import _self_signed
+from bench.chains import CHAINS, _stream
 from v2py.config.stream import TlsConfig
 from v2py.transport.tls import TlsSecurity
 
@@ -31,9 +31,9 @@ PASSES = 5
 
 
 def _securities() -> tuple[TlsSecurity, TlsSecurity]:
-    cert, key = _self_signed()
-    server = TlsConfig.model_validate({"certificates": [{"certificate": cert, "key": key}]})
-    client = TlsConfig.model_validate({"serverName": "bench.test", "allowInsecure": True})
+    spec = CHAINS["vmess-tls"]
+    client = TlsConfig.model_validate(_stream(spec)["tlsSettings"])
+    server = TlsConfig.model_validate(_stream(spec, server=True)["tlsSettings"])
     return TlsSecurity(client, network="tcp"), TlsSecurity(server, network="tcp")
 
 
@@ -51,10 +51,11 @@ def _step(obj: ssl.SSLObject) -> tuple[bool, float]:
 def one_pass(client: TlsSecurity, server: TlsSecurity, count: int) -> tuple[float, float]:
     """CPU seconds per handshake (client, server) over ``count`` handshakes."""
     cctx, sctx = client.client_context(), server.server_context()
+    name = client.client_server_name("127.0.0.1")  # the chain's serverName
     spent_c = spent_s = 0.0
     for _ in range(count):
         c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-        c = cctx.wrap_bio(c_in, c_out, server_hostname="bench.test")
+        c = cctx.wrap_bio(c_in, c_out, server_hostname=name)
         s = sctx.wrap_bio(s_in, s_out, server_side=True)
         c_done = s_done = False
         while not (c_done and s_done):

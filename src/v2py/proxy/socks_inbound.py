@@ -407,6 +407,5 @@ async def _pushed_handshake(
     try:
         await done
     finally:
-        if not done.done():  # cancelled (the handshake timeout)
-            stream.stop_push()
+        stream.stop_push()  # (already stopped unless cancelled: the handshake timeout)
     return target.request, b"".join(target.pending), target.ended

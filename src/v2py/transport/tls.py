@@ -531,7 +531,6 @@ class TlsStream(DecodingLayerStream):
         self._in = incoming
         self._out = outgoing
         self._server_alpn = server_alpn
-        self._is_client = server_alpn is None
         self._hello: bytearray | None = bytearray() if server_alpn is not None else None
         self._http_reply = http_reply
         self._on_session = on_session
@@ -636,7 +635,7 @@ class TlsStream(DecodingLayerStream):
                     continue
                 data, self._hello = bytes(self._hello), None
             self._in.write(data)
-        if not self._is_client:
+        if self._server_alpn is not None:  # the server side
             self._flush_out()
         elif not self._pending and not self._eof_pending:
             # The client's last flight (TLS 1.3: its Finished) leaves with the first
