@@ -51,6 +51,7 @@ METRICS: list[tuple[str, str, str]] = [
     ("many_rss_peak_mib:server", "many: RSS peak MiB server", "{:.1f}"),
     ("startup_ms", "spawn to first reply ms", "{:.0f}"),
     ("cpu_s_per_gb:bench", "(bench CPU s/GB)", "{:.2f}"),
+    ("cpu_ms_per_kconn:bench", "(bench CPU ms/1k conns)", "{:.0f}"),
     ("relay_dropped_pct", "(relay dropped %)", "{:.1f}"),
 ]
 LABELS = {k: label for k, label, _ in METRICS}

@@ -285,9 +285,11 @@ async def run_once(
 
         # -- connection rate ---------------------------------------------------------------
         cpu0 = _cpu(procs)
+        me_rate0 = self_cpu_seconds()
         async with asyncio.timeout(opts.rate_seconds + 20):
             rate = await loadgen.conn_rate(socks_port, sink, opts.rate_workers, opts.rate_seconds)
         cpu1 = _cpu(procs)
+        me_rate1 = self_cpu_seconds()
         _check_alive(procs, "connection rate")
         metrics["conn_per_s"] = rate.per_s
         metrics["conn_errors"] = rate.errors
@@ -303,6 +305,8 @@ async def run_once(
                 a, b = cpu0[role], cpu1[role]
                 if a is not None and b is not None:
                     metrics[f"cpu_ms_per_kconn:{role}"] = (b - a) * 1000 / rate.connections * 1000
+            # The load generator and the sink share the machine's cores with the chain.
+            metrics["cpu_ms_per_kconn:bench"] = (me_rate1 - me_rate0) * 1e6 / rate.connections
         _log(opts, f"conn-rate: {rate.per_s:.0f}/s, errors {rate.errors}")
 
         # -- bulk upload and download -----------------------------------------------------

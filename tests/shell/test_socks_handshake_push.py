@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tests.support.servers import socks_inbound
 from v2py.errors import ProtocolError
 from v2py.protocol.socks5 import AuthMethod, RequestReceived, Socks5ServerConnection
+from v2py.proxy.socks_inbound import _HandshakeTarget
 from v2py.transport.stream import PushTarget
 
 GREETING = b"\x05\x01\x02"
@@ -20,14 +21,17 @@ AUTH = b"\x01\x05alice\x02pw"
 REQUEST = b"\x05\x01\x00\x03\x0bexample.com\x01\xbb"
 PAYLOAD = b"GET / HTTP/1.1\r\n\r\n"
 WIRE = GREETING + AUTH + REQUEST + PAYLOAD
-#: method 02 chosen, RFC 1929 success.
-REPLIES = b"\x05\x02\x01\x00"
+#: The address the streams below report as their local end.
+LOCAL = ("127.0.0.1", 1080)
+#: method 02 chosen, RFC 1929 success, the CONNECT accepted (bound to LOCAL).
+REPLIES = b"\x05\x02\x01\x00" + b"\x05\x00\x00\x01\x7f\x00\x00\x01\x04\x38"
 
 
 class _ReadStream:
     """Hands the pieces out through ``read`` (cannot push)."""
 
     can_push = False
+    local = LOCAL
 
     def __init__(self, pieces: list[bytes]) -> None:
         self._pieces = list(pieces)
@@ -49,6 +53,7 @@ class _PushStream:
     """Pushes the pieces from loop callbacks, as a TCP stream's data_received does."""
 
     can_push = True
+    local = LOCAL
 
     def __init__(self, pieces: list[bytes]) -> None:
         self._pieces = list(pieces)
@@ -133,3 +138,24 @@ async def test_refusals_agree(wire: bytes) -> None:
     by_read, by_push = await _both([wire[:2], wire[2:]])
     assert by_read == by_push
     assert by_push[0] == "refused"
+
+
+async def test_connect_reply_leaves_from_the_receive_callback() -> None:
+    """The reply to CONNECT is written as the request arrives, before the serving task
+    wakes (4.34 answers before it dispatches)."""
+    stream = _PushStream([])
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    target = _HandshakeTarget(stream, _core(), done, LOCAL)  # type: ignore[arg-type]
+    target.pushed_data(GREETING + AUTH + REQUEST)
+    assert bytes(stream.written) == REPLIES
+    assert done.done() and target.request is not None
+
+
+async def test_udp_associate_is_not_answered_by_the_handshake() -> None:
+    stream = _PushStream([])
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    core = Socks5ServerConnection(auth_method=AuthMethod.NO_AUTH, udp_enabled=True)
+    target = _HandshakeTarget(stream, core, done, LOCAL)  # type: ignore[arg-type]
+    target.pushed_data(b"\x05\x01\x00" + b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
+    assert bytes(stream.written) == b"\x05\x00"  # the greeting's answer only
+    assert done.done() and target.request is not None

@@ -251,9 +251,6 @@ class SocksInbound:
             if request.command is Socks5Command.UDP_ASSOCIATE:
                 await self._serve_udp_associate(stream, session, core, ended)
                 return
-            host, port = self._reply_address(stream)
-            core.accept(host, port)
-            stream.write(core.data_to_send())
             session.destination = tcp(request.address, request.port)
             # 4.34's socks access line: the source with its network, no email.
             session.access = AccessMessage(f"tcp:{session.source_text()}", str(session.destination))
@@ -273,8 +270,11 @@ class SocksInbound:
     async def _handshake(
         self, stream: Stream, core: Socks5ServerConnection
     ) -> tuple[RequestReceived | None, bytes, bool]:
+        """Read up to the request and answer it unless it is UDP ASSOCIATE: (request,
+        payload pipelined behind it, whether the client's side has ended)."""
+        bound = self._reply_address(stream)
         if getattr(stream, "can_push", False):
-            return await _pushed_handshake(cast(PushStream, stream), core)
+            return await _pushed_handshake(cast(PushStream, stream), core, bound)
         request: RequestReceived | None = None
         pending: list[bytes] = []
         ended = False
@@ -283,6 +283,7 @@ class SocksInbound:
             core.receive_data(data)
             try:
                 request, ended = _take_events(core, request, pending, ended)
+                _answer_connect(core, request, bound)
             finally:
                 out = core.data_to_send()
                 if out:
@@ -343,19 +344,35 @@ def _take_events(
     return request, ended
 
 
+def _answer_connect(
+    core: Socks5ServerConnection, request: RequestReceived | None, bound: tuple[str, int]
+) -> None:
+    """Accept a request other than UDP ASSOCIATE, announcing ``bound``: 4.34 answers
+    before it dispatches, so the client's first payload can be on its way meanwhile.
+    (UDP ASSOCIATE is answered once its relay is set up.)"""
+    if request is not None and request.command is not Socks5Command.UDP_ASSOCIATE:
+        core.accept(*bound)
+
+
 class _HandshakeTarget:
     """Runs the handshake in the stream's receive callbacks (push mode): the greeting
     (and RFC 1929) replies leave as the bytes arrive, and the serving task wakes once,
-    for the request, instead of once per read."""
+    for the request, instead of once per read. The reply to the request leaves from
+    here too (:func:`_answer_connect`)."""
 
-    __slots__ = ("_stream", "_core", "_done", "request", "pending", "ended")
+    __slots__ = ("_stream", "_core", "_done", "_bound", "request", "pending", "ended")
 
     def __init__(
-        self, stream: PushStream, core: Socks5ServerConnection, done: asyncio.Future[None]
+        self,
+        stream: PushStream,
+        core: Socks5ServerConnection,
+        done: asyncio.Future[None],
+        bound: tuple[str, int],
     ) -> None:
         self._stream = stream
         self._core = core
         self._done = done
+        self._bound = bound  # the address a CONNECT reply announces
         self.request: RequestReceived | None = None
         self.pending: list[bytes] = []
         self.ended = False
@@ -379,6 +396,7 @@ class _HandshakeTarget:
                 self.request, self.ended = _take_events(
                     core, self.request, self.pending, self.ended
                 )
+                _answer_connect(core, self.request, self._bound)
             finally:
                 out = core.data_to_send()
                 if out:
@@ -399,10 +417,10 @@ class _HandshakeTarget:
 
 
 async def _pushed_handshake(
-    stream: PushStream, core: Socks5ServerConnection
+    stream: PushStream, core: Socks5ServerConnection, bound: tuple[str, int]
 ) -> tuple[RequestReceived | None, bytes, bool]:
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    target = _HandshakeTarget(stream, core, done)
+    target = _HandshakeTarget(stream, core, done, bound)
     stream.start_push(target)
     try:
         await done
