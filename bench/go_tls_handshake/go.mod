@@ -1,0 +1,3 @@
+module v2py/bench/go_tls_handshake
+
+go 1.19
