@@ -1,4 +1,4 @@
-"""Smoke run of ``python -m bench.micro_tls_handshake`` (tiny count: not a benchmark)."""
+"""Smoke runs of the micro-benchmarks (tiny counts: not benchmarks)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,15 @@ def test_micro_tls_handshake_quick(capsys: pytest.CaptureFixture[str]) -> None:
     client, server, both = (float(re.findall(r"(\d+) us", line)[0]) for line in lines)
     assert client > 0 and server > 0
     assert both == pytest.approx(client + server, abs=1)
+
+
+def test_micro_layers_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench.micro_layers``: every kind's servers start, every row prints."""
+    from bench import micro_layers
+
+    assert micro_layers.main(["--seconds", "0.2", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()[2:]
+    assert [line.split()[0] for line in lines] == ["tcp", "tls", "ws", "ws+tls", "tls-uvloop"]
+    for line in lines:
+        conn_per_s, client_us, server_us = (float(v) for v in line.split()[1:4])
+        assert conn_per_s > 0 and client_us > 0 and server_us >= 0
