@@ -224,6 +224,22 @@ def test_client_request_as_gorilla() -> None:
         client_request(ws(headers={"upgrade": "x"}), "a", 1, tls=False, key="K")
 
 
+def test_transport_keeps_the_request_around_its_key() -> None:
+    """A client transport builds gorilla's request once per destination; only the key
+    differs between two dials (and a refused header is refused on every dial)."""
+    transport = WsTransport(TcpBase(), ws(headers={"X-A": "1"}))
+    first = transport._request("a.test", 8443, "K1")
+    assert first == client_request(ws(headers={"X-A": "1"}), "a.test", 8443, tls=False, key="K1")
+    assert transport._request("a.test", 8443, "K2") == first.replace(b"K1", b"K2")
+    assert transport._request("b.test", 80, "K3") == client_request(
+        ws(headers={"X-A": "1"}), "b.test", 80, tls=False, key="K3"
+    )
+    refusing = WsTransport(TcpBase(), ws(headers={"Connection": "x"}))
+    for _ in range(2):
+        with pytest.raises(WsHandshakeError, match="duplicate header"):
+            refusing._request("a.test", 80, "K")
+
+
 async def test_client_fails_on_404_and_listener_keeps_serving() -> None:
     async with listening(WsTransport(TcpBase(), ws(path="/a"))) as port:
         with pytest.raises(WsHandshakeError, match="404"):

@@ -36,6 +36,9 @@ import time
 from collections.abc import Callable
 from email.utils import formatdate
 
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side
+
 from v2py.config.stream import WsConfig
 from v2py.protocol.http_head import (
     HEAD_END,
@@ -68,6 +71,8 @@ READ_HEADER_TIMEOUT_S = 4.0
 CLIENT_HANDSHAKE_TIMEOUT_S = 8.0
 #: Largest response head the client reads.
 MAX_RESPONSE_HEAD_BYTES = 16 * 1024
+#: Destinations whose upgrade request a client transport keeps ready.
+_REQUEST_CACHE_SIZE = 256
 #: Go discards at most this much of an error request's body to keep the connection.
 MAX_DISCARDED_BODY_BYTES = 256 * 1024
 DEFAULT_USER_AGENT = "Go-http-client/1.1"
@@ -259,6 +264,19 @@ def client_request(config: WsConfig, host: str, port: int, *, tls: bool, key: st
     Raises:
         WsHandshakeError: ``headers`` sets one gorilla refuses to duplicate.
     """
+    before, after = client_request_parts(config, host, port, tls=tls)
+    return before + key.encode("ascii") + after
+
+
+def client_request_parts(
+    config: WsConfig, host: str, port: int, *, tls: bool
+) -> tuple[bytes, bytes]:
+    """gorilla's upgrade request for a dial to ``host:port`` as the bytes before and
+    after the ``Sec-WebSocket-Key`` value (the one part that changes per connection).
+
+    Raises:
+        WsHandshakeError: ``headers`` sets one gorilla refuses to duplicate.
+    """
     host_text = f"[{host}]" if ":" in host and not host.startswith("[") else host
     default_port = 443 if tls else 80
     authority = host_text if port == default_port else f"{host_text}:{port}"
@@ -280,18 +298,27 @@ def client_request(config: WsConfig, host: str, port: int, *, tls: bool, key: st
     extra.update(
         {
             "Connection": "Upgrade",
-            "Sec-WebSocket-Key": key,
+            "Sec-WebSocket-Key": "",  # the key goes between the two parts
             "Sec-WebSocket-Version": "13",
             "Upgrade": "websocket",
         }
     )
-    lines = [
+    head = [
         f"GET {config.normalized_path} HTTP/1.1",
         f"Host: {authority}",
         f"User-Agent: {user_agent}",
     ]
-    lines.extend(f"{name}: {extra[name]}" for name in sorted(extra, key=lambda n: n.encode()))
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    tail: list[str] = []
+    lines = head
+    for name in sorted(extra, key=lambda n: n.encode()):
+        if name == "Sec-WebSocket-Key":
+            head.append("Sec-WebSocket-Key: ")
+            lines = tail
+        else:
+            lines.append(f"{name}: {extra[name]}")
+    before = "\r\n".join(head)
+    after = "".join(f"\r\n{line}" for line in tail) + "\r\n\r\n"
+    return before.encode("utf-8"), after.encode("utf-8")
 
 
 def _canonical(name: str) -> str:
@@ -351,8 +378,6 @@ class WsStream(DecodingLayerStream):
         initial: bytes = b"",
         peer: tuple[str, int] | None = None,
     ) -> None:
-        from websockets.protocol import Protocol, Side
-
         self._below = below
         self._ws = Protocol(
             Side.CLIENT if client else Side.SERVER, max_size=None, logger=_WS_LOGGER
@@ -367,8 +392,6 @@ class WsStream(DecodingLayerStream):
             self._feed(initial)
 
     def _feed(self, data: bytes) -> None:
-        from websockets.frames import Frame, Opcode
-
         ws = self._ws
         ws.receive_data(data)
         for frame in ws.events_received():
@@ -506,15 +529,26 @@ class WsTransport(LayerTransport):
         super().__init__(inner)
         self.config = config
         self.tls = tls
+        #: The upgrade request around its key, per destination (built once).
+        self._requests: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+
+    def _request(self, host: str, port: int, key: str) -> bytes:
+        parts = self._requests.get((host, port))
+        if parts is None:
+            parts = client_request_parts(self.config, host, port, tls=self.tls)
+            if len(self._requests) >= _REQUEST_CACHE_SIZE:
+                self._requests.clear()
+            self._requests[host, port] = parts
+        return parts[0] + key.encode("ascii") + parts[1]
 
     async def dial(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
         loop = asyncio.get_running_loop()
         budget = CLIENT_HANDSHAKE_TIMEOUT_S if timeout is None else timeout
         deadline = loop.time() + budget
         key = base64.b64encode(os.urandom(16)).decode("ascii")
-        request = client_request(self.config, host, port, tls=self.tls, key=key)
-        async with asyncio.timeout_at(deadline):
-            below = await self.inner.dial(host, port, timeout=budget)
+        request = self._request(host, port, key)
+        # (the transport below keeps to ``timeout`` itself: TCP's connect, TLS's handshake)
+        below = await self.inner.dial(host, port, timeout=budget)
         try:
             async with asyncio.timeout_at(min(deadline, loop.time() + CLIENT_HANDSHAKE_TIMEOUT_S)):
                 rest = await client_handshake(below, request, key)
