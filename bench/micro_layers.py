@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -32,13 +31,13 @@ from typing import Any
 
 from bench.chains import CHAINS, _stream
 from bench.micro_tls_handshake import _securities
+from bench.procs import cpu_seconds, free_port, self_cpu_seconds
 
 #: kind -> the bench chain whose streamSettings it uses.
 KINDS = {"tcp": "vmess-aead-gcm", "tls": "vmess-tls", "ws": "vmess-ws", "ws+tls": "vmess-ws-tls"}
 REFERENCE = "tls-uvloop"
 WORKERS = 8
 MESSAGE = b"x" * 64
-_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
 def _transport(kind: str, *, server: bool) -> Any:
@@ -129,9 +128,10 @@ def _dialer(kind: str) -> Any:
 
 
 def _server_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK_S  # utime, stime
+    cpu = cpu_seconds(pid)
+    if cpu is None:
+        raise SystemExit(f"cannot read the CPU time of server process {pid}")
+    return cpu
 
 
 async def _load(kind: str, port: int, seconds: float) -> tuple[int, float]:
@@ -147,10 +147,9 @@ async def _load(kind: str, port: int, seconds: float) -> tuple[int, float]:
                 await one(port)
             count += 1
 
-    before = os.times()
+    before = self_cpu_seconds()
     await asyncio.gather(*(worker() for _ in range(WORKERS)))
-    after = os.times()
-    return count, (after.user + after.system) - (before.user + before.system)
+    return count, self_cpu_seconds() - before
 
 
 def _start(kind: str, port: int) -> subprocess.Popen[bytes]:
@@ -160,24 +159,21 @@ def _start(kind: str, port: int) -> subprocess.Popen[bytes]:
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != b"ready":
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+        _stop(proc)
         raise SystemExit(f"the {kind} server did not start")
     return proc
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def measure(kinds: list[str], seconds: float, rounds: int) -> dict[str, dict[str, float]]:
     """Median conn/s and CPU microseconds per connection (client, server) per kind."""
-    servers = {kind: (_start(kind, port := _free_port()), port) for kind in kinds}
+    servers = {kind: (_start(kind, port := free_port()), port) for kind in kinds}
     samples: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in kinds}
     try:
         for r in range(rounds):
@@ -194,10 +190,7 @@ def measure(kinds: list[str], seconds: float, rounds: int) -> dict[str, dict[str
                 )
     finally:
         for proc, _ in servers.values():
-            proc.kill()
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            _stop(proc)
     return {
         kind: {
             "conn_per_s": statistics.median(s[0] for s in rows),
