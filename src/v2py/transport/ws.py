@@ -303,21 +303,16 @@ def client_request_parts(
             "Upgrade": "websocket",
         }
     )
-    head = [
+    lines = [
         f"GET {config.normalized_path} HTTP/1.1",
         f"Host: {authority}",
         f"User-Agent: {user_agent}",
     ]
-    tail: list[str] = []
-    lines = head
-    for name in sorted(extra, key=lambda n: n.encode()):
-        if name == "Sec-WebSocket-Key":
-            head.append("Sec-WebSocket-Key: ")
-            lines = tail
-        else:
-            lines.append(f"{name}: {extra[name]}")
-    before = "\r\n".join(head)
-    after = "".join(f"\r\n{line}" for line in tail) + "\r\n\r\n"
+    lines.extend(f"{name}: {extra[name]}" for name in sorted(extra, key=lambda n: n.encode()))
+    # The key's line is ours alone: a configured Sec-WebSocket-Key was refused above.
+    cut = lines.index("Sec-WebSocket-Key: ") + 1
+    before = "\r\n".join(lines[:cut])
+    after = "".join(f"\r\n{line}" for line in lines[cut:]) + "\r\n\r\n"
     return before.encode("utf-8"), after.encode("utf-8")
 
 
