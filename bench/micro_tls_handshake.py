@@ -14,16 +14,24 @@ bench: its CPU per 1,000 connections on ``vmess-tls`` minus that on
 ``vmess-aead-gcm`` (client plus server). When OpenSSL's handshake alone costs more
 than that, v2py's TLS chain needs more CPU per connection than V2Ray's whatever its
 Python does, and on a machine the chain keeps busy its connection rate follows.
+
+It also times the one step that sets OpenSSL 3.0's client apart from Go's:
+``d2i_X509`` of the server's certificate, called through ``ctypes`` in the very
+``libcrypto`` that ``ssl`` is linked to. OpenSSL 3.0 decodes the certificate's
+public key through its provider decoder framework (``OSSL_DECODER_CTX_new_for_pkey``
+for every certificate), which the client does once per handshake.
 """
 
 from __future__ import annotations
 
+import ctypes
 import ssl
 import statistics
 import sys
 import time
+from pathlib import Path
 
-from bench.chains import CHAINS, _stream
+from bench.chains import CHAINS, _self_signed, _stream
 from v2py.config.stream import TlsConfig
 from v2py.transport.tls import TlsSecurity
 
@@ -70,6 +78,45 @@ def one_pass(client: TlsSecurity, server: TlsSecurity, count: int) -> tuple[floa
     return spent_c / count, spent_s / count
 
 
+def _libcrypto() -> ctypes.CDLL | None:
+    """The libcrypto this process's ``ssl`` uses (from /proc/self/maps), or None."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        path = line.rsplit(" ", 1)[-1]
+        if "/libcrypto.so" in path:
+            lib = ctypes.CDLL(path)
+            lib.d2i_X509.restype = ctypes.c_void_p
+            lib.d2i_X509.argtypes = [
+                ctypes.c_void_p,
+                ctypes.POINTER(ctypes.c_void_p),
+                ctypes.c_long,
+            ]
+            lib.X509_free.argtypes = [ctypes.c_void_p]
+            return lib
+    return None
+
+
+def cert_decode_us(count: int) -> float | None:
+    """CPU microseconds of one ``d2i_X509`` + ``X509_free`` of the chain's certificate."""
+    lib = _libcrypto()
+    if lib is None:
+        return None
+    cert_lines, _ = _self_signed()
+    der = ssl.PEM_cert_to_DER_cert("\n".join(cert_lines))
+    buf = ctypes.create_string_buffer(der, len(der))
+    start = time.process_time()
+    for _ in range(count):
+        cursor = ctypes.c_void_p(ctypes.addressof(buf))
+        cert = lib.d2i_X509(None, ctypes.byref(cursor), len(der))
+        if not cert:
+            return None
+        lib.X509_free(cert)
+    return (time.process_time() - start) / count * 1e6
+
+
 def main(argv: list[str]) -> int:
     count = int(argv[0]) if argv else 2000
     client, server = _securities()
@@ -81,6 +128,9 @@ def main(argv: list[str]) -> int:
     print(f"client do_handshake  {c_us:7.0f} us CPU")
     print(f"server do_handshake  {s_us:7.0f} us CPU")
     print(f"both                 {c_us + s_us:7.0f} us CPU per connection")
+    decode = cert_decode_us(count)
+    if decode is not None:
+        print(f"client's d2i_X509 of the server certificate  {decode:5.0f} us CPU")
     return 0
 
 
