@@ -29,3 +29,17 @@ def test_micro_layers_quick(capsys: pytest.CaptureFixture[str]) -> None:
     for line in lines:
         conn_per_s, client_us, server_us = (float(v) for v in line.split()[1:4])
         assert conn_per_s > 0 and client_us > 0 and server_us >= 0
+
+
+def test_ab_quick(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+    """``python -m bench.ab``: two chains of v2py up at once, a round each, ratios print."""
+    from bench import ab
+    from bench.cli import _default_v2py_cmd
+
+    v2py = _default_v2py_cmd()
+    argv = ["--a", v2py, "--b", v2py, "--rounds", "1", "--seconds", "0.2"]
+    assert ab.main([*argv, "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rates = [float(v) for v in re.findall(r"^[AB]: median (\d+) conn/s", out, re.M)]
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)
+    assert "B/A conn/s per round: median" in out
