@@ -30,7 +30,14 @@ from pathlib import Path
 from bench import loadgen
 from bench.chains import CHAINS, Ports, plan
 from bench.cli import _default_v2py_cmd, _default_v2ray_cmd
-from bench.procs import ChainProcess, command_for, cpu_seconds, free_ports, kill_all_started
+from bench.procs import (
+    ChainProcess,
+    ChainStartError,
+    command_for,
+    cpu_seconds,
+    free_ports,
+    kill_all_started,
+)
 
 WARM_UP_S = 1.0
 PAUSE_S = 0.3
@@ -98,8 +105,12 @@ async def run(args: argparse.Namespace) -> int:
     await sink.start()
     sides: list[Side] = []
     try:
-        for name, template in (("A", args.a), ("B", args.b)):
-            sides.append(await _start(name, template, args.chain, workdir))
+        try:
+            for name, template in (("A", args.a), ("B", args.b)):
+                sides.append(await _start(name, template, args.chain, workdir))
+        except (ChainStartError, OSError) as exc:
+            print(f"bench.ab: {exc}", file=sys.stderr)
+            return 1
         a, b = sides
         for side in sides:
             await loadgen.conn_rate(side.socks_port, sink, args.workers, WARM_UP_S)
