@@ -33,12 +33,13 @@ from bench.cli import _default_v2py_cmd, _default_v2ray_cmd
 from bench.procs import (
     ChainProcess,
     ChainStartError,
-    command_for,
     cpu_seconds,
     free_ports,
     kill_all_started,
+    start_chain,
 )
 
+START_TIMEOUT_S = 20.0
 WARM_UP_S = 1.0
 PAUSE_S = 0.3
 
@@ -62,13 +63,7 @@ async def _start(name: str, template: str, chain: str, workdir: Path) -> Side:
     socks, vmess = free_ports(2)
     plans = plan(CHAINS[chain], Ports(socks=socks, vmess=vmess, dial=vmess))
     side = Side(name, socks, [])
-    for pl in plans:  # server first
-        path = workdir / f"{name}-{pl.role}.json"
-        path.write_text(pl.config_text())
-        proc = ChainProcess(f"{name}-{pl.role}", command_for(template, path), workdir)
-        side.procs.append(proc)
-        proc.start()
-        await asyncio.to_thread(proc.wait_ready, pl, 20.0)
+    await start_chain(plans, template, workdir, name, side.procs, START_TIMEOUT_S)
     return side
 
 

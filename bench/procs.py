@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shlex
@@ -265,6 +266,28 @@ class ChainProcess:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(grace)
         _LIVE.pop(p.pid, None)
+
+
+async def start_chain(
+    plans: list[ProcPlan],
+    template: str,
+    workdir: Path,
+    prefix: str,
+    started: list[ChainProcess],
+    timeout: float,
+) -> None:
+    """Write each plan's config to ``<prefix>-<role>.json`` in ``workdir`` and start its
+    process from ``template`` (also named ``<prefix>-<role>``), in order, each listening
+    before the next starts. A process joins ``started`` before it is waited for, so the
+    caller stops whatever did start when one fails."""
+    for plan in plans:
+        name = f"{prefix}-{plan.role}"
+        path = workdir / f"{name}.json"
+        path.write_text(plan.config_text())
+        proc = ChainProcess(name, command_for(template, path), workdir)
+        proc.start()
+        started.append(proc)
+        await asyncio.to_thread(proc.wait_ready, plan, timeout)
 
 
 def kill_all_started() -> None:

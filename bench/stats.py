@@ -38,7 +38,7 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.chains import CHAINS, Ports, ProcPlan, plan
-from bench.procs import ChainProcess, command_for, cpu_seconds, free_ports, kill_all_started
+from bench.procs import ChainProcess, cpu_seconds, free_ports, kill_all_started, start_chain
 
 CHAIN = "vmess-aead-gcm"
 EMAIL = "bench@stats"
@@ -140,14 +140,7 @@ async def one_pass(
     sink = loadgen.SinkServer()
     await sink.start()
     try:
-        for proc in procs:
-            path = workdir / f"{impl}-{variant}-{proc.role}.json"
-            path.write_text(proc.config_text())
-            chain_proc = ChainProcess(f"{impl}-{variant}-{proc.role}", command_for(template, path),
-                                      workdir)  # fmt: skip
-            chain_proc.start()
-            running.append(chain_proc)
-            await asyncio.to_thread(chain_proc.wait_ready, proc, START_TIMEOUT_S)
+        await start_chain(procs, template, workdir, f"{impl}-{variant}", running, START_TIMEOUT_S)
         await _probe(socks, sink)
         size = int(args.bulk_mib * (1 << 20))
         cpu_before = [cpu_seconds(p.pid) or 0.0 for p in running]

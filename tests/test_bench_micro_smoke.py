@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_micro_layers_quick(capsys: pytest.CaptureFixture[str]) -> None:
         assert conn_per_s > 0 and client_us > 0 and server_us >= 0
 
 
-def test_ab_quick(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+def test_ab_quick(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """``python -m bench.ab``: two chains of v2py up at once, a round each, ratios print."""
     from bench import ab
     from bench.cli import _default_v2py_cmd
