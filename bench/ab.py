@@ -37,6 +37,7 @@ from bench.procs import (
     free_ports,
     kill_all_started,
     start_chain,
+    stop_chain,
 )
 
 START_TIMEOUT_S = 20.0
@@ -117,8 +118,7 @@ async def run(args: argparse.Namespace) -> int:
         print(report(a, b), flush=True)
     finally:
         for side in sides:
-            for proc in reversed(side.procs):
-                proc.stop()
+            await stop_chain(side.procs)
         await sink.close()
     return 0
 

@@ -290,6 +290,13 @@ async def start_chain(
         await asyncio.to_thread(proc.wait_ready, plan, timeout)
 
 
+async def stop_chain(procs: list[ChainProcess]) -> None:
+    """Stop a chain's processes, the last started first (clients before their servers),
+    each in a thread so the event loop keeps serving while one is given its grace."""
+    for proc in reversed(procs):
+        await asyncio.to_thread(proc.stop)
+
+
 def kill_all_started() -> None:
     """Stop every process the bench started and has not stopped (exit / Ctrl-C path)."""
     for pid, p in list(_LIVE.items()):

@@ -38,7 +38,14 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.chains import CHAINS, Ports, ProcPlan, plan
-from bench.procs import ChainProcess, cpu_seconds, free_ports, kill_all_started, start_chain
+from bench.procs import (
+    ChainProcess,
+    cpu_seconds,
+    free_ports,
+    kill_all_started,
+    start_chain,
+    stop_chain,
+)
 
 CHAIN = "vmess-aead-gcm"
 EMAIL = "bench@stats"
@@ -155,8 +162,7 @@ async def one_pass(
             result.counted = await asyncio.to_thread(query_stats, api)
         return result
     finally:
-        for p in reversed(running):
-            await asyncio.to_thread(p.stop)
+        await stop_chain(running)
         await sink.close()
 
 

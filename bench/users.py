@@ -57,6 +57,7 @@ from bench.procs import (
     free_ports,
     kill_all_started,
     read_status_kib,
+    stop_chain,
 )
 
 START_TIMEOUT_S = 120.0  # v2ray builds 10,000 x 5 legacy IDs x 241 s before it listens
@@ -284,8 +285,7 @@ async def users_pass(count: int, auth: str, impl: str, template: str,
                 raise RuntimeError(p.describe_failure("died during the pass"))
         return m
     finally:
-        for p in reversed(procs):
-            await asyncio.to_thread(p.stop)
+        await stop_chain(procs)
 
 
 async def startup_pass(name: str, impl: str, template: str, workdir: Path,
@@ -312,8 +312,7 @@ async def startup_pass(name: str, impl: str, template: str, workdir: Path,
                 m[f"rss_rest_mib:{plan.role}"] = v
         return m
     finally:
-        for p in reversed(procs):
-            await asyncio.to_thread(p.stop)
+        await stop_chain(procs)
 
 
 # ------------------------------------------------------------------------------ report
